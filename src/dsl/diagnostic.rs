@@ -1,0 +1,347 @@
+//! Diagnostics: what went wrong, where, and what to do, rendered for a person
+//! (source line with the span underlined) or as JSON for tools.
+
+use super::codes::Code;
+use super::span::{line_col, Span};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// How bad a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One finding of the parser or the checker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub message: String,
+    /// The file as the user named it (a path, displayed as given).
+    pub file: String,
+    pub span: Option<Span>,
+    /// A short note under the underline.
+    pub label: Option<String>,
+    /// Advice, printed as `= help: ...`.
+    pub help: Option<String>,
+    /// Other places that matter, such as the earlier rule that shadows this one.
+    pub related: Vec<Related>,
+}
+
+/// A second place a diagnostic points at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Related {
+    pub file: String,
+    pub span: Span,
+    pub label: String,
+}
+
+impl Diagnostic {
+    /// A diagnostic with `code` and `message` at `span` of `file`.
+    pub fn new(code: Code, message: impl Into<String>, file: &str, span: Option<Span>) -> Self {
+        Diagnostic {
+            code,
+            message: message.into(),
+            file: file.to_string(),
+            span,
+            label: None,
+            help: None,
+            related: Vec::new(),
+        }
+    }
+
+    /// Adds the note printed under the underline.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// Adds advice.
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds advice when there is some.
+    pub fn maybe_help(mut self, help: Option<String>) -> Self {
+        self.help = help.or(self.help);
+        self
+    }
+
+    /// Points at a second place.
+    pub fn related(mut self, file: &str, span: Span, label: impl Into<String>) -> Self {
+        self.related.push(Related {
+            file: file.to_string(),
+            span,
+            label: label.into(),
+        });
+        self
+    }
+
+    /// Error or warning, from the code.
+    pub fn severity(&self) -> Severity {
+        if self.code.is_warning() {
+            Severity::Warning
+        } else {
+            Severity::Error
+        }
+    }
+
+    /// Whether this diagnostic rejects the file.
+    pub fn is_error(&self) -> bool {
+        self.severity() == Severity::Error
+    }
+}
+
+/// The text of every file diagnostics may point into, by the name they use.
+#[derive(Clone, Debug, Default)]
+pub struct Sources {
+    files: BTreeMap<String, String>,
+}
+
+impl Sources {
+    /// Remembers the text of `file`.
+    pub fn add(&mut self, file: &str, text: &str) {
+        self.files.insert(file.to_string(), text.to_string());
+    }
+
+    /// The text of `file`, if known.
+    pub fn get(&self, file: &str) -> Option<&str> {
+        self.files.get(file).map(String::as_str)
+    }
+}
+
+/// Sorts diagnostics by file, then position, then code, so output is stable.
+pub fn sort(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by(|a, b| {
+        (&a.file, a.span.map(|s| s.start), a.code).cmp(&(&b.file, b.span.map(|s| s.start), b.code))
+    });
+}
+
+/// Renders a diagnostic for a terminal, rustc style:
+///
+/// ```text
+/// error[E002]: unknown field `cty`
+///   --> rules/events.rules:12:10
+///    |
+/// 12 |      and cty in ["Goa", "Mumbai"]
+///    |          ^^^ not a field of playbook `events`
+///    |
+///    = help: did you mean `city`?
+/// ```
+pub fn render(diagnostic: &Diagnostic, sources: &Sources) -> String {
+    let mut out = String::new();
+    let kind = match diagnostic.severity() {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+    };
+    let _ = writeln!(
+        out,
+        "{kind}[{}]: {}",
+        diagnostic.code.as_str(),
+        diagnostic.message
+    );
+    let source = sources.get(&diagnostic.file);
+    let main = snippet(
+        &diagnostic.file,
+        source,
+        diagnostic.span,
+        diagnostic.label.as_deref(),
+    );
+    let mut snippets = vec![main];
+    for related in &diagnostic.related {
+        snippets.push(snippet(
+            &related.file,
+            sources.get(&related.file),
+            Some(related.span),
+            Some(&related.label),
+        ));
+    }
+    let gutter = snippets.iter().map(|s| s.gutter).max().unwrap_or(1);
+    let pad = " ".repeat(gutter);
+    for (i, s) in snippets.iter().enumerate() {
+        if i > 0 {
+            let _ = writeln!(out, "{pad} ...");
+        }
+        let _ = writeln!(out, "{pad}--> {}", s.location);
+        for line in &s.lines {
+            match line {
+                SnippetLine::Blank => {
+                    let _ = writeln!(out, "{pad} |");
+                }
+                SnippetLine::Source(n, text) => {
+                    let _ = writeln!(out, "{n:>gutter$} | {text}");
+                }
+                SnippetLine::Marks(marks) => {
+                    let _ = writeln!(out, "{pad} | {marks}");
+                }
+            }
+        }
+    }
+    if let Some(help) = &diagnostic.help {
+        let _ = writeln!(out, "{pad} |");
+        let _ = writeln!(out, "{pad} = help: {help}");
+    }
+    out
+}
+
+enum SnippetLine {
+    Blank,
+    Source(usize, String),
+    Marks(String),
+}
+
+struct Snippet {
+    location: String,
+    gutter: usize,
+    lines: Vec<SnippetLine>,
+}
+
+fn snippet(file: &str, source: Option<&str>, span: Option<Span>, label: Option<&str>) -> Snippet {
+    let (Some(source), Some(span)) = (source, span) else {
+        return Snippet {
+            location: file.to_string(),
+            gutter: 1,
+            lines: label
+                .map(|l| vec![SnippetLine::Blank, SnippetLine::Marks(format!("= {l}"))])
+                .unwrap_or_default(),
+        };
+    };
+    let start = line_col(source, span.start);
+    let line_start = source[..span.start.min(source.len())]
+        .rfind('\n')
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    let line_end = source[line_start..]
+        .find('\n')
+        .map(|i| line_start + i)
+        .unwrap_or(source.len());
+    let line_text = source[line_start..line_end].trim_end_matches('\r');
+    let display_line = line_text.replace('\t', "    ");
+    // The underline stops at the end of the first line of a multi-line span.
+    let end = span.end.min(line_end).max(span.start);
+    let before: String = source[line_start..span.start.min(line_end)]
+        .chars()
+        .map(|c| if c == '\t' { "    " } else { " " })
+        .collect();
+    let width = source[span.start.min(line_end)..end].chars().count().max(1);
+    let mut marks = format!("{before}{}", "^".repeat(width));
+    if let Some(label) = label {
+        marks.push(' ');
+        marks.push_str(label);
+    }
+    let gutter = start.line.to_string().len();
+    Snippet {
+        location: format!("{file}:{}:{}", start.line, start.col),
+        gutter,
+        lines: vec![
+            SnippetLine::Blank,
+            SnippetLine::Source(start.line, display_line),
+            SnippetLine::Marks(marks),
+        ],
+    }
+}
+
+/// A diagnostic as JSON for editors and scripts.
+#[derive(Serialize)]
+pub struct JsonDiagnostic<'a> {
+    pub severity: Severity,
+    pub code: &'static str,
+    pub message: &'a str,
+    pub file: &'a str,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub end_line: Option<usize>,
+    pub end_column: Option<usize>,
+    pub label: Option<&'a str>,
+    pub help: Option<&'a str>,
+    pub rendered: String,
+}
+
+/// Converts a diagnostic for JSON output.
+pub fn to_json<'a>(diagnostic: &'a Diagnostic, sources: &Sources) -> JsonDiagnostic<'a> {
+    let positions = match (sources.get(&diagnostic.file), diagnostic.span) {
+        (Some(src), Some(span)) => Some((line_col(src, span.start), line_col(src, span.end))),
+        _ => None,
+    };
+    JsonDiagnostic {
+        severity: diagnostic.severity(),
+        code: diagnostic.code.as_str(),
+        message: &diagnostic.message,
+        file: &diagnostic.file,
+        line: positions.map(|p| p.0.line),
+        column: positions.map(|p| p.0.col),
+        end_line: positions.map(|p| p.1.line),
+        end_column: positions.map(|p| p.1.col),
+        label: diagnostic.label.as_deref(),
+        help: diagnostic.help.as_deref(),
+        rendered: render(diagnostic, sources),
+    }
+}
+
+/// The closest of `candidates` to `name`, if it is close enough to be a likely typo.
+pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for candidate in candidates {
+        let distance = edit_distance(name, candidate);
+        let limit = (name.chars().count().max(candidate.chars().count()) / 3).max(1);
+        if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, candidate));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closest_finds_typos_and_ignores_strangers() {
+        let names = ["city", "event_date", "guests"];
+        assert_eq!(closest("cty", names), Some("city"));
+        assert_eq!(closest("guest", names), Some("guests"));
+        assert_eq!(closest("budget", names), None);
+    }
+
+    #[test]
+    fn render_underlines_the_span() {
+        let mut sources = Sources::default();
+        let text = "playbook x {\n  field cty: text\n}\n";
+        sources.add("x.rules", text);
+        let at = text.find("cty").unwrap();
+        let d = Diagnostic::new(
+            Code::E002UnknownPath,
+            "unknown field `cty`",
+            "x.rules",
+            Some(Span::new(at, at + 3)),
+        )
+        .label("here")
+        .help("did you mean `city`?");
+        let out = render(&d, &sources);
+        assert_eq!(
+            out,
+            "error[E002]: unknown field `cty`\n --> x.rules:2:9\n  |\n2 |   field cty: text\n  |         ^^^ here\n  |\n  = help: did you mean `city`?\n"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! `handoff` routes inbound sales leads into WhatsApp without losing context.
+//!
+//! The routing language lives in [`dsl`] (parse and check), [`engine`]
+//! (compile and evaluate) and [`render`] (templates); [`ruleset`] loads a
+//! rules directory from disk; [`cli`] holds the commands.
+
+pub mod dsl;
