@@ -4,4 +4,8 @@
 //! (compile and evaluate) and [`render`] (templates); [`ruleset`] loads a
 //! rules directory from disk; [`cli`] holds the commands.
 
+pub mod cli;
 pub mod dsl;
+pub mod engine;
+pub mod render;
+pub mod ruleset;

@@ -36,7 +36,7 @@ pub struct VariableUse {
 }
 
 /// Names every template context has, besides the playbook's fields.
-pub const CONTEXT_ROOTS: [&str; 8] = [
+pub const CONTEXT_ROOTS: [&str; 7] = [
     "lead",
     "intent",
     "channel",
@@ -44,7 +44,6 @@ pub const CONTEXT_ROOTS: [&str; 8] = [
     "tags",
     "transcript",
     "now",
-    "fields",
 ];
 
 /// The attributes of `lead` in a template context.
@@ -151,7 +150,8 @@ impl Checker<'_> {
                 Setting::Timezone(tz) => match tz.node.parse::<Tz>() {
                     Ok(zone) => schema.timezone = zone,
                     Err(_) => {
-                        let names: Vec<&str> = chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
+                        let names: Vec<&str> =
+                            chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()).collect();
                         let suggestion = closest(&tz.node, names.iter().copied());
                         let d = self.error(
                             Code::E010BadTimezone,
@@ -173,7 +173,11 @@ impl Checker<'_> {
                             if to < *from {
                                 let d = self.error(
                                     Code::E020BadHours,
-                                    format!("day range `{}-{}` runs backwards", from.as_str(), to.as_str()),
+                                    format!(
+                                        "day range `{}-{}` runs backwards",
+                                        from.as_str(),
+                                        to.as_str()
+                                    ),
                                     span.span,
                                 );
                                 d.help = Some("write ranges from Monday towards Sunday, as in `mon-fri`; list others with commas, as in `sat,sun`".into());
@@ -207,7 +211,7 @@ impl Checker<'_> {
                             field.name.span,
                         );
                         d.help = Some(format!(
-                            "`{name}` is built in; name the field differently, as in `lead_{name}`"
+                            "`{name}` is built in; name the field differently, as in `{name}_value`"
                         ));
                         continue;
                     }
@@ -239,7 +243,12 @@ impl Checker<'_> {
         schema
     }
 
-    fn check_rules(&mut self, playbook: &Playbook, schema: &Schema, templates: &dyn TemplateCatalog) {
+    fn check_rules(
+        &mut self,
+        playbook: &Playbook,
+        schema: &Schema,
+        templates: &dyn TemplateCatalog,
+    ) {
         let mut names: HashMap<&str, Span> = HashMap::new();
         let mut valid_conditions: Vec<Option<&Rule>> = Vec::new();
         let mut used_templates: HashSet<(bool, &str)> = HashSet::new();
@@ -268,9 +277,16 @@ impl Checker<'_> {
                     tests_consent = true;
                 }
             });
-            rule.condition.for_each_test(&mut |test| self.check_test(test, schema));
+            rule.condition
+                .for_each_test(&mut |test| self.check_test(test, schema));
             let condition_ok = self.error_count() == before;
-            self.check_actions(&rule.actions, rule.continues, schema, templates, &mut used_templates);
+            self.check_actions(
+                &rule.actions,
+                rule.continues,
+                schema,
+                templates,
+                &mut used_templates,
+            );
             for action in &rule.actions {
                 if matches!(action.kind, ActionKind::Handoff { .. }) && !tests_consent {
                     self.push(
@@ -291,7 +307,13 @@ impl Checker<'_> {
             valid_conditions.push(condition_ok.then_some(rule));
         }
         if let Some(otherwise) = &playbook.otherwise {
-            self.check_actions(&otherwise.actions, None, schema, templates, &mut used_templates);
+            self.check_actions(
+                &otherwise.actions,
+                None,
+                schema,
+                templates,
+                &mut used_templates,
+            );
             for action in &otherwise.actions {
                 if matches!(action.kind, ActionKind::Handoff { .. }) {
                     self.push(
@@ -338,7 +360,9 @@ impl Checker<'_> {
         templates: &dyn TemplateCatalog,
         used: &mut HashSet<(bool, &'a str)>,
     ) {
-        let drop = actions.iter().find(|a| matches!(a.kind, ActionKind::Drop(_)));
+        let drop = actions
+            .iter()
+            .find(|a| matches!(a.kind, ActionKind::Drop(_)));
         if let Some(drop) = drop {
             let others: Vec<&Action> = actions.iter().filter(|a| !std::ptr::eq(*a, drop)).collect();
             if let Some(other) = others.first() {
@@ -363,7 +387,8 @@ impl Checker<'_> {
             match &action.kind {
                 ActionKind::Ask(AskTarget::Field(field)) => {
                     if schema.field_index(&field.node).is_none() {
-                        let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+                        let names: Vec<&str> =
+                            schema.fields.iter().map(|f| f.name.as_str()).collect();
                         let help = closest(&field.node, names.iter().copied())
                             .map(|s| format!("did you mean `{s}`?"))
                             .unwrap_or_else(|| "`ask` takes a declared field, or `missing`".into());
@@ -383,9 +408,7 @@ impl Checker<'_> {
                             let names = templates.file_names();
                             let help = closest(&open.node, names.iter().map(String::as_str))
                                 .map(|s| format!("did you mean `{s}`?"))
-                                .unwrap_or_else(|| {
-                                    format!("create `templates/{}.j2`", open.node)
-                                });
+                                .unwrap_or_else(|| format!("create `templates/{}.j2`", open.node));
                             let d = self.error(
                                 Code::E011MissingTemplateFile,
                                 format!("no template file `{}.j2`", open.node),
@@ -462,7 +485,11 @@ impl Checker<'_> {
                     ))
                 };
                 if let Some((what, suggestion)) = problem {
-                    let kind = if *is_file { "template" } else { "approved template" };
+                    let kind = if *is_file {
+                        "template"
+                    } else {
+                        "approved template"
+                    };
                     self.push(
                         Diagnostic::new(
                             Code::E014TemplateVariable,
@@ -492,7 +519,11 @@ impl Checker<'_> {
         let Some(resolved) = schema.resolve(&path.node) else {
             let known = schema.known_paths();
             let suggestion = closest(&path.node, known.iter().copied());
-            let kind = if path.node.contains('.') { "path" } else { "field" };
+            let kind = if path.node.contains('.') {
+                "path"
+            } else {
+                "field"
+            };
             let d = self.error(
                 Code::E002UnknownPath,
                 format!("unknown {kind} `{}`", path.node),
@@ -518,7 +549,9 @@ impl Checker<'_> {
                     };
                     let d = self.error(
                         Code::E003TypeMismatch,
-                        format!("`{name}` is {tyname}, not a bool, so it cannot stand alone as a test"),
+                        format!(
+                            "`{name}` is {tyname}, not a bool, so it cannot stand alone as a test"
+                        ),
                         test.span,
                     );
                     d.help = Some(help);
@@ -528,14 +561,20 @@ impl Checker<'_> {
                 if ty == FieldType::TextList {
                     let d = self.error(
                         Code::E003TypeMismatch,
-                        format!("`{name}` is a list and cannot be compared with `{}`", op.as_str()),
+                        format!(
+                            "`{name}` is a list and cannot be compared with `{}`",
+                            op.as_str()
+                        ),
                         test.span,
                     );
                     d.help = Some(format!("test membership with `{name} contains \"...\"`"));
                     return;
                 }
                 if op.is_ordering()
-                    && !matches!(ty, FieldType::Number | FieldType::Date | FieldType::DateTime)
+                    && !matches!(
+                        ty,
+                        FieldType::Number | FieldType::Date | FieldType::DateTime
+                    )
                 {
                     let d = self.error(
                         Code::E003TypeMismatch,
@@ -576,13 +615,18 @@ impl Checker<'_> {
                         format!("`contains` tests text and lists, but `{name}` is {tyname}"),
                         test.span,
                     );
-                    d.help = Some(format!("compare it with `==` or `in`, as in `{name} == ...`"));
+                    d.help = Some(format!(
+                        "compare it with `==` or `in`, as in `{name} == ...`"
+                    ));
                     return;
                 }
                 if !matches!(literal.value, LiteralValue::Text(_) | LiteralValue::Invalid) {
                     let d = self.error(
                         Code::E003TypeMismatch,
-                        format!("`contains` takes a string, not {}", literal.value.describe()),
+                        format!(
+                            "`contains` takes a string, not {}",
+                            literal.value.describe()
+                        ),
                         literal.span,
                     );
                     d.help = Some("put the value in double quotes".into());
@@ -622,26 +666,30 @@ impl Checker<'_> {
                 }
             }
             TestOp::IsSet | TestOp::IsNotSet => {}
-            TestOp::Within { unit, .. } => match ty {
-                FieldType::DateTime => {}
-                FieldType::Date if unit.is_calendar() => {}
-                FieldType::Date => {
-                    let d = self.error(
+            TestOp::Within { unit, .. } => {
+                match ty {
+                    FieldType::DateTime => {}
+                    FieldType::Date if unit.is_calendar() => {}
+                    FieldType::Date => {
+                        let d = self.error(
                         Code::E003TypeMismatch,
                         format!("`{name}` is a date, so `within` counts it in days or weeks, not {}", unit.as_str()),
                         test.span,
                     );
-                    d.help = Some("use `days` or `weeks`, or declare the field as `datetime`".into());
+                        d.help = Some(
+                            "use `days` or `weeks`, or declare the field as `datetime`".into(),
+                        );
+                    }
+                    _ => {
+                        let d = self.error(
+                            Code::E003TypeMismatch,
+                            format!("`within` tests dates and datetimes, but `{name}` is {tyname}"),
+                            test.span,
+                        );
+                        d.help = Some("declare the field as `date` or `datetime`".into());
+                    }
                 }
-                _ => {
-                    let d = self.error(
-                        Code::E003TypeMismatch,
-                        format!("`within` tests dates and datetimes, but `{name}` is {tyname}"),
-                        test.span,
-                    );
-                    d.help = Some("declare the field as `date` or `datetime`".into());
-                }
-            },
+            }
         }
     }
 
@@ -667,7 +715,9 @@ impl Checker<'_> {
         };
         if !fits {
             let help = match (ty, value) {
-                (FieldType::Number, LiteralValue::Text(t)) if t.trim().replace('_', "").parse::<f64>().is_ok() => {
+                (FieldType::Number, LiteralValue::Text(t))
+                    if t.trim().replace('_', "").parse::<f64>().is_ok() =>
+                {
                     format!("write the number without quotes: `{}`", t.trim())
                 }
                 (FieldType::Date | FieldType::DateTime, LiteralValue::Text(t))
@@ -675,7 +725,9 @@ impl Checker<'_> {
                 {
                     format!("write the date without quotes: `{}`", t.trim())
                 }
-                (FieldType::Bool, LiteralValue::Text(t)) if matches!(t.trim(), "true" | "false") => {
+                (FieldType::Bool, LiteralValue::Text(t))
+                    if matches!(t.trim(), "true" | "false") =>
+                {
                     format!("write `{}` without quotes", t.trim())
                 }
                 (FieldType::Number, _) => "compare it with a number, as in `300`".into(),
@@ -698,16 +750,25 @@ impl Checker<'_> {
             d.help = Some(help);
             return;
         }
-        let LiteralValue::Text(text) = value else { return };
+        let LiteralValue::Text(text) = value else {
+            return;
+        };
         let normalized = normalize_text(text);
         if let FieldType::OneOf(options) = ty {
-            if !options.iter().any(|o| normalize_text(&o.node) == normalized) {
+            if !options
+                .iter()
+                .any(|o| normalize_text(&o.node) == normalized)
+            {
                 let names: Vec<&str> = options.iter().map(|o| o.node.as_str()).collect();
                 let help = match closest(&normalized, names.iter().copied()) {
                     Some(s) => format!("did you mean `\"{s}\"`?"),
                     None => format!(
                         "`{name}` is one of {}",
-                        names.iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ")
+                        names
+                            .iter()
+                            .map(|n| format!("\"{n}\""))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 };
                 let d = self.error(

@@ -60,8 +60,6 @@ pub enum Code {
     E026SettingAfterRule,
     /// A number that does not fit where it stands.
     E027BadNumber,
-    /// Two playbooks with one name.
-    E028DuplicatePlaybook,
     /// A rule that can never fire because an earlier rule catches every lead it matches.
     W101ShadowedRule,
     /// A playbook without `otherwise`.
@@ -70,8 +68,6 @@ pub enum Code {
     W103HandoffWithoutConsent,
     /// A rule whose conditions contradict each other, so it never fires.
     W104NeverFires,
-    /// An intent declared but no rule tests it.
-    W105UnusedIntent,
 }
 
 impl Code {
@@ -106,12 +102,10 @@ impl Code {
             E025Io => "E025",
             E026SettingAfterRule => "E026",
             E027BadNumber => "E027",
-            E028DuplicatePlaybook => "E028",
             W101ShadowedRule => "W101",
             W102NoOtherwise => "W102",
             W103HandoffWithoutConsent => "W103",
             W104NeverFires => "W104",
-            W105UnusedIntent => "W105",
         }
     }
 

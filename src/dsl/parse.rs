@@ -16,7 +16,7 @@ mod grammar {
     #[grammar = "../grammar/rules.pest"]
     pub struct RulesParser;
 }
-use grammar::{RulesParser, Rule as G};
+use grammar::{Rule as G, RulesParser};
 
 /// The outcome of parsing one file: the playbook when the syntax is valid, and
 /// every problem found on the way (a bad date is reported without stopping).
@@ -161,9 +161,7 @@ impl PlaybookParser<'_> {
             G::timezone => Setting::Timezone(self.parse_string(inner.next()?)),
             G::sender => Setting::Sender(self.parse_string(inner.next()?)),
             G::intents => Setting::Intents(inner.map(|p| spanned_str(&p)).collect(), span),
-            G::hours => {
-                Setting::Hours(inner.map(|p| self.parse_hours_span(p)).collect(), span)
-            }
+            G::hours => Setting::Hours(inner.map(|p| self.parse_hours_span(p)).collect(), span),
             G::field => Setting::Field(self.parse_field(span, inner)?),
             _ => return None,
         };
@@ -241,7 +239,9 @@ impl PlaybookParser<'_> {
         let ty_span = span_of(&ty_pair);
         let ty_inner = children(ty_pair).next()?;
         let ty = match ty_inner.as_rule() {
-            G::one_of => FieldType::OneOf(children(ty_inner).map(|s| self.parse_string(s)).collect()),
+            G::one_of => {
+                FieldType::OneOf(children(ty_inner).map(|s| self.parse_string(s)).collect())
+            }
             _ => match ty_inner.as_str() {
                 "text" => FieldType::Text,
                 "number" => FieldType::Number,
@@ -295,9 +295,7 @@ impl PlaybookParser<'_> {
     }
 
     fn parse_condition(&mut self, pair: Pair<'_, G>) -> Condition {
-        let mut parts: Vec<Condition> = children(pair)
-            .map(|p| self.parse_conjunction(p))
-            .collect();
+        let mut parts: Vec<Condition> = children(pair).map(|p| self.parse_conjunction(p)).collect();
         if parts.len() == 1 {
             parts.remove(0)
         } else {
@@ -412,7 +410,10 @@ impl PlaybookParser<'_> {
             Err(_) => {
                 let d = self.error(
                     Code::E027BadNumber,
-                    format!("`within` needs a whole number of units, not `{}`", pair.as_str()),
+                    format!(
+                        "`within` needs a whole number of units, not `{}`",
+                        pair.as_str()
+                    ),
                     span,
                 );
                 d.help = Some("write a count such as `7`, as in `within next 7 days`".into());
@@ -440,7 +441,11 @@ impl PlaybookParser<'_> {
             G::number => match text.replace('_', "").parse::<f64>() {
                 Ok(n) if n.is_finite() => LiteralValue::Number(n),
                 _ => {
-                    self.error(Code::E027BadNumber, format!("`{text}` is not a number"), span);
+                    self.error(
+                        Code::E027BadNumber,
+                        format!("`{text}` is not a number"),
+                        span,
+                    );
                     LiteralValue::Invalid
                 }
             },
@@ -464,9 +469,8 @@ impl PlaybookParser<'_> {
                         format!("`{text}` is not a valid datetime"),
                         span,
                     );
-                    d.help = Some(
-                        "datetimes are RFC 3339, as in `2027-03-14T10:00:00+05:30`".into(),
-                    );
+                    d.help =
+                        Some("datetimes are RFC 3339, as in `2027-03-14T10:00:00+05:30`".into());
                     LiteralValue::Invalid
                 }
             },
@@ -556,9 +560,7 @@ fn normalize_datetime(text: &str) -> String {
     // Insert `:00` seconds when the time has only hours and minutes.
     if let Some(t) = upper.find('T') {
         let time = &upper[t + 1..];
-        let zone_at = time
-            .find(['Z', '+', '-'])
-            .unwrap_or(time.len());
+        let zone_at = time.find(['Z', '+', '-']).unwrap_or(time.len());
         if time[..zone_at].len() == 5 {
             return format!("{}:00{}", &upper[..t + 1 + zone_at], &time[zone_at..]);
         }
@@ -620,9 +622,14 @@ fn syntax_error(source: &str, file: &str, error: pest::error::Error<G>) -> Diagn
         None => "found the end of the file".to_string(),
     };
     let help = syntax_help(&expected, found.as_deref(), after.as_deref());
-    Diagnostic::new(Code::E001Syntax, message, file, Some(Span::new(pos, end.max(pos))))
-        .label(label)
-        .maybe_help(help)
+    Diagnostic::new(
+        Code::E001Syntax,
+        message,
+        file,
+        Some(Span::new(pos, end.max(pos))),
+    )
+    .label(label)
+    .maybe_help(help)
 }
 
 fn syntax_help(expected: &[G], found: Option<&str>, after: Option<&str>) -> Option<String> {
@@ -669,7 +676,10 @@ fn found_at(source: &str, pos: usize) -> Option<String> {
             .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
             .collect()
     } else if first == '"' {
-        let end = rest[1..].find(['"', '\n']).map(|i| i + 2).unwrap_or(rest.len());
+        let end = rest[1..]
+            .find(['"', '\n'])
+            .map(|i| i + 2)
+            .unwrap_or(rest.len());
         rest[..end.min(rest.len())].to_string()
     } else {
         rest.chars()
@@ -734,9 +744,7 @@ fn describe_rule(kind: G) -> &'static str {
         G::datetime => "a datetime",
         G::boolean => "`true` or `false`",
         G::list => "a list `[...]`",
-        G::condition | G::conjunction | G::negation | G::test | G::kw_not => {
-            "a condition"
-        }
+        G::condition | G::conjunction | G::negation | G::test | G::kw_not => "a condition",
         G::test_tail
         | G::compare
         | G::cmp_op
@@ -772,9 +780,7 @@ fn describe_rule(kind: G) -> &'static str {
         | G::kw_field
         | G::kw_sender => "a setting",
         G::item => "a setting or a rule",
-        G::hours_span | G::day_set | G::day_item | G::day => {
-            "a day (`mon` .. `sun`)"
-        }
+        G::hours_span | G::day_set | G::day_item | G::day => "a day (`mon` .. `sun`)",
         G::time_range | G::clock => "a time such as `10:00`",
         G::field_type | G::type_name | G::one_of | G::kw_one => {
             "a type (`text`, `number`, `bool`, `date`, `datetime` or `one of \"a\", \"b\"`)"
@@ -797,11 +803,9 @@ fn describe_rule(kind: G) -> &'static str {
         | G::kw_ask
         | G::kw_drop => "an action",
         G::kw_whatsapp => "`whatsapp`",
-        G::handoff_part
-        | G::handoff_open
-        | G::handoff_template
-        | G::kw_open
-        | G::kw_template => "`open \"...\"` or `template \"...\"`",
+        G::handoff_part | G::handoff_open | G::handoff_template | G::kw_open | G::kw_template => {
+            "`open \"...\"` or `template \"...\"`"
+        }
         G::ask_missing | G::kw_missing => "a field name or `missing`",
         G::cont | G::kw_continue => "`continue`",
         _ => "something else",
@@ -820,14 +824,14 @@ mod tests {
 
     #[test]
     fn precedence_is_not_then_and_then_or() {
-        let pb = parse_ok(
-            "playbook t { rule r { when not a == 1 and b or c then tag \"x\" } }",
-        );
+        let pb = parse_ok("playbook t { rule r { when not a == 1 and b or c then tag \"x\" } }");
         let Condition::Or(parts) = &pb.rules[0].condition else {
             panic!("expected or at the top: {:?}", pb.rules[0].condition)
         };
         assert_eq!(parts.len(), 2);
-        let Condition::And(conj) = &parts[0] else { panic!() };
+        let Condition::And(conj) = &parts[0] else {
+            panic!()
+        };
         assert!(matches!(conj[0], Condition::Not(..)));
     }
 
@@ -856,6 +860,9 @@ mod tests {
 
     #[test]
     fn datetimes_without_seconds_are_read() {
-        assert_eq!(normalize_datetime("2027-03-14T10:00+05:30"), "2027-03-14T10:00:00+05:30");
+        assert_eq!(
+            normalize_datetime("2027-03-14T10:00+05:30"),
+            "2027-03-14T10:00:00+05:30"
+        );
     }
 }

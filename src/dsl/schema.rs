@@ -7,7 +7,14 @@ use chrono::{Datelike, NaiveDateTime, Timelike};
 use chrono_tz::Tz;
 
 /// The channels a lead can come in by.
-pub const CHANNELS: [&str; 6] = ["instagram", "web_form", "lead_ad", "voice", "whatsapp", "api"];
+pub const CHANNELS: [&str; 6] = [
+    "instagram",
+    "web_form",
+    "lead_ad",
+    "voice",
+    "whatsapp",
+    "api",
+];
 
 /// A path built into every playbook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -107,8 +114,9 @@ impl Builtin {
     }
 }
 
-/// Names a field may not take: built-ins and the roots of dotted built-ins.
-pub const RESERVED_FIELD_NAMES: [&str; 9] = [
+/// Names a field may not take: built-ins, the roots of dotted built-ins, and
+/// the names every template context already has.
+pub const RESERVED_FIELD_NAMES: [&str; 12] = [
     "intent",
     "channel",
     "business_hours",
@@ -118,6 +126,9 @@ pub const RESERVED_FIELD_NAMES: [&str; 9] = [
     "consent",
     "window",
     "thread",
+    "playbook",
+    "transcript",
+    "now",
 ];
 
 /// Where a path's value comes from.
@@ -204,7 +215,10 @@ impl Schema {
 /// Text as compared by `==`, `in` and `contains`: trimmed and lowercased.
 pub fn normalize_text(text: &str) -> String {
     let trimmed = text.trim();
-    if trimmed.bytes().all(|b| !b.is_ascii_uppercase() && b.is_ascii()) {
+    if trimmed
+        .bytes()
+        .all(|b| !b.is_ascii_uppercase() && b.is_ascii())
+    {
         trimmed.to_string()
     } else {
         trimmed.to_lowercase()

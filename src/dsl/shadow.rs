@@ -36,13 +36,20 @@ enum Atom {
     In(Vec<Value>),
     NotIn(Vec<Value>),
     /// Substring of text (`list` false) or an item of a list (`list` true).
-    Contains { needle: String, list: bool },
+    Contains {
+        needle: String,
+        list: bool,
+    },
     Matches(String),
     IsSet,
     IsNotSet,
     Truthy,
     /// `within`: direction, and the window in minutes (`calendar` for days/weeks).
-    Within { next: bool, amount: u64, calendar: bool },
+    Within {
+        next: bool,
+        amount: u64,
+        calendar: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -68,7 +75,10 @@ pub fn find(rules: &[&Rule], schema: &Schema, file: &str) -> Vec<Diagnostic> {
             out.push(
                 Diagnostic::new(
                     Code::W104NeverFires,
-                    format!("rule `{}` can never fire: its tests contradict each other", rule_b.name.node),
+                    format!(
+                        "rule `{}` can never fire: its tests contradict each other",
+                        rule_b.name.node
+                    ),
                     file,
                     Some(rule_b.condition.span()),
                 )
@@ -167,8 +177,18 @@ fn atom_of(test: &Test, schema: &Schema) -> Option<Literal> {
             CmpOp::Gt => Atom::Gt(num(&lit.value)?),
             CmpOp::Ge => Atom::Ge(num(&lit.value)?),
         },
-        TestOp::In(items) => Atom::In(items.iter().map(|l| literal_value(&l.value)).collect::<Option<_>>()?),
-        TestOp::NotIn(items) => Atom::NotIn(items.iter().map(|l| literal_value(&l.value)).collect::<Option<_>>()?),
+        TestOp::In(items) => Atom::In(
+            items
+                .iter()
+                .map(|l| literal_value(&l.value))
+                .collect::<Option<_>>()?,
+        ),
+        TestOp::NotIn(items) => Atom::NotIn(
+            items
+                .iter()
+                .map(|l| literal_value(&l.value))
+                .collect::<Option<_>>()?,
+        ),
         TestOp::Contains(lit) => match &lit.value {
             LiteralValue::Text(t) => Atom::Contains {
                 needle: normalize_text(t),
@@ -182,7 +202,11 @@ fn atom_of(test: &Test, schema: &Schema) -> Option<Literal> {
         },
         TestOp::IsSet => Atom::IsSet,
         TestOp::IsNotSet => Atom::IsNotSet,
-        TestOp::Within { direction, amount, unit } => {
+        TestOp::Within {
+            direction,
+            amount,
+            unit,
+        } => {
             let per = match unit {
                 TimeUnit::Minutes | TimeUnit::Days => 1,
                 TimeUnit::Hours => 60,
@@ -271,7 +295,13 @@ impl Range {
             Atom::In(items) => {
                 let nums: Vec<f64> = items
                     .iter()
-                    .filter_map(|v| if let Value::Num(n) = v { Some(*n) } else { None })
+                    .filter_map(|v| {
+                        if let Value::Num(n) = v {
+                            Some(*n)
+                        } else {
+                            None
+                        }
+                    })
                     .collect();
                 if nums.len() != items.len() || nums.is_empty() {
                     return;
@@ -302,8 +332,15 @@ impl Range {
             Atom::Ge(v) => self.lo >= *v,
             Atom::Lt(v) => self.hi < *v || (self.hi == *v && self.hi_open),
             Atom::Le(v) => self.hi <= *v,
-            Atom::Eq(Value::Num(v)) => self.lo == *v && self.hi == *v && !self.lo_open && !self.hi_open,
-            Atom::Ne(Value::Num(v)) => *v < self.lo || *v > self.hi || (*v == self.lo && self.lo_open) || (*v == self.hi && self.hi_open),
+            Atom::Eq(Value::Num(v)) => {
+                self.lo == *v && self.hi == *v && !self.lo_open && !self.hi_open
+            }
+            Atom::Ne(Value::Num(v)) => {
+                *v < self.lo
+                    || *v > self.hi
+                    || (*v == self.lo && self.lo_open)
+                    || (*v == self.hi && self.hi_open)
+            }
             _ => false,
         }
     }
@@ -329,7 +366,10 @@ fn satisfiable(term: &Term) -> bool {
             if a.atom == b.atom && a.positive != b.positive {
                 return false;
             }
-            if a.positive && b.positive && (excludes(&a.atom, &b.atom) || excludes(&b.atom, &a.atom)) {
+            if a.positive
+                && b.positive
+                && (excludes(&a.atom, &b.atom) || excludes(&b.atom, &a.atom))
+            {
                 return false;
             }
             // A positive test implies the opposite of a negated one it implies.
@@ -362,7 +402,15 @@ fn excludes(a: &Atom, b: &Atom) -> bool {
 fn implies(term: &Term, target: &Literal) -> bool {
     let same_path = term.iter().filter(|l| l.path == target.path);
     if target.positive {
-        if matches!(target.atom, Atom::Lt(_) | Atom::Le(_) | Atom::Gt(_) | Atom::Ge(_) | Atom::Eq(Value::Num(_)) | Atom::Ne(Value::Num(_))) {
+        if matches!(
+            target.atom,
+            Atom::Lt(_)
+                | Atom::Le(_)
+                | Atom::Gt(_)
+                | Atom::Ge(_)
+                | Atom::Eq(Value::Num(_))
+                | Atom::Ne(Value::Num(_))
+        ) {
             let range = range_on(term, &target.path);
             if range.lo.is_finite() || range.hi.is_finite() {
                 if range.within(&target.atom) {
@@ -396,7 +444,13 @@ fn atom_implies(b: &Atom, a: &Atom) -> bool {
         (Atom::Eq(v), Atom::In(list)) => list.contains(v),
         (Atom::Eq(v), Atom::NotIn(list)) => !list.contains(v),
         (Atom::Eq(v), Atom::Ne(w)) => v != w,
-        (Atom::Eq(Value::Text(v)), Atom::Contains { needle, list: false }) => v.contains(needle.as_str()),
+        (
+            Atom::Eq(Value::Text(v)),
+            Atom::Contains {
+                needle,
+                list: false,
+            },
+        ) => v.contains(needle.as_str()),
         (Atom::In(l), Atom::In(m)) => l.iter().all(|v| m.contains(v)),
         (Atom::In(l), Atom::Eq(v)) => !l.is_empty() && l.iter().all(|x| x == v),
         (Atom::In(l), Atom::NotIn(m)) => l.iter().all(|v| !m.contains(v)),
@@ -404,15 +458,40 @@ fn atom_implies(b: &Atom, a: &Atom) -> bool {
         (Atom::NotIn(l), Atom::NotIn(m)) => m.iter().all(|v| l.contains(v)),
         (Atom::NotIn(l), Atom::Ne(w)) => l.contains(w),
         (Atom::Ne(v), Atom::NotIn(m)) => m.iter().all(|x| x == v),
-        (Atom::Contains { needle: n, list: false }, Atom::Contains { needle: m, list: false }) => n.contains(m.as_str()),
-        (Atom::Gt(_) | Atom::Ge(_) | Atom::Lt(_) | Atom::Le(_) | Atom::Eq(Value::Num(_)) | Atom::In(_), _) => {
+        (
+            Atom::Contains {
+                needle: n,
+                list: false,
+            },
+            Atom::Contains {
+                needle: m,
+                list: false,
+            },
+        ) => n.contains(m.as_str()),
+        (
+            Atom::Gt(_)
+            | Atom::Ge(_)
+            | Atom::Lt(_)
+            | Atom::Le(_)
+            | Atom::Eq(Value::Num(_))
+            | Atom::In(_),
+            _,
+        ) => {
             let mut range = Range::all();
             range.restrict(b);
             range.within(a)
         }
         (
-            Atom::Within { next: n1, amount: a1, calendar: c1 },
-            Atom::Within { next: n2, amount: a2, calendar: c2 },
+            Atom::Within {
+                next: n1,
+                amount: a1,
+                calendar: c1,
+            },
+            Atom::Within {
+                next: n2,
+                amount: a2,
+                calendar: c2,
+            },
         ) => n1 == n2 && c1 == c2 && a1 <= a2,
         _ => false,
     }
@@ -452,8 +531,17 @@ mod tests {
         );
         let parsed = parse_playbook(&src, "t.rules");
         assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
-        let checked = check_playbook(parsed.playbook.as_ref().unwrap(), "t.rules", "t", &NoTemplates);
-        let errors: Vec<_> = checked.diagnostics.iter().filter(|d| d.is_error()).collect();
+        let checked = check_playbook(
+            parsed.playbook.as_ref().unwrap(),
+            "t.rules",
+            "t",
+            &NoTemplates,
+        );
+        let errors: Vec<_> = checked
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .collect();
         assert!(errors.is_empty(), "{errors:?}");
         checked
             .diagnostics
@@ -469,7 +557,10 @@ mod tests {
             "rule a { when intent == \"a\" then tag \"1\" }\n rule b { when intent == \"a\" and city == \"Goa\" then tag \"2\" }",
         );
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("rule `b`") && w[0].contains("rule `a`"), "{w:?}");
+        assert!(
+            w[0].contains("rule `b`") && w[0].contains("rule `a`"),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,84 @@
+//! The `handoff` command line. Exit codes (documented in the README):
+//! 0 ok, 1 a check or test failed, 2 usage or I/O error.
+
+mod check;
+mod explain;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Route inbound sales leads into WhatsApp without losing context.
+#[derive(Parser, Debug)]
+#[command(name = "handoff", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Parse and check playbooks and templates; report every problem.
+    Check(check::CheckArgs),
+    /// Show the decision for one lead, with every rule's tests and the values they saw.
+    Explain(explain::ExplainArgs),
+}
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
+/// Where rules and templates are read from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RulesArgs {
+    /// Templates directory [default: <rules>/../templates].
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
+}
+
+/// The process exit code for each outcome.
+pub mod exit {
+    use std::process::ExitCode;
+    /// Everything passed.
+    pub fn ok() -> ExitCode {
+        ExitCode::from(0)
+    }
+    /// A check or test failed.
+    pub fn failed() -> ExitCode {
+        ExitCode::from(1)
+    }
+    /// Bad usage or an I/O error.
+    pub fn usage() -> ExitCode {
+        ExitCode::from(2)
+    }
+}
+
+/// Runs the command line.
+pub fn run() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::usage()
+            } else {
+                exit::ok()
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Explain(args) => explain::run(args),
+    }
+}
+
+/// Prints an error for a person and returns the usage/I-O exit code.
+pub(crate) fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    exit::usage()
+}

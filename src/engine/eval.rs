@@ -1,0 +1,650 @@
+//! Evaluation: (compiled playbook, lead, situation) -> decision, optionally
+//! with a trace of why. Pure: the same inputs always give the same decision.
+
+use super::compile::{CompiledPlaybook, CompiledRule, Node, Op, Scale, Slot};
+use super::lead::{Lead, Situation};
+use super::value::{coerce, date_to_day, Val};
+use crate::dsl::ast::{ActionKind, AskTarget, CmpOp, FieldType};
+use crate::dsl::schema::{normalize_text, Builtin, PathRef, CHANNELS};
+use serde::Serialize;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// What the playbook decided for a lead.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Evaluation {
+    pub playbook: String,
+    /// Every rule that fired, in order.
+    pub rules: Vec<Arc<str>>,
+    /// Whether `otherwise` applied (no rule fired).
+    pub otherwise: bool,
+    pub actions: Actions,
+    /// How the WhatsApp handoff resolves, when the decision has one.
+    pub handoff: Option<HandoffResolution>,
+    /// Values that could not be read as their type, and similar.
+    pub warnings: Vec<String>,
+}
+
+/// The actions of a decision, merged over the rules that fired.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Actions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<HandoffAction>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assign: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub takeover: Option<String>,
+    pub tags: Vec<String>,
+    pub notify: Vec<String>,
+    pub ask: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop: Option<String>,
+}
+
+/// `handoff whatsapp { open ... template ... }` as the decision carries it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HandoffAction {
+    pub open: Option<String>,
+    pub template: Option<String>,
+    /// The rule that asked for the handoff (`None` for `otherwise`).
+    pub rule: Option<Arc<str>>,
+}
+
+/// The five ways a WhatsApp handoff resolves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Session,
+    Template,
+    BlockedNoOptIn,
+    BlockedWindowClosed,
+    PausedHuman,
+}
+
+impl Outcome {
+    /// The outcome as written in test files and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Session => "session",
+            Outcome::Template => "template",
+            Outcome::BlockedNoOptIn => "blocked_no_opt_in",
+            Outcome::BlockedWindowClosed => "blocked_window_closed",
+            Outcome::PausedHuman => "paused_human",
+        }
+    }
+}
+
+/// The handoff's outcome and what would be sent.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HandoffResolution {
+    pub outcome: Outcome,
+    /// The template file rendered for a session message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    /// The approved template sent (or kept as fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// Why the decision is what it is.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Trace {
+    pub rules: Vec<RuleTrace>,
+    /// The rule that stopped evaluation (fired without `continue`).
+    pub stopped_by: Option<Arc<str>>,
+    /// Rules after the stop that were not tried.
+    pub not_reached: usize,
+    /// Rules not tried because they test for other intents.
+    pub skipped_for_intent: usize,
+    pub otherwise: bool,
+}
+
+/// One rule in a trace.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RuleTrace {
+    pub rule: Arc<str>,
+    pub line: usize,
+    pub result: RuleResult,
+    pub tests: Vec<TestTrace>,
+}
+
+/// What happened to a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleResult {
+    Fired,
+    NoMatch,
+}
+
+/// One test in a trace: the test as written, the value it saw, its result
+/// (`None` when an earlier test already decided the rule).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TestTrace {
+    pub test: Arc<str>,
+    pub value: Option<String>,
+    pub result: Option<bool>,
+}
+
+/// Evaluates a lead.
+pub fn evaluate(playbook: &CompiledPlaybook, lead: &Lead, situation: &Situation) -> Evaluation {
+    run(playbook, lead, situation, &mut NoRecord)
+}
+
+/// Evaluates a lead and explains why.
+pub fn evaluate_with_trace(
+    playbook: &CompiledPlaybook,
+    lead: &Lead,
+    situation: &Situation,
+) -> (Evaluation, Trace) {
+    let mut recorder = TraceRecorder::default();
+    let evaluation = run(playbook, lead, situation, &mut recorder);
+    (evaluation, recorder.finish())
+}
+
+trait Recorder {
+    const ON: bool;
+    fn test(&mut self, leaf: u16, value: &Val, result: bool);
+    fn rule(&mut self, rule: &CompiledRule, result: RuleResult);
+    fn stop(&mut self, rule: Arc<str>, not_reached: usize);
+    fn otherwise(&mut self);
+    fn skipped(&mut self, count: usize);
+}
+
+struct NoRecord;
+
+impl Recorder for NoRecord {
+    const ON: bool = false;
+    #[inline(always)]
+    fn test(&mut self, _: u16, _: &Val, _: bool) {}
+    #[inline(always)]
+    fn rule(&mut self, _: &CompiledRule, _: RuleResult) {}
+    #[inline(always)]
+    fn stop(&mut self, _: Arc<str>, _: usize) {}
+    #[inline(always)]
+    fn otherwise(&mut self) {}
+    #[inline(always)]
+    fn skipped(&mut self, _: usize) {}
+}
+
+#[derive(Default)]
+struct TraceRecorder {
+    pending: Vec<(u16, String, bool)>,
+    rules: Vec<RuleTrace>,
+    stopped_by: Option<Arc<str>>,
+    not_reached: usize,
+    skipped_for_intent: usize,
+    otherwise: bool,
+}
+
+impl Recorder for TraceRecorder {
+    const ON: bool = true;
+    fn test(&mut self, leaf: u16, value: &Val, result: bool) {
+        self.pending.push((leaf, value.display(), result));
+    }
+    fn rule(&mut self, rule: &CompiledRule, result: RuleResult) {
+        let mut tests: Vec<TestTrace> = rule
+            .tests
+            .iter()
+            .map(|t| TestTrace {
+                test: t.clone(),
+                value: None,
+                result: None,
+            })
+            .collect();
+        for (leaf, value, outcome) in self.pending.drain(..) {
+            if let Some(t) = tests.get_mut(usize::from(leaf)) {
+                t.value = Some(value);
+                t.result = Some(outcome);
+            }
+        }
+        self.rules.push(RuleTrace {
+            rule: rule.name.clone(),
+            line: rule.line,
+            result,
+            tests,
+        });
+    }
+    fn stop(&mut self, rule: Arc<str>, not_reached: usize) {
+        self.finish_stop(rule, not_reached);
+    }
+    fn otherwise(&mut self) {
+        self.otherwise = true;
+    }
+    fn skipped(&mut self, count: usize) {
+        self.skipped_for_intent = count;
+    }
+}
+
+impl TraceRecorder {
+    fn finish_stop(&mut self, rule: Arc<str>, not_reached: usize) {
+        self.stopped_by = Some(rule);
+        self.not_reached = not_reached;
+    }
+
+    fn finish(self) -> Trace {
+        Trace {
+            rules: self.rules,
+            stopped_by: self.stopped_by,
+            not_reached: self.not_reached,
+            skipped_for_intent: self.skipped_for_intent,
+            otherwise: self.otherwise,
+        }
+    }
+}
+
+/// A lead's values, coerced to the playbook's types for one evaluation.
+struct Bound<'a> {
+    lead: &'a Lead,
+    fields: Vec<Val>,
+    intent: Val,
+    channel: Val,
+    consent: bool,
+    window_open: bool,
+    human: bool,
+    business_hours: bool,
+    qualified: bool,
+    tags: Val,
+    today: i32,
+    now: i64,
+}
+
+fn bind<'a>(
+    playbook: &CompiledPlaybook,
+    lead: &'a Lead,
+    situation: &Situation,
+    warnings: &mut Vec<String>,
+) -> Bound<'a> {
+    let schema = &playbook.schema;
+    let tz = schema.timezone;
+    let mut fields = Vec::with_capacity(schema.fields.len());
+    let mut qualified = true;
+    for field in &schema.fields {
+        let value = match lead.fields.get(&field.name) {
+            None => Val::Missing,
+            Some(json) => match coerce(json, &field.ty, tz) {
+                Ok(v) => v,
+                Err(problem) => {
+                    warnings.push(format!(
+                        "field `{}`: {} is not {}, so it counts as not set",
+                        field.name, json, problem.expected
+                    ));
+                    Val::Missing
+                }
+            },
+        };
+        if field.required && !value.is_set() {
+            qualified = false;
+        }
+        fields.push(value);
+    }
+    let intent = lead
+        .intent
+        .as_deref()
+        .map(Val::text)
+        .unwrap_or(Val::Missing);
+    if let (Val::Text { norm, raw }, Some(known)) = (&intent, &schema.intents) {
+        if !known.iter().any(|k| k == norm) {
+            warnings.push(format!(
+                "intent `{raw}` is not one of this playbook's intents ({})",
+                known.join(", ")
+            ));
+        }
+    }
+    let channel = match lead.channel.as_deref().map(Val::text) {
+        Some(Val::Text { raw, norm }) => {
+            if CHANNELS.contains(&norm.as_str()) {
+                Val::Text { raw, norm }
+            } else {
+                warnings.push(format!(
+                    "channel `{raw}` is not one of {}, so it counts as not set",
+                    CHANNELS.join(", ")
+                ));
+                Val::Missing
+            }
+        }
+        _ => Val::Missing,
+    };
+    let local = situation.now.with_timezone(&tz);
+    let business_hours = if playbook.uses_business_hours {
+        schema
+            .hours
+            .as_ref()
+            .is_none_or(|h| h.contains(local.naive_local()))
+    } else {
+        false
+    };
+    Bound {
+        lead,
+        fields,
+        intent,
+        channel,
+        consent: lead.consent.whatsapp,
+        window_open: situation.window_open,
+        human: situation.human,
+        business_hours,
+        qualified,
+        tags: Val::List(lead.tags.iter().map(|t| normalize_text(t)).collect()),
+        today: date_to_day(local.date_naive()),
+        now: situation.now.timestamp(),
+    }
+}
+
+fn first_word(name: &str) -> &str {
+    name.split_whitespace().next().unwrap_or("")
+}
+
+impl Bound<'_> {
+    fn value(&self, slot: Slot) -> Cow<'_, Val> {
+        let text =
+            |s: &Option<String>| Cow::Owned(s.as_deref().map(Val::text).unwrap_or(Val::Missing));
+        match slot {
+            PathRef::Field(i) => Cow::Borrowed(&self.fields[i]),
+            PathRef::Builtin(b) => match b {
+                Builtin::Intent => Cow::Borrowed(&self.intent),
+                Builtin::Channel => Cow::Borrowed(&self.channel),
+                Builtin::LeadName => text(&self.lead.name),
+                Builtin::LeadFirstName => {
+                    Cow::Owned(first_name(self.lead).map(Val::text).unwrap_or(Val::Missing))
+                }
+                Builtin::LeadPhone => text(&self.lead.phone),
+                Builtin::LeadEmail => text(&self.lead.email),
+                Builtin::LeadLanguage => text(&self.lead.language),
+                Builtin::ConsentWhatsapp => Cow::Owned(Val::Bool(self.consent)),
+                Builtin::WindowOpen => Cow::Owned(Val::Bool(self.window_open)),
+                Builtin::ThreadHuman => Cow::Owned(Val::Bool(self.human)),
+                Builtin::BusinessHours => Cow::Owned(Val::Bool(self.business_hours)),
+                Builtin::Qualified => Cow::Owned(Val::Bool(self.qualified)),
+                Builtin::Tags => Cow::Borrowed(&self.tags),
+            },
+        }
+    }
+
+    fn add_tag(&mut self, tag: &str) {
+        if let Val::List(items) = &mut self.tags {
+            let norm = normalize_text(tag);
+            if !items.contains(&norm) {
+                items.push(norm);
+            }
+        }
+    }
+
+    fn test<R: Recorder>(&self, slot: Slot, op: &Op, leaf: u16, recorder: &mut R) -> bool {
+        let value = self.value(slot);
+        let result = self.check(&value, op);
+        if R::ON {
+            recorder.test(leaf, &value, result);
+        }
+        result
+    }
+
+    fn check(&self, value: &Val, op: &Op) -> bool {
+        match (op, value) {
+            (Op::IsNotSet, v) => !v.is_set(),
+            (_, Val::Missing) => false,
+            (Op::IsSet, _) => true,
+            (Op::Truthy, Val::Bool(b)) => *b,
+            (Op::EqBool(want), Val::Bool(b)) => b == want,
+            (Op::NeBool(want), Val::Bool(b)) => b != want,
+            (Op::EqText(want), Val::Text { norm, .. }) => norm.as_str() == &**want,
+            (Op::NeText(want), Val::Text { norm, .. }) => norm.as_str() != &**want,
+            (Op::InText(list), Val::Text { norm, .. }) => {
+                list.iter().any(|x| &**x == norm.as_str())
+            }
+            (Op::NotInText(list), Val::Text { norm, .. }) => {
+                !list.iter().any(|x| &**x == norm.as_str())
+            }
+            (Op::ContainsText(needle), Val::Text { norm, .. }) => norm.contains(&**needle),
+            (Op::ContainsItem(item), Val::List(items)) => {
+                items.iter().any(|x| x.as_str() == &**item)
+            }
+            (Op::Matches(re), Val::Text { raw, .. }) => re.is_match(raw),
+            (Op::Cmp(cmp, want, scale), v) => match scalar(v, *scale) {
+                Some(x) => compare(*cmp, x, *want),
+                None => false,
+            },
+            (Op::InNum(list, scale), v) => scalar(v, *scale).is_some_and(|x| list.contains(&x)),
+            (Op::NotInNum(list, scale), v) => scalar(v, *scale).is_some_and(|x| !list.contains(&x)),
+            (Op::WithinDays(lo, hi), v) => {
+                let day = match v {
+                    Val::Date(d) | Val::Instant(_, d) => *d,
+                    _ => return false,
+                };
+                let diff = day - self.today;
+                *lo <= diff && diff <= *hi
+            }
+            (Op::WithinSeconds(lo, hi), Val::Instant(secs, _)) => {
+                let diff = secs - self.now;
+                *lo <= diff && diff <= *hi
+            }
+            _ => false,
+        }
+    }
+
+    fn eval<R: Recorder>(&self, node: &Node, recorder: &mut R) -> bool {
+        match node {
+            Node::Test(t) => self.test(t.slot, &t.op, t.leaf, recorder),
+            Node::And(parts) => parts.iter().all(|p| self.eval(p, recorder)),
+            Node::Or(parts) => parts.iter().any(|p| self.eval(p, recorder)),
+            Node::Not(inner) => !self.eval(inner, recorder),
+        }
+    }
+}
+
+/// The lead's own first name, else the first word of its name.
+pub fn first_name(lead: &Lead) -> Option<&str> {
+    lead.first_name
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| lead.name.as_deref().map(first_word))
+        .filter(|s| !s.is_empty())
+}
+
+fn scalar(value: &Val, scale: Scale) -> Option<f64> {
+    match (value, scale) {
+        (Val::Num(n), _) => Some(*n),
+        (Val::Date(d), _) => Some(f64::from(*d)),
+        (Val::Instant(secs, _), Scale::Instant) => Some(*secs as f64),
+        (Val::Instant(_, day), _) => Some(f64::from(*day)),
+        _ => None,
+    }
+}
+
+fn compare(op: CmpOp, x: f64, want: f64) -> bool {
+    match op {
+        CmpOp::Eq => x == want,
+        CmpOp::Ne => x != want,
+        CmpOp::Lt => x < want,
+        CmpOp::Le => x <= want,
+        CmpOp::Gt => x > want,
+        CmpOp::Ge => x >= want,
+    }
+}
+
+fn run<R: Recorder>(
+    playbook: &CompiledPlaybook,
+    lead: &Lead,
+    situation: &Situation,
+    recorder: &mut R,
+) -> Evaluation {
+    let mut warnings = Vec::new();
+    let mut bound = bind(playbook, lead, situation, &mut warnings);
+    let intent = match &bound.intent {
+        Val::Text { norm, .. } => Some(norm.as_str()),
+        _ => None,
+    };
+    let candidates = playbook.candidates_for(intent);
+    let mut state = RunState {
+        fired: Vec::new(),
+        actions: Actions::default(),
+    };
+    for (position, &index) in candidates.iter().enumerate() {
+        if try_rule(playbook, index as usize, &mut bound, &mut state, recorder) {
+            recorder.stop(
+                playbook.rules[index as usize].name.clone(),
+                candidates.len() - position - 1,
+            );
+            break;
+        }
+    }
+    if R::ON {
+        recorder.skipped(playbook.rules.len() - candidates.len());
+    }
+    let RunState { fired, mut actions } = state;
+    let mut otherwise = false;
+    if fired.is_empty() {
+        if let Some(other) = &playbook.otherwise {
+            otherwise = true;
+            apply(other, None, &mut actions, &mut bound, playbook);
+            if R::ON {
+                recorder.otherwise();
+            }
+        }
+    }
+    let handoff = actions.handoff.as_ref().map(|h| resolve(h, &bound));
+    Evaluation {
+        playbook: playbook.schema.name.clone(),
+        rules: fired,
+        otherwise,
+        actions,
+        handoff,
+        warnings,
+    }
+}
+
+struct RunState {
+    fired: Vec<Arc<str>>,
+    actions: Actions,
+}
+
+/// Tries one rule; returns whether evaluation stops here.
+fn try_rule<R: Recorder>(
+    playbook: &CompiledPlaybook,
+    index: usize,
+    bound: &mut Bound<'_>,
+    state: &mut RunState,
+    recorder: &mut R,
+) -> bool {
+    let rule = &playbook.rules[index];
+    let matched = bound.eval(&rule.condition, recorder);
+    if R::ON {
+        recorder.rule(
+            rule,
+            if matched {
+                RuleResult::Fired
+            } else {
+                RuleResult::NoMatch
+            },
+        );
+    }
+    if !matched {
+        return false;
+    }
+    state.fired.push(rule.name.clone());
+    apply(
+        &rule.actions,
+        Some(&rule.name),
+        &mut state.actions,
+        bound,
+        playbook,
+    );
+    state.actions.drop.is_some() || !rule.continues
+}
+
+fn apply(
+    list: &[ActionKind],
+    rule: Option<&Arc<str>>,
+    actions: &mut Actions,
+    bound: &mut Bound<'_>,
+    playbook: &CompiledPlaybook,
+) {
+    for action in list {
+        match action {
+            ActionKind::Handoff { open, template } => {
+                if actions.handoff.is_none() {
+                    actions.handoff = Some(HandoffAction {
+                        open: open.as_ref().map(|s| s.node.clone()),
+                        template: template.as_ref().map(|s| s.node.clone()),
+                        rule: rule.cloned(),
+                    });
+                }
+            }
+            ActionKind::Assign(q) => {
+                if actions.assign.is_none() {
+                    actions.assign = Some(q.node.clone());
+                }
+            }
+            ActionKind::Takeover(q) => {
+                if actions.takeover.is_none() {
+                    actions.takeover = Some(q.node.clone());
+                }
+            }
+            ActionKind::Tag(t) => {
+                if !actions.tags.contains(&t.node) {
+                    actions.tags.push(t.node.clone());
+                }
+                bound.add_tag(&t.node);
+            }
+            ActionKind::Notify(e) => {
+                if !actions.notify.contains(&e.node) {
+                    actions.notify.push(e.node.clone());
+                }
+            }
+            ActionKind::Ask(AskTarget::Field(f)) => {
+                if !actions.ask.contains(&f.node) {
+                    actions.ask.push(f.node.clone());
+                }
+            }
+            ActionKind::Ask(AskTarget::Missing) => {
+                for (field, value) in playbook.schema.fields.iter().zip(&bound.fields) {
+                    if field.required && !value.is_set() && !actions.ask.contains(&field.name) {
+                        actions.ask.push(field.name.clone());
+                    }
+                }
+            }
+            ActionKind::Drop(reason) => {
+                *actions = Actions {
+                    drop: Some(reason.node.clone()),
+                    ..Actions::default()
+                };
+                return;
+            }
+        }
+    }
+}
+
+/// The five-step handoff resolution of the language reference.
+fn resolve(handoff: &HandoffAction, bound: &Bound<'_>) -> HandoffResolution {
+    let outcome = if !bound.consent {
+        Outcome::BlockedNoOptIn
+    } else if bound.human {
+        Outcome::PausedHuman
+    } else if bound.window_open && handoff.open.is_some() {
+        Outcome::Session
+    } else if handoff.template.is_some() {
+        Outcome::Template
+    } else {
+        Outcome::BlockedWindowClosed
+    };
+    HandoffResolution {
+        outcome,
+        open: handoff.open.clone(),
+        template: handoff.template.clone(),
+    }
+}
+
+/// The value of every declared field after coercion, for template contexts.
+pub fn bound_fields(
+    playbook: &CompiledPlaybook,
+    lead: &Lead,
+    situation: &Situation,
+) -> Vec<(String, FieldType, Val)> {
+    let mut warnings = Vec::new();
+    let bound = bind(playbook, lead, situation, &mut warnings);
+    playbook
+        .schema
+        .fields
+        .iter()
+        .zip(bound.fields)
+        .map(|(f, v)| (f.name.clone(), f.ty.clone(), v))
+        .collect()
+}

@@ -1,0 +1,573 @@
+//! Templates: the minijinja environment over `templates/` (strict undefined
+//! behaviour, the `date` filter) and the approved WhatsApp templates of
+//! `templates/whatsapp.yaml`, with their previews.
+//!
+//! Lead data only ever reaches a template as a value in its context, never as
+//! template source, so a lead named `{{ 7*7 }}` is greeted as `{{ 7*7 }}`.
+
+use crate::dsl::check::{TemplateCatalog, VariableUse};
+use crate::dsl::codes::Code;
+use crate::dsl::diagnostic::{Diagnostic, Sources};
+use crate::dsl::span::{offset_of, Span};
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, Value};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The approved-templates file inside the templates directory.
+pub const APPROVED_FILE: &str = "whatsapp.yaml";
+
+/// Meta's template categories.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Marketing,
+    Utility,
+    Authentication,
+}
+
+/// A template Meta approved: its body with `{{1}}`.. placeholders and the
+/// expressions that fill them.
+#[derive(Clone, Debug)]
+pub struct ApprovedTemplate {
+    pub name: String,
+    pub language: String,
+    pub category: Category,
+    pub body: String,
+    pub params: Vec<String>,
+    param_spans: Vec<Option<Span>>,
+}
+
+/// A rendered approved template: parameters in order, and the preview.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RenderedTemplate {
+    pub name: String,
+    pub language: String,
+    pub params: Vec<String>,
+    pub preview: String,
+}
+
+/// Every template of a templates directory, compiled.
+pub struct Templates {
+    env: Environment<'static>,
+    /// Template name (`events/options`) -> the file as named in diagnostics.
+    files: BTreeMap<String, String>,
+    sources: BTreeMap<String, String>,
+    approved: BTreeMap<String, ApprovedTemplate>,
+    approved_file: String,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("files", &self.files.keys().collect::<Vec<_>>())
+            .field("approved", &self.approved.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A fresh environment with the settings every template gets.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_keep_trailing_newline(false);
+    env.add_filter("date", date_filter);
+    env
+}
+
+impl Templates {
+    /// No templates at all (for playbooks that hand nothing off).
+    pub fn empty() -> Templates {
+        Templates {
+            env: environment(),
+            files: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            approved: BTreeMap::new(),
+            approved_file: APPROVED_FILE.to_string(),
+        }
+    }
+
+    /// Loads and compiles every `*.j2` under `dir` and `dir/whatsapp.yaml`.
+    /// `display` is how `dir` is named in diagnostics. A missing directory is
+    /// no error: the playbooks' references to templates will be.
+    pub fn load(dir: &Path, display: &str, sources: &mut Sources) -> (Templates, Vec<Diagnostic>) {
+        let mut templates = Templates::empty();
+        let mut diagnostics = Vec::new();
+        let display = display.trim_end_matches('/');
+        let mut paths = Vec::new();
+        collect_j2(dir, dir, &mut paths);
+        paths.sort();
+        for (name, path) in paths {
+            let shown = format!("{display}/{name}.j2");
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    diagnostics.push(Diagnostic::new(
+                        Code::E025Io,
+                        format!("cannot read template: {e}"),
+                        &shown,
+                        None,
+                    ));
+                    continue;
+                }
+            };
+            sources.add(&shown, &text);
+            if let Err(e) = templates.env.add_template_owned(name.clone(), text.clone()) {
+                diagnostics.push(template_error(&e, &shown, &text, 0));
+                continue;
+            }
+            templates.files.insert(name.clone(), shown);
+            templates.sources.insert(name, text);
+        }
+        let approved_path = dir.join(APPROVED_FILE);
+        templates.approved_file = format!("{display}/{APPROVED_FILE}");
+        if approved_path.exists() {
+            match std::fs::read_to_string(&approved_path) {
+                Ok(text) => {
+                    sources.add(&templates.approved_file, &text);
+                    templates.load_approved(&text, &mut diagnostics);
+                }
+                Err(e) => diagnostics.push(Diagnostic::new(
+                    Code::E025Io,
+                    format!("cannot read approved templates: {e}"),
+                    &templates.approved_file,
+                    None,
+                )),
+            }
+        }
+        (templates, diagnostics)
+    }
+
+    fn load_approved(&mut self, text: &str, diagnostics: &mut Vec<Diagnostic>) {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            language: String,
+            category: Category,
+            body: serde_saphyr::Spanned<String>,
+            #[serde(default)]
+            params: Vec<serde_saphyr::Spanned<String>>,
+        }
+        let file = self.approved_file.clone();
+        let raw: BTreeMap<String, serde_saphyr::Spanned<Raw>> = if text.trim().is_empty() {
+            BTreeMap::new()
+        } else {
+            match serde_saphyr::from_str(text) {
+                Ok(r) => r,
+                Err(e) => {
+                    let span = e.location().map(|l| location_span(text, &l));
+                    diagnostics.push(
+                        Diagnostic::new(
+                            Code::E023ApprovedTemplatesFile,
+                            format!("`{APPROVED_FILE}` cannot be read: {}", yaml_message(&e)),
+                            &file,
+                            span,
+                        )
+                        .help("each entry is `name:` with `language`, `category` (marketing, utility or authentication), `body` and `params`"),
+                    );
+                    return;
+                }
+            }
+        };
+        for (name, entry) in raw {
+            let entry_span = location_span(text, &entry.referenced);
+            let raw = entry.value;
+            let body_span = location_span(text, &raw.body.referenced);
+            let placeholders = placeholders(&raw.body.value);
+            let expected = placeholders.iter().copied().max().unwrap_or(0);
+            let mut ok = true;
+            if (1..=expected).any(|n| !placeholders.contains(&n)) {
+                ok = false;
+                diagnostics.push(
+                    Diagnostic::new(
+                        Code::E015ParamsCount,
+                        format!(
+                            "approved template `{name}` skips a placeholder number in its body"
+                        ),
+                        &file,
+                        Some(body_span),
+                    )
+                    .help(
+                        "number placeholders `{{1}}`, `{{2}}`, ... without gaps, as Meta requires",
+                    ),
+                );
+            } else if raw.params.len() != expected {
+                ok = false;
+                let at = raw
+                    .params
+                    .first()
+                    .map(|p| location_span(text, &p.referenced))
+                    .unwrap_or(entry_span);
+                diagnostics.push(
+                    Diagnostic::new(
+                        Code::E015ParamsCount,
+                        format!(
+                            "approved template `{name}` has {} params, but its body has {expected} placeholders",
+                            raw.params.len()
+                        ),
+                        &file,
+                        Some(at),
+                    )
+                    .label(format!("{} given", raw.params.len()))
+                    .help(format!("give one param per placeholder, `{{{{1}}}}` to `{{{{{expected}}}}}`, in order")),
+                );
+            }
+            let mut param_spans = Vec::new();
+            for (i, param) in raw.params.iter().enumerate() {
+                let span = location_span(text, &param.referenced);
+                param_spans.push(Some(span));
+                let key = param_template_name(&name, i);
+                if let Err(e) = self.env.add_template_owned(key, param.value.clone()) {
+                    ok = false;
+                    diagnostics.push(template_error(&e, &file, text, span.start));
+                }
+            }
+            if ok {
+                self.approved.insert(
+                    name.clone(),
+                    ApprovedTemplate {
+                        name,
+                        language: raw.language,
+                        category: raw.category,
+                        body: raw.body.value,
+                        params: raw.params.into_iter().map(|p| p.value).collect(),
+                        param_spans,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The approved template named `name`.
+    pub fn approved(&self, name: &str) -> Option<&ApprovedTemplate> {
+        self.approved.get(name)
+    }
+
+    /// Renders a template file for a session message.
+    pub fn render_file(&self, name: &str, context: &Value) -> Result<String, String> {
+        let template = self.env.get_template(name).map_err(|e| describe(&e))?;
+        template
+            .render(context)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("template `{name}`: {}", describe(&e)))
+    }
+
+    /// Renders an approved template's params and its preview.
+    pub fn render_approved(&self, name: &str, context: &Value) -> Result<RenderedTemplate, String> {
+        let approved = self
+            .approved
+            .get(name)
+            .ok_or_else(|| format!("no approved template `{name}`"))?;
+        let mut params = Vec::with_capacity(approved.params.len());
+        for i in 0..approved.params.len() {
+            let template = self
+                .env
+                .get_template(&param_template_name(name, i))
+                .map_err(|e| describe(&e))?;
+            let value = template.render(context).map_err(|e| {
+                format!(
+                    "approved template `{name}`, param {}: {}",
+                    i + 1,
+                    describe(&e)
+                )
+            })?;
+            params.push(clean_param(&value));
+        }
+        let preview = fill_placeholders(&approved.body, &params);
+        Ok(RenderedTemplate {
+            name: name.to_string(),
+            language: approved.language.clone(),
+            params,
+            preview,
+        })
+    }
+}
+
+fn param_template_name(name: &str, index: usize) -> String {
+    format!("{APPROVED_FILE}#{name}/{}", index + 1)
+}
+
+/// Meta rejects parameter text with newlines, tabs or runs of more than four
+/// spaces; such whitespace is folded to one space.
+fn clean_param(value: &str) -> String {
+    value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The placeholder numbers `{{n}}` in a body.
+pub fn placeholders(body: &str) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                if let Ok(n) = after[..end].trim().parse::<usize>() {
+                    found.push(n);
+                }
+                rest = &after[end + 2..];
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+/// The body with `{{n}}` replaced by the n-th param.
+pub fn fill_placeholders(body: &str, params: &[String]) -> String {
+    let mut out = String::with_capacity(body.len() + 32);
+    let mut rest = body;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                match after[..end].trim().parse::<usize>() {
+                    Ok(n) if n >= 1 && n <= params.len() => out.push_str(&params[n - 1]),
+                    _ => out.push_str(&rest[start..start + 2 + end + 2]),
+                }
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn collect_j2(root: &Path, dir: &Path, out: &mut Vec<(String, std::path::PathBuf)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_j2(root, &path, out);
+        } else if path.extension().is_some_and(|e| e == "j2") {
+            if let Ok(rel) = path.strip_prefix(root) {
+                let name = rel
+                    .with_extension("")
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                out.push((name, path));
+            }
+        }
+    }
+}
+
+fn location_span(text: &str, location: &serde_saphyr::Location) -> Span {
+    let start = match location.span().byte_offset() {
+        Some(b) => b as usize,
+        None => offset_of(text, location.line() as usize, location.column() as usize),
+    };
+    let start = start.min(text.len());
+    let rest = &text[start..];
+    let len = match location.span().byte_len() {
+        Some(l) if l > 0 => (l as usize).min(rest.find('\n').unwrap_or(rest.len())),
+        _ => rest.find(['\n', ':']).unwrap_or(rest.len()),
+    };
+    Span::new(start, start + len.max(1).min(rest.len().max(1)))
+}
+
+fn yaml_message(error: &serde_saphyr::Error) -> String {
+    let text = error.to_string();
+    let first = text.lines().next().unwrap_or("").trim();
+    // Locations are shown by the diagnostic itself.
+    match first.find(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+fn describe(error: &minijinja::Error) -> String {
+    match error.detail() {
+        Some(detail) => format!("{} ({detail})", error.kind()),
+        None => error.kind().to_string(),
+    }
+}
+
+fn template_error(error: &minijinja::Error, file: &str, text: &str, base: usize) -> Diagnostic {
+    let span = error
+        .range()
+        .map(|r| Span::new(base + r.start, base + r.end))
+        .or_else(|| {
+            error.line().map(|line| {
+                let start = offset_of(&text[base..], line, 1) + base;
+                let end = text[start..]
+                    .find('\n')
+                    .map(|i| start + i)
+                    .unwrap_or(text.len());
+                Span::new(start, end)
+            })
+        });
+    Diagnostic::new(
+        Code::E013TemplateSyntax,
+        format!("template does not compile: {}", describe(error)),
+        file,
+        span,
+    )
+    .help("templates use minijinja (Jinja2) syntax: `{{ value }}`, `{% if ... %}`")
+}
+
+/// `{{ value | date("%B %-d") }}`: formats a date or datetime strftime-style.
+fn date_filter(value: Value, format: Option<String>) -> Result<String, minijinja::Error> {
+    let format = format.unwrap_or_else(|| "%Y-%m-%d".to_string());
+    if StrftimeItems::new(&format).any(|item| matches!(item, Item::Error)) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`{format}` is not a valid date format"),
+        ));
+    }
+    let Some(text) = value.as_str() else {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`date` formats a date, not {}", value.kind()),
+        ));
+    };
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.format(&format).to_string());
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
+        return Ok(dt.format(&format).to_string());
+    }
+    if let Ok(dt) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S") {
+        return Ok(dt.format(&format).to_string());
+    }
+    Err(minijinja::Error::new(
+        ErrorKind::InvalidOperation,
+        format!("`date` cannot read `{text}` as a date"),
+    ))
+}
+
+/// Finds where a variable is used in template text, for diagnostics.
+fn find_variable(text: &str, path: &str) -> Option<(usize, usize)> {
+    let root = path.split('.').next().unwrap_or(path);
+    for needle in [path, root] {
+        let mut from = 0;
+        while let Some(i) = text[from..].find(needle) {
+            let at = from + i;
+            let before_ok = text[..at]
+                .chars()
+                .last()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+            let after_ok = text[at + needle.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+            if before_ok && after_ok {
+                return Some((at, at + needle.len()));
+            }
+            from = at + needle.len();
+        }
+    }
+    None
+}
+
+impl TemplateCatalog for Templates {
+    fn has_file(&self, name: &str) -> bool {
+        self.files.contains_key(name)
+    }
+
+    fn file_names(&self) -> Vec<String> {
+        self.files.keys().cloned().collect()
+    }
+
+    fn has_approved(&self, name: &str) -> bool {
+        self.approved.contains_key(name)
+    }
+
+    fn approved_names(&self) -> Vec<String> {
+        self.approved.keys().cloned().collect()
+    }
+
+    fn file_variables(&self, name: &str) -> Vec<VariableUse> {
+        let (Ok(template), Some(file), Some(text)) = (
+            self.env.get_template(name),
+            self.files.get(name),
+            self.sources.get(name),
+        ) else {
+            return Vec::new();
+        };
+        let mut vars: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+        vars.sort();
+        vars.into_iter()
+            .map(|path| VariableUse {
+                span: find_variable(text, &path).map(|(s, e)| Span::new(s, e)),
+                path,
+                file: file.clone(),
+            })
+            .collect()
+    }
+
+    fn approved_variables(&self, name: &str) -> Vec<VariableUse> {
+        let Some(approved) = self.approved.get(name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, param) in approved.params.iter().enumerate() {
+            let Ok(template) = self.env.get_template(&param_template_name(name, i)) else {
+                continue;
+            };
+            let mut vars: Vec<String> = template.undeclared_variables(true).into_iter().collect();
+            vars.sort();
+            let base = approved.param_spans.get(i).copied().flatten();
+            for path in vars {
+                // The param sits in the YAML file; point at the variable inside it.
+                let span = base.map(|b| match find_variable(param, &path) {
+                    Some((s, e)) => {
+                        let quoted = usize::from(!param.starts_with("{{"));
+                        let shift = b.start + quoted.min(1);
+                        Span::new(shift + s, shift + e)
+                    }
+                    None => b,
+                });
+                out.push(VariableUse {
+                    path,
+                    file: self.approved_file.clone(),
+                    span,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_fill_in_order() {
+        let body = "Hi {{1}}, options for your {{2}} {{3}} event.";
+        assert_eq!(placeholders(body), vec![1, 2, 3]);
+        let params = [
+            "Aisha".to_string(),
+            "March 14".to_string(),
+            "Goa".to_string(),
+        ];
+        assert_eq!(
+            fill_placeholders(body, &params),
+            "Hi Aisha, options for your March 14 Goa event."
+        );
+    }
+
+    #[test]
+    fn date_filter_formats_strftime() {
+        let v = date_filter(Value::from("2027-03-14"), Some("%B %-d".into())).unwrap();
+        assert_eq!(v, "March 14");
+        assert!(date_filter(Value::from("2027-03-14"), Some("%Q".into())).is_err());
+        assert!(date_filter(Value::from(()), None).is_err());
+    }
+
+    #[test]
+    fn params_lose_newlines_and_tabs() {
+        assert_eq!(clean_param("a\n\tb     c"), "a b c");
+    }
+}

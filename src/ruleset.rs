@@ -1,0 +1,472 @@
+//! A rules directory loaded from disk: every playbook parsed, checked and
+//! compiled, the templates compiled, and a hash that names this exact
+//! version. A ruleset with any error is not built: a broken edit never
+//! replaces a working ruleset.
+
+use crate::dsl::check::check_playbook;
+use crate::dsl::codes::Code;
+use crate::dsl::diagnostic::{self, Diagnostic, Sources};
+use crate::dsl::parse::parse_playbook;
+use crate::engine::eval::{first_name, Actions, Evaluation, Outcome, Trace};
+use crate::engine::value::{format_number, Val};
+use crate::engine::{compile, evaluate, evaluate_with_trace, CompiledPlaybook, Lead, Situation};
+use crate::render::{RenderedTemplate, Templates};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A checked, compiled set of playbooks with their templates.
+#[derive(Debug)]
+pub struct Ruleset {
+    pub playbooks: BTreeMap<String, LoadedPlaybook>,
+    pub templates: Templates,
+    /// SHA-256 over every rules and template file, hex.
+    pub hash: String,
+}
+
+/// One compiled playbook and where it came from.
+#[derive(Debug)]
+pub struct LoadedPlaybook {
+    pub compiled: CompiledPlaybook,
+    pub file: String,
+}
+
+/// The result of loading: the ruleset when nothing is wrong, and every
+/// diagnostic either way.
+pub struct Loaded {
+    pub ruleset: Option<Ruleset>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub sources: Sources,
+    /// How many playbooks and templates were read.
+    pub playbook_count: usize,
+    pub template_count: usize,
+}
+
+impl Loaded {
+    /// Whether any diagnostic is an error.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Whether loading failed for a reason outside the files (unreadable directory).
+    pub fn has_io_errors(&self) -> bool {
+        self.diagnostics.iter().any(|d| d.code == Code::E025Io)
+    }
+}
+
+/// The templates directory used when none is given: `<rules>/../templates`.
+pub fn default_templates_dir(rules_dir: &Path) -> PathBuf {
+    match rules_dir.parent() {
+        Some(parent) => parent.join("templates"),
+        None => PathBuf::from("templates"),
+    }
+}
+
+/// Loads every `*.rules` file of `rules_dir`, with templates from
+/// `templates_dir` (default: beside the rules directory).
+pub fn load(rules_dir: &Path, templates_dir: Option<&Path>) -> Loaded {
+    let templates_dir = templates_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_templates_dir(rules_dir));
+    let mut sources = Sources::default();
+    let mut diagnostics = Vec::new();
+    let mut files: Vec<(String, String, String)> = Vec::new();
+    match std::fs::read_dir(rules_dir) {
+        Ok(entries) => {
+            let mut paths: Vec<PathBuf> = entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "rules") && p.is_file())
+                .collect();
+            paths.sort();
+            for path in paths {
+                let shown = path.display().to_string();
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                match std::fs::read_to_string(&path) {
+                    Ok(text) => files.push((shown, stem, text)),
+                    Err(e) => diagnostics.push(Diagnostic::new(
+                        Code::E025Io,
+                        format!("cannot read rules file: {e}"),
+                        &shown,
+                        None,
+                    )),
+                }
+            }
+            if files.is_empty() && diagnostics.is_empty() {
+                diagnostics.push(
+                    Diagnostic::new(
+                        Code::E025Io,
+                        "no `.rules` files in this directory",
+                        &rules_dir.display().to_string(),
+                        None,
+                    )
+                    .help("a rules directory holds one `<playbook>.rules` file per playbook"),
+                );
+            }
+        }
+        Err(e) => diagnostics.push(
+            Diagnostic::new(
+                Code::E025Io,
+                format!("cannot read rules directory: {e}"),
+                &rules_dir.display().to_string(),
+                None,
+            )
+            .help("pass the directory that holds your `.rules` files, as in `handoff check rules`"),
+        ),
+    }
+    let (templates, template_diagnostics) = Templates::load(
+        &templates_dir,
+        &templates_dir.display().to_string(),
+        &mut sources,
+    );
+    diagnostics.extend(template_diagnostics);
+    let mut loaded = from_sources(files, templates, sources, diagnostics);
+    loaded.hash_templates(&templates_dir);
+    loaded
+}
+
+/// Builds a ruleset from rules text already in memory: `(file, stem, text)`.
+pub fn from_sources(
+    files: Vec<(String, String, String)>,
+    templates: Templates,
+    mut sources: Sources,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Loaded {
+    let mut hasher = Sha256::new();
+    let mut playbooks = BTreeMap::new();
+    let playbook_count = files.len();
+    for (file, stem, text) in &files {
+        sources.add(file, text);
+        hasher.update(stem.as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+        let parsed = parse_playbook(text, file);
+        let mut file_diagnostics = parsed.diagnostics;
+        if let Some(playbook) = parsed.playbook {
+            let checked = check_playbook(&playbook, file, stem, &templates);
+            file_diagnostics.extend(checked.diagnostics);
+            let has_errors = file_diagnostics.iter().any(Diagnostic::is_error);
+            if let (false, Some(schema)) = (has_errors, checked.schema) {
+                playbooks.insert(
+                    playbook.name.node.clone(),
+                    LoadedPlaybook {
+                        compiled: compile(&playbook, schema, text),
+                        file: file.clone(),
+                    },
+                );
+            }
+        }
+        diagnostics.extend(file_diagnostics);
+    }
+    diagnostic::sort(&mut diagnostics);
+    let template_count = templates.count();
+    let has_errors = diagnostics.iter().any(Diagnostic::is_error);
+    let hash = hex(&hasher.finalize());
+    Loaded {
+        ruleset: (!has_errors).then_some(Ruleset {
+            playbooks,
+            templates,
+            hash,
+        }),
+        diagnostics,
+        sources,
+        playbook_count,
+        template_count,
+    }
+}
+
+impl Loaded {
+    fn hash_templates(&mut self, dir: &Path) {
+        let Some(ruleset) = &mut self.ruleset else {
+            return;
+        };
+        let mut hasher = Sha256::new();
+        hasher.update(ruleset.hash.as_bytes());
+        let mut files = Vec::new();
+        collect_files(dir, &mut files);
+        files.sort();
+        for path in files {
+            if let Ok(bytes) = std::fs::read(&path) {
+                hasher.update(
+                    path.strip_prefix(dir)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .as_bytes(),
+                );
+                hasher.update([0]);
+                hasher.update(&bytes);
+                hasher.update([0]);
+            }
+        }
+        ruleset.hash = hex(&hasher.finalize());
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A decision: what the playbook decided, and what the handoff would send.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub playbook: String,
+    /// The hash of the ruleset that decided.
+    pub ruleset: String,
+    pub rules: Vec<Arc<str>>,
+    pub otherwise: bool,
+    pub actions: Actions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<HandoffDecision>,
+    pub warnings: Vec<String>,
+}
+
+/// The WhatsApp handoff of a decision, rendered.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HandoffDecision {
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The session text, or the template's preview: what the buyer would read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The approved template to send: as the message itself (outcome
+    /// `template`), or as the fallback should Meta report the window closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved: Option<RenderedTemplate>,
+    /// Why the message could not be rendered, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Why a lead cannot be decided at all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnknownPlaybook {
+    pub name: String,
+    pub known: Vec<String>,
+}
+
+impl std::fmt::Display for UnknownPlaybook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no playbook `{}` (loaded: {})",
+            self.name,
+            if self.known.is_empty() {
+                "none".to_string()
+            } else {
+                self.known.join(", ")
+            }
+        )
+    }
+}
+
+impl Ruleset {
+    /// The playbook named `name`.
+    pub fn playbook(&self, name: &str) -> Result<&LoadedPlaybook, UnknownPlaybook> {
+        self.playbooks.get(name).ok_or_else(|| UnknownPlaybook {
+            name: name.to_string(),
+            known: self.playbooks.keys().cloned().collect(),
+        })
+    }
+
+    /// Decides a lead with the named playbook.
+    pub fn decide(
+        &self,
+        playbook: &str,
+        lead: &Lead,
+        situation: &Situation,
+    ) -> Result<Decision, UnknownPlaybook> {
+        let loaded = self.playbook(playbook)?;
+        let evaluation = evaluate(&loaded.compiled, lead, situation);
+        Ok(self.finish(&loaded.compiled, lead, situation, evaluation))
+    }
+
+    /// Decides a lead and explains why.
+    pub fn explain(
+        &self,
+        playbook: &str,
+        lead: &Lead,
+        situation: &Situation,
+    ) -> Result<(Decision, Trace), UnknownPlaybook> {
+        let loaded = self.playbook(playbook)?;
+        let (evaluation, trace) = evaluate_with_trace(&loaded.compiled, lead, situation);
+        Ok((
+            self.finish(&loaded.compiled, lead, situation, evaluation),
+            trace,
+        ))
+    }
+
+    fn finish(
+        &self,
+        playbook: &CompiledPlaybook,
+        lead: &Lead,
+        situation: &Situation,
+        evaluation: Evaluation,
+    ) -> Decision {
+        let Evaluation {
+            playbook: name,
+            rules,
+            otherwise,
+            actions,
+            handoff,
+            mut warnings,
+        } = evaluation;
+        let handoff = handoff.map(|h| {
+            let mut out = HandoffDecision {
+                outcome: h.outcome,
+                open: h.open.clone(),
+                template: h.template.clone(),
+                message: None,
+                approved: None,
+                error: None,
+            };
+            let sends = matches!(h.outcome, Outcome::Session | Outcome::Template);
+            if sends {
+                let context = template_context(playbook, lead, situation, &actions);
+                if h.outcome == Outcome::Session {
+                    if let Some(open) = &h.open {
+                        match self.templates.render_file(open, &context) {
+                            Ok(text) => out.message = Some(text),
+                            Err(e) => out.error = Some(e),
+                        }
+                    }
+                }
+                if let Some(template) = &h.template {
+                    match self.templates.render_approved(template, &context) {
+                        Ok(rendered) => {
+                            if h.outcome == Outcome::Template {
+                                out.message = Some(rendered.preview.clone());
+                            }
+                            out.approved = Some(rendered);
+                        }
+                        Err(e) => {
+                            if h.outcome == Outcome::Template {
+                                out.error = Some(e);
+                            } else {
+                                warnings
+                                    .push(format!("the fallback template cannot be rendered: {e}"));
+                            }
+                        }
+                    }
+                }
+                if let Some(e) = &out.error {
+                    warnings.push(format!("nothing can be sent: {e}"));
+                }
+            }
+            out
+        });
+        Decision {
+            playbook: name,
+            ruleset: self.hash.clone(),
+            rules,
+            otherwise,
+            actions,
+            handoff,
+            warnings,
+        }
+    }
+}
+
+impl Templates {
+    /// How many template files and approved templates there are.
+    pub fn count(&self) -> usize {
+        use crate::dsl::check::TemplateCatalog;
+        self.file_names().len() + self.approved_names().len()
+    }
+}
+
+/// The context a template sees: `lead`, every declared field by name,
+/// `intent`, `channel`, `playbook`, `tags`, `transcript`, `now`.
+pub fn template_context(
+    playbook: &CompiledPlaybook,
+    lead: &Lead,
+    situation: &Situation,
+    actions: &Actions,
+) -> minijinja::Value {
+    use serde_json::{json, Map, Value as Json};
+    let tz = playbook.schema.timezone;
+    let mut context = Map::new();
+    let text = |s: &Option<String>| match s.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => Json::String(t.to_string()),
+        _ => Json::Null,
+    };
+    context.insert(
+        "lead".into(),
+        json!({
+            "name": text(&lead.name),
+            "first_name": first_name(lead).map(|s| Json::String(s.to_string())).unwrap_or(Json::Null),
+            "phone": text(&lead.phone),
+            "email": text(&lead.email),
+            "language": text(&lead.language),
+        }),
+    );
+    for (name, _ty, value) in crate::engine::eval::bound_fields(playbook, lead, situation) {
+        let json = match value {
+            Val::Missing => Json::Null,
+            Val::Text { raw, .. } => Json::String(raw),
+            Val::Num(n) => {
+                if n.fract() == 0.0 && n.abs() < 1e15 {
+                    Json::from(n as i64)
+                } else {
+                    Json::String(format_number(n))
+                }
+            }
+            Val::Bool(b) => Json::Bool(b),
+            Val::Date(_) | Val::Instant(..) => match value {
+                Val::Date(d) => crate::engine::value::day_to_date(d)
+                    .map(|d| Json::String(d.to_string()))
+                    .unwrap_or(Json::Null),
+                Val::Instant(secs, _) => chrono::DateTime::from_timestamp(secs, 0)
+                    .map(|d| Json::String(d.with_timezone(&tz).to_rfc3339()))
+                    .unwrap_or(Json::Null),
+                _ => Json::Null,
+            },
+            Val::List(items) => Json::from(items),
+        };
+        context.insert(name, json);
+    }
+    context.insert("intent".into(), text(&lead.intent));
+    context.insert("channel".into(), text(&lead.channel));
+    context.insert(
+        "playbook".into(),
+        Json::String(playbook.schema.name.clone()),
+    );
+    let mut tags = lead.tags.clone();
+    for tag in &actions.tags {
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    context.insert("tags".into(), Json::from(tags));
+    context.insert(
+        "transcript".into(),
+        serde_json::to_value(&lead.transcript).unwrap_or(Json::Array(Vec::new())),
+    );
+    context.insert(
+        "now".into(),
+        Json::String(situation.now.with_timezone(&tz).to_rfc3339()),
+    );
+    minijinja::Value::from_serialize(Json::Object(context))
+}
