@@ -1,8 +1,8 @@
 //! The `handoff` command line. Exit codes (documented in the README):
 //! 0 ok, 1 a check or test failed, 2 usage or I/O error.
 
-mod check;
-mod explain;
+pub mod check;
+pub mod explain;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

@@ -132,6 +132,19 @@ impl FieldType {
         }
     }
 
+    /// The type with an article, for sentences: "a number", "text".
+    pub fn describe_as_noun(&self) -> &'static str {
+        match self {
+            FieldType::Text => "text",
+            FieldType::Number => "a number",
+            FieldType::Bool => "a bool",
+            FieldType::Date => "a date",
+            FieldType::DateTime => "a datetime",
+            FieldType::OneOf(_) => "one of a list of values",
+            FieldType::TextList => "a list of text",
+        }
+    }
+
     /// Whether values are text (plain or limited).
     pub fn is_text(&self) -> bool {
         matches!(self, FieldType::Text | FieldType::OneOf(_))

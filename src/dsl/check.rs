@@ -538,7 +538,7 @@ impl Checker<'_> {
         };
         let ty = schema.type_of(resolved);
         let name = &path.node;
-        let tyname = ty.describe();
+        let tyname = ty.describe_as_noun();
         match &test.op {
             TestOp::Truthy => {
                 if ty != FieldType::Bool {
@@ -742,7 +742,7 @@ impl Checker<'_> {
                 Code::E003TypeMismatch,
                 format!(
                     "`{name}` is {}, but is compared with {}",
-                    ty.describe(),
+                    ty.describe_as_noun(),
                     value.describe()
                 ),
                 literal.span,

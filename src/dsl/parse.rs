@@ -185,9 +185,10 @@ impl PlaybookParser<'_> {
                 G::time_range => {
                     let mut clocks = children(part);
                     if let (Some(a), Some(b)) = (clocks.next(), clocks.next()) {
-                        open = self.parse_clock(&a);
-                        close = self.parse_clock(&b);
-                        if close <= open {
+                        let (o, c) = (self.parse_clock(&a), self.parse_clock(&b));
+                        open = o.unwrap_or(0);
+                        close = c.unwrap_or(0);
+                        if matches!((o, c), (Some(o), Some(c)) if c <= o) {
                             let d = self.error(
                                 Code::E020BadHours,
                                 format!(
@@ -212,7 +213,7 @@ impl PlaybookParser<'_> {
         }
     }
 
-    fn parse_clock(&mut self, pair: &Pair<'_, G>) -> u32 {
+    fn parse_clock(&mut self, pair: &Pair<'_, G>) -> Option<u32> {
         let text = pair.as_str();
         let (h, m) = text.split_once(':').unwrap_or((text, "0"));
         let h: u32 = h.parse().unwrap_or(99);
@@ -224,9 +225,9 @@ impl PlaybookParser<'_> {
                 span_of(pair),
             );
             d.help = Some("times run from `00:00` to `24:00`".into());
-            return 0;
+            return None;
         }
-        h * 60 + m
+        Some(h * 60 + m)
     }
 
     fn parse_field<'i>(
@@ -601,13 +602,33 @@ fn syntax_error(source: &str, file: &str, error: pest::error::Error<G>) -> Diagn
     let found = found_at(source, pos);
     let after = token_before(source, pos);
     let mut words: Vec<&'static str> = Vec::new();
+    // After a path, `not` can only start `not in`: say "a test", not "a condition".
+    let after_path = expected
+        .iter()
+        .any(|k| describe_rule(*k).starts_with("a test"));
     for kind in &expected {
+        if after_path && *kind == G::kw_not {
+            continue;
+        }
         let word = describe_rule(*kind);
         if !words.contains(&word) {
             words.push(word);
         }
     }
     let wanted = join_or(&words);
+    if let Some(f) = &found {
+        if f.starts_with('"') && (f.len() == 1 || !f.ends_with('"')) {
+            let end = pos + f.len();
+            return Diagnostic::new(
+                Code::E001Syntax,
+                "unterminated string",
+                file,
+                Some(Span::new(pos, end)),
+            )
+            .label("this string is never closed")
+            .help("close the string with `\"` on the same line");
+        }
+    }
     let mut message = if wanted.is_empty() {
         "unexpected input".to_string()
     } else {
@@ -642,6 +663,13 @@ fn syntax_help(expected: &[G], found: Option<&str>, after: Option<&str>) -> Opti
     }
     if found == "||" {
         return Some("join tests with `or`".into());
+    }
+    if found.is_empty()
+        && expected
+            .iter()
+            .any(|k| matches!(k, G::rule | G::kw_rule | G::otherwise))
+    {
+        return Some("a `{` is never closed: end the playbook with `}`".into());
     }
     if found.starts_with('\'') {
         return Some("strings use double quotes: `\"...\"`".into());
@@ -722,7 +750,11 @@ fn token_before(source: &str, pos: usize) -> Option<String> {
         let open = trimmed[..trimmed.len() - 1].rfind('"').unwrap_or(0);
         trimmed[open..].to_string()
     } else {
-        last.to_string()
+        let start = trimmed
+            .rfind(|c: char| c.is_alphanumeric() || c.is_whitespace() || c == '"' || c == '_')
+            .map(|i| i + trimmed[i..].chars().next().map_or(1, char::len_utf8))
+            .unwrap_or(0);
+        trimmed[start..].to_string()
     };
     Some(token)
 }
@@ -761,7 +793,8 @@ fn describe_rule(kind: G) -> &'static str {
         | G::kw_within => "a test such as `==`, `in`, `contains` or `is set`",
         G::kw_set => "`set`",
         G::is_not => "`not`",
-        G::kw_and | G::kw_or => "`and`, `or`",
+        G::kw_and => "`and`",
+        G::kw_or => "`or`",
         G::kw_then => "`then`",
         G::kw_when => "`when`",
         G::direction => "`next` or `last`",

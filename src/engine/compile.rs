@@ -73,6 +73,8 @@ pub struct CompiledRule {
     pub continues: bool,
     /// The source text of each test, for traces.
     pub tests: Box<[Arc<str>]>,
+    /// Whether each test stands under an odd number of `not`s.
+    pub negated: Box<[bool]>,
     /// The intents this rule can fire for; `None` when any.
     pub intents: Option<BTreeSet<String>>,
     /// 1-based line of the rule in its file.
@@ -101,7 +103,15 @@ pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> Compil
     let mut uses_business_hours = false;
     for rule in &playbook.rules {
         let mut tests = Vec::new();
-        let condition = compile_condition(&rule.condition, &schema, source, &mut tests);
+        let mut negated = Vec::new();
+        let condition = compile_condition(
+            &rule.condition,
+            &schema,
+            source,
+            &mut tests,
+            &mut negated,
+            false,
+        );
         rule.condition.for_each_test(&mut |t| {
             if t.path.node == "business_hours" {
                 uses_business_hours = true;
@@ -115,6 +125,7 @@ pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> Compil
             actions: rule.actions.iter().map(|a| a.kind.clone()).collect(),
             continues: rule.continues.is_some(),
             tests: tests.into_boxed_slice(),
+            negated: negated.into_boxed_slice(),
             line,
         });
     }
@@ -205,26 +216,29 @@ fn compile_condition(
     schema: &Schema,
     source: &str,
     tests: &mut Vec<Arc<str>>,
+    negated: &mut Vec<bool>,
+    under_not: bool,
 ) -> Node {
     match condition {
         Condition::And(parts) => Node::And(
             parts
                 .iter()
-                .map(|p| compile_condition(p, schema, source, tests))
+                .map(|p| compile_condition(p, schema, source, tests, negated, under_not))
                 .collect(),
         ),
         Condition::Or(parts) => Node::Or(
             parts
                 .iter()
-                .map(|p| compile_condition(p, schema, source, tests))
+                .map(|p| compile_condition(p, schema, source, tests, negated, under_not))
                 .collect(),
         ),
-        Condition::Not(inner, _) => {
-            Node::Not(Box::new(compile_condition(inner, schema, source, tests)))
-        }
+        Condition::Not(inner, _) => Node::Not(Box::new(compile_condition(
+            inner, schema, source, tests, negated, !under_not,
+        ))),
         Condition::Test(test) => {
             let leaf = tests.len() as u16;
             tests.push(Arc::from(test.span.text(source)));
+            negated.push(under_not);
             // The checker resolved every path; an unknown one cannot reach here.
             let slot = schema
                 .resolve(&test.path.node)

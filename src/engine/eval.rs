@@ -192,9 +192,20 @@ impl Recorder for TraceRecorder {
             })
             .collect();
         for (leaf, value, outcome) in self.pending.drain(..) {
+            let negated = rule
+                .negated
+                .get(usize::from(leaf))
+                .copied()
+                .unwrap_or(false);
             if let Some(t) = tests.get_mut(usize::from(leaf)) {
                 t.value = Some(value);
-                t.result = Some(outcome);
+                t.result = Some(outcome != negated);
+            }
+        }
+        // A test under `not` reads as the negation the rule asks for.
+        for (t, negated) in tests.iter_mut().zip(rule.negated.iter()) {
+            if *negated {
+                t.test = Arc::from(format!("not {}", t.test));
             }
         }
         self.rules.push(RuleTrace {

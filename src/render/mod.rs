@@ -56,6 +56,9 @@ pub struct Templates {
     files: BTreeMap<String, String>,
     sources: BTreeMap<String, String>,
     approved: BTreeMap<String, ApprovedTemplate>,
+    /// Approved templates that exist but failed their own checks; rules may
+    /// name them without a second error.
+    invalid_approved: std::collections::BTreeSet<String>,
     approved_file: String,
 }
 
@@ -86,6 +89,7 @@ impl Templates {
             files: BTreeMap::new(),
             sources: BTreeMap::new(),
             approved: BTreeMap::new(),
+            invalid_approved: Default::default(),
             approved_file: APPROVED_FILE.to_string(),
         }
     }
@@ -225,7 +229,9 @@ impl Templates {
                     diagnostics.push(template_error(&e, &file, text, span.start));
                 }
             }
-            if ok {
+            if !ok {
+                self.invalid_approved.insert(name.clone());
+            } else {
                 self.approved.insert(
                     name.clone(),
                     ApprovedTemplate {
@@ -378,7 +384,14 @@ fn location_span(text: &str, location: &serde_saphyr::Location) -> Span {
 
 fn yaml_message(error: &serde_saphyr::Error) -> String {
     let text = error.to_string();
-    let first = text.lines().next().unwrap_or("").trim();
+    let mut first = text.lines().next().unwrap_or("").trim();
+    first = first.strip_prefix("error:").unwrap_or(first).trim();
+    // "line 3 column 13: ..." duplicates what the diagnostic shows.
+    if first.starts_with("line ") {
+        if let Some(i) = first.find(": ") {
+            first = &first[i + 2..];
+        }
+    }
     // Locations are shown by the diagnostic itself.
     match first.find(" at line ") {
         Some(i) => first[..i].to_string(),
@@ -480,7 +493,7 @@ impl TemplateCatalog for Templates {
     }
 
     fn has_approved(&self, name: &str) -> bool {
-        self.approved.contains_key(name)
+        self.approved.contains_key(name) || self.invalid_approved.contains(name)
     }
 
     fn approved_names(&self) -> Vec<String> {
