@@ -385,20 +385,19 @@ impl Checker<'_> {
         }
         for action in actions {
             match &action.kind {
-                ActionKind::Ask(AskTarget::Field(field)) => {
-                    if schema.field_index(&field.node).is_none() {
-                        let names: Vec<&str> =
-                            schema.fields.iter().map(|f| f.name.as_str()).collect();
-                        let help = closest(&field.node, names.iter().copied())
-                            .map(|s| format!("did you mean `{s}`?"))
-                            .unwrap_or_else(|| "`ask` takes a declared field, or `missing`".into());
-                        let d = self.error(
-                            Code::E022AskUnknownField,
-                            format!("`ask` names unknown field `{}`", field.node),
-                            field.span,
-                        );
-                        d.help = Some(help);
-                    }
+                ActionKind::Ask(AskTarget::Field(field))
+                    if schema.field_index(&field.node).is_none() =>
+                {
+                    let names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+                    let help = closest(&field.node, names.iter().copied())
+                        .map(|s| format!("did you mean `{s}`?"))
+                        .unwrap_or_else(|| "`ask` takes a declared field, or `missing`".into());
+                    let d = self.error(
+                        Code::E022AskUnknownField,
+                        format!("`ask` names unknown field `{}`", field.node),
+                        field.span,
+                    );
+                    d.help = Some(help);
                 }
                 ActionKind::Handoff { open, template } => {
                     if let Some(open) = open {
@@ -705,14 +704,17 @@ impl Checker<'_> {
         if matches!(value, LiteralValue::Invalid) {
             return;
         }
-        let fits = match (ty, value) {
-            (FieldType::Text | FieldType::OneOf(_), LiteralValue::Text(_)) => true,
-            (FieldType::Number, LiteralValue::Number(_)) => true,
-            (FieldType::Bool, LiteralValue::Bool(_)) => true,
-            (FieldType::Date, LiteralValue::Date(_)) => true,
-            (FieldType::DateTime, LiteralValue::DateTime(_) | LiteralValue::Date(_)) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (ty, value),
+            (FieldType::Text | FieldType::OneOf(_), LiteralValue::Text(_))
+                | (FieldType::Number, LiteralValue::Number(_))
+                | (FieldType::Bool, LiteralValue::Bool(_))
+                | (FieldType::Date, LiteralValue::Date(_))
+                | (
+                    FieldType::DateTime,
+                    LiteralValue::DateTime(_) | LiteralValue::Date(_)
+                )
+        );
         if !fits {
             let help = match (ty, value) {
                 (FieldType::Number, LiteralValue::Text(t))

@@ -412,10 +412,8 @@ fn implies(term: &Term, target: &Literal) -> bool {
                 | Atom::Ne(Value::Num(_))
         ) {
             let range = range_on(term, &target.path);
-            if range.lo.is_finite() || range.hi.is_finite() {
-                if range.within(&target.atom) {
-                    return true;
-                }
+            if (range.lo.is_finite() || range.hi.is_finite()) && range.within(&target.atom) {
+                return true;
             }
         }
         same_path
