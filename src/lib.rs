@@ -9,3 +9,4 @@ pub mod dsl;
 pub mod engine;
 pub mod render;
 pub mod ruleset;
+pub mod suite;

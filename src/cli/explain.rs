@@ -4,10 +4,10 @@
 use super::{exit, fail, Format, RulesArgs};
 use crate::dsl::diagnostic::render;
 use crate::engine::eval::{RuleResult, Trace};
+pub use crate::engine::Window;
 use crate::engine::{Lead, Situation};
 use crate::ruleset::{load, Decision, Ruleset};
 use chrono::{DateTime, Utc};
-use clap::ValueEnum;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,14 +37,6 @@ pub struct ExplainArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
-}
-
-/// The WhatsApp 24-hour window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Window {
-    Open,
-    Closed,
 }
 
 pub fn run(args: ExplainArgs) -> ExitCode {
@@ -268,7 +260,9 @@ pub fn human(
         };
         let _ = writeln!(out, "  handoff   {} · {detail}", h.outcome.as_str());
         if let Some(message) = &h.message {
-            let _ = writeln!(out, "  message   {message:?}");
+            // Quoted as written: escaping would garble scripts such as Devanagari.
+            let shown = message.replace('\n', "\n            ");
+            let _ = writeln!(out, "  message   \"{shown}\"");
         }
         if let Some(error) = &h.error {
             let _ = writeln!(out, "  error     {error}");

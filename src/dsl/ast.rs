@@ -84,14 +84,13 @@ impl Day {
     }
 }
 
-/// `mon-fri 09:00-18:00`: the days and the opening time.
+/// `mon-fri 09:00-13:00, 14:00-18:00`: the days and their opening times.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HoursSpan {
     /// Day ranges as written: `(mon, Some(fri))` or `(sat, None)`.
     pub days: Vec<(Day, Option<Day>)>,
-    /// Minutes after midnight.
-    pub open: u32,
-    pub close: u32,
+    /// Opening and closing, in minutes after midnight.
+    pub times: Vec<(u32, u32)>,
     pub span: Span,
 }
 

@@ -185,7 +185,9 @@ impl Checker<'_> {
                             }
                             for day in Day::ALL {
                                 if day >= *from && day <= to {
-                                    hours.add(day, span.open, span.close);
+                                    for &(open, close) in &span.times {
+                                        hours.add(day, open, close);
+                                    }
                                 }
                             }
                         }

@@ -60,6 +60,16 @@ pub enum Code {
     E026SettingAfterRule,
     /// A number that does not fit where it stands.
     E027BadNumber,
+    /// A dry-run test file that cannot be read as YAML of the right shape.
+    E028TestFile,
+    /// A test file names a playbook that does not exist.
+    E029TestUnknownPlaybook,
+    /// A test case expects a rule the playbook does not have.
+    E030TestUnknownRule,
+    /// A test case's lead sets a field the playbook does not declare.
+    E031TestUndeclaredField,
+    /// A test case's `now` is not an RFC 3339 time.
+    E032TestBadNow,
     /// A rule that can never fire because an earlier rule catches every lead it matches.
     W101ShadowedRule,
     /// A playbook without `otherwise`.
@@ -102,6 +112,11 @@ impl Code {
             E025Io => "E025",
             E026SettingAfterRule => "E026",
             E027BadNumber => "E027",
+            E028TestFile => "E028",
+            E029TestUnknownPlaybook => "E029",
+            E030TestUnknownRule => "E030",
+            E031TestUndeclaredField => "E031",
+            E032TestBadNow => "E032",
             W101ShadowedRule => "W101",
             W102NoOtherwise => "W102",
             W103HandoffWithoutConsent => "W103",

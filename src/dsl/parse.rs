@@ -171,7 +171,7 @@ impl PlaybookParser<'_> {
     fn parse_hours_span(&mut self, pair: Pair<'_, G>) -> HoursSpan {
         let span = span_of(&pair);
         let mut days = Vec::new();
-        let (mut open, mut close) = (0, 0);
+        let mut times = Vec::new();
         for part in children(pair) {
             match part.as_rule() {
                 G::day_set => {
@@ -186,8 +186,6 @@ impl PlaybookParser<'_> {
                     let mut clocks = children(part);
                     if let (Some(a), Some(b)) = (clocks.next(), clocks.next()) {
                         let (o, c) = (self.parse_clock(&a), self.parse_clock(&b));
-                        open = o.unwrap_or(0);
-                        close = c.unwrap_or(0);
                         if matches!((o, c), (Some(o), Some(c)) if c <= o) {
                             let d = self.error(
                                 Code::E020BadHours,
@@ -200,17 +198,13 @@ impl PlaybookParser<'_> {
                             );
                             d.help = Some("write the opening time first, as in `10:00-19:00`; hours that cross midnight are two spans, one per day".into());
                         }
+                        times.push((o.unwrap_or(0), c.unwrap_or(0)));
                     }
                 }
                 _ => {}
             }
         }
-        HoursSpan {
-            days,
-            open,
-            close,
-            span,
-        }
+        HoursSpan { days, times, span }
     }
 
     fn parse_clock(&mut self, pair: &Pair<'_, G>) -> Option<u32> {

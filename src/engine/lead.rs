@@ -75,3 +75,11 @@ impl Situation {
         }
     }
 }
+
+/// The WhatsApp 24-hour window, as written in lead files and test files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    Open,
+    Closed,
+}

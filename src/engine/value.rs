@@ -107,11 +107,17 @@ pub fn coerce(value: &Json, ty: &FieldType, tz: Tz) -> Result<Val, CoercionProbl
                 Json::Number(n) => Val::text(&n.to_string()),
                 _ => return fail("one of the listed values"),
             };
+            // The value takes the declared spelling, so templates see `"villa"`
+            // as declared even when the lead wrote `"Villa"`.
             match &text {
-                Val::Text { norm, .. }
-                    if options.iter().any(|o| normalize_text(&o.node) == *norm) =>
-                {
-                    Ok(text)
+                Val::Text { norm, .. } => {
+                    match options.iter().find(|o| normalize_text(&o.node) == *norm) {
+                        Some(option) => Ok(Val::Text {
+                            raw: option.node.clone(),
+                            norm: norm.clone(),
+                        }),
+                        None => fail("one of the listed values"),
+                    }
                 }
                 _ => fail("one of the listed values"),
             }
