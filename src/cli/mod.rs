@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod explain;
+pub mod test;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Show the decision for one lead, with every rule's tests and the values they saw.
     Explain(explain::ExplainArgs),
+    /// Run the dry-run test files (`rules/<playbook>.test.yaml`).
+    Test(test::TestArgs),
 }
 
 /// Output formats.
@@ -74,6 +77,7 @@ pub fn run() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
+        Command::Test(args) => test::run_command(args),
     }
 }
 
