@@ -553,7 +553,13 @@ fn hours_may_list_several_times_for_the_same_days() {
     let rs = ruleset(
         "playbook t {\n timezone \"UTC\"\n hours mon-fri 09:00-13:00, 14:00-18:00, sat 10:00-12:00\n rule open { when business_hours then tag \"open\" }\n otherwise { tag \"closed\" }\n}",
     );
-    let tag = |t: &str| rs.decide("t", &Lead::default(), &Situation::at(at(t))).unwrap().actions.tags[0].clone();
+    let tag = |t: &str| {
+        rs.decide("t", &Lead::default(), &Situation::at(at(t)))
+            .unwrap()
+            .actions
+            .tags[0]
+            .clone()
+    };
     assert_eq!(tag("2027-01-11T12:59:00Z"), "open");
     assert_eq!(tag("2027-01-11T13:30:00Z"), "closed"); // lunch
     assert_eq!(tag("2027-01-11T14:00:00Z"), "open");
@@ -563,13 +569,20 @@ fn hours_may_list_several_times_for_the_same_days() {
 
 #[test]
 fn one_of_values_reach_templates_as_declared() {
-    let loaded = handoff::ruleset::load(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"), None);
+    let loaded = handoff::ruleset::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        None,
+    );
     let rs = loaded.ruleset.expect("bundled rules check");
     let lead = lead(json!({
         "name": "Kabir", "intent": "pricing", "consent": {"whatsapp": true},
         "fields": {"city": "Delhi", "event_date": "2027-05-01", "package": "GOLD"}
     }));
-    let open = Situation { now: at("2027-01-10T10:00:00+05:30"), window_open: true, human: false };
+    let open = Situation {
+        now: at("2027-01-10T10:00:00+05:30"),
+        window_open: true,
+        human: false,
+    };
     let d = rs.decide("events", &lead, &open).unwrap();
     let message = d.handoff.unwrap().message.unwrap();
     assert!(message.contains("Gold package"), "{message}");

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod explain;
+pub mod fmt;
 pub mod test;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -25,6 +26,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run the dry-run test files (`rules/<playbook>.test.yaml`).
     Test(test::TestArgs),
+    /// Rewrite rules files in the canonical layout, keeping comments.
+    Fmt(fmt::FmtArgs),
 }
 
 /// Output formats.
@@ -78,6 +81,7 @@ pub fn run() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Test(args) => test::run_command(args),
+        Command::Fmt(args) => fmt::run(args),
     }
 }
 

@@ -98,11 +98,19 @@ pub fn human(report: &Report, filtered: bool, coverage: bool) -> String {
     }
     if !filtered {
         if !report.without_tests.is_empty() {
-            let _ = writeln!(out, "\nplaybooks without a test file: {}", report.without_tests.join(", "));
+            let _ = writeln!(
+                out,
+                "\nplaybooks without a test file: {}",
+                report.without_tests.join(", ")
+            );
         }
         if report.untested.is_empty() {
             if report.rule_count > 0 {
-                let _ = writeln!(out, "\nevery rule fired in some case ({} rules)", report.rule_count);
+                let _ = writeln!(
+                    out,
+                    "\nevery rule fired in some case ({} rules)",
+                    report.rule_count
+                );
             }
         } else {
             let _ = writeln!(
@@ -110,7 +118,11 @@ pub fn human(report: &Report, filtered: bool, coverage: bool) -> String {
                 "\nrules no case made fire ({} of {}){}:",
                 report.untested.len(),
                 report.rule_count,
-                if coverage { ", and --coverage asks for all" } else { "" }
+                if coverage {
+                    ", and --coverage asks for all"
+                } else {
+                    ""
+                }
             );
             let mut by_playbook: Vec<(&str, Vec<&str>)> = Vec::new();
             for (p, rule) in &report.untested {
@@ -129,9 +141,18 @@ pub fn human(report: &Report, filtered: bool, coverage: bool) -> String {
             out,
             "\n{} problem{} in test files (above)",
             report.diagnostics.len(),
-            if report.diagnostics.len() == 1 { "" } else { "s" }
+            if report.diagnostics.len() == 1 {
+                ""
+            } else {
+                "s"
+            }
         );
     }
-    let _ = writeln!(out, "\n{} passed, {} failed", report.passed(), report.failed());
+    let _ = writeln!(
+        out,
+        "\n{} passed, {} failed",
+        report.passed(),
+        report.failed()
+    );
     out
 }

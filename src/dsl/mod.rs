@@ -5,6 +5,7 @@ pub mod ast;
 pub mod check;
 pub mod codes;
 pub mod diagnostic;
+pub mod format;
 pub mod parse;
 pub mod schema;
 pub mod shadow;

@@ -54,9 +54,48 @@ struct PlaybookParser<'f> {
     diagnostics: Vec<Diagnostic>,
 }
 
+/// The span of a pair without the whitespace and comments pest lets trail
+/// after its last token (it does so before an optional part that is absent).
 fn span_of(pair: &Pair<'_, G>) -> Span {
     let s = pair.as_span();
-    Span::new(s.start(), s.end())
+    Span::new(s.start(), s.start() + code_len(s.as_str()))
+}
+
+/// The length of `text` up to its last character of code.
+fn code_len(text: &str) -> usize {
+    let mut last = 0;
+    let mut in_string = false;
+    let mut in_comment = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if in_comment {
+            if c == '\n' {
+                in_comment = false;
+            }
+            continue;
+        }
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' || c == '\n' {
+                in_string = false;
+            }
+            last = i + c.len_utf8();
+            continue;
+        }
+        match c {
+            '#' => in_comment = true,
+            '"' => {
+                in_string = true;
+                last = i + 1;
+            }
+            c if c.is_whitespace() => {}
+            c => last = i + c.len_utf8(),
+        }
+    }
+    last
 }
 
 fn spanned_str(pair: &Pair<'_, G>) -> Spanned<String> {
