@@ -5,8 +5,10 @@
 //! rules directory from disk; [`cli`] holds the commands.
 
 pub mod cli;
+pub mod diff;
 pub mod dsl;
 pub mod engine;
+pub mod history;
 pub mod render;
 pub mod ruleset;
 pub mod suite;

@@ -5,6 +5,7 @@ use super::{exit, fail, Format, RulesArgs};
 use crate::dsl::diagnostic::render;
 use crate::engine::eval::{RuleResult, Trace};
 pub use crate::engine::Window;
+pub use crate::history::LeadRecord;
 use crate::engine::{Lead, Situation};
 use crate::ruleset::{load, Decision, Ruleset};
 use chrono::{DateTime, Utc};
@@ -119,48 +120,6 @@ pub fn run(args: ExplainArgs) -> ExitCode {
         ),
     }
     exit::ok()
-}
-
-/// A lead file: the lead, plus the situation it may carry (`now`, `window`, `human`).
-pub struct LeadRecord {
-    pub lead: Lead,
-    pub now: Option<String>,
-    pub window: Option<Window>,
-    pub human: bool,
-}
-
-impl LeadRecord {
-    /// Reads a lead record from JSON.
-    pub fn parse(text: &str) -> Result<LeadRecord, String> {
-        let mut value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let object = value
-            .as_object_mut()
-            .ok_or_else(|| "a lead is a JSON object".to_string())?;
-        let now = match object.remove("now") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(s)) => Some(s),
-            Some(other) => return Err(format!("`now` must be an RFC 3339 string, not {other}")),
-        };
-        let window = match object.remove("window") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(w) => Some(
-                serde_json::from_value(w)
-                    .map_err(|_| "`window` is `open` or `closed`".to_string())?,
-            ),
-        };
-        let human = match object.remove("human") {
-            None | Some(serde_json::Value::Null) => false,
-            Some(serde_json::Value::Bool(b)) => b,
-            Some(other) => return Err(format!("`human` must be true or false, not {other}")),
-        };
-        let lead: Lead = serde_json::from_value(value).map_err(|e| e.to_string())?;
-        Ok(LeadRecord {
-            lead,
-            now,
-            window,
-            human,
-        })
-    }
 }
 
 fn one_line(text: &str) -> String {

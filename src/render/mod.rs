@@ -78,6 +78,17 @@ fn environment() -> Environment<'static> {
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_keep_trailing_newline(false);
     env.add_filter("date", date_filter);
+    // A message must never read "Hi none": printing a value that is not set
+    // fails the render, so nothing half-filled reaches a buyer.
+    env.set_formatter(|out, state, value| {
+        if value.is_none() || value.is_undefined() {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                "a value printed here is not set; guard it with `{% if ... %}` or give a default, as in `{{ lead.first_name or \"there\" }}`",
+            ));
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
     env
 }
 
