@@ -109,7 +109,10 @@ fn summarize(e: &Evaluation) -> (String, String) {
     let rule = if e.otherwise {
         "otherwise".to_string()
     } else {
-        e.rules.last().map(|r| r.to_string()).unwrap_or_else(|| "(no rule)".into())
+        e.rules
+            .last()
+            .map(|r| r.to_string())
+            .unwrap_or_else(|| "(no rule)".into())
     };
     let outcome = if let Some(reason) = &e.actions.drop {
         format!("drop {reason:?}")
@@ -121,30 +124,64 @@ fn summarize(e: &Evaluation) -> (String, String) {
     (rule, outcome)
 }
 
+fn shown(value: &Option<String>) -> &str {
+    value.as_deref().unwrap_or("none")
+}
+
 /// Compares everything but the ruleset: rules fired, actions, handoff.
 fn differences(old: &Evaluation, new: &Evaluation) -> Vec<String> {
     let mut out = Vec::new();
     if old.rules != new.rules {
-        out.push(format!("rules {:?} -> {:?}", old.rules, new.rules));
+        let names = |r: &[std::sync::Arc<str>]| {
+            r.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push(format!(
+            "rules [{}] -> [{}]",
+            names(&old.rules),
+            names(&new.rules)
+        ));
     }
     let (a, b) = (&old.actions, &new.actions);
     if a.assign != b.assign {
-        out.push(format!("assign {:?} -> {:?}", a.assign, b.assign));
+        out.push(format!(
+            "assign {} -> {}",
+            shown(&a.assign),
+            shown(&b.assign)
+        ));
     }
     if a.takeover != b.takeover {
-        out.push(format!("takeover {:?} -> {:?}", a.takeover, b.takeover));
+        out.push(format!(
+            "takeover {} -> {}",
+            shown(&a.takeover),
+            shown(&b.takeover)
+        ));
     }
     if a.tags != b.tags {
-        out.push(format!("tags {:?} -> {:?}", a.tags, b.tags));
+        out.push(format!(
+            "tags [{}] -> [{}]",
+            a.tags.join(", "),
+            b.tags.join(", ")
+        ));
     }
     if a.notify != b.notify {
-        out.push(format!("notify {:?} -> {:?}", a.notify, b.notify));
+        out.push(format!(
+            "notify [{}] -> [{}]",
+            a.notify.join(", "),
+            b.notify.join(", ")
+        ));
     }
     if a.ask != b.ask {
-        out.push(format!("ask {:?} -> {:?}", a.ask, b.ask));
+        out.push(format!(
+            "ask [{}] -> [{}]",
+            a.ask.join(", "),
+            b.ask.join(", ")
+        ));
     }
     if a.drop != b.drop {
-        out.push(format!("drop {:?} -> {:?}", a.drop, b.drop));
+        out.push(format!("drop {} -> {}", shown(&a.drop), shown(&b.drop)));
     }
     if old.handoff != new.handoff {
         let show = |h: &Option<crate::engine::eval::HandoffResolution>| match h {
@@ -160,7 +197,11 @@ fn differences(old: &Evaluation, new: &Evaluation) -> Vec<String> {
             ),
             None => "none".into(),
         };
-        out.push(format!("handoff {} -> {}", show(&old.handoff), show(&new.handoff)));
+        out.push(format!(
+            "handoff {} -> {}",
+            show(&old.handoff),
+            show(&new.handoff)
+        ));
     }
     out
 }
@@ -180,10 +221,18 @@ fn compare_line(
         .playbook
         .clone()
         .or_else(|| options.playbook.clone())
-        .or_else(|| (new.playbooks.len() == 1).then(|| new.playbooks.keys().next().cloned()).flatten())
+        .or_else(|| {
+            (new.playbooks.len() == 1)
+                .then(|| new.playbooks.keys().next().cloned())
+                .flatten()
+        })
         .ok_or("the lead names no `playbook` and `--playbook` is not given")?;
-    let old_pb = old.playbook(&playbook).map_err(|e| format!("old rules: {e}"))?;
-    let new_pb = new.playbook(&playbook).map_err(|e| format!("new rules: {e}"))?;
+    let old_pb = old
+        .playbook(&playbook)
+        .map_err(|e| format!("old rules: {e}"))?;
+    let new_pb = new
+        .playbook(&playbook)
+        .map_err(|e| format!("new rules: {e}"))?;
     let a = evaluate(&old_pb.compiled, &record.lead, &situation);
     let b = evaluate(&new_pb.compiled, &record.lead, &situation);
     let mut diffs = differences(&a, &b);
@@ -205,7 +254,13 @@ fn compare_line(
     let (new_rule, new_outcome) = summarize(&b);
     let detail = (old_rule == new_rule && old_outcome == new_outcome).then(|| diffs.join("; "));
     Ok(Some((
-        GroupKey { playbook, old_rule, new_rule, old_outcome, new_outcome },
+        GroupKey {
+            playbook,
+            old_rule,
+            new_rule,
+            old_outcome,
+            new_outcome,
+        },
         detail,
     )))
 }
@@ -221,7 +276,10 @@ fn message(
     use crate::engine::Outcome;
     let context = template_context(&playbook.compiled, lead, situation, &evaluation.actions);
     match handoff.outcome {
-        Outcome::Session => ruleset.templates.render_file(handoff.open.as_deref()?, &context).ok(),
+        Outcome::Session => ruleset
+            .templates
+            .render_file(handoff.open.as_deref()?, &context)
+            .ok(),
         Outcome::Template => ruleset
             .templates
             .render_approved(handoff.template.as_deref()?, &context)
@@ -294,7 +352,9 @@ pub fn run(
                         Err(_) => break,
                     };
                     match next {
-                        Ok(chunk) => partial.merge(process_chunk(chunk, old, new, options, templates_differ)),
+                        Ok(chunk) => {
+                            partial.merge(process_chunk(chunk, old, new, options, templates_differ))
+                        }
                         Err(_) => break,
                     }
                 }
@@ -315,7 +375,10 @@ pub fn run(
                     line_no += 1;
                     chunk.push((line_no, buffer.trim_end_matches(['\n', '\r']).to_string()));
                     if chunk.len() == CHUNK {
-                        if work_tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+                        if work_tx
+                            .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                            .is_err()
+                        {
                             break;
                         }
                         progress(bytes, line_no);
@@ -344,7 +407,11 @@ pub fn run(
     let mut groups: Vec<Group> = total
         .groups
         .into_iter()
-        .map(|(key, (count, examples))| Group { key, count, examples })
+        .map(|(key, (count, examples))| Group {
+            key,
+            count,
+            examples,
+        })
         .collect();
     groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
     Ok(Summary {

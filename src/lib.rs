@@ -8,6 +8,7 @@ pub mod cli;
 pub mod diff;
 pub mod dsl;
 pub mod engine;
+pub mod generate;
 pub mod history;
 pub mod render;
 pub mod ruleset;

@@ -208,6 +208,29 @@ impl Loaded {
     }
 }
 
+/// A SHA-256 over every file under a templates directory (names and bytes),
+/// to tell whether two rulesets render alike.
+pub fn templates_fingerprint(dir: &Path) -> String {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files);
+    files.sort();
+    let mut hasher = Sha256::new();
+    for path in files {
+        if let Ok(bytes) = std::fs::read(&path) {
+            hasher.update(
+                path.strip_prefix(dir)
+                    .unwrap_or(&path)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+            hasher.update([0]);
+            hasher.update(&bytes);
+            hasher.update([0]);
+        }
+    }
+    hex(&hasher.finalize())
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;

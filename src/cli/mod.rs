@@ -2,8 +2,10 @@
 //! 0 ok, 1 a check or test failed, 2 usage or I/O error.
 
 pub mod check;
+pub mod diff;
 pub mod explain;
 pub mod fmt;
+pub mod generate;
 pub mod test;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -28,6 +30,10 @@ enum Command {
     Test(test::TestArgs),
     /// Rewrite rules files in the canonical layout, keeping comments.
     Fmt(fmt::FmtArgs),
+    /// What would change for a history of leads if NEW replaced OLD.
+    Diff(diff::DiffArgs),
+    /// Write a realistic lead history (JSONL) for a playbook.
+    Generate(generate::GenerateArgs),
 }
 
 /// Output formats.
@@ -82,6 +88,8 @@ pub fn run() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Test(args) => test::run_command(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::Diff(args) => diff::run_command(args),
+        Command::Generate(args) => generate::run(args),
     }
 }
 
