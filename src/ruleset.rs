@@ -327,12 +327,12 @@ impl Ruleset {
     }
 
     /// Decides a lead and explains why.
-    pub fn explain(
-        &self,
+    pub fn explain<'a>(
+        &'a self,
         playbook: &str,
-        lead: &Lead,
+        lead: &'a Lead,
         situation: &Situation,
-    ) -> Result<(Decision, Trace), UnknownPlaybook> {
+    ) -> Result<(Decision, Trace<'a>), UnknownPlaybook> {
         let loaded = self.playbook(playbook)?;
         let (evaluation, trace) = evaluate_with_trace(&loaded.compiled, lead, situation);
         Ok((
@@ -448,7 +448,7 @@ pub fn template_context(
     for (name, _ty, value) in crate::engine::eval::bound_fields(playbook, lead, situation) {
         let json = match value {
             Val::Missing => Json::Null,
-            Val::Text { raw, .. } => Json::String(raw),
+            Val::Text { raw, .. } => Json::String(raw.into_owned()),
             Val::Num(n) => {
                 if n.fract() == 0.0 && n.abs() < 1e15 {
                     Json::from(n as i64)

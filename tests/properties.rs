@@ -137,8 +137,9 @@ proptest! {
         prop_assert_eq!(&first, &second);
         let (explained, trace) = rs.explain("events", &lead, &situation).unwrap();
         prop_assert_eq!(&first, &explained);
-        let fired: Vec<_> = trace.rules.iter().filter(|r| r.result == handoff::engine::eval::RuleResult::Fired).map(|r| r.rule.clone()).collect();
-        prop_assert_eq!(fired, first.rules.clone());
+        let fired: Vec<_> = trace.rules.iter().filter(|r| r.result == handoff::engine::eval::RuleResult::Fired).map(|r| r.rule.to_string()).collect();
+        let decided: Vec<String> = first.rules.iter().map(|r| r.to_string()).collect();
+        prop_assert_eq!(fired, decided);
     }
 }
 

@@ -253,7 +253,7 @@ pub fn human(
     let width = trace
         .rules
         .iter()
-        .flat_map(|r| r.tests.iter().map(|t| one_line(&t.test).chars().count()))
+        .flat_map(|r| r.tests.iter().map(|t| one_line(t.test).chars().count()))
         .max()
         .unwrap_or(0)
         .min(48);
@@ -262,7 +262,7 @@ pub fn human(
             RuleResult::Fired => ("✓", "fired"),
             RuleResult::NoMatch => ("✗", "no match"),
         };
-        let stops = trace.stopped_by.as_deref() == Some(&*rule.rule);
+        let stops = trace.stopped_by == Some(rule.rule);
         let tail = if stops {
             ", stopped here"
         } else if rule.result == RuleResult::Fired {
@@ -276,7 +276,7 @@ pub fn human(
             rule.rule, rule.line
         );
         for test in &rule.tests {
-            let text = one_line(&test.test);
+            let text = one_line(test.test);
             let (mark, seen) = match (test.result, &test.value) {
                 (Some(true), Some(v)) => ("✓", format!("saw {v}")),
                 (Some(false), Some(v)) => ("✗", format!("saw {v}")),

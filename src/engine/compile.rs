@@ -69,6 +69,8 @@ pub enum Op {
 pub struct CompiledRule {
     pub name: Arc<str>,
     pub condition: Node,
+    /// The condition without the intent test the intent index guarantees.
+    pub fast: Node,
     pub actions: Vec<ActionKind>,
     pub continues: bool,
     /// The source text of each test, for traces.
@@ -95,12 +97,19 @@ pub struct CompiledPlaybook {
     pub other_candidates: Box<[u32]>,
     /// Whether any rule tests `business_hours` (the clock is read only then).
     pub uses_business_hours: bool,
+    /// Field indices sorted by field name, to match a lead's (sorted) fields in one pass.
+    pub field_order: Vec<usize>,
 }
 
 /// Compiles a playbook that checked without errors.
 pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> CompiledPlaybook {
     let mut rules = Vec::with_capacity(playbook.rules.len());
     let mut uses_business_hours = false;
+    // Line starts, once: finding each rule's line by scanning from the top
+    // would make compiling quadratic in the file's size.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
     for rule in &playbook.rules {
         let mut tests = Vec::new();
         let mut negated = Vec::new();
@@ -117,11 +126,36 @@ pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> Compil
                 uses_business_hours = true;
             }
         });
-        let line = crate::dsl::span::line_col(source, rule.span.start).line;
+        let line = line_starts.partition_point(|&start| start <= rule.span.start);
+        let intents = intents_of(&rule.condition);
+        // The intent index already guarantees a rule's own intent test, so
+        // plain evaluation skips it; traces still show it.
+        let fast = match &intents {
+            Some(set) => {
+                let pruned = without_intent_test(&rule.condition, set);
+                compile_condition(
+                    &pruned,
+                    &schema,
+                    source,
+                    &mut Vec::new(),
+                    &mut Vec::new(),
+                    false,
+                )
+            }
+            None => compile_condition(
+                &rule.condition,
+                &schema,
+                source,
+                &mut Vec::new(),
+                &mut Vec::new(),
+                false,
+            ),
+        };
         rules.push(CompiledRule {
             name: Arc::from(rule.name.node.as_str()),
-            intents: intents_of(&rule.condition),
+            intents,
             condition,
+            fast,
             actions: rule.actions.iter().map(|a| a.kind.clone()).collect(),
             continues: rule.continues.is_some(),
             tests: tests.into_boxed_slice(),
@@ -157,7 +191,10 @@ pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> Compil
         .filter(|(_, r)| r.intents.is_none())
         .map(|(i, _)| i as u32)
         .collect();
+    let mut field_order: Vec<usize> = (0..schema.fields.len()).collect();
+    field_order.sort_by(|&a, &b| schema.fields[a].name.cmp(&schema.fields[b].name));
     CompiledPlaybook {
+        field_order,
         schema,
         rules,
         otherwise: playbook
@@ -178,6 +215,20 @@ impl CompiledPlaybook {
             Some(&i) => &self.candidates[i],
             None => &self.other_candidates,
         }
+    }
+}
+
+/// The condition without top-level tests that only require an intent in
+/// `set` (which every candidate lead has).
+fn without_intent_test(condition: &Condition, set: &BTreeSet<String>) -> Condition {
+    let guaranteed =
+        |c: &Condition| matches!(c, Condition::Test(_)) && intents_of(c).as_ref() == Some(set);
+    match condition {
+        c if guaranteed(c) => Condition::And(Vec::new()),
+        Condition::And(parts) => {
+            Condition::And(parts.iter().filter(|p| !guaranteed(p)).cloned().collect())
+        }
+        other => other.clone(),
     }
 }
 
@@ -237,7 +288,13 @@ fn compile_condition(
         ))),
         Condition::Test(test) => {
             let leaf = tests.len() as u16;
-            tests.push(Arc::from(test.span.text(source)));
+            // A test under `not` reads in traces as the negation the rule asks for.
+            let text = test.span.text(source);
+            tests.push(if under_not {
+                Arc::from(format!("not {text}"))
+            } else {
+                Arc::from(text)
+            });
             negated.push(under_not);
             // The checker resolved every path; an unknown one cannot reach here.
             let slot = schema

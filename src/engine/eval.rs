@@ -3,11 +3,12 @@
 
 use super::compile::{CompiledPlaybook, CompiledRule, Node, Op, Scale, Slot};
 use super::lead::{Lead, Situation};
-use super::value::{coerce, date_to_day, Val};
+use super::value::{coerce, date_to_day, readable, Seen, Val};
 use crate::dsl::ast::{ActionKind, AskTarget, CmpOp, FieldType};
 use crate::dsl::schema::{normalize_text, Builtin, PathRef, CHANNELS};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 /// What the playbook decided for a lead.
@@ -88,10 +89,11 @@ pub struct HandoffResolution {
 
 /// Why the decision is what it is.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Trace {
-    pub rules: Vec<RuleTrace>,
+/// Its text borrows from the compiled playbook, so tracing costs little.
+pub struct Trace<'p> {
+    pub rules: Vec<RuleTrace<'p>>,
     /// The rule that stopped evaluation (fired without `continue`).
-    pub stopped_by: Option<Arc<str>>,
+    pub stopped_by: Option<&'p str>,
     /// Rules after the stop that were not tried.
     pub not_reached: usize,
     /// Rules not tried because they test for other intents.
@@ -101,11 +103,11 @@ pub struct Trace {
 
 /// One rule in a trace.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct RuleTrace {
-    pub rule: Arc<str>,
+pub struct RuleTrace<'p> {
+    pub rule: &'p str,
     pub line: usize,
     pub result: RuleResult,
-    pub tests: Vec<TestTrace>,
+    pub tests: Vec<TestTrace<'p>>,
 }
 
 /// What happened to a rule.
@@ -119,9 +121,9 @@ pub enum RuleResult {
 /// One test in a trace: the test as written, the value it saw, its result
 /// (`None` when an earlier test already decided the rule).
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct TestTrace {
-    pub test: Arc<str>,
-    pub value: Option<String>,
+pub struct TestTrace<'p> {
+    pub test: &'p str,
+    pub value: Option<Seen<'p>>,
     pub result: Option<bool>,
 }
 
@@ -131,35 +133,35 @@ pub fn evaluate(playbook: &CompiledPlaybook, lead: &Lead, situation: &Situation)
 }
 
 /// Evaluates a lead and explains why.
-pub fn evaluate_with_trace(
-    playbook: &CompiledPlaybook,
-    lead: &Lead,
+pub fn evaluate_with_trace<'p>(
+    playbook: &'p CompiledPlaybook,
+    lead: &'p Lead,
     situation: &Situation,
-) -> (Evaluation, Trace) {
+) -> (Evaluation, Trace<'p>) {
     let mut recorder = TraceRecorder::default();
     let evaluation = run(playbook, lead, situation, &mut recorder);
     (evaluation, recorder.finish())
 }
 
-trait Recorder {
+trait Recorder<'p> {
     const ON: bool;
-    fn test(&mut self, leaf: u16, value: &Val, result: bool);
-    fn rule(&mut self, rule: &CompiledRule, result: RuleResult);
-    fn stop(&mut self, rule: Arc<str>, not_reached: usize);
+    fn test(&mut self, leaf: u16, value: &Val<'p>, result: bool);
+    fn rule(&mut self, rule: &'p CompiledRule, result: RuleResult);
+    fn stop(&mut self, rule: &'p str, not_reached: usize);
     fn otherwise(&mut self);
     fn skipped(&mut self, count: usize);
 }
 
 struct NoRecord;
 
-impl Recorder for NoRecord {
+impl<'p> Recorder<'p> for NoRecord {
     const ON: bool = false;
     #[inline(always)]
-    fn test(&mut self, _: u16, _: &Val, _: bool) {}
+    fn test(&mut self, _: u16, _: &Val<'p>, _: bool) {}
     #[inline(always)]
-    fn rule(&mut self, _: &CompiledRule, _: RuleResult) {}
+    fn rule(&mut self, _: &'p CompiledRule, _: RuleResult) {}
     #[inline(always)]
-    fn stop(&mut self, _: Arc<str>, _: usize) {}
+    fn stop(&mut self, _: &'p str, _: usize) {}
     #[inline(always)]
     fn otherwise(&mut self) {}
     #[inline(always)]
@@ -167,26 +169,26 @@ impl Recorder for NoRecord {
 }
 
 #[derive(Default)]
-struct TraceRecorder {
-    pending: Vec<(u16, String, bool)>,
-    rules: Vec<RuleTrace>,
-    stopped_by: Option<Arc<str>>,
+struct TraceRecorder<'p> {
+    pending: Vec<(u16, Seen<'p>, bool)>,
+    rules: Vec<RuleTrace<'p>>,
+    stopped_by: Option<&'p str>,
     not_reached: usize,
     skipped_for_intent: usize,
     otherwise: bool,
 }
 
-impl Recorder for TraceRecorder {
+impl<'p> Recorder<'p> for TraceRecorder<'p> {
     const ON: bool = true;
-    fn test(&mut self, leaf: u16, value: &Val, result: bool) {
-        self.pending.push((leaf, value.display(), result));
+    fn test(&mut self, leaf: u16, value: &Val<'p>, result: bool) {
+        self.pending.push((leaf, value.seen(), result));
     }
-    fn rule(&mut self, rule: &CompiledRule, result: RuleResult) {
-        let mut tests: Vec<TestTrace> = rule
+    fn rule(&mut self, rule: &'p CompiledRule, result: RuleResult) {
+        let mut tests: Vec<TestTrace<'p>> = rule
             .tests
             .iter()
             .map(|t| TestTrace {
-                test: t.clone(),
+                test: t,
                 value: None,
                 result: None,
             })
@@ -202,21 +204,16 @@ impl Recorder for TraceRecorder {
                 t.result = Some(outcome != negated);
             }
         }
-        // A test under `not` reads as the negation the rule asks for.
-        for (t, negated) in tests.iter_mut().zip(rule.negated.iter()) {
-            if *negated {
-                t.test = Arc::from(format!("not {}", t.test));
-            }
-        }
         self.rules.push(RuleTrace {
-            rule: rule.name.clone(),
+            rule: &rule.name,
             line: rule.line,
             result,
             tests,
         });
     }
-    fn stop(&mut self, rule: Arc<str>, not_reached: usize) {
-        self.finish_stop(rule, not_reached);
+    fn stop(&mut self, rule: &'p str, not_reached: usize) {
+        self.stopped_by = Some(rule);
+        self.not_reached = not_reached;
     }
     fn otherwise(&mut self) {
         self.otherwise = true;
@@ -226,13 +223,8 @@ impl Recorder for TraceRecorder {
     }
 }
 
-impl TraceRecorder {
-    fn finish_stop(&mut self, rule: Arc<str>, not_reached: usize) {
-        self.stopped_by = Some(rule);
-        self.not_reached = not_reached;
-    }
-
-    fn finish(self) -> Trace {
+impl<'p> TraceRecorder<'p> {
+    fn finish(self) -> Trace<'p> {
         Trace {
             rules: self.rules,
             stopped_by: self.stopped_by,
@@ -243,78 +235,30 @@ impl TraceRecorder {
     }
 }
 
-/// A lead's values, coerced to the playbook's types for one evaluation.
+/// A lead's values for one evaluation. Fields are coerced to their declared
+/// types when a test first reads them, so a lead pays only for the fields the
+/// rules it tries look at; `finish` then reports values that cannot be read.
 struct Bound<'a> {
     lead: &'a Lead,
-    fields: Vec<Val>,
-    intent: Val,
-    channel: Val,
+    schema: &'a crate::dsl::schema::Schema,
+    /// The lead's JSON value for each declared field, found in one merge pass.
+    given: Vec<Option<&'a serde_json::Value>>,
+    fields: Vec<OnceCell<Val<'a>>>,
+    qualified: OnceCell<bool>,
+    intent: Val<'a>,
+    channel: OnceCell<Val<'a>>,
     consent: bool,
     window_open: bool,
     human: bool,
     business_hours: bool,
-    qualified: bool,
-    tags: Val,
+    tags: Val<'a>,
     today: i32,
     now: i64,
 }
 
-fn bind<'a>(
-    playbook: &CompiledPlaybook,
-    lead: &'a Lead,
-    situation: &Situation,
-    warnings: &mut Vec<String>,
-) -> Bound<'a> {
+fn bind<'a>(playbook: &'a CompiledPlaybook, lead: &'a Lead, situation: &Situation) -> Bound<'a> {
     let schema = &playbook.schema;
     let tz = schema.timezone;
-    let mut fields = Vec::with_capacity(schema.fields.len());
-    let mut qualified = true;
-    for field in &schema.fields {
-        let value = match lead.fields.get(&field.name) {
-            None => Val::Missing,
-            Some(json) => match coerce(json, &field.ty, tz) {
-                Ok(v) => v,
-                Err(problem) => {
-                    warnings.push(format!(
-                        "field `{}`: {} is not {}, so it counts as not set",
-                        field.name, json, problem.expected
-                    ));
-                    Val::Missing
-                }
-            },
-        };
-        if field.required && !value.is_set() {
-            qualified = false;
-        }
-        fields.push(value);
-    }
-    let intent = lead
-        .intent
-        .as_deref()
-        .map(Val::text)
-        .unwrap_or(Val::Missing);
-    if let (Val::Text { norm, raw }, Some(known)) = (&intent, &schema.intents) {
-        if !known.iter().any(|k| k == norm) {
-            warnings.push(format!(
-                "intent `{raw}` is not one of this playbook's intents ({})",
-                known.join(", ")
-            ));
-        }
-    }
-    let channel = match lead.channel.as_deref().map(Val::text) {
-        Some(Val::Text { raw, norm }) => {
-            if CHANNELS.contains(&norm.as_str()) {
-                Val::Text { raw, norm }
-            } else {
-                warnings.push(format!(
-                    "channel `{raw}` is not one of {}, so it counts as not set",
-                    CHANNELS.join(", ")
-                ));
-                Val::Missing
-            }
-        }
-        _ => Val::Missing,
-    };
     let local = situation.now.with_timezone(&tz);
     let business_hours = if playbook.uses_business_hours {
         schema
@@ -324,19 +268,134 @@ fn bind<'a>(
     } else {
         false
     };
+    // Both the lead's fields and the declared ones (by `field_order`) are
+    // sorted by name: one merge finds every value without a lookup per field.
+    let mut given = vec![None; schema.fields.len()];
+    let mut declared = playbook.field_order.iter().peekable();
+    let mut previous: Option<&str> = None;
+    for (key, value) in &lead.fields {
+        // Should the map ever iterate unsorted, look each field up instead.
+        if previous.is_some_and(|p| p > key.as_str()) {
+            for (i, field) in schema.fields.iter().enumerate() {
+                given[i] = lead.fields.get(&field.name);
+            }
+            break;
+        }
+        previous = Some(key);
+        while let Some(&&i) = declared.peek() {
+            match schema.fields[i].name.as_str().cmp(key.as_str()) {
+                std::cmp::Ordering::Less => {
+                    declared.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    given[i] = Some(value);
+                    declared.next();
+                    break;
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+    }
     Bound {
         lead,
-        fields,
-        intent,
-        channel,
+        schema,
+        given,
+        fields: (0..schema.fields.len()).map(|_| OnceCell::new()).collect(),
+        qualified: OnceCell::new(),
+        intent: lead
+            .intent
+            .as_deref()
+            .map(Val::text)
+            .unwrap_or(Val::Missing),
+        channel: OnceCell::new(),
         consent: lead.consent.whatsapp,
         window_open: situation.window_open,
         human: situation.human,
         business_hours,
-        qualified,
         tags: Val::List(lead.tags.iter().map(|t| normalize_text(t)).collect()),
         today: date_to_day(local.date_naive()),
         now: situation.now.timestamp(),
+    }
+}
+
+impl<'a> Bound<'a> {
+    fn field(&self, index: usize) -> &Val<'a> {
+        self.fields[index].get_or_init(|| {
+            let field = &self.schema.fields[index];
+            match self.given[index] {
+                None => Val::Missing,
+                Some(json) => coerce(json, &field.ty, self.schema.timezone).unwrap_or(Val::Missing),
+            }
+        })
+    }
+
+    fn qualified(&self) -> bool {
+        *self.qualified.get_or_init(|| {
+            self.schema
+                .fields
+                .iter()
+                .enumerate()
+                .all(|(i, f)| !f.required || self.field(i).is_set())
+        })
+    }
+
+    fn channel(&self) -> &Val<'a> {
+        self.channel
+            .get_or_init(|| match self.lead.channel.as_deref().map(Val::text) {
+                Some(Val::Text { raw, norm }) if CHANNELS.contains(&&*norm) => {
+                    Val::Text { raw, norm }
+                }
+                _ => Val::Missing,
+            })
+    }
+
+    /// The warnings of this evaluation: values that cannot be read as their
+    /// type, an unknown channel, an undeclared intent.
+    fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, field) in self.schema.fields.iter().enumerate() {
+            let Some(json) = self.given[i] else { continue };
+            let problem = match self.fields[i].get() {
+                // Read already: it failed if it came out missing but was given.
+                Some(value) => {
+                    if value.is_set() {
+                        None
+                    } else {
+                        coerce(json, &field.ty, self.schema.timezone).err()
+                    }
+                }
+                None => readable(json, &field.ty, self.schema.timezone).err(),
+            };
+            if let Some(problem) = problem {
+                warnings.push(format!(
+                    "field `{}`: {} is not {}, so it counts as not set",
+                    field.name, json, problem.expected
+                ));
+            }
+        }
+        if let (Val::Text { norm, raw }, Some(known)) = (&self.intent, &self.schema.intents) {
+            if !known.iter().any(|k| k.as_str() == &**norm) {
+                warnings.push(format!(
+                    "intent `{raw}` is not one of this playbook's intents ({})",
+                    known.join(", ")
+                ));
+            }
+        }
+        if let Some(raw) = self
+            .lead
+            .channel
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            if !self.channel().is_set() {
+                warnings.push(format!(
+                    "channel `{raw}` is not one of {}, so it counts as not set",
+                    CHANNELS.join(", ")
+                ));
+            }
+        }
+        warnings
     }
 }
 
@@ -344,15 +403,15 @@ fn first_word(name: &str) -> &str {
     name.split_whitespace().next().unwrap_or("")
 }
 
-impl Bound<'_> {
-    fn value(&self, slot: Slot) -> Cow<'_, Val> {
+impl<'a> Bound<'a> {
+    fn value(&self, slot: Slot) -> Cow<'_, Val<'a>> {
         let text =
-            |s: &Option<String>| Cow::Owned(s.as_deref().map(Val::text).unwrap_or(Val::Missing));
+            |s: &'a Option<String>| Cow::Owned(s.as_deref().map(Val::text).unwrap_or(Val::Missing));
         match slot {
-            PathRef::Field(i) => Cow::Borrowed(&self.fields[i]),
+            PathRef::Field(i) => Cow::Borrowed(self.field(i)),
             PathRef::Builtin(b) => match b {
                 Builtin::Intent => Cow::Borrowed(&self.intent),
-                Builtin::Channel => Cow::Borrowed(&self.channel),
+                Builtin::Channel => Cow::Borrowed(self.channel()),
                 Builtin::LeadName => text(&self.lead.name),
                 Builtin::LeadFirstName => {
                     Cow::Owned(first_name(self.lead).map(Val::text).unwrap_or(Val::Missing))
@@ -364,7 +423,7 @@ impl Bound<'_> {
                 Builtin::WindowOpen => Cow::Owned(Val::Bool(self.window_open)),
                 Builtin::ThreadHuman => Cow::Owned(Val::Bool(self.human)),
                 Builtin::BusinessHours => Cow::Owned(Val::Bool(self.business_hours)),
-                Builtin::Qualified => Cow::Owned(Val::Bool(self.qualified)),
+                Builtin::Qualified => Cow::Owned(Val::Bool(self.qualified())),
                 Builtin::Tags => Cow::Borrowed(&self.tags),
             },
         }
@@ -379,7 +438,7 @@ impl Bound<'_> {
         }
     }
 
-    fn test<R: Recorder>(&self, slot: Slot, op: &Op, leaf: u16, recorder: &mut R) -> bool {
+    fn test<R: Recorder<'a>>(&self, slot: Slot, op: &Op, leaf: u16, recorder: &mut R) -> bool {
         let value = self.value(slot);
         let result = self.check(&value, op);
         if R::ON {
@@ -396,14 +455,10 @@ impl Bound<'_> {
             (Op::Truthy, Val::Bool(b)) => *b,
             (Op::EqBool(want), Val::Bool(b)) => b == want,
             (Op::NeBool(want), Val::Bool(b)) => b != want,
-            (Op::EqText(want), Val::Text { norm, .. }) => norm.as_str() == &**want,
-            (Op::NeText(want), Val::Text { norm, .. }) => norm.as_str() != &**want,
-            (Op::InText(list), Val::Text { norm, .. }) => {
-                list.iter().any(|x| &**x == norm.as_str())
-            }
-            (Op::NotInText(list), Val::Text { norm, .. }) => {
-                !list.iter().any(|x| &**x == norm.as_str())
-            }
+            (Op::EqText(want), Val::Text { norm, .. }) => **norm == **want,
+            (Op::NeText(want), Val::Text { norm, .. }) => **norm != **want,
+            (Op::InText(list), Val::Text { norm, .. }) => list.iter().any(|x| **x == **norm),
+            (Op::NotInText(list), Val::Text { norm, .. }) => !list.iter().any(|x| **x == **norm),
             (Op::ContainsText(needle), Val::Text { norm, .. }) => norm.contains(&**needle),
             (Op::ContainsItem(item), Val::List(items)) => {
                 items.iter().any(|x| x.as_str() == &**item)
@@ -431,7 +486,7 @@ impl Bound<'_> {
         }
     }
 
-    fn eval<R: Recorder>(&self, node: &Node, recorder: &mut R) -> bool {
+    fn eval<R: Recorder<'a>>(&self, node: &Node, recorder: &mut R) -> bool {
         match node {
             Node::Test(t) => self.test(t.slot, &t.op, t.leaf, recorder),
             Node::And(parts) => parts.iter().all(|p| self.eval(p, recorder)),
@@ -471,16 +526,15 @@ fn compare(op: CmpOp, x: f64, want: f64) -> bool {
     }
 }
 
-fn run<R: Recorder>(
-    playbook: &CompiledPlaybook,
-    lead: &Lead,
+fn run<'p, R: Recorder<'p>>(
+    playbook: &'p CompiledPlaybook,
+    lead: &'p Lead,
     situation: &Situation,
     recorder: &mut R,
 ) -> Evaluation {
-    let mut warnings = Vec::new();
-    let mut bound = bind(playbook, lead, situation, &mut warnings);
+    let mut bound = bind(playbook, lead, situation);
     let intent = match &bound.intent {
-        Val::Text { norm, .. } => Some(norm.as_str()),
+        Val::Text { norm, .. } => Some(&**norm),
         _ => None,
     };
     let candidates = playbook.candidates_for(intent);
@@ -491,7 +545,7 @@ fn run<R: Recorder>(
     for (position, &index) in candidates.iter().enumerate() {
         if try_rule(playbook, index as usize, &mut bound, &mut state, recorder) {
             recorder.stop(
-                playbook.rules[index as usize].name.clone(),
+                &playbook.rules[index as usize].name,
                 candidates.len() - position - 1,
             );
             break;
@@ -512,6 +566,7 @@ fn run<R: Recorder>(
         }
     }
     let handoff = actions.handoff.as_ref().map(|h| resolve(h, &bound));
+    let warnings = bound.warnings();
     Evaluation {
         playbook: playbook.schema.name.clone(),
         rules: fired,
@@ -528,15 +583,16 @@ struct RunState {
 }
 
 /// Tries one rule; returns whether evaluation stops here.
-fn try_rule<R: Recorder>(
-    playbook: &CompiledPlaybook,
+fn try_rule<'p, R: Recorder<'p>>(
+    playbook: &'p CompiledPlaybook,
     index: usize,
-    bound: &mut Bound<'_>,
+    bound: &mut Bound<'p>,
     state: &mut RunState,
     recorder: &mut R,
 ) -> bool {
     let rule = &playbook.rules[index];
-    let matched = bound.eval(&rule.condition, recorder);
+    let condition = if R::ON { &rule.condition } else { &rule.fast };
+    let matched = bound.eval(condition, recorder);
     if R::ON {
         recorder.rule(
             rule,
@@ -606,8 +662,11 @@ fn apply(
                 }
             }
             ActionKind::Ask(AskTarget::Missing) => {
-                for (field, value) in playbook.schema.fields.iter().zip(&bound.fields) {
-                    if field.required && !value.is_set() && !actions.ask.contains(&field.name) {
+                for (i, field) in playbook.schema.fields.iter().enumerate() {
+                    if field.required
+                        && !bound.field(i).is_set()
+                        && !actions.ask.contains(&field.name)
+                    {
                         actions.ask.push(field.name.clone());
                     }
                 }
@@ -644,18 +703,18 @@ fn resolve(handoff: &HandoffAction, bound: &Bound<'_>) -> HandoffResolution {
 }
 
 /// The value of every declared field after coercion, for template contexts.
-pub fn bound_fields(
-    playbook: &CompiledPlaybook,
-    lead: &Lead,
+pub fn bound_fields<'a>(
+    playbook: &'a CompiledPlaybook,
+    lead: &'a Lead,
     situation: &Situation,
-) -> Vec<(String, FieldType, Val)> {
-    let mut warnings = Vec::new();
-    let bound = bind(playbook, lead, situation, &mut warnings);
-    playbook
+) -> Vec<(String, FieldType, Val<'a>)> {
+    let bound = bind(playbook, lead, situation);
+    let values: Vec<(String, FieldType, Val<'a>)> = playbook
         .schema
         .fields
         .iter()
-        .zip(bound.fields)
-        .map(|(f, v)| (f.name.clone(), f.ty.clone(), v))
-        .collect()
+        .enumerate()
+        .map(|(i, f)| (f.name.clone(), f.ty.clone(), bound.field(i).clone()))
+        .collect();
+    values
 }

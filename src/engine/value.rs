@@ -6,16 +6,18 @@ use crate::dsl::schema::normalize_text;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 use serde_json::Value as Json;
+use std::borrow::Cow;
 
-/// A lead value ready for tests.
+/// A lead value ready for tests. Text borrows from the lead where it can,
+/// so reading a lead allocates only for text that needs lowercasing.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Val {
+pub enum Val<'a> {
     Missing,
     /// `norm` is trimmed and lowercased for `==`, `in`, `contains`; `raw` is
     /// trimmed only, for `matches` and templates.
     Text {
-        raw: String,
-        norm: String,
+        raw: Cow<'a, str>,
+        norm: Cow<'a, str>,
     },
     Num(f64),
     Bool(bool),
@@ -27,16 +29,59 @@ pub enum Val {
     List(Vec<String>),
 }
 
-impl Val {
+impl<'a> Val<'a> {
     /// Text as a value.
-    pub fn text(raw: &str) -> Val {
+    pub fn text(raw: &'a str) -> Val<'a> {
         let raw = raw.trim();
         if raw.is_empty() {
             return Val::Missing;
         }
         Val::Text {
-            norm: normalize_text(raw),
-            raw: raw.to_string(),
+            norm: normalized(raw),
+            raw: Cow::Borrowed(raw),
+        }
+    }
+
+    /// Text that the value owns.
+    pub fn owned_text(raw: String) -> Val<'static> {
+        match Val::text(&raw) {
+            Val::Missing => Val::Missing,
+            _ => {
+                let trimmed = raw.trim().to_string();
+                Val::Text {
+                    norm: Cow::Owned(normalize_text(&trimmed)),
+                    raw: Cow::Owned(trimmed),
+                }
+            }
+        }
+    }
+
+    /// The same value, owning its text.
+    pub fn into_owned(self) -> Val<'static> {
+        match self {
+            Val::Missing => Val::Missing,
+            Val::Text { raw, norm } => Val::Text {
+                raw: Cow::Owned(raw.into_owned()),
+                norm: Cow::Owned(norm.into_owned()),
+            },
+            Val::Num(n) => Val::Num(n),
+            Val::Bool(b) => Val::Bool(b),
+            Val::Date(d) => Val::Date(d),
+            Val::Instant(s, d) => Val::Instant(s, d),
+            Val::List(items) => Val::List(items),
+        }
+    }
+
+    /// The value as a trace keeps it.
+    pub fn seen(&self) -> Seen<'a> {
+        match self {
+            Val::Missing => Seen::Missing,
+            Val::Text { raw, .. } => Seen::Text(raw.clone()),
+            Val::Num(n) => Seen::Num(*n),
+            Val::Bool(b) => Seen::Bool(*b),
+            Val::Date(d) => Seen::Date(*d),
+            Val::Instant(secs, _) => Seen::Instant(*secs),
+            Val::List(items) => Seen::List(items.clone()),
         }
     }
 
@@ -61,6 +106,57 @@ impl Val {
     }
 }
 
+/// Trimmed text lowercased, borrowing when it already is.
+fn normalized(trimmed: &str) -> Cow<'_, str> {
+    if trimmed
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
+        Cow::Borrowed(trimmed)
+    } else {
+        Cow::Owned(trimmed.to_lowercase())
+    }
+}
+
+/// A value as a trace shows it: cheap to keep (text stays borrowed from the
+/// lead), formatted only when the trace is printed or serialized.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Seen<'a> {
+    Missing,
+    Text(Cow<'a, str>),
+    Num(f64),
+    Bool(bool),
+    Date(i32),
+    Instant(i64),
+    List(Vec<String>),
+}
+
+impl std::fmt::Display for Seen<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Seen::Missing => f.write_str("not set"),
+            Seen::Text(raw) => write!(f, "{raw:?}"),
+            Seen::Num(n) => f.write_str(&format_number(*n)),
+            Seen::Bool(b) => write!(f, "{b}"),
+            Seen::Date(d) => match day_to_date(*d) {
+                Some(d) => write!(f, "{d}"),
+                None => Ok(()),
+            },
+            Seen::Instant(secs) => match DateTime::from_timestamp(*secs, 0) {
+                Some(d) => f.write_str(&d.to_rfc3339()),
+                None => Ok(()),
+            },
+            Seen::List(items) => write!(f, "{items:?}"),
+        }
+    }
+}
+
+impl serde::Serialize for Seen<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// Numbers without a trailing `.0` when whole.
 pub fn format_number(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 1e15 {
@@ -80,6 +176,17 @@ pub fn day_to_date(day: i32) -> Option<NaiveDate> {
     NaiveDate::from_num_days_from_ce_opt(day)
 }
 
+/// Whether `declared` equals already-normalized `norm` without case and
+/// surrounding spaces, without allocating for ASCII text.
+fn same_text(declared: &str, norm: &str) -> bool {
+    let declared = declared.trim();
+    if declared.is_ascii() {
+        declared.eq_ignore_ascii_case(norm)
+    } else {
+        normalize_text(declared) == norm
+    }
+}
+
 /// Why a value could not be read as its type.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CoercionProblem {
@@ -87,7 +194,7 @@ pub struct CoercionProblem {
 }
 
 /// Reads a JSON value as `ty`. `Ok(Val::Missing)` for null and empty text.
-pub fn coerce(value: &Json, ty: &FieldType, tz: Tz) -> Result<Val, CoercionProblem> {
+pub fn coerce<'a>(value: &'a Json, ty: &FieldType, tz: Tz) -> Result<Val<'a>, CoercionProblem> {
     let fail = |expected| Err(CoercionProblem { expected });
     match value {
         Json::Null => return Ok(Val::Missing),
@@ -97,29 +204,28 @@ pub fn coerce(value: &Json, ty: &FieldType, tz: Tz) -> Result<Val, CoercionProbl
     match ty {
         FieldType::Text => match value {
             Json::String(s) => Ok(Val::text(s)),
-            Json::Number(n) => Ok(Val::text(&n.to_string())),
-            Json::Bool(b) => Ok(Val::text(&b.to_string())),
+            Json::Number(n) => Ok(Val::owned_text(n.to_string())),
+            Json::Bool(b) => Ok(Val::owned_text(b.to_string())),
             _ => fail("text"),
         },
         FieldType::OneOf(options) => {
-            let text = match value {
-                Json::String(s) => Val::text(s),
-                Json::Number(n) => Val::text(&n.to_string()),
+            let (given, norm): (Cow<'a, str>, Cow<'a, str>) = match value {
+                Json::String(s) => (Cow::Borrowed(s.trim()), normalized(s.trim())),
+                Json::Number(n) => (Cow::Owned(n.to_string()), Cow::Owned(n.to_string())),
                 _ => return fail("one of the listed values"),
             };
             // The value takes the declared spelling, so templates see `"villa"`
             // as declared even when the lead wrote `"Villa"`.
-            match &text {
-                Val::Text { norm, .. } => {
-                    match options.iter().find(|o| normalize_text(&o.node) == *norm) {
-                        Some(option) => Ok(Val::Text {
-                            raw: option.node.clone(),
-                            norm: norm.clone(),
-                        }),
-                        None => fail("one of the listed values"),
-                    }
-                }
-                _ => fail("one of the listed values"),
+            match options.iter().find(|o| same_text(&o.node, &norm)) {
+                Some(option) => Ok(Val::Text {
+                    raw: if option.node == *given {
+                        given
+                    } else {
+                        Cow::Owned(option.node.clone())
+                    },
+                    norm,
+                }),
+                None => fail("one of the listed values"),
             }
         }
         FieldType::Number => match value {
@@ -172,11 +278,53 @@ pub fn coerce(value: &Json, ty: &FieldType, tz: Tz) -> Result<Val, CoercionProbl
     }
 }
 
-fn parse_date(s: &str, tz: Tz) -> Option<Val> {
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+/// Whether a JSON value can be read as `ty`, as `coerce` would read it,
+/// without building the value when that can be avoided.
+pub fn readable(value: &Json, ty: &FieldType, tz: Tz) -> Result<(), CoercionProblem> {
+    match (ty, value) {
+        (_, Json::Null) => Ok(()),
+        (FieldType::Text, Json::String(_) | Json::Number(_) | Json::Bool(_)) => Ok(()),
+        (FieldType::Number, Json::Number(_)) => Ok(()),
+        (FieldType::Bool, Json::Bool(_)) => Ok(()),
+        (FieldType::OneOf(options), Json::String(s)) if s.is_ascii() => {
+            let s = s.trim();
+            if s.is_empty()
+                || options
+                    .iter()
+                    .any(|o| o.node.trim().eq_ignore_ascii_case(s))
+            {
+                Ok(())
+            } else {
+                Err(CoercionProblem {
+                    expected: "one of the listed values",
+                })
+            }
+        }
+        (FieldType::Date, Json::String(s)) if parse_ymd(s.trim()).is_some() => Ok(()),
+        _ => coerce(value, ty, tz).map(|_| ()),
+    }
+}
+
+fn parse_date(s: &str, tz: Tz) -> Option<Val<'static>> {
+    if let Some(d) = parse_ymd(s) {
         return Some(Val::Date(date_to_day(d)));
     }
     parse_instant(s, tz).map(|(_, day)| Val::Date(day))
+}
+
+/// Reads `YYYY-MM-DD` without the cost of a general format parser: leads
+/// carry dates in most fields, and this runs for every one of them.
+pub fn parse_ymd(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let digits = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
 }
 
 /// Reads RFC 3339, or a local date-time or date in the playbook's zone.
@@ -229,7 +377,8 @@ mod tests {
     #[test]
     fn datetimes_become_local_dates() {
         let tz: Tz = "Asia/Kolkata".parse().unwrap();
-        let v = coerce(&json!("2027-03-13T20:00:00Z"), &FieldType::Date, tz).unwrap();
+        let given = json!("2027-03-13T20:00:00Z");
+        let v = coerce(&given, &FieldType::Date, tz).unwrap();
         let want = date_to_day(NaiveDate::from_ymd_opt(2027, 3, 14).unwrap());
         assert_eq!(v, Val::Date(want));
     }
