@@ -14,14 +14,19 @@ const LEADS: usize = 200_000;
 
 fn bench(c: &mut Criterion) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let old = load(&root.join("rules"), None).ruleset.expect("bundled rules check");
+    let old = load(&root.join("rules"), None)
+        .ruleset
+        .expect("bundled rules check");
     // The new version widens the Goa rule and renames the triage queue.
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir_all(dir.path().join("rules")).unwrap();
     for name in ["events", "clinics", "real_estate"] {
         let text = std::fs::read_to_string(root.join(format!("rules/{name}.rules"))).unwrap();
         let text = text
-            .replace("city in [\"Goa\", \"Mumbai\"]", "city in [\"Goa\", \"Mumbai\", \"Pune\"]")
+            .replace(
+                "city in [\"Goa\", \"Mumbai\"]",
+                "city in [\"Goa\", \"Mumbai\", \"Pune\"]",
+            )
             .replace("assign \"events-triage\"", "assign \"events-inbox\"");
         std::fs::write(dir.path().join(format!("rules/{name}.rules")), text).unwrap();
     }
@@ -38,9 +43,19 @@ fn bench(c: &mut Criterion) {
     let options = Options {
         playbook: None,
         now: start,
-        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
     };
-    let summary = run(Cursor::new(jsonl.as_bytes()), &old, &new, false, &options, |_, _| {}).unwrap();
+    let summary = run(
+        Cursor::new(jsonl.as_bytes()),
+        &old,
+        &new,
+        false,
+        &options,
+        |_, _| {},
+    )
+    .unwrap();
     println!(
         "{} leads, {} change, {} groups, {} skipped",
         summary.leads,
@@ -52,7 +67,17 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(LEADS as u64));
     group.bench_function("200k_leads", |b| {
-        b.iter(|| run(Cursor::new(jsonl.as_bytes()), &old, &new, false, &options, |_, _| {}).unwrap())
+        b.iter(|| {
+            run(
+                Cursor::new(jsonl.as_bytes()),
+                &old,
+                &new,
+                false,
+                &options,
+                |_, _| {},
+            )
+            .unwrap()
+        })
     });
     group.finish();
 }
