@@ -53,6 +53,8 @@ pub struct Expect {
     pub notify: Option<Vec<String>>,
     pub ask: Option<Vec<String>>,
     pub drop: Option<String>,
+    /// The decision's warnings (values that cannot be read, ...), exactly.
+    pub warnings: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -525,6 +527,19 @@ pub fn run_case(file: &str, playbook: &str, case: Case, ruleset: &Ruleset) -> Ca
     }
     if let Some(d) = &e.drop {
         check("drop", quoted(d), opt(decision.actions.drop.as_deref()));
+    }
+    if let Some(w) = &e.warnings {
+        let show = |items: &[String]| {
+            format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(|i| quoted(i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        check("warnings", show(w), show(&decision.warnings));
     }
     CaseResult {
         file: file.into(),

@@ -44,6 +44,9 @@ fn a_failing_suite_shows_expected_versus_got_and_exits_1() {
           assign
             expected  \"senior\"
             got       \"sales\"
+          warnings
+            expected  [\"a warning that is not there\"]
+            got       []
 ";
     assert!(text.contains(expected), "{text}");
     assert!(text.trim_end().ends_with("1 passed, 1 failed"), "{text}");
@@ -127,7 +130,7 @@ fn junit_and_json_reports() {
     );
     assert!(
         xml.contains(
-            "<failure message=\"2 key(s) differ\">rules: expected [big_buyer], got [buyer]"
+            "<failure message=\"3 key(s) differ\">rules: expected [big_buyer], got [buyer]"
         ),
         "{xml}"
     );
