@@ -5,11 +5,15 @@
 //! rules directory from disk; [`cli`] holds the commands.
 
 pub mod cli;
+pub mod config;
 pub mod diff;
 pub mod dsl;
 pub mod engine;
 pub mod generate;
 pub mod history;
+pub mod intake;
 pub mod render;
 pub mod ruleset;
+pub mod server;
+pub mod store;
 pub mod suite;

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod explain;
 pub mod fmt;
 pub mod generate;
+pub mod serve;
 pub mod test;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -22,6 +23,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the service: intake, decisions, the API.
+    Serve(serve::ServeArgs),
+    /// Make a new API key and print its hash for `handoff.toml`.
+    ApiKey,
     /// Parse and check playbooks and templates; report every problem.
     Check(check::CheckArgs),
     /// Show the decision for one lead, with every rule's tests and the values they saw.
@@ -84,6 +89,8 @@ pub fn run() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::ApiKey => serve::api_key(),
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Test(args) => test::run_command(args),

@@ -1,0 +1,411 @@
+//! Service configuration: defaults, then `handoff.toml`, then `HANDOFF_*`
+//! environment variables, then command-line flags; validated at start with
+//! errors that say which setting is wrong and how to fix it. Secrets (API
+//! keys) are stored hashed and never printed.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration of `handoff serve`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `sqlite://PATH` (PostgreSQL arrives later).
+    pub database: String,
+    pub rules: PathBuf,
+    pub templates: Option<PathBuf>,
+    pub accounts: Vec<Account>,
+    /// Set when no account was configured and the demo account was made;
+    /// the key is printed once at start so a new user can call the API.
+    pub demo_key: Option<Secret>,
+}
+
+/// A tenant: its API keys, its playbooks and how leads reach them.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+    /// SHA-256 of each API key, hex. Keys are high-entropy tokens, so a
+    /// fast hash is the right tool (unlike passwords).
+    pub api_key_hashes: Vec<String>,
+    /// The playbooks this account may use; empty means every loaded playbook.
+    pub playbooks: Vec<String>,
+    pub routing: Routing,
+    /// ISO region for phone numbers typed without a country code, e.g. `IN`.
+    pub default_region: String,
+}
+
+/// Which playbook a lead goes to when it does not name one.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    #[serde(default)]
+    pub default: Option<String>,
+    #[serde(default)]
+    pub by_channel: BTreeMap<String, String>,
+    #[serde(default)]
+    pub by_form: BTreeMap<String, String>,
+    #[serde(default)]
+    pub by_source: BTreeMap<String, String>,
+}
+
+/// A secret that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the few places that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The hex SHA-256 of an API key, as stored.
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new random API key: `hk_` and 32 random bytes, hex.
+pub fn new_api_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    format!("hk_{}", hex::encode(bytes))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database: Option<String>,
+    rules: Option<PathBuf>,
+    templates: Option<PathBuf>,
+    #[serde(default)]
+    accounts: Vec<FileAccount>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAccount {
+    id: String,
+    name: Option<String>,
+    /// Hashes (`sha256:<hex>`) or, for local setups, keys given through an
+    /// environment variable: `env:VAR_NAME`.
+    #[serde(default)]
+    api_keys: Vec<String>,
+    #[serde(default)]
+    playbooks: Vec<String>,
+    #[serde(default)]
+    routing: Routing,
+    default_region: Option<String>,
+}
+
+/// Overrides from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub database: Option<String>,
+    pub rules: Option<PathBuf>,
+}
+
+/// A configuration problem, naming the setting.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(message.into()))
+}
+
+impl Config {
+    /// Loads the configuration: `file` when given (it must exist), else
+    /// `handoff.toml` in the working directory when present, else defaults;
+    /// then `env` (`HANDOFF_*`) and `flags` on top.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let (text, shown) = match file {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(t) => (Some(t), path.display().to_string()),
+                Err(e) => {
+                    return err(format!(
+                        "cannot read the configuration `{}`: {e}",
+                        path.display()
+                    ))
+                }
+            },
+            None => match std::fs::read_to_string("handoff.toml") {
+                Ok(t) => (Some(t), "handoff.toml".to_string()),
+                Err(_) => (None, String::new()),
+            },
+        };
+        let parsed: FileConfig = match &text {
+            Some(t) => toml::from_str(t)
+                .map_err(|e| ConfigError(format!("`{shown}`: {}", e.to_string().trim())))?,
+            None => FileConfig::default(),
+        };
+        let pick =
+            |flag: &Option<String>, var: &str, file: &Option<String>, default: &str| -> String {
+                flag.clone()
+                    .or_else(|| env.get(var).cloned())
+                    .or_else(|| file.clone())
+                    .unwrap_or_else(|| default.to_string())
+            };
+        let listen_text = pick(
+            &flags.listen,
+            "HANDOFF_LISTEN",
+            &parsed.listen,
+            "127.0.0.1:8080",
+        );
+        let listen: SocketAddr = match listen_text.parse() {
+            Ok(a) => a,
+            Err(_) => return err(format!(
+                "`listen` is `{listen_text}`; give an address and port such as `127.0.0.1:8080`"
+            )),
+        };
+        let database = pick(
+            &flags.database,
+            "HANDOFF_DATABASE",
+            &parsed.database,
+            "sqlite://handoff.db",
+        );
+        if !database.starts_with("sqlite:") {
+            return err(format!(
+                "`database` is `{}`; this version stores data in SQLite: give `sqlite://PATH`",
+                redact_url(&database)
+            ));
+        }
+        let rules = flags
+            .rules
+            .clone()
+            .or_else(|| env.get("HANDOFF_RULES").map(PathBuf::from))
+            .or(parsed.rules)
+            .unwrap_or_else(|| PathBuf::from("rules"));
+        let templates = env
+            .get("HANDOFF_TEMPLATES")
+            .map(PathBuf::from)
+            .or(parsed.templates);
+        let mut accounts = Vec::new();
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, a) in parsed.accounts.into_iter().enumerate() {
+            if a.id.is_empty()
+                || !a
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return err(format!(
+                    "accounts[{i}].id `{}` must be letters, digits, `-` or `_`",
+                    a.id
+                ));
+            }
+            if !ids.insert(a.id.clone()) {
+                return err(format!("accounts[{i}].id `{}` is used twice", a.id));
+            }
+            let mut hashes = Vec::new();
+            for (k, key) in a.api_keys.iter().enumerate() {
+                if let Some(hash) = key.strip_prefix("sha256:") {
+                    if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                        return err(format!("accounts[{i}].api_keys[{k}] is not a SHA-256 hash (64 hex digits after `sha256:`)"));
+                    }
+                    hashes.push(hash.to_ascii_lowercase());
+                } else if let Some(var) = key.strip_prefix("env:") {
+                    match env.get(var) {
+                        Some(value) if !value.is_empty() => hashes.push(hash_api_key(value)),
+                        _ => {
+                            return err(format!(
+                                "accounts[{i}].api_keys[{k}] reads `{var}`, which is not set"
+                            ))
+                        }
+                    }
+                } else {
+                    return err(format!(
+                        "accounts[{i}].api_keys[{k}] must be `sha256:<hex>` or `env:VAR`; never write a key itself in the file (`handoff api-key` makes a new key and prints its hash)"
+                    ));
+                }
+            }
+            if hashes.is_empty() {
+                return err(format!("accounts[{i}] (`{}`) has no `api_keys`", a.id));
+            }
+            accounts.push(Account {
+                name: a.name.unwrap_or_else(|| a.id.clone()),
+                id: a.id,
+                api_key_hashes: hashes,
+                playbooks: a.playbooks,
+                routing: a.routing,
+                default_region: a
+                    .default_region
+                    .unwrap_or_else(|| "IN".into())
+                    .to_ascii_uppercase(),
+            });
+        }
+        let mut demo_key = None;
+        if accounts.is_empty() {
+            let key = env
+                .get("HANDOFF_DEMO_API_KEY")
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .unwrap_or_else(new_api_key);
+            accounts.push(Account {
+                id: "demo".into(),
+                name: "Demo".into(),
+                api_key_hashes: vec![hash_api_key(&key)],
+                playbooks: Vec::new(),
+                routing: Routing::default(),
+                default_region: "IN".into(),
+            });
+            demo_key = Some(Secret::new(key));
+        }
+        Ok(Config {
+            listen,
+            database,
+            rules,
+            templates,
+            accounts,
+            demo_key,
+        })
+    }
+
+    /// The account an API key belongs to.
+    pub fn account_for_key(&self, key: &str) -> Option<&Account> {
+        let hash = hash_api_key(key);
+        self.accounts.iter().find(|a| {
+            a.api_key_hashes
+                .iter()
+                .any(|h| constant_time_eq(h.as_bytes(), hash.as_bytes()))
+        })
+    }
+
+    /// The account with this id.
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.id == id)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A database URL with any password hidden, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(c) => format!(
+                    "{}://{}:***@{}",
+                    &url[..scheme],
+                    &creds[..c],
+                    &url[at + 1..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_configuration_gives_a_demo_account_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        assert!(Config::load(Some(&missing), &env(&[]), &Overrides::default()).is_err());
+        let c = Config::load(
+            None,
+            &env(&[("HANDOFF_DEMO_API_KEY", "k1")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database, "sqlite://handoff.db");
+        assert_eq!(c.account_for_key("k1").unwrap().id, "demo");
+        assert!(c.account_for_key("k2").is_none());
+        assert!(!format!("{c:?}").contains("k1"), "secrets never print");
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("handoff.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[[accounts]]\nid = \"acme\"\napi_keys = [\"env:ACME_KEY\"]\nplaybooks = [\"events\"]\n[accounts.routing]\ndefault = \"events\"\n",
+        )
+        .unwrap();
+        let e = env(&[("ACME_KEY", "secret"), ("HANDOFF_LISTEN", "127.0.0.1:9100")]);
+        let c = Config::load(Some(&file), &e, &Overrides::default()).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(
+            c.account_for_key("secret")
+                .unwrap()
+                .routing
+                .default
+                .as_deref(),
+            Some("events")
+        );
+        assert!(c.demo_key.is_none());
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9200".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            Config::load(Some(&file), &e, &flags).unwrap().listen.port(),
+            9200
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.toml");
+        std::fs::write(
+            &file,
+            "[[accounts]]\nid = \"a\"\napi_keys = [\"plain-key\"]\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&file), &env(&[]), &Overrides::default()).unwrap_err();
+        assert!(e.0.contains("accounts[0].api_keys[0]"), "{e}");
+        std::fs::write(&file, "lisen = \"x\"\n").unwrap();
+        let e = Config::load(Some(&file), &env(&[]), &Overrides::default()).unwrap_err();
+        assert!(e.0.contains("lisen"), "{e}");
+        let flags = Overrides {
+            database: Some("mysql://u:pw@h/db".into()),
+            ..Overrides::default()
+        };
+        let e = Config::load(None, &env(&[]), &flags).unwrap_err();
+        assert!(e.0.contains("u:***@h") && !e.0.contains("pw"), "{e}");
+    }
+}

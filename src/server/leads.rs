@@ -1,0 +1,541 @@
+//! Lead routes: intake through the API (`POST /v1/leads`), reading and
+//! searching leads, taking a thread over and releasing it, and dry runs.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::Account;
+use crate::dsl::schema::CHANNELS;
+use crate::engine::lead::TranscriptMessage;
+use crate::engine::{Lead, Outcome, Situation};
+use crate::ruleset::{Decision, Ruleset};
+use crate::store::{ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+/// The body of `POST /v1/leads`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeadInput {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    first_name: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    intent: Option<String>,
+    #[serde(default)]
+    playbook: Option<String>,
+    #[serde(default)]
+    consent: Option<ConsentInput>,
+    #[serde(default)]
+    fields: Map<String, Value>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    transcript: Vec<TranscriptMessage>,
+    /// The lead's ID in the system that sent it (a CRM, a form tool).
+    #[serde(default)]
+    external_id: Option<String>,
+    /// The form it came from, for routing by form.
+    #[serde(default)]
+    form: Option<String>,
+    /// Free-form origin (campaign, site), for routing by source.
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// A consent as the API takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentInput {
+    whatsapp: bool,
+    /// How it was given: the checkbox text, the words spoken.
+    #[serde(default)]
+    evidence: Option<String>,
+    #[serde(default)]
+    at: Option<DateTime<Utc>>,
+}
+
+/// Parses a JSON body, naming the field that is wrong.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::bad(e.body_text(), None)
+        }
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = (path != ".").then_some(path);
+        ApiError::bad(format!("the body is not a valid lead: {inner}"), at)
+    })
+}
+
+fn clean(value: Option<String>, field: &str, max: usize) -> Result<Option<String>, ApiError> {
+    match value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+    {
+        Some(v) if v.chars().count() > max => Err(ApiError::invalid(
+            format!("`{field}` is longer than {max} characters"),
+            field,
+        )),
+        Some(v) if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => Err(
+            ApiError::invalid(format!("`{field}` holds control characters"), field),
+        ),
+        other => Ok(other),
+    }
+}
+
+/// The playbook for a lead: its own, else by form, channel, source, the
+/// account's default, else the only one the account may use.
+fn pick_playbook(
+    account: &Account,
+    ruleset: &Ruleset,
+    input: &LeadInput,
+    channel: &str,
+) -> Result<String, ApiError> {
+    let routing = &account.routing;
+    let allowed =
+        |name: &str| account.playbooks.is_empty() || account.playbooks.iter().any(|p| p == name);
+    let chosen = input
+        .playbook
+        .clone()
+        .or_else(|| {
+            input
+                .form
+                .as_ref()
+                .and_then(|f| routing.by_form.get(f).cloned())
+        })
+        .or_else(|| routing.by_channel.get(channel).cloned())
+        .or_else(|| {
+            input
+                .source
+                .as_ref()
+                .and_then(|s| routing.by_source.get(s).cloned())
+        })
+        .or_else(|| routing.default.clone())
+        .or_else(|| {
+            let mut usable = ruleset.playbooks.keys().filter(|p| allowed(p));
+            match (usable.next(), usable.next()) {
+                (Some(only), None) => Some(only.clone()),
+                _ => None,
+            }
+        });
+    let known: Vec<&str> = ruleset
+        .playbooks
+        .keys()
+        .map(String::as_str)
+        .filter(|p| allowed(p))
+        .collect();
+    match chosen {
+        Some(p) if allowed(&p) && ruleset.playbooks.contains_key(&p) => Ok(p),
+        Some(p) => Err(ApiError::invalid(format!("playbook `{p}` is not available to this account (available: {})", known.join(", ")), "playbook")),
+        None => Err(ApiError::invalid(
+            format!("which playbook decides this lead? give `playbook` ({}), or set a default routing for the account", known.join(", ")),
+            "playbook",
+        )),
+    }
+}
+
+/// Whether the WhatsApp 24-hour window is open at `now`.
+pub fn window_open(last_inbound: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    last_inbound.is_some_and(|t| now - t < Duration::hours(24) && t <= now + Duration::minutes(5))
+}
+
+/// The decision for a stored lead, and what it writes besides itself.
+fn decide(ruleset: &Ruleset, playbook: &str, state: &LeadState) -> DecisionRecord {
+    let now = Utc::now();
+    let situation = Situation {
+        now,
+        window_open: window_open(state.last_inbound_at, now),
+        human: state.human,
+    };
+    match ruleset.explain(playbook, &state.lead, &situation) {
+        Ok((decision, trace)) => {
+            let trace = serde_json::to_value(&trace).unwrap_or(Value::Null);
+            record_for(ruleset, &decision, trace, state)
+        }
+        // The playbook was checked when the request came in and rulesets
+        // are only ever swapped whole, so this is a race with a reload that
+        // removed it; the decision says so rather than failing the intake.
+        Err(e) => DecisionRecord {
+            playbook: playbook.to_string(),
+            ruleset_hash: ruleset.hash.clone(),
+            decision: json!({"error": e.to_string()}),
+            response: json!({"created": state.created, "decision": {"error": e.to_string()}}),
+            ..DecisionRecord::default()
+        },
+    }
+}
+
+fn record_for(
+    ruleset: &Ruleset,
+    decision: &Decision,
+    trace: Value,
+    state: &LeadState,
+) -> DecisionRecord {
+    let decision_json = serde_json::to_value(decision).unwrap_or(Value::Null);
+    let mut outbox = Vec::new();
+    if let Some(h) = &decision.handoff {
+        if matches!(h.outcome, Outcome::Session | Outcome::Template) && h.error.is_none() {
+            outbox.push((
+                "whatsapp".to_string(),
+                json!({
+                    "to": state.lead.phone,
+                    "outcome": h.outcome,
+                    "text": if h.outcome == Outcome::Session { h.message.clone() } else { None },
+                    "template": h.approved,
+                    "sender": ruleset.playbooks.get(&decision.playbook).and_then(|p| p.compiled.schema.sender.clone()),
+                }),
+            ));
+        }
+    }
+    for endpoint in &decision.actions.notify {
+        outbox.push((
+            "notify".to_string(),
+            json!({"endpoint": endpoint, "lead_id": state.id}),
+        ));
+    }
+    DecisionRecord {
+        playbook: decision.playbook.clone(),
+        ruleset_hash: decision.ruleset.clone(),
+        rules: decision.rules.iter().map(|r| r.to_string()).collect(),
+        trace,
+        outbox,
+        queue: decision
+            .actions
+            .takeover
+            .clone()
+            .or_else(|| decision.actions.assign.clone()),
+        takeover: decision.actions.takeover.is_some(),
+        response: json!({"created": state.created, "decision": decision_json}),
+        decision: decision_json,
+    }
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = state.authenticate(&headers)?.clone();
+    let input: LeadInput = parse_body(body)?;
+    let ruleset = state
+        .ruleset()
+        .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
+    let channel = clean(input.channel.clone(), "channel", 32)?
+        .map(|c| c.to_lowercase())
+        .unwrap_or_else(|| "api".into());
+    if !CHANNELS.contains(&channel.as_str()) {
+        return Err(ApiError::invalid(
+            format!(
+                "`channel` is `{channel}`; use one of {}",
+                CHANNELS.join(", ")
+            ),
+            "channel",
+        ));
+    }
+    let phone = match clean(input.phone.clone(), "phone", 40)? {
+        Some(raw) => Some(
+            crate::intake::phone::normalize_phone(&raw, &account.default_region).map_err(|e| {
+                ApiError::invalid(
+                    format!("`phone` cannot be read as a phone number: {e}"),
+                    "phone",
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let email = clean(input.email.clone(), "email", 254)?.map(|e| e.to_lowercase());
+    if let Some(e) = &email {
+        let at = e.find('@');
+        if !at.is_some_and(|i| i > 0 && i + 1 < e.len() && !e.contains(char::is_whitespace)) {
+            return Err(ApiError::invalid(
+                format!("`email` `{e}` is not an email address"),
+                "email",
+            ));
+        }
+    }
+    let playbook = pick_playbook(&account, &ruleset, &input, &channel)?;
+    let idempotency = match headers.get("idempotency-key") {
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.trim().is_empty() && k.len() <= 255 => {
+                Some(("api".to_string(), k.trim().to_string()))
+            }
+            _ => {
+                return Err(ApiError::bad(
+                    "`Idempotency-Key` must be 1 to 255 visible characters",
+                    Some("Idempotency-Key".into()),
+                ))
+            }
+        },
+        None => None,
+    };
+    let mut identities = Vec::new();
+    if let Some(p) = &phone {
+        identities.push(("phone".to_string(), p.clone()));
+    }
+    if let Some(e) = &email {
+        identities.push(("email".to_string(), e.clone()));
+    }
+    if let Some(x) = clean(input.external_id.clone(), "external_id", 200)? {
+        identities.push(("external".to_string(), x));
+    }
+    if identities.is_empty() {
+        return Err(ApiError::invalid(
+            "a lead needs a `phone`, an `email` or an `external_id`, so that later events find it",
+            "phone",
+        ));
+    }
+    let consent = input
+        .consent
+        .as_ref()
+        .filter(|c| c.whatsapp)
+        .map(|c| ConsentRecord {
+            channel: "whatsapp".into(),
+            granted: true,
+            source: channel.clone(),
+            at: c.at.unwrap_or_else(Utc::now),
+            evidence: c.evidence.clone(),
+        });
+    let event = LeadEvent {
+        identities,
+        name: clean(input.name, "name", 200)?,
+        first_name: clean(input.first_name, "first_name", 100)?,
+        phone,
+        email,
+        language: clean(input.language, "language", 35)?,
+        channel: Some(channel),
+        intent: clean(input.intent, "intent", 100)?,
+        playbook: Some(playbook.clone()),
+        fields: input.fields,
+        tags: input.tags,
+        messages: input.transcript,
+        consent,
+        dedup: idempotency,
+    };
+    let recorded = state
+        .store
+        .record(&account.id, event, |lead| decide(&ruleset, &playbook, lead))
+        .await?;
+    Ok(match recorded {
+        Recorded::New {
+            lead_id, response, ..
+        } => {
+            let created = response["created"].as_bool().unwrap_or(false);
+            tracing::info!(account = %account.id, lead = %lead_id, created, "lead recorded");
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, [("idempotent-replayed", "false")], Json(response)).into_response()
+        }
+        Recorded::Replay { response } => (
+            StatusCode::OK,
+            [("idempotent-replayed", "true")],
+            Json(response),
+        )
+            .into_response(),
+    })
+}
+
+pub async fn get_lead(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.authenticate(&headers)?;
+    // Another account's lead is answered exactly as a lead that does not exist.
+    match state.store.lead(&account.id, &id).await? {
+        Some(lead) => Ok(Json(lead)),
+        None => Err(ApiError::NotFound(format!("no lead `{id}`"))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Query(query): Query<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.authenticate(&headers)?;
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let leads = state
+        .store
+        .search(
+            &account.id,
+            query.q.as_deref().filter(|q| !q.is_empty()),
+            limit,
+        )
+        .await?;
+    Ok(Json(json!({"leads": leads})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TakeoverInput {
+    #[serde(default)]
+    queue: Option<String>,
+}
+
+pub async fn takeover(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    thread_state(state, headers, id, body, true).await
+}
+
+pub async fn release(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    thread_state(state, headers, id, body, false).await
+}
+
+async fn thread_state(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    id: String,
+    body: Result<Bytes, BytesRejection>,
+    human: bool,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.authenticate(&headers)?;
+    let input: TakeoverInput = match &body {
+        Ok(b) if b.is_empty() => TakeoverInput::default(),
+        _ => parse_body(body)?,
+    };
+    if state
+        .store
+        .set_thread_state(&account.id, &id, human, input.queue.as_deref())
+        .await?
+    {
+        Ok(Json(
+            json!({"lead_id": id, "thread": if human { "human" } else { "automated" }}),
+        ))
+    } else {
+        Err(ApiError::NotFound(format!("no lead `{id}`")))
+    }
+}
+
+/// `POST /v1/dry-run`: the decision and trace for a lead, nothing stored or
+/// sent. The body is a `POST /v1/leads` body, plus `now`, `window` and
+/// `human` to set the situation (default: now, window closed, automated).
+pub async fn dry_run(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.authenticate(&headers)?;
+    let mut value: Value = parse_body(body)?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| ApiError::bad("the body must be a JSON object", None))?;
+    let now = match object.remove("now") {
+        None | Some(Value::Null) => Utc::now(),
+        Some(Value::String(t)) => DateTime::parse_from_rfc3339(&t)
+            .map_err(|_| {
+                ApiError::invalid(format!("`now` is `{t}`; give an RFC 3339 time"), "now")
+            })?
+            .with_timezone(&Utc),
+        Some(_) => return Err(ApiError::invalid("`now` must be an RFC 3339 string", "now")),
+    };
+    let window_open = match object.remove("window") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(w)) if w == "open" => true,
+        Some(Value::String(w)) if w == "closed" => false,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`window` is `open` or `closed`",
+                "window",
+            ))
+        }
+    };
+    let human = match object.remove("human") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(ApiError::invalid("`human` must be true or false", "human")),
+    };
+    let input: LeadInput = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError::bad(
+            format!("the body is not a valid lead: {}", e.into_inner()),
+            (path != ".").then_some(path),
+        )
+    })?;
+    let ruleset = state
+        .ruleset()
+        .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
+    let channel = input
+        .channel
+        .clone()
+        .map(|c| c.trim().to_lowercase())
+        .unwrap_or_else(|| "api".into());
+    let playbook = pick_playbook(account, &ruleset, &input, &channel)?;
+    let phone = match &input.phone {
+        Some(raw) => Some(
+            crate::intake::phone::normalize_phone(raw, &account.default_region).map_err(|e| {
+                ApiError::invalid(
+                    format!("`phone` cannot be read as a phone number: {e}"),
+                    "phone",
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let lead = Lead {
+        name: input.name,
+        first_name: input.first_name,
+        phone,
+        email: input.email,
+        language: input.language,
+        channel: Some(channel),
+        intent: input.intent,
+        playbook: Some(playbook.clone()),
+        consent: crate::engine::lead::Consent {
+            whatsapp: input.consent.as_ref().is_some_and(|c| c.whatsapp),
+        },
+        fields: input.fields,
+        tags: input.tags,
+        transcript: input.transcript,
+    };
+    let situation = Situation {
+        now,
+        window_open,
+        human,
+    };
+    let (decision, trace) = ruleset
+        .explain(&playbook, &lead, &situation)
+        .map_err(|e| ApiError::invalid(e.to_string(), "playbook"))?;
+    Ok(Json(json!({"decision": decision, "trace": trace})))
+}

@@ -1,0 +1,329 @@
+//! The HTTP service: `app(state)` builds the router that tests drive, and
+//! `serve(config, listener, shutdown)` runs it until shutdown. Routes live in
+//! the submodules; errors in [`error`].
+
+pub mod error;
+mod leads;
+
+use crate::config::{Account, Config};
+use crate::dsl::diagnostic::{render, Diagnostic, Sources};
+use crate::ruleset::{load, Ruleset};
+use crate::store::Store;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use error::ApiError;
+use serde_json::{json, Value};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// The rules in force, and what the last load attempt found.
+pub struct Rules {
+    pub ruleset: Option<Arc<Ruleset>>,
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+    /// Diagnostics of the last attempt, rendered; errors mean the previous
+    /// ruleset (if any) stayed in force.
+    pub last_attempt: Vec<Value>,
+    pub last_attempt_ok: bool,
+}
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub config: Config,
+    pub store: Store,
+    pub rules: RwLock<Rules>,
+}
+
+impl AppState {
+    /// The ruleset in force, if any loaded.
+    pub fn ruleset(&self) -> Option<Arc<Ruleset>> {
+        self.rules.read().ok().and_then(|r| r.ruleset.clone())
+    }
+
+    /// The account a request's bearer token belongs to.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<&Account, ApiError> {
+        let token = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
+        self.config
+            .account_for_key(token)
+            .ok_or(ApiError::Unauthorized)
+    }
+
+    /// Loads the rules from disk and, when they check, swaps them in.
+    /// A broken edit never replaces a working ruleset.
+    pub fn reload(&self) -> bool {
+        let loaded = load(&self.config.rules, self.config.templates.as_deref());
+        let diagnostics = diagnostics_json(&loaded.diagnostics, &loaded.sources);
+        let ok = loaded.ruleset.is_some();
+        match &loaded.ruleset {
+            Some(r) => {
+                tracing::info!(ruleset = %&r.hash[..12], playbooks = r.playbooks.len(), "rules loaded")
+            }
+            None => {
+                for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+                    tracing::warn!("{}", render(d, &loaded.sources).trim_end());
+                }
+                tracing::warn!("the edited rules do not check; the rules in force stay");
+            }
+        }
+        if let Ok(mut rules) = self.rules.write() {
+            rules.last_attempt = diagnostics;
+            rules.last_attempt_ok = ok;
+            if let Some(r) = loaded.ruleset {
+                rules.ruleset = Some(Arc::new(r));
+                rules.loaded_at = chrono::Utc::now();
+            }
+        }
+        ok
+    }
+}
+
+fn diagnostics_json(diagnostics: &[Diagnostic], sources: &Sources) -> Vec<Value> {
+    diagnostics
+        .iter()
+        .map(|d| {
+            serde_json::to_value(crate::dsl::diagnostic::to_json(d, sources)).unwrap_or(Value::Null)
+        })
+        .collect()
+}
+
+/// The router, for the server and for tests.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/leads", post(leads::create).get(leads::search))
+        .route("/v1/leads/{id}", get(leads::get_lead))
+        .route("/v1/leads/{id}/takeover", post(leads::takeover))
+        .route("/v1/leads/{id}/release", post(leads::release))
+        .route("/v1/dry-run", post(leads::dry_run))
+        .route("/v1/rulesets", get(rulesets))
+        .route("/v1/rulesets/reload", post(reload))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(10),
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let rules = state.ruleset().is_some();
+    let db = state.store.ping().await;
+    let status = if rules && db {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"database": db, "rules": rules})))
+}
+
+async fn rulesets(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.authenticate(&headers)?;
+    let rules = state
+        .rules
+        .read()
+        .map_err(|_| ApiError::Internal("rules lock poisoned".into()))?;
+    let playbooks: Vec<Value> = rules
+        .ruleset
+        .iter()
+        .flat_map(|r| r.playbooks.iter())
+        .filter(|(name, _)| account.playbooks.is_empty() || account.playbooks.contains(name))
+        .map(|(name, p)| json!({"name": name, "file": p.file, "rules": p.compiled.rules.len()}))
+        .collect();
+    Ok(Json(json!({
+        "ruleset": rules.ruleset.as_ref().map(|r| r.hash.clone()),
+        "loaded_at": rules.loaded_at,
+        "playbooks": playbooks,
+        "last_reload": {"ok": rules.last_attempt_ok, "diagnostics": rules.last_attempt},
+    })))
+}
+
+async fn reload(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    state.authenticate(&headers)?;
+    let state2 = state.clone();
+    let ok = tokio::task::spawn_blocking(move || state2.reload())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let rules = state
+        .rules
+        .read()
+        .map_err(|_| ApiError::Internal("rules lock poisoned".into()))?;
+    let body = json!({
+        "ok": ok,
+        "ruleset": rules.ruleset.as_ref().map(|r| r.hash.clone()),
+        "diagnostics": rules.last_attempt,
+    });
+    Ok((
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        },
+        Json(body),
+    ))
+}
+
+/// Builds the state: opens the store and loads the rules. Rules that do not
+/// check stop the start (there is nothing to route with).
+pub async fn state(config: Config) -> Result<Arc<AppState>, String> {
+    let store = Store::open(&config.database).await.map_err(|e| {
+        format!(
+            "cannot open the database `{}`: {e}",
+            crate::config::redact_url(&config.database)
+        )
+    })?;
+    let state = Arc::new(AppState {
+        config,
+        store,
+        rules: RwLock::new(Rules {
+            ruleset: None,
+            loaded_at: chrono::Utc::now(),
+            last_attempt: Vec::new(),
+            last_attempt_ok: false,
+        }),
+    });
+    if !state.reload() {
+        let rules = state
+            .rules
+            .read()
+            .map_err(|_| "rules lock poisoned".to_string())?;
+        let first = rules
+            .last_attempt
+            .iter()
+            .find(|d| d["severity"] == "error")
+            .and_then(|d| d["rendered"].as_str())
+            .unwrap_or("")
+            .to_string();
+        return Err(format!(
+            "the rules in `{}` do not check:\n{first}(`handoff check {}` lists every problem)",
+            state.config.rules.display(),
+            state.config.rules.display()
+        ));
+    }
+    Ok(state)
+}
+
+/// Serves until `shutdown` completes, then finishes requests in flight.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    spawn_rules_watch(state.clone());
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Reloads the rules when a file under the rules or templates directory
+/// changes (polled every two seconds), and on SIGHUP.
+fn spawn_rules_watch(state: Arc<AppState>) {
+    let watched = {
+        let rules = state.config.rules.clone();
+        let templates = state
+            .config
+            .templates
+            .clone()
+            .unwrap_or_else(|| crate::ruleset::default_templates_dir(&rules));
+        vec![rules, templates]
+    };
+    let poll_state = state.clone();
+    tokio::spawn(async move {
+        let mut last = fingerprint(&watched);
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let now = fingerprint(&watched);
+            if now != last {
+                last = now;
+                tracing::info!("rules changed on disk; reloading");
+                let s = poll_state.clone();
+                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+            }
+        }
+    });
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the rules");
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+        }
+    });
+}
+
+/// Names, sizes and modification times of every file under `dirs`.
+fn fingerprint(
+    dirs: &[std::path::PathBuf],
+) -> Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)> {
+    fn walk(
+        dir: &std::path::Path,
+        out: &mut Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(meta) = entry.metadata() {
+                out.push((path, meta.len(), meta.modified().ok()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for d in dirs {
+        walk(d, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,723 @@
+//! The store: leads with their identities, consents, transcripts, decisions,
+//! threads, the outbox and processed source IDs. SQL lives here only. Every
+//! write that must happen together happens in one transaction: a lead's
+//! event, its decision, the outbox rows it creates and the record that its
+//! source ID was processed commit together or not at all.
+//!
+//! Callers use [`Store`]; today it holds a SQLite pool. A PostgreSQL
+//! implementation joins it as another backend behind the same methods.
+
+use crate::engine::lead::{Consent, TranscriptMessage};
+use crate::engine::Lead;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A store error; the server answers 500 and logs it.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// The store behind every request.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// An event that adds to a lead: who (identities), what they said, what they
+/// consented to, and the source ID that makes it safe to receive twice.
+#[derive(Clone, Debug, Default)]
+pub struct LeadEvent {
+    /// `(kind, value)`: `phone` (E.164), `email`, `whatsapp`, `instagram`, `external`.
+    pub identities: Vec<(String, String)>,
+    pub name: Option<String>,
+    pub first_name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub language: Option<String>,
+    pub channel: Option<String>,
+    pub intent: Option<String>,
+    pub playbook: Option<String>,
+    pub fields: Map<String, Value>,
+    pub tags: Vec<String>,
+    pub messages: Vec<TranscriptMessage>,
+    pub consent: Option<ConsentRecord>,
+    /// `(source, source_id)`: a second event with the same pair is answered
+    /// with the first one's response and changes nothing.
+    pub dedup: Option<(String, String)>,
+}
+
+/// An opt-in or opt-out, with where it came from.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConsentRecord {
+    pub channel: String,
+    pub granted: bool,
+    pub source: String,
+    pub at: DateTime<Utc>,
+    pub evidence: Option<String>,
+}
+
+/// The lead as stored, for the decision: the engine's lead and the thread.
+#[derive(Clone, Debug)]
+pub struct LeadState {
+    pub id: String,
+    pub lead: Lead,
+    pub human: bool,
+    pub last_inbound_at: Option<DateTime<Utc>>,
+    pub created: bool,
+}
+
+/// What a decision writes besides itself.
+#[derive(Clone, Debug, Default)]
+pub struct DecisionRecord {
+    pub playbook: String,
+    pub ruleset_hash: String,
+    pub rules: Vec<String>,
+    pub decision: Value,
+    pub trace: Value,
+    /// `(kind, payload)` rows for the outbox.
+    pub outbox: Vec<(String, Value)>,
+    /// The queue the thread moves to, and whether a person takes it over.
+    pub queue: Option<String>,
+    pub takeover: bool,
+    /// The response to give (and to replay for a duplicate).
+    pub response: Value,
+}
+
+/// The outcome of recording an event.
+#[derive(Clone, Debug)]
+pub enum Recorded {
+    /// Stored and decided now.
+    New {
+        lead_id: String,
+        decision_id: String,
+        response: Value,
+    },
+    /// Seen before: the first answer, unchanged.
+    Replay { response: Value },
+}
+
+fn now_text() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl Store {
+    /// Opens (creating when missing) the database at `url` and brings its
+    /// schema up to date.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError(format!("`{url}` is not a SQLite URL: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL with NORMAL survives a crash of the process: a commit that
+            // returned is on disk in the log. (FULL adds an fsync per commit,
+            // for power loss.)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    /// Records an event for a lead and its decision, in one transaction.
+    /// `decide` sees the lead after the event is merged in.
+    pub async fn record(
+        &self,
+        account: &str,
+        event: LeadEvent,
+        decide: impl FnOnce(&LeadState) -> DecisionRecord,
+    ) -> Result<Recorded, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((source, source_id)) = &event.dedup {
+            let row = sqlx::query("SELECT response FROM processed WHERE account_id = ? AND source = ? AND source_id = ?")
+                .bind(account)
+                .bind(source)
+                .bind(source_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(row) = row {
+                let text: Option<String> = row.try_get("response")?;
+                let response = text
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null);
+                return Ok(Recorded::Replay { response });
+            }
+        }
+        let now = now_text();
+        // Every lead any identity points to is this person.
+        let mut found: Vec<(String, String)> = Vec::new();
+        for (kind, value) in &event.identities {
+            let rows = sqlx::query(
+                "SELECT l.id, l.created_at FROM identities i JOIN leads l ON l.id = i.lead_id \
+                 WHERE i.account_id = ? AND i.kind = ? AND i.value = ?",
+            )
+            .bind(account)
+            .bind(kind)
+            .bind(value)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                let created: String = row.try_get("created_at")?;
+                if !found.iter().any(|(f, _)| *f == id) {
+                    found.push((id, created));
+                }
+            }
+        }
+        found.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        let created = found.is_empty();
+        let lead_id = match found.first() {
+            Some((id, _)) => id.clone(),
+            None => {
+                let id = uuid::Uuid::now_v7().to_string();
+                sqlx::query("INSERT INTO leads (id, account_id, created_at, updated_at) VALUES (?, ?, ?, ?)")
+                    .bind(&id)
+                    .bind(account)
+                    .bind(&now)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO threads (lead_id, account_id, updated_at) VALUES (?, ?, ?)",
+                )
+                .bind(&id)
+                .bind(account)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        for (other, _) in found.iter().skip(1) {
+            merge_into(&mut tx, &lead_id, other).await?;
+        }
+        apply_event(&mut tx, account, &lead_id, &event, &now).await?;
+        let state = load_state(&mut tx, &lead_id, created).await?;
+        let record = decide(&state);
+        let decision_id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO decisions (id, account_id, lead_id, at, playbook, ruleset_hash, rules, decision, trace) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&decision_id)
+        .bind(account)
+        .bind(&lead_id)
+        .bind(&now)
+        .bind(&record.playbook)
+        .bind(&record.ruleset_hash)
+        .bind(serde_json::to_string(&record.rules).unwrap_or_default())
+        .bind(record.decision.to_string())
+        .bind(record.trace.to_string())
+        .execute(&mut *tx)
+        .await?;
+        for (kind, payload) in &record.outbox {
+            sqlx::query(
+                "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(account)
+            .bind(&lead_id)
+            .bind(&decision_id)
+            .bind(kind)
+            .bind(payload.to_string())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if record.queue.is_some() || record.takeover {
+            sqlx::query(
+                "UPDATE threads SET queue = COALESCE(?, queue), state = CASE WHEN ? THEN 'human' ELSE state END, updated_at = ? WHERE lead_id = ?",
+            )
+            .bind(&record.queue)
+            .bind(record.takeover)
+            .bind(&now)
+            .bind(&lead_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut response = record.response.clone();
+        if let Value::Object(map) = &mut response {
+            map.insert("lead_id".into(), Value::String(lead_id.clone()));
+            map.insert("decision_id".into(), Value::String(decision_id.clone()));
+        }
+        if let Some((source, source_id)) = &event.dedup {
+            sqlx::query("INSERT INTO processed (account_id, source, source_id, at, response) VALUES (?, ?, ?, ?, ?)")
+                .bind(account)
+                .bind(source)
+                .bind(source_id)
+                .bind(&now)
+                .bind(response.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Recorded::New {
+            lead_id,
+            decision_id,
+            response,
+        })
+    }
+
+    /// Everything about a lead, or `None` when the account has no such lead.
+    /// A lead merged into another is answered with the survivor.
+    pub async fn lead(&self, account: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut id = id.to_string();
+        // Follow merges (a short chain at most).
+        for _ in 0..8 {
+            let row = sqlx::query("SELECT merged_into FROM leads WHERE id = ? AND account_id = ?")
+                .bind(&id)
+                .bind(account)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match row {
+                None => return Ok(None),
+                Some(row) => match row.try_get::<Option<String>, _>("merged_into")? {
+                    Some(next) => id = next,
+                    None => break,
+                },
+            }
+        }
+        let row = sqlx::query("SELECT * FROM leads WHERE id = ?")
+            .bind(&id)
+            .fetch_one(&mut *conn)
+            .await?;
+        let json = |name: &str| -> Result<Value, StoreError> {
+            let text: String = row.try_get(name)?;
+            Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+        };
+        let text = |name: &str| -> Result<Value, StoreError> {
+            Ok(row
+                .try_get::<Option<String>, _>(name)?
+                .map(Value::String)
+                .unwrap_or(Value::Null))
+        };
+        let identities: Vec<Value> = sqlx::query("SELECT kind, value FROM identities WHERE lead_id = ? ORDER BY kind, value")
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| serde_json::json!({"kind": r.get::<String, _>("kind"), "value": r.get::<String, _>("value")}))
+            .collect();
+        let consents: Vec<Value> = sqlx::query("SELECT channel, granted, source, at, evidence FROM consents WHERE lead_id = ? ORDER BY id")
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "channel": r.get::<String, _>("channel"), "granted": r.get::<bool, _>("granted"),
+                    "source": r.get::<String, _>("source"), "at": r.get::<String, _>("at"),
+                    "evidence": r.get::<Option<String>, _>("evidence"),
+                })
+            })
+            .collect();
+        let transcript: Vec<Value> = sqlx::query(
+            "SELECT channel, sender, text, at FROM messages WHERE lead_id = ? ORDER BY at, id",
+        )
+        .bind(&id)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|r| {
+            serde_json::json!({
+                "channel": r.get::<String, _>("channel"), "from": r.get::<String, _>("sender"),
+                "text": r.get::<String, _>("text"), "at": r.get::<String, _>("at"),
+            })
+        })
+        .collect();
+        let decisions: Vec<Value> = sqlx::query("SELECT id, at, playbook, ruleset_hash, decision, trace FROM decisions WHERE lead_id = ? ORDER BY at, id")
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.get::<String, _>("id"), "at": r.get::<String, _>("at"),
+                    "playbook": r.get::<String, _>("playbook"), "ruleset": r.get::<String, _>("ruleset_hash"),
+                    "decision": serde_json::from_str::<Value>(&r.get::<String, _>("decision")).unwrap_or(Value::Null),
+                    "trace": serde_json::from_str::<Value>(&r.get::<String, _>("trace")).unwrap_or(Value::Null),
+                })
+            })
+            .collect();
+        let thread = sqlx::query(
+            "SELECT state, queue, last_inbound_at FROM threads WHERE lead_id = ?",
+        )
+        .bind(&id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .map(|r| {
+            serde_json::json!({
+                "state": r.get::<String, _>("state"), "queue": r.get::<Option<String>, _>("queue"),
+                "last_inbound_at": r.get::<Option<String>, _>("last_inbound_at"),
+            })
+        });
+        let outbox: Vec<Value> = sqlx::query("SELECT id, kind, payload, state, attempts, created_at FROM outbox WHERE lead_id = ? ORDER BY created_at, id")
+            .bind(&id)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.get::<String, _>("id"), "kind": r.get::<String, _>("kind"),
+                    "payload": serde_json::from_str::<Value>(&r.get::<String, _>("payload")).unwrap_or(Value::Null),
+                    "state": r.get::<String, _>("state"), "attempts": r.get::<i64, _>("attempts"),
+                    "created_at": r.get::<String, _>("created_at"),
+                })
+            })
+            .collect();
+        Ok(Some(serde_json::json!({
+            "id": id,
+            "created_at": text("created_at")?,
+            "updated_at": text("updated_at")?,
+            "name": text("name")?,
+            "first_name": text("first_name")?,
+            "phone": text("phone")?,
+            "email": text("email")?,
+            "language": text("language")?,
+            "channel": text("channel")?,
+            "intent": text("intent")?,
+            "playbook": text("playbook")?,
+            "fields": json("fields")?,
+            "tags": json("tags")?,
+            "identities": identities,
+            "consents": consents,
+            "transcript": transcript,
+            "thread": thread,
+            "decisions": decisions,
+            "outbox": outbox,
+        })))
+    }
+
+    /// Leads of an account, newest activity first, optionally matching a
+    /// name, phone or email fragment.
+    pub async fn search(
+        &self,
+        account: &str,
+        query: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+        let rows = sqlx::query(
+            "SELECT id, name, phone, email, channel, intent, playbook, updated_at FROM leads \
+             WHERE account_id = ? AND merged_into IS NULL \
+             AND (? IS NULL OR name LIKE ? OR phone LIKE ? OR email LIKE ?) \
+             ORDER BY updated_at DESC, id DESC LIMIT ?",
+        )
+        .bind(account)
+        .bind(&pattern)
+        .bind(&pattern)
+        .bind(&pattern)
+        .bind(&pattern)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.get::<String, _>("id"), "name": r.get::<Option<String>, _>("name"),
+                    "phone": r.get::<Option<String>, _>("phone"), "email": r.get::<Option<String>, _>("email"),
+                    "channel": r.get::<Option<String>, _>("channel"), "intent": r.get::<Option<String>, _>("intent"),
+                    "playbook": r.get::<Option<String>, _>("playbook"), "updated_at": r.get::<String, _>("updated_at"),
+                })
+            })
+            .collect())
+    }
+
+    /// Sets a thread's state: a person takes it over, or gives it back.
+    /// Returns false when the account has no such lead.
+    pub async fn set_thread_state(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        queue: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE threads SET state = ?, queue = COALESCE(?, queue), updated_at = ? WHERE lead_id = ? AND account_id = ?",
+        )
+        .bind(if human { "human" } else { "automated" })
+        .bind(queue)
+        .bind(now_text())
+        .bind(lead_id)
+        .bind(account)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+}
+
+type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// Moves everything of `other` onto `survivor`, and marks `other` merged.
+async fn merge_into(tx: &mut Tx<'_>, survivor: &str, other: &str) -> Result<(), StoreError> {
+    let rows = sqlx::query("SELECT id, name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id IN (?, ?)")
+        .bind(survivor)
+        .bind(other)
+        .fetch_all(&mut **tx)
+        .await?;
+    let (mut keep, mut gone) = (None, None);
+    for r in rows {
+        if r.get::<String, _>("id") == survivor {
+            keep = Some(r);
+        } else {
+            gone = Some(r);
+        }
+    }
+    let (Some(keep), Some(gone)) = (keep, gone) else {
+        return Ok(());
+    };
+    // The survivor's values win; the other lead fills what it lacks.
+    let pick = |col: &str| -> Option<String> {
+        keep.get::<Option<String>, _>(col)
+            .or_else(|| gone.get::<Option<String>, _>(col))
+    };
+    let mut fields: Map<String, Value> =
+        serde_json::from_str(&gone.get::<String, _>("fields")).unwrap_or_default();
+    let keep_fields: Map<String, Value> =
+        serde_json::from_str(&keep.get::<String, _>("fields")).unwrap_or_default();
+    fields.extend(keep_fields);
+    let mut tags: Vec<String> =
+        serde_json::from_str(&keep.get::<String, _>("tags")).unwrap_or_default();
+    for t in serde_json::from_str::<Vec<String>>(&gone.get::<String, _>("tags")).unwrap_or_default()
+    {
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    sqlx::query("UPDATE leads SET name = ?, first_name = ?, phone = ?, email = ?, language = ?, channel = ?, intent = ?, playbook = ?, fields = ?, tags = ? WHERE id = ?")
+        .bind(pick("name"))
+        .bind(pick("first_name"))
+        .bind(pick("phone"))
+        .bind(pick("email"))
+        .bind(pick("language"))
+        .bind(pick("channel"))
+        .bind(pick("intent"))
+        .bind(pick("playbook"))
+        .bind(Value::Object(fields).to_string())
+        .bind(serde_json::to_string(&tags).unwrap_or_default())
+        .bind(survivor)
+        .execute(&mut **tx)
+        .await?;
+    for table in ["identities", "consents", "messages", "decisions", "outbox"] {
+        sqlx::query(&format!("UPDATE {table} SET lead_id = ? WHERE lead_id = ?"))
+            .bind(survivor)
+            .bind(other)
+            .execute(&mut **tx)
+            .await?;
+    }
+    // A thread a person took over stays taken over; the later window counts.
+    sqlx::query(
+        "UPDATE threads SET \
+           state = CASE WHEN (SELECT state FROM threads WHERE lead_id = ?2) = 'human' THEN 'human' ELSE state END, \
+           queue = COALESCE(queue, (SELECT queue FROM threads WHERE lead_id = ?2)), \
+           last_inbound_at = MAX(COALESCE(last_inbound_at, ''), COALESCE((SELECT last_inbound_at FROM threads WHERE lead_id = ?2), '')) \
+         WHERE lead_id = ?1",
+    )
+    .bind(survivor)
+    .bind(other)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "UPDATE threads SET last_inbound_at = NULL WHERE lead_id = ? AND last_inbound_at = ''",
+    )
+    .bind(survivor)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("DELETE FROM threads WHERE lead_id = ?")
+        .bind(other)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE leads SET merged_into = ? WHERE id = ? OR merged_into = ?")
+        .bind(survivor)
+        .bind(other)
+        .bind(other)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn apply_event(
+    tx: &mut Tx<'_>,
+    account: &str,
+    lead_id: &str,
+    event: &LeadEvent,
+    now: &str,
+) -> Result<(), StoreError> {
+    let row = sqlx::query("SELECT fields, tags FROM leads WHERE id = ?")
+        .bind(lead_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let mut fields: Map<String, Value> =
+        serde_json::from_str(&row.get::<String, _>("fields")).unwrap_or_default();
+    // A later event's answers replace earlier ones; a null clears a field.
+    for (k, v) in &event.fields {
+        if v.is_null() {
+            fields.remove(k);
+        } else {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    let mut tags: Vec<String> =
+        serde_json::from_str(&row.get::<String, _>("tags")).unwrap_or_default();
+    for t in &event.tags {
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
+    }
+    sqlx::query(
+        "UPDATE leads SET name = COALESCE(?, name), first_name = COALESCE(?, first_name), phone = COALESCE(?, phone), \
+         email = COALESCE(?, email), language = COALESCE(?, language), channel = COALESCE(channel, ?), \
+         intent = COALESCE(?, intent), playbook = COALESCE(?, playbook), fields = ?, tags = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(&event.name)
+    .bind(&event.first_name)
+    .bind(&event.phone)
+    .bind(&event.email)
+    .bind(&event.language)
+    .bind(&event.channel)
+    .bind(&event.intent)
+    .bind(&event.playbook)
+    .bind(Value::Object(fields).to_string())
+    .bind(serde_json::to_string(&tags).unwrap_or_default())
+    .bind(now)
+    .bind(lead_id)
+    .execute(&mut **tx)
+    .await?;
+    for (kind, value) in &event.identities {
+        sqlx::query("INSERT OR IGNORE INTO identities (account_id, kind, value, lead_id) VALUES (?, ?, ?, ?)")
+            .bind(account)
+            .bind(kind)
+            .bind(value)
+            .bind(lead_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    for m in &event.messages {
+        sqlx::query("INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(account)
+            .bind(lead_id)
+            .bind(&m.channel)
+            .bind(&m.from)
+            .bind(&m.text)
+            .bind(m.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .execute(&mut **tx)
+            .await?;
+    }
+    if let Some(c) = &event.consent {
+        sqlx::query("INSERT INTO consents (account_id, lead_id, channel, granted, source, at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(account)
+            .bind(lead_id)
+            .bind(&c.channel)
+            .bind(c.granted)
+            .bind(&c.source)
+            .bind(c.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .bind(&c.evidence)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn load_state(
+    tx: &mut Tx<'_>,
+    lead_id: &str,
+    created: bool,
+) -> Result<LeadState, StoreError> {
+    let row = sqlx::query("SELECT * FROM leads WHERE id = ?")
+        .bind(lead_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let consent = sqlx::query("SELECT granted FROM consents WHERE lead_id = ? AND channel = 'whatsapp' ORDER BY at DESC, id DESC LIMIT 1")
+        .bind(lead_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .map(|r| r.get::<bool, _>("granted"))
+        .unwrap_or(false);
+    let transcript: Vec<TranscriptMessage> = sqlx::query(
+        "SELECT channel, sender, text, at FROM messages WHERE lead_id = ? ORDER BY at, id",
+    )
+    .bind(lead_id)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .filter_map(|r| {
+        Some(TranscriptMessage {
+            channel: r.get("channel"),
+            from: r.get("sender"),
+            text: r.get("text"),
+            at: parse_time(Some(r.get("at")))?,
+        })
+    })
+    .collect();
+    let thread = sqlx::query("SELECT state, last_inbound_at FROM threads WHERE lead_id = ?")
+        .bind(lead_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let (human, last_inbound_at) = match thread {
+        Some(t) => (
+            t.get::<String, _>("state") == "human",
+            parse_time(t.get("last_inbound_at")),
+        ),
+        None => (false, None),
+    };
+    let lead = Lead {
+        name: row.get("name"),
+        first_name: row.get("first_name"),
+        phone: row.get("phone"),
+        email: row.get("email"),
+        language: row.get("language"),
+        channel: row.get("channel"),
+        intent: row.get("intent"),
+        playbook: row.get("playbook"),
+        consent: Consent { whatsapp: consent },
+        fields: serde_json::from_str(&row.get::<String, _>("fields")).unwrap_or_default(),
+        tags: serde_json::from_str(&row.get::<String, _>("tags")).unwrap_or_default(),
+        transcript,
+    };
+    Ok(LeadState {
+        id: lead_id.to_string(),
+        lead,
+        human,
+        last_inbound_at,
+        created,
+    })
+}

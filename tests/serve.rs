@@ -1,0 +1,510 @@
+//! `handoff serve` over real HTTP: the server on 127.0.0.1:0 with a fresh
+//! SQLite database and the bundled rules, driven with an HTTP client.
+
+use handoff::config::{Config, Overrides};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const KEY: &str = "hk_test_key_one";
+const OTHER_KEY: &str = "hk_test_key_two";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A config with two accounts, the database in `dir` and the rules in `rules`.
+fn config(dir: &Path, rules: &Path) -> Config {
+    let file = dir.join("handoff.toml");
+    std::fs::write(
+        &file,
+        "[[accounts]]\nid = \"acme\"\napi_keys = [\"env:KEY_ONE\"]\n[accounts.routing]\ndefault = \"events\"\n\n[[accounts]]\nid = \"globex\"\napi_keys = [\"env:KEY_TWO\"]\nplaybooks = [\"clinics\"]\n",
+    )
+    .unwrap();
+    let env: BTreeMap<String, String> = [("KEY_ONE", KEY), ("KEY_TWO", OTHER_KEY)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let flags = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
+        rules: Some(rules.to_path_buf()),
+    };
+    let mut c = Config::load(Some(&file), &env, &flags).unwrap();
+    c.templates = Some(root().join("templates"));
+    c
+}
+
+async fn start(config: Config) -> Server {
+    let state = handoff::server::state(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(handoff::server::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        _shutdown: tx,
+    }
+}
+
+fn aisha() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(root().join("examples/leads/aisha-api.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_lead_is_stored_decided_and_put_in_the_outbox_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let r = s
+        .client
+        .post(s.url("/v1/leads"))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", "evt-1")
+        .json(&aisha())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first: Value = r.json().await.unwrap();
+    assert_eq!(first["decision"]["rules"], json!(["goa_options"]));
+    assert_eq!(first["decision"]["handoff"]["outcome"], "template");
+    assert_eq!(
+        first["decision"]["handoff"]["message"],
+        "Hi Aisha, here are options for your March 14 Goa event."
+    );
+    let id = first["lead_id"].as_str().unwrap().to_string();
+
+    // The same request again: the first answer, nothing done twice.
+    let r = s
+        .client
+        .post(s.url("/v1/leads"))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", "evt-1")
+        .json(&aisha())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["decision_id"], first["decision_id"]);
+
+    let (status, lead) = s.get(&format!("/v1/leads/{id}"), KEY).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(lead["phone"], "+919812345678");
+    assert_eq!(lead["decisions"].as_array().unwrap().len(), 1);
+    assert_eq!(lead["outbox"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        lead["outbox"][0]["payload"]["template"]["name"],
+        "event_options"
+    );
+    assert_eq!(lead["thread"]["queue"], "events-closers");
+    assert_eq!(lead["consents"][0]["granted"], true);
+    assert_eq!(lead["transcript"][0]["channel"], "instagram");
+    assert!(lead["decisions"][0]["trace"]["rules"].is_array());
+}
+
+#[tokio::test]
+async fn later_events_for_the_same_person_reach_the_same_lead_and_two_leads_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let (st, a) = s.post("/v1/leads", KEY, &json!({"name": "Rohan", "phone": "+919800000001", "intent": "pricing", "fields": {"city": "Pune"}})).await;
+    assert_eq!(st, StatusCode::CREATED, "{a}");
+    let (st, b) = s.post("/v1/leads", KEY, &json!({"email": "Rohan@Example.com", "intent": "pricing", "fields": {"guests": 80}, "transcript": [{"channel": "web_form", "from": "lead", "text": "price for 80?", "at": "2026-11-01T10:00:00Z"}]})).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    assert_ne!(a["lead_id"], b["lead_id"]);
+    // One event names both: the two leads are one person.
+    let (st, c) = s.post("/v1/leads", KEY, &json!({"phone": "98000 00001", "email": "rohan@example.com", "intent": "pricing", "fields": {"package": "gold"}})).await;
+    assert_eq!(st, StatusCode::OK, "{c}");
+    assert_eq!(c["lead_id"], a["lead_id"], "the older lead survives");
+    let (_, merged) = s
+        .get(
+            &format!("/v1/leads/{}", b["lead_id"].as_str().unwrap()),
+            KEY,
+        )
+        .await;
+    assert_eq!(
+        merged["id"], a["lead_id"],
+        "the merged lead answers as the survivor"
+    );
+    assert_eq!(
+        merged["fields"],
+        json!({"city": "Pune", "guests": 80, "package": "gold"})
+    );
+    assert_eq!(merged["identities"].as_array().unwrap().len(), 2);
+    assert_eq!(merged["decisions"].as_array().unwrap().len(), 3);
+    assert_eq!(merged["transcript"][0]["text"], "price for 80?");
+    let (_, list) = s.get("/v1/leads?q=rohan", KEY).await;
+    assert_eq!(list["leads"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let raw = |body: &'static str| {
+        s.client
+            .post(s.url("/v1/leads"))
+            .bearer_auth(KEY)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = raw("{not json").await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let e: Value = r.json().await.unwrap();
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("line 1"),
+        "{e}"
+    );
+    let r = raw(r#"{"phone": "+919800000002", "fields": "city=Goa"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["at"], "fields");
+    let r = raw(r#"{"phone": "+919800000002", "nmae": "x"}"#)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.json::<Value>().await.unwrap()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nmae"));
+    let (st, e) = s
+        .post("/v1/leads", KEY, &json!({"phone": "call me maybe"}))
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert_eq!(e["error"]["at"], "phone");
+    let (st, e) = s
+        .post(
+            "/v1/leads",
+            KEY,
+            &json!({"phone": "+919800000002", "channel": "fax"}),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["at"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("channel"))
+    );
+    let (st, _) = s
+        .post("/v1/leads", KEY, &json!({"name": "nobody to find"}))
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let (st, e) = s
+        .post(
+            "/v1/leads",
+            KEY,
+            &json!({"phone": "+919800000002", "name": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["at"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("name"))
+    );
+    let big = json!({"phone": "+919800000002", "fields": {"notes": "x".repeat(2 << 20)}});
+    let (st, _) = s.post("/v1/leads", KEY, &big).await;
+    assert_eq!(st, StatusCode::PAYLOAD_TOO_LARGE);
+    let (st, e) = s
+        .post("/v1/leads", "hk_wrong", &json!({"phone": "+919800000002"}))
+        .await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{e}");
+    let r = s
+        .client
+        .post(s.url("/v1/leads"))
+        .json(&json!({"phone": "+919800000002"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // Nothing of the above was stored.
+    let (_, list) = s.get("/v1/leads", KEY).await;
+    assert_eq!(list["leads"], json!([]));
+    // A hostile name is stored and echoed as data, never run.
+    let (st, ok) = s
+        .post(
+            "/v1/leads",
+            KEY,
+            &json!({"phone": "+919800000002", "name": "{{ 7*7 }} <script>", "intent": "pricing"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{ok}");
+    let (_, lead) = s
+        .get(
+            &format!("/v1/leads/{}", ok["lead_id"].as_str().unwrap()),
+            KEY,
+        )
+        .await;
+    assert_eq!(lead["name"], "{{ 7*7 }} <script>");
+}
+
+#[tokio::test]
+async fn one_account_never_sees_another_accounts_leads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let (_, a) = s.post("/v1/leads", KEY, &aisha()).await;
+    let id = a["lead_id"].as_str().unwrap();
+    let (st, _) = s.get(&format!("/v1/leads/{id}"), OTHER_KEY).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = s
+        .post(&format!("/v1/leads/{id}/takeover"), OTHER_KEY, &json!({}))
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, list) = s.get("/v1/leads", OTHER_KEY).await;
+    assert_eq!(list["leads"], json!([]));
+    // The same phone at the other account is a different lead there.
+    let mut clinic = aisha();
+    clinic["playbook"] = json!("clinics");
+    clinic["intent"] = json!("appointment");
+    let (st, b) = s.post("/v1/leads", OTHER_KEY, &clinic).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    assert_ne!(b["lead_id"], a["lead_id"]);
+    // And the other account cannot use a playbook it was not given.
+    let (st, e) = s.post("/v1/leads", OTHER_KEY, &aisha()).await;
+    assert_eq!(
+        (st, e["error"]["at"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("playbook"))
+    );
+}
+
+#[tokio::test]
+async fn takeover_pauses_automation_and_release_resumes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let (_, a) = s.post("/v1/leads", KEY, &aisha()).await;
+    let id = a["lead_id"].as_str().unwrap();
+    let (st, _) = s
+        .post(
+            &format!("/v1/leads/{id}/takeover"),
+            KEY,
+            &json!({"queue": "events-senior-closers"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, again) = s.post("/v1/leads", KEY, &aisha()).await;
+    assert_eq!(again["decision"]["handoff"]["outcome"], "paused_human");
+    let (_, lead) = s.get(&format!("/v1/leads/{id}"), KEY).await;
+    assert_eq!(
+        lead["outbox"].as_array().unwrap().len(),
+        1,
+        "nothing new is sent while a person has the thread"
+    );
+    s.post(&format!("/v1/leads/{id}/release"), KEY, &json!({}))
+        .await;
+    let (_, third) = s.post("/v1/leads", KEY, &aisha()).await;
+    assert_eq!(third["decision"]["handoff"]["outcome"], "template");
+}
+
+#[tokio::test]
+async fn dry_run_decides_without_storing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let mut lead = aisha();
+    lead["now"] = json!("2027-01-10T10:00:00+05:30");
+    lead["window"] = json!("open");
+    lead["phone"] = json!("+919812345678");
+    let (st, r) = s.post("/v1/dry-run", KEY, &lead).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["decision"]["handoff"]["outcome"], "session");
+    assert_eq!(r["trace"]["stopped_by"], "goa_options");
+    let (_, list) = s.get("/v1/leads", KEY).await;
+    assert_eq!(list["leads"], json!([]));
+}
+
+#[tokio::test]
+async fn a_broken_rules_edit_never_replaces_the_working_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    for f in ["events.rules", "clinics.rules", "real_estate.rules"] {
+        std::fs::copy(root().join("rules").join(f), rules.join(f)).unwrap();
+    }
+    let s = start(config(dir.path(), &rules)).await;
+    let (_, before) = s.get("/v1/rulesets", KEY).await;
+    let hash = before["ruleset"].clone();
+    assert!(hash.is_string());
+    let text = std::fs::read_to_string(rules.join("events.rules")).unwrap();
+    std::fs::write(
+        rules.join("events.rules"),
+        text.replace("city in [", "cty in ["),
+    )
+    .unwrap();
+    let (st, r) = s.post("/v1/rulesets/reload", KEY, &json!({})).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r["ruleset"], hash);
+    assert!(
+        r["diagnostics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["code"] == "E002"),
+        "{r}"
+    );
+    let (_, after) = s.get("/v1/rulesets", KEY).await;
+    assert_eq!(after["ruleset"], hash);
+    assert_eq!(after["last_reload"]["ok"], false);
+    let (st, a) = s.post("/v1/leads", KEY, &aisha()).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(
+        a["decision"]["rules"],
+        json!(["goa_options"]),
+        "the working rules still decide"
+    );
+    std::fs::write(
+        rules.join("events.rules"),
+        text.replace("\"Mumbai\"]", "\"Mumbai\", \"Pune\"]"),
+    )
+    .unwrap();
+    let (st, r) = s.post("/v1/rulesets/reload", KEY, &json!({})).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_ne!(r["ruleset"], hash);
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    assert_eq!(
+        s.client
+            .get(s.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = s.client.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"database": true, "rules": true})
+    );
+    let r = s.client.get(s.url("/nope")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+/// Starts the real binary; returns the process and its base URL.
+fn spawn_binary(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(root())
+        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+        .arg(format!("sqlite://{}", dir.join("crash.db").display()))
+        .env("HANDOFF_DEMO_API_KEY", KEY)
+        .env("HANDOFF_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = std::io::BufReader::new(stdout);
+    let mut line = String::new();
+    use std::io::BufRead;
+    reader.read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("handoff listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    (child, base)
+}
+
+#[tokio::test]
+async fn an_accepted_lead_survives_a_crash_right_after_the_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = spawn_binary(dir.path());
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{base}/v1/leads"))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", "crash-1")
+        .json(&aisha())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first: Value = r.json().await.unwrap();
+    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    child.wait().unwrap();
+    let (mut child, base) = spawn_binary(dir.path());
+    let id = first["lead_id"].as_str().unwrap();
+    let r = client
+        .get(format!("{base}/v1/leads/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let lead: Value = r.json().await.unwrap();
+    assert_eq!(lead["decisions"].as_array().unwrap().len(), 1);
+    // The retry after the crash is recognised: still one decision.
+    let r = client
+        .post(format!("{base}/v1/leads"))
+        .bearer_auth(KEY)
+        .header("Idempotency-Key", "crash-1")
+        .json(&aisha())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    let r = client
+        .get(format!("{base}/v1/leads/{id}"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["decisions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
