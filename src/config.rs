@@ -37,7 +37,43 @@ pub struct Account {
     pub routing: Routing,
     /// ISO region for phone numbers typed without a country code, e.g. `IN`.
     pub default_region: String,
+    /// Meta app secrets (two during a rotation) and the webhook verify token.
+    pub meta_app_secrets: Vec<Secret>,
+    pub meta_verify_token: Option<Secret>,
+    /// Web forms by name: how their fields map, and their signing secret.
+    pub forms: BTreeMap<String, FormConfig>,
+    /// Words that, as a whole WhatsApp message, revoke the WhatsApp opt-in.
+    pub opt_out_words: Vec<String>,
 }
+
+/// A web form's intake settings.
+#[derive(Clone, Debug, Default)]
+pub struct FormConfig {
+    pub playbook: Option<String>,
+    /// Form field -> target (`name`, `phone`, `email`, `intent`, `consent:whatsapp`, `field:<name>`).
+    pub fields: BTreeMap<String, String>,
+    /// When set, requests must carry an HMAC-SHA256 of the body in `signature_header`.
+    pub secret: Option<Secret>,
+    pub signature_header: String,
+}
+
+/// Opt-out words Meta leaves to the business, in the languages our users' buyers write.
+pub const DEFAULT_OPT_OUT_WORDS: [&str; 14] = [
+    "stop",
+    "unsubscribe",
+    "stop all",
+    "opt out",
+    "optout",
+    "cancel",
+    "baja",
+    "parar",
+    "pare",
+    "sair",
+    "arrêt",
+    "arret",
+    "توقف",
+    "बंद",
+];
 
 /// Which playbook a lead goes to when it does not name one.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -111,6 +147,48 @@ struct FileAccount {
     #[serde(default)]
     routing: Routing,
     default_region: Option<String>,
+    #[serde(default)]
+    meta: FileMeta,
+    #[serde(default)]
+    forms: BTreeMap<String, FileForm>,
+    #[serde(default)]
+    opt_out_words: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileMeta {
+    /// `env:VAR` references.
+    #[serde(default)]
+    app_secrets: Vec<String>,
+    verify_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileForm {
+    playbook: Option<String>,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
+    secret: Option<String>,
+    signature_header: Option<String>,
+}
+
+/// Reads an `env:VAR` secret reference.
+fn secret_ref(
+    value: &str,
+    at: &str,
+    env: &BTreeMap<String, String>,
+) -> Result<Secret, ConfigError> {
+    match value.strip_prefix("env:") {
+        Some(var) => match env.get(var) {
+            Some(v) if !v.is_empty() => Ok(Secret::new(v.clone())),
+            _ => err(format!("{at} reads `{var}`, which is not set")),
+        },
+        None => err(format!(
+            "{at} must be `env:VAR`: secrets are never written in the file"
+        )),
+    }
 }
 
 /// Overrides from the command line.
@@ -181,9 +259,11 @@ impl Config {
         );
         let listen: SocketAddr = match listen_text.parse() {
             Ok(a) => a,
-            Err(_) => return err(format!(
+            Err(_) => {
+                return err(format!(
                 "`listen` is `{listen_text}`; give an address and port such as `127.0.0.1:8080`"
-            )),
+            ))
+            }
         };
         let database = pick(
             &flags.database,
@@ -249,7 +329,54 @@ impl Config {
             if hashes.is_empty() {
                 return err(format!("accounts[{i}] (`{}`) has no `api_keys`", a.id));
             }
+            let mut meta_app_secrets = Vec::new();
+            for (k, v) in a.meta.app_secrets.iter().enumerate() {
+                meta_app_secrets.push(secret_ref(
+                    v,
+                    &format!("accounts[{i}].meta.app_secrets[{k}]"),
+                    env,
+                )?);
+            }
+            let meta_verify_token = match &a.meta.verify_token {
+                Some(v) => Some(secret_ref(
+                    v,
+                    &format!("accounts[{i}].meta.verify_token"),
+                    env,
+                )?),
+                None => None,
+            };
+            let mut forms = BTreeMap::new();
+            for (name, f) in a.forms {
+                let secret = match &f.secret {
+                    Some(v) => Some(secret_ref(
+                        v,
+                        &format!("accounts[{i}].forms.{name}.secret"),
+                        env,
+                    )?),
+                    None => None,
+                };
+                forms.insert(
+                    name,
+                    FormConfig {
+                        playbook: f.playbook,
+                        fields: f.fields,
+                        secret,
+                        signature_header: f
+                            .signature_header
+                            .unwrap_or_else(|| "x-signature-256".into()),
+                    },
+                );
+            }
             accounts.push(Account {
+                meta_app_secrets,
+                meta_verify_token,
+                forms,
+                opt_out_words: a.opt_out_words.unwrap_or_else(|| {
+                    DEFAULT_OPT_OUT_WORDS
+                        .iter()
+                        .map(|w| w.to_string())
+                        .collect()
+                }),
                 name: a.name.unwrap_or_else(|| a.id.clone()),
                 id: a.id,
                 api_key_hashes: hashes,
@@ -275,6 +402,20 @@ impl Config {
                 playbooks: Vec::new(),
                 routing: Routing::default(),
                 default_region: "IN".into(),
+                meta_app_secrets: env
+                    .get("HANDOFF_DEMO_META_APP_SECRET")
+                    .filter(|s| !s.is_empty())
+                    .map(|s| vec![Secret::new(s.clone())])
+                    .unwrap_or_default(),
+                meta_verify_token: env
+                    .get("HANDOFF_DEMO_META_VERIFY_TOKEN")
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Secret::new(s.clone())),
+                forms: BTreeMap::new(),
+                opt_out_words: DEFAULT_OPT_OUT_WORDS
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect(),
             });
             demo_key = Some(Secret::new(key));
         }

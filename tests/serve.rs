@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 
 const KEY: &str = "hk_test_key_one";
 const OTHER_KEY: &str = "hk_test_key_two";
+const META_SECRET: &str = "meta-app-secret";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -57,13 +58,42 @@ fn config(dir: &Path, rules: &Path) -> Config {
     let file = dir.join("handoff.toml");
     std::fs::write(
         &file,
-        "[[accounts]]\nid = \"acme\"\napi_keys = [\"env:KEY_ONE\"]\n[accounts.routing]\ndefault = \"events\"\n\n[[accounts]]\nid = \"globex\"\napi_keys = [\"env:KEY_TWO\"]\nplaybooks = [\"clinics\"]\n",
+        r#"[[accounts]]
+id = "acme"
+api_keys = ["env:KEY_ONE"]
+[accounts.routing]
+default = "events"
+[accounts.meta]
+app_secrets = ["env:META_SECRET", "env:META_SECRET_OLD"]
+verify_token = "env:META_VERIFY"
+[accounts.forms.wedding]
+playbook = "events"
+secret = "env:FORM_SECRET"
+[accounts.forms.wedding.fields]
+your_name = "name"
+mobile = "phone"
+city = "field:city"
+event_date = "field:event_date"
+whatsapp_me = "consent:whatsapp"
+
+[[accounts]]
+id = "globex"
+api_keys = ["env:KEY_TWO"]
+playbooks = ["clinics"]
+"#,
     )
     .unwrap();
-    let env: BTreeMap<String, String> = [("KEY_ONE", KEY), ("KEY_TWO", OTHER_KEY)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env: BTreeMap<String, String> = [
+        ("KEY_ONE", KEY),
+        ("KEY_TWO", OTHER_KEY),
+        ("META_SECRET", META_SECRET),
+        ("META_SECRET_OLD", "old-secret"),
+        ("META_VERIFY", "verify-me"),
+        ("FORM_SECRET", "form-secret"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let flags = Overrides {
         listen: Some("127.0.0.1:0".into()),
         database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
@@ -507,4 +537,257 @@ async fn an_accepted_lead_survives_a_crash_right_after_the_answer() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(root().join("tests/fixtures/meta").join(name)).unwrap()
+}
+
+async fn post_signed(s: &Server, path: &str, body: &[u8], secret: &str) -> (StatusCode, Value) {
+    let signature = handoff::intake::signature::sign(body, secret.as_bytes());
+    let r = s
+        .client
+        .post(s.url(path))
+        .header("X-Hub-Signature-256", signature)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits for the webhook worker to have stored a lead matching `q`.
+async fn wait_for_lead(s: &Server, q: &str) -> Value {
+    for _ in 0..100 {
+        let (_, list) = s.get(&format!("/v1/leads?q={q}"), KEY).await;
+        if let Some(first) = list["leads"].as_array().and_then(|l| l.first()) {
+            let (_, lead) = s
+                .get(&format!("/v1/leads/{}", first["id"].as_str().unwrap()), KEY)
+                .await;
+            if !lead["decisions"]
+                .as_array()
+                .map(|d| d.is_empty())
+                .unwrap_or(true)
+            {
+                return lead;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no lead for `{q}` after 5 s");
+}
+
+#[tokio::test]
+async fn meta_verification_answers_the_challenge_only_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let r = s.client.get(s.url("/webhooks/meta/acme?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "1158201444");
+    let r = s
+        .client
+        .get(s.url("/webhooks/meta/acme?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn a_signed_whatsapp_message_becomes_a_lead_once_and_opens_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let body = fixture("whatsapp-inbound-text.json");
+    let (st, e) = post_signed(&s, "/webhooks/meta/acme", &body, "wrong-secret").await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{e}");
+    let mut tampered = body.clone();
+    tampered[10] ^= 1;
+    let sig = handoff::intake::signature::sign(&body, META_SECRET.as_bytes());
+    let r = s
+        .client
+        .post(s.url("/webhooks/meta/acme"))
+        .header("X-Hub-Signature-256", sig)
+        .body(tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let (st, r) = post_signed(&s, "/webhooks/meta/acme", &body, META_SECRET).await;
+    assert_eq!((st, r["new"].clone()), (StatusCode::OK, json!(1)), "{r}");
+    // Meta redelivers: stored once. A rotated-out secret still verifies.
+    let (st, r) = post_signed(&s, "/webhooks/meta/acme", &body, "old-secret").await;
+    assert_eq!((st, r["new"].clone()), (StatusCode::OK, json!(0)), "{r}");
+    let lead = wait_for_lead(&s, "919820012345").await;
+    assert_eq!(lead["name"], "Aisha Khan");
+    assert_eq!(lead["phone"], "+919820012345");
+    assert_eq!(lead["channel"], "whatsapp");
+    assert_eq!(
+        lead["transcript"][0]["text"],
+        "Yes please send the Goa options"
+    );
+    assert_eq!(
+        lead["thread"]["last_inbound_at"],
+        "2027-01-15T07:43:20.000000Z"
+    );
+    assert_eq!(
+        lead["decisions"].as_array().unwrap().len(),
+        1,
+        "processed once"
+    );
+    assert!(lead["identities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"kind": "whatsapp", "value": "919820012345"})));
+}
+
+#[tokio::test]
+async fn stop_on_whatsapp_revokes_the_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let mut lead = aisha();
+    lead["phone"] = json!("+919820012345");
+    s.post("/v1/leads", KEY, &lead).await;
+    let body = String::from_utf8(fixture("whatsapp-inbound-text.json"))
+        .unwrap()
+        .replace("Yes please send the Goa options", " STOP ");
+    let (st, _) = post_signed(&s, "/webhooks/meta/acme", body.as_bytes(), META_SECRET).await;
+    assert_eq!(st, StatusCode::OK);
+    for _ in 0..100 {
+        let (_, list) = s.get("/v1/leads?q=919820012345", KEY).await;
+        let id = list["leads"][0]["id"].as_str().unwrap().to_string();
+        let (_, lead) = s.get(&format!("/v1/leads/{id}"), KEY).await;
+        let consents = lead["consents"].as_array().unwrap();
+        if consents.len() == 2 {
+            assert_eq!(consents[1]["granted"], false);
+            assert_eq!(consents[1]["source"], "whatsapp");
+            let last = lead["decisions"]
+                .as_array()
+                .unwrap()
+                .last()
+                .unwrap()
+                .clone();
+            assert_eq!(last["decision"]["rules"], json!(["no_opt_in"]), "{last}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the opt-out was not recorded");
+}
+
+#[tokio::test]
+async fn an_instagram_dm_and_the_business_echo_pause_automation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let (st, r) = post_signed(
+        &s,
+        "/webhooks/meta/acme",
+        &fixture("instagram-dm.json"),
+        META_SECRET,
+    )
+    .await;
+    assert_eq!(
+        (st, r["received"].clone()),
+        (StatusCode::OK, json!(2)),
+        "{r}"
+    );
+    for _ in 0..100 {
+        let (_, list) = s.get("/v1/leads", KEY).await;
+        if let Some(first) = list["leads"].as_array().and_then(|l| l.first()) {
+            let (_, lead) = s
+                .get(&format!("/v1/leads/{}", first["id"].as_str().unwrap()), KEY)
+                .await;
+            if lead["transcript"].as_array().unwrap().len() == 2 {
+                assert_eq!(
+                    list["leads"].as_array().unwrap().len(),
+                    1,
+                    "the DM and the echo are one person"
+                );
+                assert_eq!(lead["transcript"][1]["from"], "business");
+                assert_eq!(lead["thread"]["state"], "human");
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the Instagram events were not processed");
+}
+
+#[tokio::test]
+async fn a_signed_web_form_is_mapped_and_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let body =
+        "your_name=Meera+Iyer&mobile=098200%2055555&city=Goa&event_date=2027-03-14&whatsapp_me=yes";
+    let sig = handoff::intake::signature::sign(body.as_bytes(), b"form-secret");
+    let send = |sig: String| {
+        s.client
+            .post(s.url("/webhooks/forms/acme/wedding"))
+            .header("x-signature-256", sig)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        send("sha256=00".into()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = send(sig.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let lead = wait_for_lead(&s, "Meera").await;
+    assert_eq!(lead["phone"], "+919820055555");
+    assert_eq!(lead["fields"]["city"], "Goa");
+    assert_eq!(lead["channel"], "web_form");
+    assert_eq!(lead["consents"][0]["granted"], true, "{lead}");
+    assert_eq!(
+        lead["decisions"][0]["decision"]["rules"],
+        json!(["triage"]),
+        "no intent given: triage"
+    );
+    let r = send(sig).await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["duplicate"], true);
+    let r = s
+        .client
+        .post(s.url("/webhooks/forms/acme/nope"))
+        .body("a=b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_voice_call_report_with_a_spoken_opt_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let report = json!({
+        "call_id": "call-7f3a",
+        "from": "+91 98145 67890",
+        "started_at": "2027-01-10T04:10:00Z",
+        "transcript": [
+            {"speaker": "agent", "text": "May we send the options on WhatsApp?", "at": "2027-01-10T04:13:50Z"},
+            {"speaker": "caller", "text": "Yes, WhatsApp is best.", "at": "2027-01-10T04:13:55Z"}
+        ],
+        "extracted": {"name": "Gurpreet Kaur", "intent": "event_enquiry", "city": "Amritsar", "guests": 800, "event_date": "2027-11-20"},
+        "opt_in": {"whatsapp": true, "spoken_at": "2027-01-10T04:13:55Z", "evidence": "Yes, WhatsApp is best."}
+    });
+    let (st, r) = s.post("/webhooks/voice/acme", KEY, &report).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+    let (st, _) = s.post("/webhooks/voice/acme", OTHER_KEY, &report).await;
+    assert_eq!(
+        st,
+        StatusCode::NOT_FOUND,
+        "another account's key cannot post here"
+    );
+    let lead = wait_for_lead(&s, "Gurpreet").await;
+    assert_eq!(lead["consents"][0]["granted"], true);
+    assert_eq!(lead["consents"][0]["evidence"], "Yes, WhatsApp is best.");
+    assert_eq!(lead["transcript"].as_array().unwrap().len(), 2);
+    let decision = &lead["decisions"][0]["decision"];
+    assert_eq!(decision["rules"][0], "big_event", "{decision}");
+    let mut bad = report.clone();
+    bad["opt_in"]["evidence"] = json!("words the caller never said");
+    let (st, e) = s.post("/webhooks/voice/acme", KEY, &bad).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
 }

@@ -19,6 +19,8 @@ pub enum ApiError {
         at: Option<String>,
     },
     Unauthorized,
+    /// A webhook whose signature does not verify.
+    BadSignature(String),
     NotFound(String),
     PayloadTooLarge,
     Internal(String),
@@ -57,6 +59,7 @@ impl IntoResponse for ApiError {
                 "send a valid API key as `Authorization: Bearer <key>`".to_string(),
                 None,
             ),
+            ApiError::BadSignature(why) => (StatusCode::UNAUTHORIZED, "bad_signature", why, None),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what, None),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,

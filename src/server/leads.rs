@@ -158,13 +158,51 @@ fn pick_playbook(
     }
 }
 
+/// The playbook for a webhook's lead: the one given, else by channel, else
+/// the account's default, else the only one the account may use.
+pub(crate) fn pick_playbook_named(
+    account: &Account,
+    ruleset: &Ruleset,
+    given: Option<&str>,
+    channel: &str,
+) -> Result<String, String> {
+    let allowed =
+        |name: &str| account.playbooks.is_empty() || account.playbooks.iter().any(|p| p == name);
+    let chosen = given
+        .map(str::to_string)
+        .or_else(|| account.routing.by_channel.get(channel).cloned())
+        .or_else(|| account.routing.default.clone())
+        .or_else(|| {
+            let mut usable = ruleset.playbooks.keys().filter(|p| allowed(p));
+            match (usable.next(), usable.next()) {
+                (Some(only), None) => Some(only.clone()),
+                _ => None,
+            }
+        });
+    match chosen {
+        Some(p) if allowed(&p) && ruleset.playbooks.contains_key(&p) => Ok(p),
+        Some(p) => Err(format!("playbook `{p}` is not available to account `{}`", account.id)),
+        None => Err(format!(
+            "account `{}` has no playbook for channel `{channel}`: set `routing.default` or `routing.by_channel`",
+            account.id
+        )),
+    }
+}
+
 /// Whether the WhatsApp 24-hour window is open at `now`.
 pub fn window_open(last_inbound: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     last_inbound.is_some_and(|t| now - t < Duration::hours(24) && t <= now + Duration::minutes(5))
 }
 
-/// The decision for a stored lead, and what it writes besides itself.
-fn decide(ruleset: &Ruleset, playbook: &str, state: &LeadState) -> DecisionRecord {
+/// The decision for a stored lead, and what it writes besides itself. A
+/// lead that already has a playbook keeps it; `playbook` is for new leads.
+pub(crate) fn decide_for(ruleset: &Ruleset, playbook: &str, state: &LeadState) -> DecisionRecord {
+    let playbook = state
+        .lead
+        .playbook
+        .as_deref()
+        .filter(|p| ruleset.playbooks.contains_key(*p))
+        .unwrap_or(playbook);
     let now = Utc::now();
     let situation = Situation {
         now,
@@ -334,10 +372,14 @@ pub async fn create(
         messages: input.transcript,
         consent,
         dedup: idempotency,
+        inbound_at: None,
+        human_activity: false,
     };
     let recorded = state
         .store
-        .record(&account.id, event, |lead| decide(&ruleset, &playbook, lead))
+        .record(&account.id, event, |lead| {
+            decide_for(&ruleset, &playbook, lead)
+        })
         .await?;
     Ok(match recorded {
         Recorded::New {

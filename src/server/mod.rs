@@ -4,6 +4,7 @@
 
 pub mod error;
 mod leads;
+mod webhooks;
 
 use crate::config::{Account, Config};
 use crate::dsl::diagnostic::{render, Diagnostic, Sources};
@@ -38,6 +39,8 @@ pub struct AppState {
     pub config: Config,
     pub store: Store,
     pub rules: RwLock<Rules>,
+    /// Wakes the webhook worker when events are stored.
+    pub work: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -112,6 +115,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/dry-run", post(leads::dry_run))
         .route("/v1/rulesets", get(rulesets))
         .route("/v1/rulesets/reload", post(reload))
+        .route(
+            "/webhooks/meta/{account}",
+            get(webhooks::meta_verify).post(webhooks::meta_events),
+        )
+        .route("/webhooks/forms/{account}/{form}", post(webhooks::form))
+        .route("/webhooks/voice/{account}", post(webhooks::voice))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -203,6 +212,7 @@ pub async fn state(config: Config) -> Result<Arc<AppState>, String> {
             last_attempt: Vec::new(),
             last_attempt_ok: false,
         }),
+        work: tokio::sync::Notify::new(),
     });
     if !state.reload() {
         let rules = state
@@ -232,6 +242,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     spawn_rules_watch(state.clone());
+    webhooks::spawn_worker(state.clone());
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

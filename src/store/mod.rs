@@ -68,6 +68,11 @@ pub struct LeadEvent {
     /// `(source, source_id)`: a second event with the same pair is answered
     /// with the first one's response and changes nothing.
     pub dedup: Option<(String, String)>,
+    /// When the user last wrote on WhatsApp (opens the 24-hour window).
+    pub inbound_at: Option<DateTime<Utc>>,
+    /// A person on the business's side wrote (an echo from the business's
+    /// phone): automation pauses on the thread.
+    pub human_activity: bool,
 }
 
 /// An opt-in or opt-out, with where it came from.
@@ -229,8 +234,32 @@ impl Store {
             merge_into(&mut tx, &lead_id, other).await?;
         }
         apply_event(&mut tx, account, &lead_id, &event, &now).await?;
+        if let Some(at) = event.inbound_at {
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            sqlx::query(
+                "UPDATE threads SET last_inbound_at = CASE WHEN last_inbound_at IS NULL OR last_inbound_at < ? THEN ? ELSE last_inbound_at END WHERE lead_id = ?",
+            )
+            .bind(&at)
+            .bind(&at)
+            .bind(&lead_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if event.human_activity {
+            sqlx::query("UPDATE threads SET state = 'human', updated_at = ? WHERE lead_id = ?")
+                .bind(&now)
+                .bind(&lead_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let state = load_state(&mut tx, &lead_id, created).await?;
         let record = decide(&state);
+        // A lead routed for the first time keeps the playbook that decided it.
+        sqlx::query("UPDATE leads SET playbook = COALESCE(playbook, ?) WHERE id = ?")
+            .bind(&record.playbook)
+            .bind(&lead_id)
+            .execute(&mut *tx)
+            .await?;
         let decision_id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
             "INSERT INTO decisions (id, account_id, lead_id, at, playbook, ruleset_hash, rules, decision, trace) \
@@ -482,6 +511,182 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected() == 1)
+    }
+}
+
+/// A delivery status for a message we sent.
+#[derive(Clone, Debug)]
+pub struct StatusRecord {
+    pub message_id: String,
+    /// `sent`, `delivered`, `read` or `failed`.
+    pub status: String,
+    pub at: DateTime<Utc>,
+    pub recipient: String,
+    /// Meta's errors, as JSON.
+    pub errors: Value,
+    /// Our outbox ID, from `biz_opaque_callback_data`.
+    pub outbox_id: Option<String>,
+}
+
+/// A webhook event waiting to be processed.
+#[derive(Clone, Debug)]
+pub struct PendingWebhook {
+    pub id: i64,
+    pub account: String,
+    pub source: String,
+    pub source_id: String,
+    pub payload: Value,
+    pub attempts: i64,
+}
+
+impl Store {
+    /// Stores webhook events before they are acknowledged; returns how many
+    /// were new (a redelivered event is ignored).
+    pub async fn enqueue_webhooks(
+        &self,
+        account: &str,
+        source: &str,
+        events: &[(String, Value)],
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = now_text();
+        let mut new = 0;
+        for (source_id, payload) in events {
+            let result = sqlx::query(
+                "INSERT OR IGNORE INTO webhook_events (account_id, source, source_id, payload, received_at) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(account)
+            .bind(source)
+            .bind(source_id)
+            .bind(payload.to_string())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            new += result.rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// The oldest webhook events due for processing.
+    pub async fn due_webhooks(&self, limit: i64) -> Result<Vec<PendingWebhook>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, account_id, source, source_id, payload, attempts FROM webhook_events \
+             WHERE state = 'pending' AND (next_attempt IS NULL OR next_attempt <= ?) ORDER BY id LIMIT ?",
+        )
+        .bind(now_text())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| PendingWebhook {
+                id: r.get("id"),
+                account: r.get("account_id"),
+                source: r.get("source"),
+                source_id: r.get("source_id"),
+                payload: serde_json::from_str(&r.get::<String, _>("payload"))
+                    .unwrap_or(Value::Null),
+                attempts: r.get("attempts"),
+            })
+            .collect())
+    }
+
+    /// Marks a webhook event processed, or failed (retried later unless `give_up`).
+    pub async fn finish_webhook(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        give_up: bool,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let (state, next) = match (error, give_up) {
+            (None, _) => ("done", None),
+            (Some(_), true) => ("failed", None),
+            (Some(_), false) => (
+                "pending",
+                Some(
+                    (now + chrono::Duration::from_std(retry_in).unwrap_or_default())
+                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                ),
+            ),
+        };
+        sqlx::query("UPDATE webhook_events SET state = ?, attempts = attempts + 1, next_attempt = ?, error = ?, processed_at = ? WHERE id = ?")
+            .bind(state)
+            .bind(next)
+            .bind(error)
+            .bind(now.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts of webhook events by state, for readiness and metrics.
+    pub async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM webhook_events GROUP BY state ORDER BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get("state"), r.get("n")))
+            .collect())
+    }
+
+    /// Records a delivery status Meta reported.
+    pub async fn record_status(
+        &self,
+        account: &str,
+        status: &StatusRecord,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR IGNORE INTO whatsapp_statuses (account_id, message_id, status, at, recipient, errors, outbox_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(account)
+        .bind(&status.message_id)
+        .bind(&status.status)
+        .bind(status.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .bind(&status.recipient)
+        .bind(status.errors.to_string())
+        .bind(&status.outbox_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a consent change for the lead an identity belongs to; false
+    /// when no lead has that identity.
+    pub async fn record_consent(
+        &self,
+        account: &str,
+        kind: &str,
+        value: &str,
+        consent: &ConsentRecord,
+    ) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT lead_id FROM identities WHERE account_id = ? AND kind = ? AND value = ?",
+        )
+        .bind(account)
+        .bind(kind)
+        .bind(value)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(false) };
+        let lead_id: String = row.get("lead_id");
+        sqlx::query("INSERT INTO consents (account_id, lead_id, channel, granted, source, at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(account)
+            .bind(&lead_id)
+            .bind(&consent.channel)
+            .bind(consent.granted)
+            .bind(&consent.source)
+            .bind(consent.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .bind(&consent.evidence)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
     }
 }
 

@@ -1,0 +1,513 @@
+//! Webhook intake: Meta (WhatsApp, Instagram, lead ads), web forms and voice
+//! call reports. Each request is verified, its events stored, and only then
+//! acknowledged; a worker processes stored events into leads and decisions.
+//! A redelivered event (same source ID) is stored once and processed once.
+
+use super::error::ApiError;
+use super::leads::{decide_for, pick_playbook_named};
+use super::AppState;
+use crate::config::Account;
+use crate::engine::lead::TranscriptMessage;
+use crate::intake::{self, InboundEvent, MetaObject};
+use crate::store::{ConsentRecord, LeadEvent, PendingWebhook, StatusRecord};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn account<'a>(state: &'a AppState, id: &str) -> Result<&'a Account, ApiError> {
+    state
+        .config
+        .account(id)
+        .ok_or_else(|| ApiError::NotFound(format!("no account `{id}`")))
+}
+
+/// `GET /webhooks/meta/{account}`: Meta's subscription check.
+pub async fn meta_verify(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<BTreeMap<String, String>>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = account(&state, &id)?;
+    let token = account.meta_verify_token.as_ref().map(|t| t.expose());
+    match (
+        query.get("hub.mode").map(String::as_str),
+        query.get("hub.verify_token"),
+        query.get("hub.challenge"),
+        token,
+    ) {
+        (Some("subscribe"), Some(given), Some(challenge), Some(expected)) if given == expected => {
+            Ok((StatusCode::OK, challenge.clone()).into_response())
+        }
+        _ => Ok((StatusCode::FORBIDDEN, "verification failed").into_response()),
+    }
+}
+
+/// `POST /webhooks/meta/{account}`: signed WhatsApp, Instagram and lead-ad events.
+pub async fn meta_events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let account = account(&state, &id)?;
+    let secrets: Vec<&[u8]> = account
+        .meta_app_secrets
+        .iter()
+        .map(|s| s.expose().as_bytes())
+        .collect();
+    let signature = headers
+        .get(intake::signature::META_SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = intake::signature::verify_meta_signature(signature, &body, &secrets) {
+        tracing::warn!(account = %account.id, "webhook rejected: {e}");
+        return Err(ApiError::BadSignature(e.to_string()));
+    }
+    let parsed = intake::parse_meta_webhook_lenient(&body)
+        .map_err(|e| ApiError::bad(e.to_string(), None))?;
+    let source = match parsed.object {
+        MetaObject::WhatsappBusinessAccount => "whatsapp",
+        MetaObject::Instagram => "instagram",
+        MetaObject::Page => "leadgen",
+    };
+    let events: Vec<(String, Value)> = parsed
+        .events
+        .iter()
+        .map(|e| {
+            (
+                e.source_id(),
+                serde_json::to_value(e).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    let new = state
+        .store
+        .enqueue_webhooks(&account.id, source, &events)
+        .await?;
+    for r in &parsed.rejected {
+        tracing::warn!(account = %account.id, "webhook item skipped: {r}");
+    }
+    state.work.notify_one();
+    Ok(Json(
+        json!({"received": events.len(), "new": new, "rejected": parsed.rejected.len()}),
+    ))
+}
+
+/// A lead from a form or a call, as stored for the worker.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct QueuedLead {
+    channel: String,
+    playbook: Option<String>,
+    name: Option<String>,
+    first_name: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    intent: Option<String>,
+    language: Option<String>,
+    fields: Map<String, Value>,
+    consent: Option<QueuedConsent>,
+    transcript: Vec<TranscriptMessage>,
+    form: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct QueuedConsent {
+    whatsapp: bool,
+    source: String,
+    evidence: String,
+    at: Option<DateTime<Utc>>,
+}
+
+fn queued(
+    channel: &str,
+    form: Option<String>,
+    playbook: Option<String>,
+    m: intake::MappedLead,
+    transcript: Vec<TranscriptMessage>,
+) -> QueuedLead {
+    QueuedLead {
+        channel: channel.into(),
+        playbook,
+        name: m.name,
+        first_name: m.first_name,
+        email: m.email,
+        phone: m.phone,
+        intent: m.intent,
+        language: m.language,
+        fields: m.fields,
+        consent: m.consent.map(|c| QueuedConsent {
+            whatsapp: c.whatsapp,
+            source: c.source,
+            evidence: c.evidence,
+            at: c.at,
+        }),
+        transcript,
+        form,
+    }
+}
+
+/// `POST /webhooks/forms/{account}/{form}`: a web form submission, JSON or
+/// form-encoded, mapped by the form's configuration.
+pub async fn form(
+    State(state): State<Arc<AppState>>,
+    Path((id, form_name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let account = account(&state, &id)?;
+    let form = account
+        .forms
+        .get(&form_name)
+        .ok_or_else(|| ApiError::NotFound(format!("no form `{form_name}` for this account")))?;
+    if let Some(secret) = &form.secret {
+        let value = headers
+            .get(form.signature_header.as_str())
+            .and_then(|v| v.to_str().ok());
+        intake::signature::verify_hmac_sha256(
+            &form.signature_header,
+            value,
+            &body,
+            &[secret.expose().as_bytes()],
+        )
+        .map_err(|e| ApiError::BadSignature(e.to_string()))?;
+    }
+    let mapping =
+        intake::FieldMapping::from_pairs(form.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| ApiError::Internal(format!("form `{form_name}` mapping: {e}")))?;
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let mapped = if is_json {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}"), None))?;
+        intake::map_form_json(&value, &mapping).map_err(|e| ApiError::bad(e.to_string(), None))?
+    } else {
+        let text =
+            std::str::from_utf8(&body).map_err(|_| ApiError::bad("the body is not UTF-8", None))?;
+        let pairs: Vec<(String, String)> = url_decode_pairs(text);
+        intake::map_form_pairs(
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &mapping,
+        )
+    };
+    if mapped.phone.is_none() && mapped.email.is_none() {
+        return Err(ApiError::invalid(
+            "the form gave neither a phone number nor an email, so the lead cannot be reached",
+            "phone",
+        ));
+    }
+    if let Some(p) = &mapped.phone {
+        intake::normalize_phone(p, &account.default_region).map_err(|e| {
+            ApiError::invalid(format!("the phone number cannot be read: {e}"), "phone")
+        })?;
+    }
+    // A form tool's retry carries the same submission: its own ID when it
+    // sends one, else the body itself identifies it.
+    let source_id = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| format!("{form_name}:{k}"))
+        .unwrap_or_else(|| {
+            format!(
+                "{form_name}:{}",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body))
+            )
+        });
+    let lead = queued(
+        "web_form",
+        Some(form_name.clone()),
+        form.playbook.clone(),
+        mapped,
+        Vec::new(),
+    );
+    let new = state
+        .store
+        .enqueue_webhooks(
+            &account.id,
+            "form",
+            &[(
+                source_id,
+                serde_json::to_value(&lead).unwrap_or(Value::Null),
+            )],
+        )
+        .await?;
+    state.work.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": true, "duplicate": new == 0})),
+    ))
+}
+
+fn url_decode_pairs(text: &str) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = |c: u8| (c as char).to_digit(16);
+                    match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                        (Some(h), Some(l)) => {
+                            out.push((h * 16 + l) as u8);
+                            i += 2;
+                        }
+                        _ => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// `POST /webhooks/voice/{account}`: a voice agent's call report (API key).
+pub async fn voice(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let account = state.authenticate(&headers)?;
+    if account.id != id {
+        return Err(ApiError::NotFound(format!("no account `{id}`")));
+    }
+    let report =
+        intake::parse_call_report(&body).map_err(|e| ApiError::bad(e.to_string(), None))?;
+    if let Some(p) = &report.lead.phone {
+        intake::normalize_phone(p, &account.default_region).map_err(|e| {
+            ApiError::invalid(format!("the caller's number cannot be read: {e}"), "from")
+        })?;
+    }
+    let call_id = report.call_id.clone();
+    let lead = queued("voice", None, None, report.lead, report.transcript);
+    let new = state
+        .store
+        .enqueue_webhooks(
+            &account.id,
+            "voice",
+            &[(call_id, serde_json::to_value(&lead).unwrap_or(Value::Null))],
+        )
+        .await?;
+    state.work.notify_one();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": true, "duplicate": new == 0})),
+    ))
+}
+
+/// Processes stored webhook events until the server stops.
+pub fn spawn_worker(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        loop {
+            let due = match state.store.due_webhooks(64).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read webhook events");
+                    Vec::new()
+                }
+            };
+            let idle = due.is_empty();
+            for event in due {
+                let outcome = process(&state, &event).await;
+                let attempts = event.attempts + 1;
+                let (error, give_up) = match &outcome {
+                    Ok(()) => (None, false),
+                    Err(e) => (Some(e.as_str()), attempts >= 8),
+                };
+                if let Some(e) = error {
+                    tracing::warn!(source = %event.source, attempts, "webhook event not processed: {e}");
+                }
+                // Backoff: 2, 4, 8 ... seconds, at most ten minutes.
+                let retry = Duration::from_secs((1u64 << attempts.clamp(1, 9) as u32).min(600));
+                if let Err(e) = state
+                    .store
+                    .finish_webhook(event.id, error, give_up, retry)
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot mark a webhook event");
+                }
+            }
+            if idle {
+                tokio::select! {
+                    _ = state.work.notified() => {},
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                }
+            }
+        }
+    });
+}
+
+async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), String> {
+    let account = state
+        .config
+        .account(&event.account)
+        .ok_or("the account is no longer configured")?;
+    let dedup = Some((format!("webhook:{}", event.source), event.source_id.clone()));
+    match event.source.as_str() {
+        "whatsapp" | "instagram" | "leadgen" => {
+            let inbound: InboundEvent =
+                serde_json::from_value(event.payload.clone()).map_err(|e| e.to_string())?;
+            match inbound {
+                InboundEvent::WhatsappMessage(m) => {
+                    let phone = intake::wa_id_to_e164(&m.wa_id);
+                    let text = m.text.clone().unwrap_or_else(|| format!("[{}]", m.kind));
+                    let opt_out = m.text.as_deref().is_some_and(|t| {
+                        let t = t.trim().to_lowercase();
+                        account.opt_out_words.iter().any(|w| w.to_lowercase() == t)
+                    });
+                    let lead_event = LeadEvent {
+                        identities: [Some(("whatsapp".to_string(), m.wa_id.clone())), phone.clone().map(|p| ("phone".to_string(), p))]
+                            .into_iter()
+                            .flatten()
+                            .collect(),
+                        name: m.profile_name.clone(),
+                        phone,
+                        channel: Some("whatsapp".into()),
+                        messages: vec![TranscriptMessage { channel: "whatsapp".into(), from: "lead".into(), text, at: m.timestamp }],
+                        consent: opt_out.then(|| ConsentRecord {
+                            channel: "whatsapp".into(),
+                            granted: false,
+                            source: "whatsapp".into(),
+                            at: m.timestamp,
+                            evidence: m.text.clone(),
+                        }),
+                        dedup,
+                        inbound_at: Some(m.timestamp),
+                        ..LeadEvent::default()
+                    };
+                    record(state, account, lead_event, "whatsapp", None).await
+                }
+                InboundEvent::InstagramMessage(m) => {
+                    // An echo is the business writing from its own app: the
+                    // user is the recipient, and a person is on the thread.
+                    let (user, from) = if m.is_echo { (m.recipient_id.clone(), "business") } else { (m.sender_igsid.clone(), "lead") };
+                    let lead_event = LeadEvent {
+                        identities: vec![("instagram".into(), user)],
+                        channel: Some("instagram".into()),
+                        messages: m
+                            .text
+                            .clone()
+                            .map(|text| vec![TranscriptMessage { channel: "instagram".into(), from: from.into(), text, at: m.timestamp }])
+                            .unwrap_or_default(),
+                        dedup,
+                        human_activity: m.is_echo,
+                        ..LeadEvent::default()
+                    };
+                    record(state, account, lead_event, "instagram", None).await
+                }
+                InboundEvent::WhatsappStatus(s) => {
+                    let record = StatusRecord {
+                        message_id: s.message_id.clone(),
+                        status: format!("{:?}", s.status).to_lowercase(),
+                        at: s.timestamp,
+                        recipient: s.recipient_id.clone(),
+                        errors: serde_json::to_value(&s.errors).unwrap_or(Value::Null),
+                        outbox_id: s.biz_opaque_callback_data.clone(),
+                    };
+                    state.store.record_status(&account.id, &record).await.map_err(|e| e.to_string())
+                }
+                InboundEvent::WhatsappUserPreference(p) => {
+                    let consent = ConsentRecord {
+                        channel: "whatsapp_marketing".into(),
+                        granted: !p.marketing_opt_out,
+                        source: "whatsapp user_preferences".into(),
+                        at: p.timestamp,
+                        evidence: p.detail.clone(),
+                    };
+                    state.store.record_consent(&account.id, "whatsapp", &p.wa_id, &consent).await.map(|_| ()).map_err(|e| e.to_string())
+                }
+                // Lead ads carry IDs only; fetching the lead from the Graph
+                // API needs a page token, which accounts cannot configure yet.
+                InboundEvent::LeadgenRef(_) => Err("lead ads are stored but not fetched yet: the Graph API lead fetch is not configured for this account".into()),
+            }
+        }
+        "form" | "voice" => {
+            let q: QueuedLead =
+                serde_json::from_value(event.payload.clone()).map_err(|e| e.to_string())?;
+            let phone = match &q.phone {
+                Some(p) => Some(
+                    intake::normalize_phone(p, &account.default_region)
+                        .map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
+            let email = q.email.as_ref().map(|e| e.trim().to_lowercase());
+            let identities = [
+                phone.clone().map(|p| ("phone".to_string(), p)),
+                email.clone().map(|e| ("email".to_string(), e)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let lead_event = LeadEvent {
+                identities,
+                name: q.name,
+                first_name: q.first_name,
+                phone,
+                email,
+                language: q.language,
+                channel: Some(q.channel.clone()),
+                intent: q.intent,
+                fields: q.fields,
+                messages: q.transcript,
+                consent: q.consent.map(|c| ConsentRecord {
+                    channel: "whatsapp".into(),
+                    granted: c.whatsapp,
+                    source: c.source,
+                    at: c.at.unwrap_or_else(Utc::now),
+                    evidence: Some(c.evidence),
+                }),
+                dedup,
+                ..LeadEvent::default()
+            };
+            let playbook = q.playbook.clone().or_else(|| {
+                q.form
+                    .as_ref()
+                    .and_then(|f| account.routing.by_form.get(f).cloned())
+            });
+            let channel = q.channel.clone();
+            record(state, account, lead_event, &channel, playbook).await
+        }
+        other => Err(format!("unknown source `{other}`")),
+    }
+}
+
+/// Records a webhook's lead event and decides it with the lead's playbook.
+async fn record(
+    state: &Arc<AppState>,
+    account: &Account,
+    event: LeadEvent,
+    channel: &str,
+    playbook: Option<String>,
+) -> Result<(), String> {
+    let ruleset = state.ruleset().ok_or("no ruleset loaded")?;
+    let playbook = pick_playbook_named(account, &ruleset, playbook.as_deref(), channel)
+        .map_err(|e| e.to_string())?;
+    state
+        .store
+        .record(&account.id, event, |lead| {
+            decide_for(&ruleset, &playbook, lead)
+        })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
