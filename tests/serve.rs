@@ -457,6 +457,53 @@ async fn health_and_readiness() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn metrics_count_leads_and_decisions_and_the_openapi_document_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    s.post("/v1/leads", KEY, &aisha()).await;
+    s.post("/v1/leads", KEY, &json!({"phone": "bad"})).await;
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(
+            "handoff_leads_total{account=\"acme\",channel=\"instagram\",created=\"true\"} 1"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("handoff_decisions_total{playbook=\"events\",rule=\"goa_options\",outcome=\"template\"} 1"), "{text}");
+    assert!(
+        text.contains("handoff_intake_errors_total{route=\"/v1/leads\",status=\"422\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("handoff_request_seconds_count{route=\"/v1/leads\"} 2"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("919812345678"),
+        "no phone numbers in metrics"
+    );
+    let doc: Value = s
+        .client
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    assert!(doc["paths"]["/v1/leads"]["post"].is_object());
+}
+
 /// Starts the real binary; returns the process and its base URL.
 fn spawn_binary(dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))

@@ -357,6 +357,7 @@ pub async fn create(
             at: c.at.unwrap_or_else(Utc::now),
             evidence: c.evidence.clone(),
         });
+    let channel_label = channel.clone();
     let event = LeadEvent {
         identities,
         name: clean(input.name, "name", 200)?,
@@ -386,6 +387,7 @@ pub async fn create(
             lead_id, response, ..
         } => {
             let created = response["created"].as_bool().unwrap_or(false);
+            count_decision(&state, &account.id, &channel_label, &response);
             tracing::info!(account = %account.id, lead = %lead_id, created, "lead recorded");
             let status = if created {
                 StatusCode::CREATED
@@ -401,6 +403,41 @@ pub async fn create(
         )
             .into_response(),
     })
+}
+
+/// Counts a recorded lead and its decision in the metrics.
+pub(crate) fn count_decision(state: &AppState, account: &str, channel: &str, response: &Value) {
+    let created = if response["created"].as_bool().unwrap_or(false) {
+        "true"
+    } else {
+        "false"
+    };
+    let decision = &response["decision"];
+    state.metrics.add(
+        "handoff_leads_total",
+        &[
+            ("account", account),
+            ("channel", channel),
+            ("created", created),
+        ],
+        1,
+    );
+    let rule = if decision["otherwise"].as_bool().unwrap_or(false) {
+        "otherwise"
+    } else {
+        decision["rules"]
+            .as_array()
+            .and_then(|r| r.last())
+            .and_then(Value::as_str)
+            .unwrap_or("none")
+    };
+    let outcome = decision["handoff"]["outcome"].as_str().unwrap_or("none");
+    let playbook = decision["playbook"].as_str().unwrap_or("");
+    state.metrics.add(
+        "handoff_decisions_total",
+        &[("playbook", playbook), ("rule", rule), ("outcome", outcome)],
+        1,
+    );
 }
 
 pub async fn get_lead(

@@ -4,6 +4,8 @@
 
 pub mod error;
 mod leads;
+pub mod metrics;
+pub mod openapi;
 mod webhooks;
 
 use crate::config::{Account, Config};
@@ -41,6 +43,7 @@ pub struct AppState {
     pub rules: RwLock<Rules>,
     /// Wakes the webhook worker when events are stored.
     pub work: tokio::sync::Notify,
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -71,6 +74,11 @@ impl AppState {
         let loaded = load(&self.config.rules, self.config.templates.as_deref());
         let diagnostics = diagnostics_json(&loaded.diagnostics, &loaded.sources);
         let ok = loaded.ruleset.is_some();
+        self.metrics.add(
+            "handoff_rules_reloads_total",
+            &[("result", if ok { "ok" } else { "rejected" })],
+            1,
+        );
         match &loaded.ruleset {
             Some(r) => {
                 tracing::info!(ruleset = %&r.hash[..12], playbooks = r.playbooks.len(), "rules loaded")
@@ -121,14 +129,85 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .route("/webhooks/forms/{account}/{form}", post(webhooks::form))
         .route("/webhooks/voice/{account}", post(webhooks::voice))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            // A request ID per request; paths carry no personal data, bodies are never logged.
+            let id = uuid::Uuid::now_v7();
+            tracing::info_span!("request", %id, method = %request.method(), path = %request.uri().path())
+        }))
         .with_state(state)
+}
+
+/// Times every request by its route pattern, and counts refusals.
+async fn observe(
+    State(state): State<Arc<AppState>>,
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = matched
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe(&route, started.elapsed());
+    let status = response.status();
+    if status.is_client_error() {
+        state.metrics.add(
+            "handoff_intake_errors_total",
+            &[("route", &route), ("status", status.as_str())],
+            1,
+        );
+    }
+    response
+}
+
+async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let webhooks = state.store.webhook_counts().await.unwrap_or_default();
+    let hash = state
+        .ruleset()
+        .map(|r| r.hash[..12].to_string())
+        .unwrap_or_default();
+    let failing = state
+        .rules
+        .read()
+        .map(|r| !r.last_attempt_ok)
+        .unwrap_or(true);
+    let text = state.metrics.render(&[
+        (
+            "handoff_webhook_events",
+            "Stored webhook events by state.",
+            webhooks
+                .into_iter()
+                .map(|(s, n)| (format!("state=\"{s}\""), n as f64))
+                .collect(),
+        ),
+        (
+            "handoff_rules_loaded",
+            "The ruleset in force (value 1), by hash.",
+            vec![(format!("ruleset=\"{hash}\""), 1.0)],
+        ),
+        (
+            "handoff_rules_last_reload_failed",
+            "1 when the last rules load was rejected (the previous rules stay in force).",
+            vec![(String::new(), if failing { 1.0 } else { 0.0 })],
+        ),
+    ]);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -213,6 +292,7 @@ pub async fn state(config: Config) -> Result<Arc<AppState>, String> {
             last_attempt_ok: false,
         }),
         work: tokio::sync::Notify::new(),
+        metrics: metrics::Metrics::default(),
     });
     if !state.reload() {
         let rules = state

@@ -508,6 +508,10 @@ async fn record(
             decide_for(&ruleset, &playbook, lead)
         })
         .await
-        .map(|_| ())
+        .map(|recorded| {
+            if let crate::store::Recorded::New { response, .. } = recorded {
+                super::leads::count_decision(state, &account.id, channel, &response);
+            }
+        })
         .map_err(|e| e.to_string())
 }

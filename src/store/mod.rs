@@ -45,6 +45,10 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// SQLite has one writer at a time. Writers queue here, in order, rather
+    /// than in SQLite's busy handler, which sleeps and retries and turns a
+    /// queue of 64 writers into long tail latencies.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An event that adds to a lead: who (identities), what they said, what they
@@ -153,7 +157,10 @@ impl Store {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            writer: std::sync::Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     /// Whether the database answers.
@@ -169,7 +176,10 @@ impl Store {
         event: LeadEvent,
         decide: impl FnOnce(&LeadState) -> DecisionRecord,
     ) -> Result<Recorded, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE takes the write lock up front: a deferred transaction that
+        // read first would fail, not wait, when another writer committed.
+        let _writing = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some((source, source_id)) = &event.dedup {
             let row = sqlx::query("SELECT response FROM processed WHERE account_id = ? AND source = ? AND source_id = ?")
                 .bind(account)
@@ -548,7 +558,10 @@ impl Store {
         source: &str,
         events: &[(String, Value)],
     ) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE takes the write lock up front: a deferred transaction that
+        // read first would fail, not wait, when another writer committed.
+        let _writing = self.writer.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let now = now_text();
         let mut new = 0;
         for (source_id, payload) in events {
