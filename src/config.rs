@@ -40,10 +40,33 @@ pub struct Account {
     /// Meta app secrets (two during a rotation) and the webhook verify token.
     pub meta_app_secrets: Vec<Secret>,
     pub meta_verify_token: Option<Secret>,
+    /// The Graph API for fetching lead-ad leads: base URL, version, page token,
+    /// and how the lead form's fields map to the playbook's.
+    pub graph: GraphConfig,
     /// Web forms by name: how their fields map, and their signing secret.
     pub forms: BTreeMap<String, FormConfig>,
     /// Words that, as a whole WhatsApp message, revoke the WhatsApp opt-in.
     pub opt_out_words: Vec<String>,
+}
+
+/// Where lead-ad leads are fetched from.
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    pub base: String,
+    pub version: String,
+    pub page_token: Option<Secret>,
+    pub lead_fields: BTreeMap<String, String>,
+}
+
+impl Default for GraphConfig {
+    fn default() -> Self {
+        GraphConfig {
+            base: "https://graph.facebook.com".into(),
+            version: "v23.0".into(),
+            page_token: None,
+            lead_fields: BTreeMap::new(),
+        }
+    }
 }
 
 /// A web form's intake settings.
@@ -162,6 +185,11 @@ struct FileMeta {
     #[serde(default)]
     app_secrets: Vec<String>,
     verify_token: Option<String>,
+    graph_base: Option<String>,
+    graph_version: Option<String>,
+    page_token: Option<String>,
+    #[serde(default)]
+    lead_fields: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -345,6 +373,30 @@ impl Config {
                 )?),
                 None => None,
             };
+            let page_token = match &a.meta.page_token {
+                Some(v) => Some(secret_ref(
+                    v,
+                    &format!("accounts[{i}].meta.page_token"),
+                    env,
+                )?),
+                None => None,
+            };
+            let mut graph = GraphConfig {
+                page_token,
+                lead_fields: a.meta.lead_fields.clone(),
+                ..GraphConfig::default()
+            };
+            if let Some(base) = &a.meta.graph_base {
+                if !(base.starts_with("https://") || base.starts_with("http://")) {
+                    return err(format!(
+                        "accounts[{i}].meta.graph_base must be an http(s) URL"
+                    ));
+                }
+                graph.base = base.trim_end_matches('/').to_string();
+            }
+            if let Some(v) = &a.meta.graph_version {
+                graph.version = v.clone();
+            }
             let mut forms = BTreeMap::new();
             for (name, f) in a.forms {
                 let secret = match &f.secret {
@@ -370,6 +422,7 @@ impl Config {
             accounts.push(Account {
                 meta_app_secrets,
                 meta_verify_token,
+                graph,
                 forms,
                 opt_out_words: a.opt_out_words.unwrap_or_else(|| {
                     DEFAULT_OPT_OUT_WORDS
@@ -411,6 +464,7 @@ impl Config {
                     .get("HANDOFF_DEMO_META_VERIFY_TOKEN")
                     .filter(|s| !s.is_empty())
                     .map(|s| Secret::new(s.clone())),
+                graph: GraphConfig::default(),
                 forms: BTreeMap::new(),
                 opt_out_words: DEFAULT_OPT_OUT_WORDS
                     .iter()

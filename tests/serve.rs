@@ -838,3 +838,52 @@ async fn a_voice_call_report_with_a_spoken_opt_in() {
     let (st, e) = s.post("/webhooks/voice/acme", KEY, &bad).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
 }
+
+#[tokio::test]
+async fn a_lead_ad_is_fetched_from_the_graph_api_and_mapped() {
+    // A stand-in for Graph's `GET /{version}/{leadgen_id}`, answering with Meta's payload.
+    let graph = axum::Router::new().route(
+        "/v23.0/{id}",
+        axum::routing::get(|axum::extract::Path(id): axum::extract::Path<String>, headers: axum::http::HeaderMap| async move {
+            let authorized = headers.get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer page-token");
+            if !authorized {
+                return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"error": {"code": 190, "message": "Invalid OAuth access token"}})));
+            }
+            if id != "2250000000000001" {
+                return (axum::http::StatusCode::NOT_FOUND, axum::Json(json!({"error": {"code": 100}})));
+            }
+            let body: Value = serde_json::from_slice(&fixture("leadgen-lead.json")).unwrap();
+            (axum::http::StatusCode::OK, axum::Json(body))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let graph_base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, graph).await });
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path(), &root().join("rules"));
+    c.accounts[0].graph.base = graph_base;
+    c.accounts[0].graph.page_token = Some(handoff::config::Secret::new("page-token"));
+    c.accounts[0].graph.lead_fields = [
+        ("which_city_is_your_event_in?", "field:city"),
+        ("event_date", "field:event_date"),
+        ("whatsapp_updates", "consent:whatsapp"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let s = start(c).await;
+    let (st, r) = post_signed(
+        &s,
+        "/webhooks/meta/acme",
+        &fixture("leadgen-change.json"),
+        META_SECRET,
+    )
+    .await;
+    assert_eq!((st, r["new"].clone()), (StatusCode::OK, json!(1)), "{r}");
+    let lead = wait_for_lead(&s, "Rahul").await;
+    assert_eq!(lead["phone"], "+919876543210");
+    assert_eq!(lead["email"], "rahul.verma@example.com");
+    assert_eq!(lead["channel"], "lead_ad");
+    assert_eq!(lead["fields"]["city"], "Jaipur");
+    assert_eq!(lead["consents"][0]["granted"], true);
+}

@@ -375,14 +375,22 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                         account.opt_out_words.iter().any(|w| w.to_lowercase() == t)
                     });
                     let lead_event = LeadEvent {
-                        identities: [Some(("whatsapp".to_string(), m.wa_id.clone())), phone.clone().map(|p| ("phone".to_string(), p))]
-                            .into_iter()
-                            .flatten()
-                            .collect(),
+                        identities: [
+                            Some(("whatsapp".to_string(), m.wa_id.clone())),
+                            phone.clone().map(|p| ("phone".to_string(), p)),
+                        ]
+                        .into_iter()
+                        .flatten()
+                        .collect(),
                         name: m.profile_name.clone(),
                         phone,
                         channel: Some("whatsapp".into()),
-                        messages: vec![TranscriptMessage { channel: "whatsapp".into(), from: "lead".into(), text, at: m.timestamp }],
+                        messages: vec![TranscriptMessage {
+                            channel: "whatsapp".into(),
+                            from: "lead".into(),
+                            text,
+                            at: m.timestamp,
+                        }],
                         consent: opt_out.then(|| ConsentRecord {
                             channel: "whatsapp".into(),
                             granted: false,
@@ -399,14 +407,25 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                 InboundEvent::InstagramMessage(m) => {
                     // An echo is the business writing from its own app: the
                     // user is the recipient, and a person is on the thread.
-                    let (user, from) = if m.is_echo { (m.recipient_id.clone(), "business") } else { (m.sender_igsid.clone(), "lead") };
+                    let (user, from) = if m.is_echo {
+                        (m.recipient_id.clone(), "business")
+                    } else {
+                        (m.sender_igsid.clone(), "lead")
+                    };
                     let lead_event = LeadEvent {
                         identities: vec![("instagram".into(), user)],
                         channel: Some("instagram".into()),
                         messages: m
                             .text
                             .clone()
-                            .map(|text| vec![TranscriptMessage { channel: "instagram".into(), from: from.into(), text, at: m.timestamp }])
+                            .map(|text| {
+                                vec![TranscriptMessage {
+                                    channel: "instagram".into(),
+                                    from: from.into(),
+                                    text,
+                                    at: m.timestamp,
+                                }]
+                            })
                             .unwrap_or_default(),
                         dedup,
                         human_activity: m.is_echo,
@@ -423,7 +442,11 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                         errors: serde_json::to_value(&s.errors).unwrap_or(Value::Null),
                         outbox_id: s.biz_opaque_callback_data.clone(),
                     };
-                    state.store.record_status(&account.id, &record).await.map_err(|e| e.to_string())
+                    state
+                        .store
+                        .record_status(&account.id, &record)
+                        .await
+                        .map_err(|e| e.to_string())
                 }
                 InboundEvent::WhatsappUserPreference(p) => {
                     let consent = ConsentRecord {
@@ -433,62 +456,127 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                         at: p.timestamp,
                         evidence: p.detail.clone(),
                     };
-                    state.store.record_consent(&account.id, "whatsapp", &p.wa_id, &consent).await.map(|_| ()).map_err(|e| e.to_string())
+                    state
+                        .store
+                        .record_consent(&account.id, "whatsapp", &p.wa_id, &consent)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
                 }
-                // Lead ads carry IDs only; fetching the lead from the Graph
-                // API needs a page token, which accounts cannot configure yet.
-                InboundEvent::LeadgenRef(_) => Err("lead ads are stored but not fetched yet: the Graph API lead fetch is not configured for this account".into()),
+                InboundEvent::LeadgenRef(r) => {
+                    let graph = fetch_lead(account, &r.leadgen_id).await?;
+                    let mapping = intake::FieldMapping::from_pairs(
+                        account
+                            .graph
+                            .lead_fields
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str())),
+                    )
+                    .map_err(|e| format!("accounts.meta.lead_fields: {e}"))?;
+                    let mapped =
+                        intake::map_leadgen_lead(&graph, &mapping).map_err(|e| e.to_string())?;
+                    let q = queued("lead_ad", Some(r.form_id.clone()), None, mapped, Vec::new());
+                    record_queued(state, account, q, dedup).await
+                }
             }
         }
         "form" | "voice" => {
             let q: QueuedLead =
                 serde_json::from_value(event.payload.clone()).map_err(|e| e.to_string())?;
-            let phone = match &q.phone {
-                Some(p) => Some(
-                    intake::normalize_phone(p, &account.default_region)
-                        .map_err(|e| e.to_string())?,
-                ),
-                None => None,
-            };
-            let email = q.email.as_ref().map(|e| e.trim().to_lowercase());
-            let identities = [
-                phone.clone().map(|p| ("phone".to_string(), p)),
-                email.clone().map(|e| ("email".to_string(), e)),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            let lead_event = LeadEvent {
-                identities,
-                name: q.name,
-                first_name: q.first_name,
-                phone,
-                email,
-                language: q.language,
-                channel: Some(q.channel.clone()),
-                intent: q.intent,
-                fields: q.fields,
-                messages: q.transcript,
-                consent: q.consent.map(|c| ConsentRecord {
-                    channel: "whatsapp".into(),
-                    granted: c.whatsapp,
-                    source: c.source,
-                    at: c.at.unwrap_or_else(Utc::now),
-                    evidence: Some(c.evidence),
-                }),
-                dedup,
-                ..LeadEvent::default()
-            };
-            let playbook = q.playbook.clone().or_else(|| {
-                q.form
-                    .as_ref()
-                    .and_then(|f| account.routing.by_form.get(f).cloned())
-            });
-            let channel = q.channel.clone();
-            record(state, account, lead_event, &channel, playbook).await
+            record_queued(state, account, q, dedup).await
         }
         other => Err(format!("unknown source `{other}`")),
     }
+}
+
+/// Fetches a lead-ad lead from the Graph API (`GET {base}/{version}/{id}`).
+async fn fetch_lead(account: &Account, leadgen_id: &str) -> Result<Value, String> {
+    let token =
+        account.graph.page_token.as_ref().ok_or(
+            "lead ads need `accounts.meta.page_token` to fetch the lead from the Graph API",
+        )?;
+    if !leadgen_id.chars().all(|c| c.is_ascii_digit()) {
+        return Err("a lead-ad ID must be digits".into());
+    }
+    let url = format!(
+        "{}/{}/{leadgen_id}",
+        account.graph.base, account.graph.version
+    );
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(&url)
+        .bearer_auth(token.expose())
+        .send()
+        .await
+        .map_err(|e| format!("the Graph API did not answer: {}", e.without_url()))?;
+    let status = response.status();
+    let body: Value = response.json().await.map_err(|e| {
+        format!(
+            "the Graph API answered {status} with no JSON: {}",
+            e.without_url()
+        )
+    })?;
+    if !status.is_success() {
+        let code = body["error"]["code"].as_i64().unwrap_or(0);
+        return Err(format!(
+            "the Graph API answered {status} (error code {code})"
+        ));
+    }
+    Ok(body)
+}
+
+/// Records a lead from a form, a call or a lead ad.
+async fn record_queued(
+    state: &Arc<AppState>,
+    account: &Account,
+    q: QueuedLead,
+    dedup: Option<(String, String)>,
+) -> Result<(), String> {
+    let phone = match &q.phone {
+        Some(p) => {
+            Some(intake::normalize_phone(p, &account.default_region).map_err(|e| e.to_string())?)
+        }
+        None => None,
+    };
+    let email = q.email.as_ref().map(|e| e.trim().to_lowercase());
+    let identities = [
+        phone.clone().map(|p| ("phone".to_string(), p)),
+        email.clone().map(|e| ("email".to_string(), e)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let lead_event = LeadEvent {
+        identities,
+        name: q.name,
+        first_name: q.first_name,
+        phone,
+        email,
+        language: q.language,
+        channel: Some(q.channel.clone()),
+        intent: q.intent,
+        fields: q.fields,
+        messages: q.transcript,
+        consent: q.consent.map(|c| ConsentRecord {
+            channel: "whatsapp".into(),
+            granted: c.whatsapp,
+            source: c.source,
+            at: c.at.unwrap_or_else(Utc::now),
+            evidence: Some(c.evidence),
+        }),
+        dedup,
+        ..LeadEvent::default()
+    };
+    let playbook = q.playbook.clone().or_else(|| {
+        q.form
+            .as_ref()
+            .and_then(|f| account.routing.by_form.get(f).cloned())
+    });
+    let channel = q.channel.clone();
+    record(state, account, lead_event, &channel, playbook).await
 }
 
 /// Records a webhook's lead event and decides it with the lead's playbook.
