@@ -159,7 +159,11 @@ async fn a_lead_is_stored_decided_and_put_in_the_outbox_once() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "the first answer, status included"
+    );
     assert_eq!(r.headers()["idempotent-replayed"], "true");
     let again: Value = r.json().await.unwrap();
     assert_eq!(again["decision_id"], first["decision_id"]);
@@ -211,6 +215,31 @@ async fn later_events_for_the_same_person_reach_the_same_lead_and_two_leads_merg
     assert_eq!(merged["transcript"][0]["text"], "price for 80?");
     let (_, list) = s.get("/v1/leads?q=rohan", KEY).await;
     assert_eq!(list["leads"].as_array().unwrap().len(), 1);
+    // The old ID still works for actions, as the survivor.
+    let (st, t) = s
+        .post(
+            &format!("/v1/leads/{}/takeover", b["lead_id"].as_str().unwrap()),
+            KEY,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{t}");
+    let (_, survivor) = s
+        .get(
+            &format!("/v1/leads/{}", a["lead_id"].as_str().unwrap()),
+            KEY,
+        )
+        .await;
+    assert_eq!(survivor["thread"]["state"], "human");
+    // The auth scheme is case-insensitive.
+    let r = s
+        .client
+        .get(s.url("/v1/leads"))
+        .header("Authorization", format!("BEARER {KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
 }
 
 #[tokio::test]

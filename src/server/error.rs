@@ -46,6 +46,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let bearer = matches!(self, ApiError::Unauthorized);
         let (status, code, message, at) = match self {
             ApiError::BadRequest { message, at } => {
                 (StatusCode::BAD_REQUEST, "bad_request", message, at)
@@ -83,7 +84,7 @@ impl IntoResponse for ApiError {
             body["error"]["at"] = json!(at);
         }
         let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
+        if bearer {
             response.headers_mut().insert(
                 "www-authenticate",
                 axum::http::HeaderValue::from_static("Bearer"),

@@ -87,7 +87,7 @@ fn parse_body<T: serde::de::DeserializeOwned>(
         let path = e.path().to_string();
         let inner = e.into_inner();
         let at = (path != ".").then_some(path);
-        ApiError::bad(format!("the body is not a valid lead: {inner}"), at)
+        ApiError::bad(format!("the body is not valid: {inner}"), at)
     })
 }
 
@@ -396,8 +396,13 @@ pub async fn create(
             };
             (status, [("idempotent-replayed", "false")], Json(response)).into_response()
         }
+        // The first answer, with its status.
         Recorded::Replay { response } => (
-            StatusCode::OK,
+            if response["created"].as_bool().unwrap_or(false) {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            },
             [("idempotent-replayed", "true")],
             Json(response),
         )

@@ -57,9 +57,11 @@ impl AppState {
         let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
+            // The scheme name is case-insensitive (RFC 9110).
             .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
+                v.get(..7)
+                    .filter(|p| p.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
             })
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;

@@ -11,6 +11,7 @@ use crate::engine::lead::TranscriptMessage;
 use crate::intake::{self, InboundEvent, MetaObject};
 use crate::store::{ConsentRecord, LeadEvent, PendingWebhook, StatusRecord};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
@@ -21,6 +22,17 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The raw body, or the JSON error for one too large to read.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::bad(e.body_text(), None)
+        }
+    })
+}
 
 fn account<'a>(state: &'a AppState, id: &str) -> Result<&'a Account, ApiError> {
     state
@@ -55,8 +67,9 @@ pub async fn meta_events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body_bytes(body)?;
     let account = account(&state, &id)?;
     let secrets: Vec<&[u8]> = account
         .meta_app_secrets
@@ -159,8 +172,9 @@ pub async fn form(
     State(state): State<Arc<AppState>>,
     Path((id, form_name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body_bytes(body)?;
     let account = account(&state, &id)?;
     let form = account
         .forms
@@ -284,8 +298,9 @@ pub async fn voice(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = body_bytes(body)?;
     let account = state.authenticate(&headers)?;
     if account.id != id {
         return Err(ApiError::NotFound(format!("no account `{id}`")));

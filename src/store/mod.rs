@@ -510,6 +510,20 @@ impl Store {
         human: bool,
         queue: Option<&str>,
     ) -> Result<bool, StoreError> {
+        // A lead merged into another is handled as the survivor.
+        let mut lead_id = lead_id.to_string();
+        for _ in 0..8 {
+            let row = sqlx::query("SELECT merged_into FROM leads WHERE id = ? AND account_id = ?")
+                .bind(&lead_id)
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
+            match row.and_then(|r| r.get::<Option<String>, _>("merged_into")) {
+                Some(next) => lead_id = next,
+                None => break,
+            }
+        }
+        let lead_id = lead_id.as_str();
         let result = sqlx::query(
             "UPDATE threads SET state = ?, queue = COALESCE(?, queue), updated_at = ? WHERE lead_id = ? AND account_id = ?",
         )
