@@ -611,8 +611,14 @@ async fn an_accepted_lead_survives_a_crash_right_after_the_answer() {
             .len(),
         1
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // SIGTERM: a graceful stop, exit 0.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
 }
 
 fn fixture(name: &str) -> Vec<u8> {
