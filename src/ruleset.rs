@@ -186,24 +186,10 @@ impl Loaded {
         let Some(ruleset) = &mut self.ruleset else {
             return;
         };
+        // The version names the rules and the templates they render with.
         let mut hasher = Sha256::new();
         hasher.update(ruleset.hash.as_bytes());
-        let mut files = Vec::new();
-        collect_files(dir, &mut files);
-        files.sort();
-        for path in files {
-            if let Ok(bytes) = std::fs::read(&path) {
-                hasher.update(
-                    path.strip_prefix(dir)
-                        .unwrap_or(&path)
-                        .to_string_lossy()
-                        .as_bytes(),
-                );
-                hasher.update([0]);
-                hasher.update(&bytes);
-                hasher.update([0]);
-            }
-        }
+        hasher.update(templates_fingerprint(dir).as_bytes());
         ruleset.hash = hex(&hasher.finalize());
     }
 }

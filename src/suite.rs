@@ -6,6 +6,7 @@ use crate::dsl::codes::Code;
 use crate::dsl::diagnostic::{closest, Diagnostic, Sources};
 use crate::dsl::span::{offset_of, Span};
 use crate::engine::{Lead, Outcome, Situation, Window};
+use crate::render::yaml_message;
 use crate::ruleset::{Decision, Ruleset};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -426,18 +427,6 @@ fn bad_now(file: &str, text: &str, now: &Spanned<String>) -> Diagnostic {
         Some(span_at(text, &now.referenced)),
     )
     .help("write it as `2027-01-10T10:00:00+05:30`")
-}
-
-fn yaml_message(error: &serde_saphyr::Error) -> String {
-    let text = error.to_string();
-    let mut first = text.lines().next().unwrap_or("").trim();
-    first = first.strip_prefix("error:").unwrap_or(first).trim();
-    if first.starts_with("line ") {
-        if let Some(i) = first.find(": ") {
-            first = &first[i + 2..];
-        }
-    }
-    first.to_string()
 }
 
 fn quoted(s: &str) -> String {

@@ -393,7 +393,8 @@ fn location_span(text: &str, location: &serde_saphyr::Location) -> Span {
     Span::new(start, start + len.max(1).min(rest.len().max(1)))
 }
 
-fn yaml_message(error: &serde_saphyr::Error) -> String {
+/// A YAML error's message without its location (diagnostics show that).
+pub fn yaml_message(error: &serde_saphyr::Error) -> String {
     let text = error.to_string();
     let mut first = text.lines().next().unwrap_or("").trim();
     first = first.strip_prefix("error:").unwrap_or(first).trim();

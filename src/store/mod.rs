@@ -338,22 +338,9 @@ impl Store {
     /// A lead merged into another is answered with the survivor.
     pub async fn lead(&self, account: &str, id: &str) -> Result<Option<Value>, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let mut id = id.to_string();
-        // Follow merges (a short chain at most).
-        for _ in 0..8 {
-            let row = sqlx::query("SELECT merged_into FROM leads WHERE id = ? AND account_id = ?")
-                .bind(&id)
-                .bind(account)
-                .fetch_optional(&mut *conn)
-                .await?;
-            match row {
-                None => return Ok(None),
-                Some(row) => match row.try_get::<Option<String>, _>("merged_into")? {
-                    Some(next) => id = next,
-                    None => break,
-                },
-            }
-        }
+        let Some(id) = survivor(&mut conn, account, id).await? else {
+            return Ok(None);
+        };
         let row = sqlx::query("SELECT * FROM leads WHERE id = ?")
             .bind(&id)
             .fetch_one(&mut *conn)
@@ -511,18 +498,11 @@ impl Store {
         queue: Option<&str>,
     ) -> Result<bool, StoreError> {
         // A lead merged into another is handled as the survivor.
-        let mut lead_id = lead_id.to_string();
-        for _ in 0..8 {
-            let row = sqlx::query("SELECT merged_into FROM leads WHERE id = ? AND account_id = ?")
-                .bind(&lead_id)
-                .bind(account)
-                .fetch_optional(&self.pool)
-                .await?;
-            match row.and_then(|r| r.get::<Option<String>, _>("merged_into")) {
-                Some(next) => lead_id = next,
-                None => break,
-            }
-        }
+        let mut conn = self.pool.acquire().await?;
+        let Some(lead_id) = survivor(&mut conn, account, lead_id).await? else {
+            return Ok(false);
+        };
+        drop(conn);
         let lead_id = lead_id.as_str();
         let result = sqlx::query(
             "UPDATE threads SET state = ?, queue = COALESCE(?, queue), updated_at = ? WHERE lead_id = ? AND account_id = ?",
@@ -718,6 +698,32 @@ impl Store {
 }
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
+
+/// The lead `id` is now: itself, or the lead it was merged into; `None`
+/// when the account has no such lead.
+async fn survivor(
+    conn: &mut sqlx::SqliteConnection,
+    account: &str,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
+    let mut id = id.to_string();
+    // Merges chain only as far as leads were merged in turn; a few steps at most.
+    for _ in 0..8 {
+        let row = sqlx::query("SELECT merged_into FROM leads WHERE id = ? AND account_id = ?")
+            .bind(&id)
+            .bind(account)
+            .fetch_optional(&mut *conn)
+            .await?;
+        match row {
+            None => return Ok(None),
+            Some(row) => match row.try_get::<Option<String>, _>("merged_into")? {
+                Some(next) => id = next,
+                None => return Ok(Some(id)),
+            },
+        }
+    }
+    Ok(Some(id))
+}
 
 /// Moves everything of `other` onto `survivor`, and marks `other` merged.
 async fn merge_into(tx: &mut Tx<'_>, survivor: &str, other: &str) -> Result<(), StoreError> {
