@@ -412,6 +412,14 @@ async fn dry_run_decides_without_storing() {
     assert_eq!(r["trace"]["stopped_by"], "goa_options");
     let (_, list) = s.get("/v1/leads", KEY).await;
     assert_eq!(list["leads"], json!([]));
+    // A dry run checks the body as intake does.
+    let mut fax = aisha();
+    fax["channel"] = json!("fax");
+    let (st, e) = s.post("/v1/dry-run", KEY, &fax).await;
+    assert_eq!(
+        (st, e["error"]["at"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("channel"))
+    );
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use super::AppState;
 use crate::config::Account;
 use crate::dsl::schema::CHANNELS;
 use crate::engine::lead::TranscriptMessage;
-use crate::engine::{Lead, Outcome, Situation};
+use crate::engine::{Outcome, Situation};
 use crate::ruleset::{Decision, Ruleset};
 use crate::store::{ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded};
 use axum::body::Bytes;
@@ -272,16 +272,13 @@ fn record_for(
     }
 }
 
-pub async fn create(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<impl IntoResponse, ApiError> {
-    let account = state.authenticate(&headers)?.clone();
-    let input: LeadInput = parse_body(body)?;
-    let ruleset = state
-        .ruleset()
-        .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
+/// Checks a lead body and turns it into a store event and its playbook:
+/// the same rules for intake and for dry runs.
+fn to_event(
+    input: LeadInput,
+    account: &Account,
+    ruleset: &Ruleset,
+) -> Result<(LeadEvent, String), ApiError> {
     let channel = clean(input.channel.clone(), "channel", 32)?
         .map(|c| c.to_lowercase())
         .unwrap_or_else(|| "api".into());
@@ -315,21 +312,7 @@ pub async fn create(
             ));
         }
     }
-    let playbook = pick_playbook(&account, &ruleset, &input, &channel)?;
-    let idempotency = match headers.get("idempotency-key") {
-        Some(v) => match v.to_str() {
-            Ok(k) if !k.trim().is_empty() && k.len() <= 255 => {
-                Some(("api".to_string(), k.trim().to_string()))
-            }
-            _ => {
-                return Err(ApiError::bad(
-                    "`Idempotency-Key` must be 1 to 255 visible characters",
-                    Some("Idempotency-Key".into()),
-                ))
-            }
-        },
-        None => None,
-    };
+    let playbook = pick_playbook(account, ruleset, &input, &channel)?;
     let mut identities = Vec::new();
     if let Some(p) = &phone {
         identities.push(("phone".to_string(), p.clone()));
@@ -357,7 +340,6 @@ pub async fn create(
             at: c.at.unwrap_or_else(Utc::now),
             evidence: c.evidence.clone(),
         });
-    let channel_label = channel.clone();
     let event = LeadEvent {
         identities,
         name: clean(input.name, "name", 200)?,
@@ -372,10 +354,38 @@ pub async fn create(
         tags: input.tags,
         messages: input.transcript,
         consent,
-        dedup: idempotency,
-        inbound_at: None,
-        human_activity: false,
+        ..LeadEvent::default()
     };
+    Ok((event, playbook))
+}
+
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let account = state.authenticate(&headers)?.clone();
+    let idempotency = match headers.get("idempotency-key") {
+        Some(v) => match v.to_str() {
+            Ok(k) if !k.trim().is_empty() && k.len() <= 255 => {
+                Some(("api".to_string(), k.trim().to_string()))
+            }
+            _ => {
+                return Err(ApiError::bad(
+                    "`Idempotency-Key` must be 1 to 255 visible characters",
+                    Some("Idempotency-Key".into()),
+                ))
+            }
+        },
+        None => None,
+    };
+    let input: LeadInput = parse_body(body)?;
+    let ruleset = state
+        .ruleset()
+        .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
+    let (mut event, playbook) = to_event(input, &account, &ruleset)?;
+    event.dedup = idempotency;
+    let channel_label = event.channel.clone().unwrap_or_default();
     let recorded = state
         .store
         .record(&account.id, event, |lead| {
@@ -580,39 +590,8 @@ pub async fn dry_run(
     let ruleset = state
         .ruleset()
         .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
-    let channel = input
-        .channel
-        .clone()
-        .map(|c| c.trim().to_lowercase())
-        .unwrap_or_else(|| "api".into());
-    let playbook = pick_playbook(account, &ruleset, &input, &channel)?;
-    let phone = match &input.phone {
-        Some(raw) => Some(
-            crate::intake::phone::normalize_phone(raw, &account.default_region).map_err(|e| {
-                ApiError::invalid(
-                    format!("`phone` cannot be read as a phone number: {e}"),
-                    "phone",
-                )
-            })?,
-        ),
-        None => None,
-    };
-    let lead = Lead {
-        name: input.name,
-        first_name: input.first_name,
-        phone,
-        email: input.email,
-        language: input.language,
-        channel: Some(channel),
-        intent: input.intent,
-        playbook: Some(playbook.clone()),
-        consent: crate::engine::lead::Consent {
-            whatsapp: input.consent.as_ref().is_some_and(|c| c.whatsapp),
-        },
-        fields: input.fields,
-        tags: input.tags,
-        transcript: input.transcript,
-    };
+    let (event, playbook) = to_event(input, account, &ruleset)?;
+    let lead = event.lead();
     let situation = Situation {
         now,
         window_open,

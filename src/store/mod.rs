@@ -726,34 +726,41 @@ fn unique(items: &[String]) -> Vec<String> {
 
 /// The state of a lead that this event creates.
 fn new_state(event: &LeadEvent) -> LeadState {
-    let mut fields = event.fields.clone();
-    fields.retain(|_, v| !v.is_null());
-    let mut transcript = event.messages.clone();
-    transcript.sort_by_key(|m| m.at);
-    let consent = event
-        .consent
-        .as_ref()
-        .filter(|c| c.channel == "whatsapp")
-        .is_some_and(|c| c.granted);
     LeadState {
         id: String::new(),
-        lead: Lead {
-            name: event.name.clone(),
-            first_name: event.first_name.clone(),
-            phone: event.phone.clone(),
-            email: event.email.clone(),
-            language: event.language.clone(),
-            channel: event.channel.clone(),
-            intent: event.intent.clone(),
-            playbook: event.playbook.clone(),
-            consent: Consent { whatsapp: consent },
-            fields,
-            tags: unique(&event.tags),
-            transcript,
-        },
+        lead: event.lead(),
         human: event.human_activity,
         last_inbound_at: event.inbound_at,
         created: true,
+    }
+}
+
+impl LeadEvent {
+    /// The lead this event describes on its own (as a new lead would be).
+    pub fn lead(&self) -> Lead {
+        let mut fields = self.fields.clone();
+        fields.retain(|_, v| !v.is_null());
+        let mut transcript = self.messages.clone();
+        transcript.sort_by_key(|m| m.at);
+        let consent = self
+            .consent
+            .as_ref()
+            .filter(|c| c.channel == "whatsapp")
+            .is_some_and(|c| c.granted);
+        Lead {
+            name: self.name.clone(),
+            first_name: self.first_name.clone(),
+            phone: self.phone.clone(),
+            email: self.email.clone(),
+            language: self.language.clone(),
+            channel: self.channel.clone(),
+            intent: self.intent.clone(),
+            playbook: self.playbook.clone(),
+            consent: Consent { whatsapp: consent },
+            fields,
+            tags: unique(&self.tags),
+            transcript,
+        }
     }
 }
 
