@@ -31,9 +31,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }),
         )
         .try_init();
-    let env: std::collections::BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("HANDOFF_") || !k.is_empty())
-        .collect();
+    // All of the environment: `HANDOFF_*` overrides, and the variables that
+    // `env:VAR` secret references in the file name.
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     let flags = Overrides {
         listen: args.listen,
         database: args.database,
