@@ -47,6 +47,20 @@ pub struct Account {
     pub forms: BTreeMap<String, FormConfig>,
     /// Words that, as a whole WhatsApp message, revoke the WhatsApp opt-in.
     pub opt_out_words: Vec<String>,
+    /// The account's WhatsApp numbers; a playbook's `sender` names one by key.
+    /// When any are listed, WhatsApp events for other numbers are refused.
+    pub whatsapp: Vec<WhatsappNumber>,
+}
+
+/// A WhatsApp Business number of an account.
+#[derive(Clone, Debug)]
+pub struct WhatsappNumber {
+    /// The name playbooks use in `sender "<key>"`.
+    pub key: String,
+    /// Meta's phone number ID (digits).
+    pub phone_number_id: String,
+    /// The Cloud API token for this number.
+    pub token: Option<Secret>,
 }
 
 /// Where lead-ad leads are fetched from.
@@ -176,6 +190,16 @@ struct FileAccount {
     forms: BTreeMap<String, FileForm>,
     #[serde(default)]
     opt_out_words: Option<Vec<String>>,
+    #[serde(default)]
+    whatsapp: Vec<FileNumber>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileNumber {
+    key: String,
+    phone_number_id: String,
+    token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -397,6 +421,29 @@ impl Config {
             if let Some(v) = &a.meta.graph_version {
                 graph.version = v.clone();
             }
+            let mut whatsapp: Vec<WhatsappNumber> = Vec::new();
+            for (n, number) in a.whatsapp.iter().enumerate() {
+                let at = format!("accounts[{i}].whatsapp[{n}]");
+                if number.phone_number_id.is_empty()
+                    || !number.phone_number_id.chars().all(|c| c.is_ascii_digit())
+                {
+                    return err(format!(
+                        "{at}.phone_number_id must be Meta's numeric phone number ID"
+                    ));
+                }
+                if whatsapp.iter().any(|w| w.key == number.key) {
+                    return err(format!("{at}.key `{}` is used twice", number.key));
+                }
+                let token = match &number.token {
+                    Some(v) => Some(secret_ref(v, &format!("{at}.token"), env)?),
+                    None => None,
+                };
+                whatsapp.push(WhatsappNumber {
+                    key: number.key.clone(),
+                    phone_number_id: number.phone_number_id.clone(),
+                    token,
+                });
+            }
             let mut forms = BTreeMap::new();
             for (name, f) in a.forms {
                 let secret = match &f.secret {
@@ -420,6 +467,7 @@ impl Config {
                 );
             }
             accounts.push(Account {
+                whatsapp,
                 meta_app_secrets,
                 meta_verify_token,
                 graph,
@@ -465,6 +513,7 @@ impl Config {
                     .filter(|s| !s.is_empty())
                     .map(|s| Secret::new(s.clone())),
                 graph: GraphConfig::default(),
+                whatsapp: Vec::new(),
                 forms: BTreeMap::new(),
                 opt_out_words: DEFAULT_OPT_OUT_WORDS
                     .iter()

@@ -66,6 +66,9 @@ default = "events"
 [accounts.meta]
 app_secrets = ["env:META_SECRET", "env:META_SECRET_OLD"]
 verify_token = "env:META_VERIFY"
+[[accounts.whatsapp]]
+key = "events-main"
+phone_number_id = "106540352242922"
 [accounts.forms.wedding]
 playbook = "events"
 secret = "env:FORM_SECRET"
@@ -929,4 +932,41 @@ async fn a_lead_ad_is_fetched_from_the_graph_api_and_mapped() {
     assert_eq!(lead["channel"], "lead_ad");
     assert_eq!(lead["fields"]["city"], "Jaipur");
     assert_eq!(lead["consents"][0]["granted"], true);
+}
+
+#[tokio::test]
+async fn a_whatsapp_message_for_another_accounts_number_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let body = String::from_utf8(fixture("whatsapp-inbound-text.json"))
+        .unwrap()
+        .replace("106540352242922", "999000111222333");
+    let (st, _) = post_signed(&s, "/webhooks/meta/acme", body.as_bytes(), META_SECRET).await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "stored and acknowledged: Meta must not redeliver"
+    );
+    for _ in 0..100 {
+        let text = s
+            .client
+            .get(s.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains("handoff_webhook_events{state=\"failed\"} 1") {
+            let (_, list) = s.get("/v1/leads", KEY).await;
+            assert_eq!(
+                list["leads"],
+                json!([]),
+                "no lead from a number this account does not own"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the event for a foreign number was not refused");
 }

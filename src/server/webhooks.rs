@@ -346,7 +346,8 @@ pub fn spawn_worker(state: Arc<AppState>) {
                 let attempts = event.attempts + 1;
                 let (error, give_up) = match &outcome {
                     Ok(()) => (None, false),
-                    Err(e) => (Some(e.as_str()), attempts >= 8),
+                    Err(Refused::Retry(e)) => (Some(e.as_str()), attempts >= 8),
+                    Err(Refused::Permanent(e)) => (Some(e.as_str()), true),
                 };
                 if let Some(e) = error {
                     tracing::warn!(source = %event.source, attempts, "webhook event not processed: {e}");
@@ -371,7 +372,25 @@ pub fn spawn_worker(state: Arc<AppState>) {
     });
 }
 
-async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), String> {
+/// Why an event was not processed: retried later, unless it never can be.
+enum Refused {
+    Retry(String),
+    Permanent(String),
+}
+
+impl From<String> for Refused {
+    fn from(message: String) -> Self {
+        Refused::Retry(message)
+    }
+}
+
+impl From<&str> for Refused {
+    fn from(message: &str) -> Self {
+        Refused::Retry(message.to_string())
+    }
+}
+
+async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Refused> {
     let account = state
         .config
         .account(&event.account)
@@ -383,6 +402,17 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                 serde_json::from_value(event.payload.clone()).map_err(|e| e.to_string())?;
             match inbound {
                 InboundEvent::WhatsappMessage(m) => {
+                    if !account.whatsapp.is_empty()
+                        && !account
+                            .whatsapp
+                            .iter()
+                            .any(|w| w.phone_number_id == m.phone_number_id)
+                    {
+                        return Err(Refused::Permanent(format!(
+                            "WhatsApp number ID {} is not one of this account's numbers",
+                            m.phone_number_id
+                        )));
+                    }
                     let phone = intake::wa_id_to_e164(&m.wa_id);
                     let text = m.text.clone().unwrap_or_else(|| format!("[{}]", m.kind));
                     let opt_out = m.text.as_deref().is_some_and(|t| {
@@ -417,7 +447,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                         inbound_at: Some(m.timestamp),
                         ..LeadEvent::default()
                     };
-                    record(state, account, lead_event, "whatsapp", None).await
+                    Ok(record(state, account, lead_event, "whatsapp", None).await?)
                 }
                 InboundEvent::InstagramMessage(m) => {
                     // An echo is the business writing from its own app: the
@@ -446,7 +476,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                         human_activity: m.is_echo,
                         ..LeadEvent::default()
                     };
-                    record(state, account, lead_event, "instagram", None).await
+                    Ok(record(state, account, lead_event, "instagram", None).await?)
                 }
                 InboundEvent::WhatsappStatus(s) => {
                     let record = StatusRecord {
@@ -461,7 +491,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                         .store
                         .record_status(&account.id, &record)
                         .await
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| Refused::Retry(e.to_string()))
                 }
                 InboundEvent::WhatsappUserPreference(p) => {
                     let consent = ConsentRecord {
@@ -476,7 +506,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                         .record_consent(&account.id, "whatsapp", &p.wa_id, &consent)
                         .await
                         .map(|_| ())
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| Refused::Retry(e.to_string()))
                 }
                 InboundEvent::LeadgenRef(r) => {
                     let graph = fetch_lead(account, &r.leadgen_id).await?;
@@ -491,16 +521,16 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), St
                     let mapped =
                         intake::map_leadgen_lead(&graph, &mapping).map_err(|e| e.to_string())?;
                     let q = queued("lead_ad", Some(r.form_id.clone()), None, mapped, Vec::new());
-                    record_queued(state, account, q, dedup).await
+                    Ok(record_queued(state, account, q, dedup).await?)
                 }
             }
         }
         "form" | "voice" => {
             let q: QueuedLead =
                 serde_json::from_value(event.payload.clone()).map_err(|e| e.to_string())?;
-            record_queued(state, account, q, dedup).await
+            Ok(record_queued(state, account, q, dedup).await?)
         }
-        other => Err(format!("unknown source `{other}`")),
+        other => Err(Refused::Permanent(format!("unknown source `{other}`"))),
     }
 }
 
