@@ -70,6 +70,32 @@ impl AppState {
             .ok_or(ApiError::Unauthorized)
     }
 
+    /// Logs each playbook whose `sender` names a WhatsApp number an account
+    /// that may use it does not list: its messages would have no number.
+    fn warn_unknown_senders(&self, ruleset: &Ruleset) {
+        for account in self
+            .config
+            .accounts
+            .iter()
+            .filter(|a| !a.whatsapp.is_empty())
+        {
+            for (name, playbook) in &ruleset.playbooks {
+                let usable = account.playbooks.is_empty() || account.playbooks.contains(name);
+                let Some(sender) = &playbook.compiled.schema.sender else {
+                    continue;
+                };
+                if usable && !account.whatsapp.iter().any(|w| &w.key == sender) {
+                    tracing::warn!(
+                        account = %account.id,
+                        playbook = %name,
+                        "playbook `{name}` sends from `{sender}`, which account `{}` does not list in `accounts.whatsapp`",
+                        account.id
+                    );
+                }
+            }
+        }
+    }
+
     /// Loads the rules from disk and, when they check, swaps them in.
     /// A broken edit never replaces a working ruleset.
     pub fn reload(&self) -> bool {
@@ -91,6 +117,9 @@ impl AppState {
                 }
                 tracing::warn!("the edited rules do not check; the rules in force stay");
             }
+        }
+        if let Some(r) = &loaded.ruleset {
+            self.warn_unknown_senders(r);
         }
         if let Ok(mut rules) = self.rules.write() {
             rules.last_attempt = diagnostics;
