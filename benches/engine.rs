@@ -21,7 +21,7 @@ use cel::{Context, Env, Program, Value};
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
 use criterion::{Criterion, SamplingMode};
 use handoff::dsl::diagnostic::Sources;
-use handoff::dsl::schema::normalize_text;
+use handoff::dsl::schema::{normalize_text, CHANNELS};
 use handoff::engine::{evaluate, evaluate_with_trace, CompiledPlaybook, Lead, Situation};
 use handoff::render::Templates;
 use handoff::ruleset::{from_sources, Loaded};
@@ -72,14 +72,6 @@ const CAMPAIGNS: [&str; 8] = [
     "Meta_Ads",
     "Newsletter",
     "Walk_In",
-];
-const CHANNELS: [&str; 6] = [
-    "instagram",
-    "web_form",
-    "lead_ad",
-    "voice",
-    "whatsapp",
-    "api",
 ];
 
 /// How a declared field is read, for the CEL side (ours reads the schema).

@@ -22,6 +22,14 @@ fn load(text: &str) -> Loaded {
     )
 }
 
+/// The bundled playbooks in `rules/`.
+fn load_bundled() -> Loaded {
+    handoff::ruleset::load(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        None,
+    )
+}
+
 fn ruleset(text: &str) -> Ruleset {
     let loaded = load(text);
     let errors: Vec<String> = loaded
@@ -501,10 +509,7 @@ fn templates_never_run_lead_data_as_template_code() {
 
 #[test]
 fn the_events_playbook_produces_the_language_reference_example() {
-    let loaded = handoff::ruleset::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
-        None,
-    );
+    let loaded = load_bundled();
     let rs = loaded.ruleset.expect("bundled rules check");
     let aisha = lead(json!({
         "name": "Aisha Khan", "channel": "instagram", "intent": "event_enquiry",
@@ -535,10 +540,7 @@ fn the_events_playbook_produces_the_language_reference_example() {
 
 #[test]
 fn the_bundled_playbooks_check_without_warnings() {
-    let loaded = handoff::ruleset::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
-        None,
-    );
+    let loaded = load_bundled();
     let messages: Vec<&str> = loaded
         .diagnostics
         .iter()
@@ -569,10 +571,7 @@ fn hours_may_list_several_times_for_the_same_days() {
 
 #[test]
 fn one_of_values_reach_templates_as_declared() {
-    let loaded = handoff::ruleset::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
-        None,
-    );
+    let loaded = load_bundled();
     let rs = loaded.ruleset.expect("bundled rules check");
     let lead = lead(json!({
         "name": "Kabir", "intent": "pricing", "consent": {"whatsapp": true},
