@@ -651,25 +651,30 @@ async fn post_signed(s: &Server, path: &str, body: &[u8], secret: &str) -> (Stat
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-/// Waits for the webhook worker to have stored a lead matching `q`.
-async fn wait_for_lead(s: &Server, q: &str) -> Value {
+/// Waits until the newest lead matching `q` (all leads when empty) passes
+/// `ready`: the webhook worker processes stored events in the background.
+async fn wait_for(s: &Server, q: &str, ready: impl Fn(&Value) -> bool) -> Value {
     for _ in 0..100 {
         let (_, list) = s.get(&format!("/v1/leads?q={q}"), KEY).await;
         if let Some(first) = list["leads"].as_array().and_then(|l| l.first()) {
             let (_, lead) = s
                 .get(&format!("/v1/leads/{}", first["id"].as_str().unwrap()), KEY)
                 .await;
-            if !lead["decisions"]
-                .as_array()
-                .map(|d| d.is_empty())
-                .unwrap_or(true)
-            {
+            if ready(&lead) {
                 return lead;
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("no lead for `{q}` after 5 s");
+    panic!("no lead for `{q}` got there within 5 s");
+}
+
+/// Waits for a lead matching `q` that has been decided.
+async fn wait_for_lead(s: &Server, q: &str) -> Value {
+    wait_for(s, q, |lead| {
+        lead["decisions"].as_array().is_some_and(|d| !d.is_empty())
+    })
+    .await
 }
 
 #[tokio::test]
@@ -747,26 +752,20 @@ async fn stop_on_whatsapp_revokes_the_opt_in() {
         .replace("Yes please send the Goa options", " STOP ");
     let (st, _) = post_signed(&s, "/webhooks/meta/acme", body.as_bytes(), META_SECRET).await;
     assert_eq!(st, StatusCode::OK);
-    for _ in 0..100 {
-        let (_, list) = s.get("/v1/leads?q=919820012345", KEY).await;
-        let id = list["leads"][0]["id"].as_str().unwrap().to_string();
-        let (_, lead) = s.get(&format!("/v1/leads/{id}"), KEY).await;
-        let consents = lead["consents"].as_array().unwrap();
-        if consents.len() == 2 {
-            assert_eq!(consents[1]["granted"], false);
-            assert_eq!(consents[1]["source"], "whatsapp");
-            let last = lead["decisions"]
-                .as_array()
-                .unwrap()
-                .last()
-                .unwrap()
-                .clone();
-            assert_eq!(last["decision"]["rules"], json!(["no_opt_in"]), "{last}");
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the opt-out was not recorded");
+    let lead = wait_for(&s, "919820012345", |lead| {
+        lead["consents"].as_array().is_some_and(|c| c.len() == 2)
+    })
+    .await;
+    let consents = lead["consents"].as_array().unwrap();
+    assert_eq!(consents[1]["granted"], false);
+    assert_eq!(consents[1]["source"], "whatsapp");
+    let last = lead["decisions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["decision"]["rules"], json!(["no_opt_in"]), "{last}");
 }
 
 #[tokio::test]
@@ -785,26 +784,18 @@ async fn an_instagram_dm_and_the_business_echo_pause_automation() {
         (StatusCode::OK, json!(2)),
         "{r}"
     );
-    for _ in 0..100 {
-        let (_, list) = s.get("/v1/leads", KEY).await;
-        if let Some(first) = list["leads"].as_array().and_then(|l| l.first()) {
-            let (_, lead) = s
-                .get(&format!("/v1/leads/{}", first["id"].as_str().unwrap()), KEY)
-                .await;
-            if lead["transcript"].as_array().unwrap().len() == 2 {
-                assert_eq!(
-                    list["leads"].as_array().unwrap().len(),
-                    1,
-                    "the DM and the echo are one person"
-                );
-                assert_eq!(lead["transcript"][1]["from"], "business");
-                assert_eq!(lead["thread"]["state"], "human");
-                return;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the Instagram events were not processed");
+    let lead = wait_for(&s, "", |lead| {
+        lead["transcript"].as_array().is_some_and(|t| t.len() == 2)
+    })
+    .await;
+    let (_, list) = s.get("/v1/leads", KEY).await;
+    assert_eq!(
+        list["leads"].as_array().unwrap().len(),
+        1,
+        "the DM and the echo are one person"
+    );
+    assert_eq!(lead["transcript"][1]["from"], "business");
+    assert_eq!(lead["thread"]["state"], "human");
 }
 
 #[tokio::test]
