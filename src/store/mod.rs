@@ -611,26 +611,16 @@ impl Store {
         value: &str,
         consent: &ConsentRecord,
     ) -> Result<bool, StoreError> {
-        let row = sqlx::query(
-            "SELECT lead_id FROM identities WHERE account_id = ? AND kind = ? AND value = ?",
-        )
-        .bind(account)
-        .bind(kind)
-        .bind(value)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(false) };
-        let lead_id: String = row.get("lead_id");
-        sqlx::query("INSERT INTO consents (account_id, lead_id, channel, granted, source, at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            .bind(account)
-            .bind(&lead_id)
-            .bind(&consent.channel)
-            .bind(consent.granted)
-            .bind(&consent.source)
-            .bind(consent.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            .bind(&consent.evidence)
-            .execute(&self.pool)
-            .await?;
+        let mut conn = self.pool.acquire().await?;
+        let identity = [(kind.to_string(), value.to_string())];
+        let Some((lead_id, _)) = find_leads(&mut conn, account, &identity)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            return Ok(false);
+        };
+        insert_consent(&mut conn, account, &lead_id, consent).await?;
         Ok(true)
     }
 }
@@ -827,17 +817,28 @@ async fn insert_rows(
         q.execute(&mut **tx).await?;
     }
     if let Some(c) = &event.consent {
-        sqlx::query("INSERT INTO consents (account_id, lead_id, channel, granted, source, at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            .bind(account)
-            .bind(lead_id)
-            .bind(&c.channel)
-            .bind(c.granted)
-            .bind(&c.source)
-            .bind(c.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-            .bind(&c.evidence)
-            .execute(&mut **tx)
-            .await?;
+        insert_consent(tx, account, lead_id, c).await?;
     }
+    Ok(())
+}
+
+/// An opt-in or opt-out on record.
+async fn insert_consent(
+    conn: &mut sqlx::SqliteConnection,
+    account: &str,
+    lead_id: &str,
+    c: &ConsentRecord,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO consents (account_id, lead_id, channel, granted, source, at, evidence) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        .bind(account)
+        .bind(lead_id)
+        .bind(&c.channel)
+        .bind(c.granted)
+        .bind(&c.source)
+        .bind(c.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .bind(&c.evidence)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
