@@ -961,3 +961,48 @@ async fn a_whatsapp_message_for_another_accounts_number_is_refused() {
     }
     panic!("the event for a foreign number was not refused");
 }
+
+#[tokio::test]
+async fn meta_reports_a_marketing_opt_out_and_it_is_on_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), &root().join("rules"))).await;
+    // The person first writes on WhatsApp, so the lead has their WhatsApp ID.
+    post_signed(
+        &s,
+        "/webhooks/meta/acme",
+        &fixture("whatsapp-inbound-text.json"),
+        META_SECRET,
+    )
+    .await;
+    wait_for_lead(&s, "919820012345").await;
+    let body = serde_json::to_vec(&json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "102290129340398", "changes": [{"field": "user_preferences", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "user_preferences": [{"wa_id": "919820012345", "detail": "User requested to stop marketing messages",
+                "category": "marketing_messages", "value": "stop", "timestamp": 1799999500}]
+        }}]}]
+    }))
+    .unwrap();
+    let (st, r) = post_signed(&s, "/webhooks/meta/acme", &body, META_SECRET).await;
+    assert_eq!((st, r["new"].clone()), (StatusCode::OK, json!(1)), "{r}");
+    let lead = wait_for(&s, "919820012345", |lead| {
+        lead["consents"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["channel"] == "whatsapp_marketing"))
+    })
+    .await;
+    let opt_out = lead["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "whatsapp_marketing")
+        .unwrap()
+        .clone();
+    assert_eq!(opt_out["granted"], false);
+    assert_eq!(
+        opt_out["evidence"],
+        "User requested to stop marketing messages"
+    );
+}
