@@ -26,9 +26,8 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> ExitCode {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HANDOFF_LOG").unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")
-            }),
+            tracing_subscriber::EnvFilter::try_from_env("HANDOFF_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info")),
         )
         .try_init();
     // All of the environment: `HANDOFF_*` overrides, and the variables that

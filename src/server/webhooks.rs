@@ -637,7 +637,7 @@ async fn record(
         .map_err(|e| e.to_string())?;
     state
         .store
-        .record(&account.id, event, |lead| {
+        .record(&account.id, event, move |lead| {
             decide_for(&ruleset, &playbook, lead)
         })
         .await

@@ -1,0 +1,1226 @@
+//! The SQLite implementation of the store: one writer thread that commits
+//! the writes of many requests together, and a few reader connections.
+//!
+//! SQLite has one writer at a time, so every write goes to one thread that
+//! owns the write connection. It takes whatever writes are waiting (up to
+//! [`MAX_BATCH`]), runs each inside its own savepoint of one transaction, and
+//! answers them only after that transaction has committed: a write that fails
+//! rolls back to its savepoint and fails alone, a commit that fails fails
+//! them all, and nobody is answered before their rows are in the log (group
+//! commit). Statements run on that thread directly, with cached prepared
+//! statements, rather than one thread hop each; that, and one commit for many
+//! writes, is what lets durable intake keep up with the HTTP side. Reads run
+//! on the blocking pool with their own connections, which WAL lets read while
+//! the writer writes.
+
+use super::{
+    new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, PendingWebhook,
+    Recorded, StatusRecord, StoreError,
+};
+use crate::engine::lead::{Consent, TranscriptMessage};
+use crate::engine::Lead;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The most writes committed in one transaction. A batch this size takes a
+/// few milliseconds, which bounds the latency that batching adds.
+const MAX_BATCH: usize = 64;
+
+/// Reader connections kept open between reads.
+const MAX_IDLE_READERS: usize = 8;
+
+/// The schema, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_leads",
+        include_str!("../../migrations/sqlite/0001_leads.sql"),
+    ),
+    (
+        "0002_webhooks",
+        include_str!("../../migrations/sqlite/0002_webhooks.sql"),
+    ),
+];
+
+/// How the writer thread answers a write once its transaction has ended.
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+
+/// A write waiting for the writer thread.
+trait Job: Send {
+    /// Runs the write; says whether it succeeded (else its savepoint is
+    /// rolled back) and how to answer it after the commit.
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply);
+    /// Answers the write with an error without running it.
+    fn fail(self: Box<Self>, error: StoreError);
+}
+
+struct Write<F, T> {
+    work: F,
+    answer: tokio::sync::oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<F, T> Job for Write<F, T>
+where
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Reply) {
+        let Write { work, answer } = *self;
+        let result = work(conn);
+        let ok = result.is_ok();
+        let reply: Reply = Box::new(move |committed| {
+            let _ = answer.send(committed.and(result));
+        });
+        (ok, reply)
+    }
+
+    fn fail(self: Box<Self>, error: StoreError) {
+        let _ = self.answer.send(Err(error));
+    }
+}
+
+/// A SQLite database: the writer thread's queue and the reader connections.
+pub struct Sqlite {
+    path: PathBuf,
+    jobs: tokio::sync::mpsc::Sender<Box<dyn Job>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite").field("path", &self.path).finish()
+    }
+}
+
+fn now_text() -> String {
+    time_text(Utc::now())
+}
+
+fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
+    text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names.
+fn path_of(url: &str) -> Result<PathBuf, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StoreError(format!("`{url}` is not a SQLite URL: give `sqlite://PATH`")))?;
+    // Connection options in a query string are ours to set, not the URL's.
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError(format!(
+            "`{url}` names no file: give `sqlite://PATH` (an in-memory database would lose every lead at exit)"
+        )));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)
+        .map_err(|e| StoreError(format!("cannot open `{}`: {e}", path.display())))?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL with NORMAL survives a crash of the process: a commit that returned
+    // is in the log. (FULL adds an fsync per commit, for power loss.)
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
+}
+
+/// Brings the schema up to date, each migration in its own transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let mut applied: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    // Databases made before this store kept their migrations in sqlx's table.
+    if applied == 0 {
+        let legacy: Option<i64> = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+            .filter(|n: &i64| *n > 0)
+            .map(|_| {
+                conn.query_row(
+                    "SELECT COUNT(*) FROM _sqlx_migrations WHERE success = 1",
+                    [],
+                    |r| r.get(0),
+                )
+            })
+            .transpose()?;
+        if let Some(n) = legacy {
+            applied = n;
+        }
+    }
+    if applied as usize > MIGRATIONS.len() {
+        return Err(StoreError(format!(
+            "the database has {applied} migrations applied and this handoff knows {}: it was written by a newer version",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError(format!("migration {name}: {e}")))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Sqlite {
+    /// Opens (creating when missing) the database at `url`, migrates it and
+    /// starts the writer thread.
+    pub async fn open(url: &str) -> Result<Sqlite, StoreError> {
+        let path = path_of(url)?;
+        let opened = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
+            let mut conn = connect(&opened)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError(format!("opening the database: {e}")))??;
+        let (jobs, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        std::thread::Builder::new()
+            .name("handoff-sqlite-writer".into())
+            .spawn(move || write_loop(conn, queue))
+            .map_err(|e| StoreError(format!("cannot start the database writer: {e}")))?;
+        Ok(Sqlite {
+            path,
+            jobs,
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Runs `f` on the writer thread inside the shared transaction; answers
+    /// once that transaction has committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Box<dyn Job> = Box::new(Write { work: f, answer });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StoreError("the database writer has stopped".into()))?;
+        answered
+            .await
+            // A write that panicked drops its answer unsent.
+            .map_err(|_| StoreError("the write failed unexpectedly".into()))?
+    }
+
+    /// Runs `f` with a reader connection on the blocking pool.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let idle = this.readers.lock().ok().and_then(|mut r| r.pop());
+            let conn = match idle {
+                Some(c) => c,
+                None => connect(&this.path)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut readers) = this.readers.lock() {
+                if readers.len() < MAX_IDLE_READERS {
+                    readers.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError(format!("a database read failed: {e}")))?
+    }
+
+    pub async fn ping(self: &Arc<Self>) -> bool {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .is_ok()
+    }
+
+    pub async fn record(
+        &self,
+        account: &str,
+        event: LeadEvent,
+        decide: impl FnOnce(&LeadState) -> DecisionRecord + Send + 'static,
+    ) -> Result<Recorded, StoreError> {
+        let account = account.to_string();
+        self.write(move |conn| record_event(conn, &account, &event, decide))
+            .await
+    }
+
+    pub async fn lead(
+        self: &Arc<Self>,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        let (account, id) = (account.to_string(), id.to_string());
+        self.read(move |c| lead_json(c, &account, &id)).await
+    }
+
+    pub async fn search(
+        self: &Arc<Self>,
+        account: &str,
+        query: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let account = account.to_string();
+        let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, name, phone, email, channel, intent, playbook, updated_at FROM leads \
+                 WHERE account_id = ?1 AND merged_into IS NULL \
+                 AND (?2 IS NULL OR name LIKE ?2 OR phone LIKE ?2 OR email LIKE ?2) \
+                 ORDER BY updated_at DESC, id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![account, pattern, limit], |r| {
+                Ok(serde_json::json!({
+                    "id": r.get::<_, String>("id")?, "name": r.get::<_, Option<String>>("name")?,
+                    "phone": r.get::<_, Option<String>>("phone")?, "email": r.get::<_, Option<String>>("email")?,
+                    "channel": r.get::<_, Option<String>>("channel")?, "intent": r.get::<_, Option<String>>("intent")?,
+                    "playbook": r.get::<_, Option<String>>("playbook")?, "updated_at": r.get::<_, String>("updated_at")?,
+                }))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn set_thread_state(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        queue: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let (account, lead_id, queue) = (
+            account.to_string(),
+            lead_id.to_string(),
+            queue.map(str::to_string),
+        );
+        self.write(move |c| {
+            // A lead merged into another is handled as the survivor.
+            let Some(lead_id) = survivor(c, &account, &lead_id)? else {
+                return Ok(false);
+            };
+            let changed = c
+                .prepare_cached(
+                    "UPDATE threads SET state = ?1, queue = COALESCE(?2, queue), updated_at = ?3 WHERE lead_id = ?4 AND account_id = ?5",
+                )?
+                .execute(params![
+                    if human { "human" } else { "automated" },
+                    queue,
+                    now_text(),
+                    lead_id,
+                    account
+                ])?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    pub async fn enqueue_webhooks(
+        &self,
+        account: &str,
+        source: &str,
+        events: &[(String, Value)],
+    ) -> Result<usize, StoreError> {
+        let (account, source) = (account.to_string(), source.to_string());
+        let events: Vec<(String, String)> = events
+            .iter()
+            .map(|(id, payload)| (id.clone(), payload.to_string()))
+            .collect();
+        self.write(move |c| {
+            let now = now_text();
+            let mut stmt = c.prepare_cached(
+                "INSERT OR IGNORE INTO webhook_events (account_id, source, source_id, payload, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let mut new = 0;
+            for (source_id, payload) in &events {
+                new += stmt.execute(params![account, source, source_id, payload, now])?;
+            }
+            Ok(new)
+        })
+        .await
+    }
+
+    pub async fn due_webhooks(
+        self: &Arc<Self>,
+        limit: i64,
+    ) -> Result<Vec<PendingWebhook>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, account_id, source, source_id, payload, attempts FROM webhook_events \
+                 WHERE state = 'pending' AND (next_attempt IS NULL OR next_attempt <= ?1) ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now_text(), limit], |r| {
+                Ok(PendingWebhook {
+                    id: r.get("id")?,
+                    account: r.get("account_id")?,
+                    source: r.get("source")?,
+                    source_id: r.get("source_id")?,
+                    payload: serde_json::from_str(&r.get::<_, String>("payload")?)
+                        .unwrap_or(Value::Null),
+                    attempts: r.get("attempts")?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn finish_webhook(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        give_up: bool,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let (state, next) = match (error, give_up) {
+            (None, _) => ("done", None),
+            (Some(_), true) => ("failed", None),
+            (Some(_), false) => (
+                "pending",
+                Some(time_text(
+                    now + chrono::Duration::from_std(retry_in).unwrap_or_default(),
+                )),
+            ),
+        };
+        let error = error.map(str::to_string);
+        self.write(move |c| {
+            c.prepare_cached("UPDATE webhook_events SET state = ?1, attempts = attempts + 1, next_attempt = ?2, error = ?3, processed_at = ?4 WHERE id = ?5")?
+                .execute(params![state, next, error, time_text(now), id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn webhook_counts(self: &Arc<Self>) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT state, COUNT(*) AS n FROM webhook_events GROUP BY state ORDER BY state",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn record_status(
+        &self,
+        account: &str,
+        status: &StatusRecord,
+    ) -> Result<(), StoreError> {
+        let (account, status) = (account.to_string(), status.clone());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT OR IGNORE INTO whatsapp_statuses (account_id, message_id, status, at, recipient, errors, outbox_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                account,
+                status.message_id,
+                status.status,
+                time_text(status.at),
+                status.recipient,
+                status.errors.to_string(),
+                status.outbox_id
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn record_consent(
+        &self,
+        account: &str,
+        kind: &str,
+        value: &str,
+        consent: &ConsentRecord,
+    ) -> Result<bool, StoreError> {
+        let account = account.to_string();
+        let identity = [(kind.to_string(), value.to_string())];
+        let consent = consent.clone();
+        self.write(move |c| {
+            let Some((lead_id, _)) = find_leads(c, &account, &identity)?.into_iter().next() else {
+                return Ok(false);
+            };
+            insert_consent(c, &account, &lead_id, &consent)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+/// The writer thread: takes the waiting writes, runs each in a savepoint of
+/// one transaction, commits, then answers them. Ends when every sender is gone.
+fn write_loop(conn: Connection, mut queue: tokio::sync::mpsc::Receiver<Box<dyn Job>>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let error = StoreError(format!("cannot start a transaction: {e}"));
+            for job in batch {
+                job.fail(error.clone());
+            }
+            continue;
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
+            if let Err(e) = conn.execute_batch("SAVEPOINT write") {
+                job.fail(StoreError(format!("cannot start a write: {e}")));
+                continue;
+            }
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&conn)));
+            let ok = match ran {
+                Ok((ok, reply)) => {
+                    replies.push(reply);
+                    ok
+                }
+                Err(_) => {
+                    tracing::error!("a database write panicked; it is rolled back");
+                    false
+                }
+            };
+            let end = if ok {
+                "RELEASE write"
+            } else {
+                "ROLLBACK TO write; RELEASE write"
+            };
+            if let Err(e) = conn.execute_batch(end) {
+                tracing::error!(error = %e, "ending a savepoint failed");
+            }
+        }
+        let committed = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            StoreError(format!("commit failed: {e}"))
+        });
+        for reply in replies {
+            reply(committed.clone());
+        }
+    }
+}
+
+/// Records an event for a lead and its decision (see [`super::Store::record`]).
+fn record_event(
+    c: &Connection,
+    account: &str,
+    event: &LeadEvent,
+    decide: impl FnOnce(&LeadState) -> DecisionRecord,
+) -> Result<Recorded, StoreError> {
+    if let Some((source, source_id)) = &event.dedup {
+        let seen: Option<Option<String>> = c
+            .prepare_cached(
+                "SELECT response FROM processed WHERE account_id = ?1 AND source = ?2 AND source_id = ?3",
+            )?
+            .query_row(params![account, source, source_id], |r| r.get(0))
+            .optional()?;
+        if let Some(text) = seen {
+            let response = text
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            return Ok(Recorded::Replay { response });
+        }
+    }
+    let now = now_text();
+    // Every lead any identity points to is this person.
+    let found = find_leads(c, account, &event.identities)?;
+    if found.is_empty() {
+        // Known from the event alone: decided, then every row written once.
+        let record = decide(&new_state(event));
+        let (response, lead_id, decision_id) = record_new(c, account, event, &now, record)?;
+        return Ok(Recorded::New {
+            lead_id,
+            decision_id,
+            response,
+        });
+    }
+    let lead_id = found[0].0.clone();
+    for (other, _) in found.iter().skip(1) {
+        merge_into(c, &lead_id, other)?;
+    }
+    apply_event(c, account, &lead_id, event, &now)?;
+    if let Some(at) = event.inbound_at {
+        let at = time_text(at);
+        c.prepare_cached(
+            "UPDATE threads SET last_inbound_at = CASE WHEN last_inbound_at IS NULL OR last_inbound_at < ?1 THEN ?1 ELSE last_inbound_at END WHERE lead_id = ?2",
+        )?
+        .execute(params![at, lead_id])?;
+    }
+    if event.human_activity {
+        c.prepare_cached("UPDATE threads SET state = 'human', updated_at = ?1 WHERE lead_id = ?2")?
+            .execute(params![now, lead_id])?;
+    }
+    let state = load_state(c, &lead_id, false)?;
+    let record = decide(&state);
+    // A lead routed for the first time keeps the playbook that decided it.
+    c.prepare_cached("UPDATE leads SET playbook = COALESCE(playbook, ?1) WHERE id = ?2")?
+        .execute(params![record.playbook, lead_id])?;
+    let decision_id = insert_decision(c, account, &lead_id, &now, &record)?;
+    if record.queue.is_some() || record.takeover {
+        c.prepare_cached(
+            "UPDATE threads SET queue = COALESCE(?1, queue), state = CASE WHEN ?2 THEN 'human' ELSE state END, updated_at = ?3 WHERE lead_id = ?4",
+        )?
+        .execute(params![record.queue, record.takeover, now, lead_id])?;
+    }
+    let response = finish_response(c, account, event, &now, &record, &lead_id, &decision_id)?;
+    Ok(Recorded::New {
+        lead_id,
+        decision_id,
+        response,
+    })
+}
+
+/// The lead `id` is now: itself, or the lead it was merged into; `None`
+/// when the account has no such lead.
+fn survivor(c: &Connection, account: &str, id: &str) -> Result<Option<String>, StoreError> {
+    let mut id = id.to_string();
+    let mut stmt =
+        c.prepare_cached("SELECT merged_into FROM leads WHERE id = ?1 AND account_id = ?2")?;
+    // Merges chain only as far as leads were merged in turn; a few steps at most.
+    for _ in 0..8 {
+        let row: Option<Option<String>> = stmt
+            .query_row(params![id, account], |r| r.get(0))
+            .optional()?;
+        match row {
+            None => return Ok(None),
+            Some(Some(next)) => id = next,
+            Some(None) => return Ok(Some(id)),
+        }
+    }
+    Ok(Some(id))
+}
+
+/// Records an event for a person seen for the first time. The lead's state
+/// is known from the event itself, so it is decided before anything is
+/// written and every row is written once.
+fn record_new(
+    c: &Connection,
+    account: &str,
+    event: &LeadEvent,
+    now: &str,
+    record: DecisionRecord,
+) -> Result<(Value, String, String), StoreError> {
+    let lead_id = uuid::Uuid::now_v7().to_string();
+    let mut fields = event.fields.clone();
+    fields.retain(|_, v| !v.is_null());
+    let tags = unique(&event.tags);
+    c.prepare_cached(
+        "INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags) \
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        lead_id,
+        account,
+        now,
+        event.name,
+        event.first_name,
+        event.phone,
+        event.email,
+        event.language,
+        event.channel,
+        event.intent,
+        event.playbook.as_ref().unwrap_or(&record.playbook),
+        Value::Object(fields).to_string(),
+        serde_json::to_string(&tags).unwrap_or_default(),
+    ])?;
+    insert_rows(c, account, &lead_id, event)?;
+    let decision_id = insert_decision(c, account, &lead_id, now, &record)?;
+    c.prepare_cached("INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+        .execute(params![
+            lead_id,
+            account,
+            if record.takeover || event.human_activity { "human" } else { "automated" },
+            record.queue,
+            event.inbound_at.map(time_text),
+            now,
+        ])?;
+    let response = finish_response(c, account, event, now, &record, &lead_id, &decision_id)?;
+    Ok((response, lead_id, decision_id))
+}
+
+/// The leads (id, created_at) any of these identities belong to, oldest first.
+fn find_leads(
+    c: &Connection,
+    account: &str,
+    identities: &[(String, String)],
+) -> Result<Vec<(String, String)>, StoreError> {
+    if identities.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One query for every identity the event carries.
+    let clauses = vec!["(i.kind = ? AND i.value = ?)"; identities.len()].join(" OR ");
+    let sql = format!(
+        "SELECT DISTINCT l.id, l.created_at FROM identities i JOIN leads l ON l.id = i.lead_id \
+         WHERE i.account_id = ? AND ({clauses})"
+    );
+    let mut binds: Vec<&str> = vec![account];
+    for (kind, value) in identities {
+        binds.push(kind);
+        binds.push(value);
+    }
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut found = stmt
+        .query_map(params_from_iter(binds), |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<Vec<(String, String)>, _>>()?;
+    found.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    Ok(found)
+}
+
+/// Identities, transcript messages and the consent of an event.
+fn insert_rows(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    event: &LeadEvent,
+) -> Result<(), StoreError> {
+    if !event.identities.is_empty() {
+        let mut stmt = c.prepare_cached(
+            "INSERT OR IGNORE INTO identities (account_id, kind, value, lead_id) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for (kind, value) in &event.identities {
+            stmt.execute(params![account, kind, value, lead_id])?;
+        }
+    }
+    if !event.messages.is_empty() {
+        let mut stmt = c.prepare_cached(
+            "INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for m in &event.messages {
+            stmt.execute(params![
+                account,
+                lead_id,
+                m.channel,
+                m.from,
+                m.text,
+                time_text(m.at)
+            ])?;
+        }
+    }
+    if let Some(consent) = &event.consent {
+        insert_consent(c, account, lead_id, consent)?;
+    }
+    Ok(())
+}
+
+/// An opt-in or opt-out on record.
+fn insert_consent(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    consent: &ConsentRecord,
+) -> Result<(), StoreError> {
+    c.prepare_cached("INSERT INTO consents (account_id, lead_id, channel, granted, source, at, evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?
+        .execute(params![
+            account,
+            lead_id,
+            consent.channel,
+            consent.granted,
+            consent.source,
+            time_text(consent.at),
+            consent.evidence
+        ])?;
+    Ok(())
+}
+
+/// The decision row and its outbox rows; returns the decision's ID.
+fn insert_decision(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    now: &str,
+    record: &DecisionRecord,
+) -> Result<String, StoreError> {
+    let decision_id = uuid::Uuid::now_v7().to_string();
+    c.prepare_cached(
+        "INSERT INTO decisions (id, account_id, lead_id, at, playbook, ruleset_hash, rules, decision, trace) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        decision_id,
+        account,
+        lead_id,
+        now,
+        record.playbook,
+        record.ruleset_hash,
+        serde_json::to_string(&record.rules).unwrap_or_default(),
+        record.decision.to_string(),
+        record.trace.to_string(),
+    ])?;
+    if !record.outbox.is_empty() {
+        let mut stmt = c.prepare_cached("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+        for (kind, payload) in &record.outbox {
+            stmt.execute(params![
+                uuid::Uuid::now_v7().to_string(),
+                account,
+                lead_id,
+                decision_id,
+                kind,
+                payload.to_string(),
+                now
+            ])?;
+        }
+    }
+    Ok(decision_id)
+}
+
+/// The response (with the lead and decision IDs), and the record that the
+/// event's source ID is processed, so a retry gets this same answer.
+fn finish_response(
+    c: &Connection,
+    account: &str,
+    event: &LeadEvent,
+    now: &str,
+    record: &DecisionRecord,
+    lead_id: &str,
+    decision_id: &str,
+) -> Result<Value, StoreError> {
+    let mut response = record.response.clone();
+    if let Value::Object(map) = &mut response {
+        map.insert("lead_id".into(), Value::String(lead_id.to_string()));
+        map.insert("decision_id".into(), Value::String(decision_id.to_string()));
+    }
+    if let Some((source, source_id)) = &event.dedup {
+        c.prepare_cached("INSERT INTO processed (account_id, source, source_id, at, response) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .execute(params![account, source, source_id, now, response.to_string()])?;
+    }
+    Ok(response)
+}
+
+/// The columns of a lead that a merge combines.
+struct LeadColumns {
+    text: [Option<String>; 8],
+    fields: Map<String, Value>,
+    tags: Vec<String>,
+}
+
+fn lead_columns(c: &Connection, id: &str) -> Result<Option<LeadColumns>, StoreError> {
+    Ok(c.prepare_cached("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = ?1")?
+        .query_row(params![id], |r| {
+            let mut text: [Option<String>; 8] = Default::default();
+            for (i, slot) in text.iter_mut().enumerate() {
+                *slot = r.get(i)?;
+            }
+            Ok(LeadColumns {
+                text,
+                fields: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+                tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+            })
+        })
+        .optional()?)
+}
+
+/// Moves everything of `other` onto `survivor`, and marks `other` merged.
+fn merge_into(c: &Connection, survivor: &str, other: &str) -> Result<(), StoreError> {
+    let (Some(keep), Some(gone)) = (lead_columns(c, survivor)?, lead_columns(c, other)?) else {
+        return Ok(());
+    };
+    // The survivor's values win; the other lead fills what it lacks.
+    let mut text = keep.text.clone();
+    for (slot, theirs) in text.iter_mut().zip(gone.text) {
+        if slot.is_none() {
+            *slot = theirs;
+        }
+    }
+    let mut fields = gone.fields;
+    fields.extend(keep.fields);
+    let mut tags = keep.tags;
+    for t in gone.tags {
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    let [name, first_name, phone, email, language, channel, intent, playbook] = text;
+    c.prepare_cached("UPDATE leads SET name = ?1, first_name = ?2, phone = ?3, email = ?4, language = ?5, channel = ?6, intent = ?7, playbook = ?8, fields = ?9, tags = ?10 WHERE id = ?11")?
+        .execute(params![
+            name,
+            first_name,
+            phone,
+            email,
+            language,
+            channel,
+            intent,
+            playbook,
+            Value::Object(fields).to_string(),
+            serde_json::to_string(&tags).unwrap_or_default(),
+            survivor
+        ])?;
+    for table in ["identities", "consents", "messages", "decisions", "outbox"] {
+        c.prepare_cached(&format!(
+            "UPDATE {table} SET lead_id = ?1 WHERE lead_id = ?2"
+        ))?
+        .execute(params![survivor, other])?;
+    }
+    // A thread a person took over stays taken over; the later window counts.
+    c.prepare_cached(
+        "UPDATE threads SET \
+           state = CASE WHEN (SELECT state FROM threads WHERE lead_id = ?2) = 'human' THEN 'human' ELSE state END, \
+           queue = COALESCE(queue, (SELECT queue FROM threads WHERE lead_id = ?2)), \
+           last_inbound_at = NULLIF(MAX(COALESCE(last_inbound_at, ''), COALESCE((SELECT last_inbound_at FROM threads WHERE lead_id = ?2), '')), '') \
+         WHERE lead_id = ?1",
+    )?
+    .execute(params![survivor, other])?;
+    c.prepare_cached("DELETE FROM threads WHERE lead_id = ?1")?
+        .execute(params![other])?;
+    c.prepare_cached("UPDATE leads SET merged_into = ?1 WHERE id = ?2 OR merged_into = ?2")?
+        .execute(params![survivor, other])?;
+    Ok(())
+}
+
+fn apply_event(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    event: &LeadEvent,
+    now: &str,
+) -> Result<(), StoreError> {
+    let (fields, tags): (String, String) = c
+        .prepare_cached("SELECT fields, tags FROM leads WHERE id = ?1")?
+        .query_row(params![lead_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let mut fields: Map<String, Value> = serde_json::from_str(&fields).unwrap_or_default();
+    // A later event's answers replace earlier ones; a null clears a field.
+    for (k, v) in &event.fields {
+        if v.is_null() {
+            fields.remove(k);
+        } else {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    let mut tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
+    for t in &event.tags {
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
+    }
+    c.prepare_cached(
+        "UPDATE leads SET name = COALESCE(?1, name), first_name = COALESCE(?2, first_name), phone = COALESCE(?3, phone), \
+         email = COALESCE(?4, email), language = COALESCE(?5, language), channel = COALESCE(channel, ?6), \
+         intent = COALESCE(?7, intent), playbook = COALESCE(?8, playbook), fields = ?9, tags = ?10, updated_at = ?11 WHERE id = ?12",
+    )?
+    .execute(params![
+        event.name,
+        event.first_name,
+        event.phone,
+        event.email,
+        event.language,
+        event.channel,
+        event.intent,
+        event.playbook,
+        Value::Object(fields).to_string(),
+        serde_json::to_string(&tags).unwrap_or_default(),
+        now,
+        lead_id
+    ])?;
+    insert_rows(c, account, lead_id, event)?;
+    Ok(())
+}
+
+fn transcript_of(c: &Connection, lead_id: &str) -> Result<Vec<TranscriptMessage>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT channel, sender, text, at FROM messages WHERE lead_id = ?1 ORDER BY at, id",
+    )?;
+    let rows = stmt.query_map(params![lead_id], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (channel, from, text, at) = row?;
+        if let Some(at) = parse_time(Some(at)) {
+            out.push(TranscriptMessage {
+                channel,
+                from,
+                text,
+                at,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn load_state(c: &Connection, lead_id: &str, created: bool) -> Result<LeadState, StoreError> {
+    let consent: bool = c
+        .prepare_cached("SELECT granted FROM consents WHERE lead_id = ?1 AND channel = 'whatsapp' ORDER BY at DESC, id DESC LIMIT 1")?
+        .query_row(params![lead_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false);
+    let transcript = transcript_of(c, lead_id)?;
+    let (human, last_inbound_at) = c
+        .prepare_cached("SELECT state, last_inbound_at FROM threads WHERE lead_id = ?1")?
+        .query_row(params![lead_id], |r| {
+            Ok((r.get::<_, String>(0)? == "human", parse_time(r.get(1)?)))
+        })
+        .optional()?
+        .unwrap_or((false, None));
+    let lead = c
+        .prepare_cached("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = ?1")?
+        .query_row(params![lead_id], |r| {
+            Ok(Lead {
+                name: r.get(0)?,
+                first_name: r.get(1)?,
+                phone: r.get(2)?,
+                email: r.get(3)?,
+                language: r.get(4)?,
+                channel: r.get(5)?,
+                intent: r.get(6)?,
+                playbook: r.get(7)?,
+                consent: Consent { whatsapp: consent },
+                fields: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
+                tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+                transcript,
+            })
+        })?;
+    Ok(LeadState {
+        id: lead_id.to_string(),
+        lead,
+        human,
+        last_inbound_at,
+        created,
+    })
+}
+
+fn json_column(r: &Row, name: &str) -> rusqlite::Result<Value> {
+    Ok(serde_json::from_str(&r.get::<_, String>(name)?).unwrap_or(Value::Null))
+}
+
+/// Rows of `sql` (bound to the lead's ID) as JSON objects.
+fn json_rows(
+    c: &Connection,
+    sql: &str,
+    lead_id: &str,
+    row: impl Fn(&Row) -> rusqlite::Result<Value>,
+) -> Result<Vec<Value>, StoreError> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![lead_id], |r| row(r))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Everything about a lead, as the API shows it.
+fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, StoreError> {
+    let Some(id) = survivor(c, account, id)? else {
+        return Ok(None);
+    };
+    let mut lead = c
+        .prepare_cached("SELECT created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = ?1")?
+        .query_row(params![id], |r| {
+            let mut map = Map::new();
+            map.insert("id".into(), Value::String(id.clone()));
+            for name in [
+                "created_at", "updated_at", "name", "first_name", "phone", "email", "language",
+                "channel", "intent", "playbook",
+            ] {
+                let v: Option<String> = r.get(name)?;
+                map.insert(name.into(), v.map(Value::String).unwrap_or(Value::Null));
+            }
+            map.insert("fields".into(), json_column(r, "fields")?);
+            map.insert("tags".into(), json_column(r, "tags")?);
+            Ok(map)
+        })?;
+    let identities = json_rows(
+        c,
+        "SELECT kind, value FROM identities WHERE lead_id = ?1 ORDER BY kind, value",
+        &id,
+        |r| {
+            Ok(serde_json::json!({"kind": r.get::<_, String>(0)?, "value": r.get::<_, String>(1)?}))
+        },
+    )?;
+    let consents = json_rows(
+        c,
+        "SELECT channel, granted, source, at, evidence FROM consents WHERE lead_id = ?1 ORDER BY id",
+        &id,
+        |r| {
+            Ok(serde_json::json!({
+                "channel": r.get::<_, String>(0)?, "granted": r.get::<_, bool>(1)?,
+                "source": r.get::<_, String>(2)?, "at": r.get::<_, String>(3)?,
+                "evidence": r.get::<_, Option<String>>(4)?,
+            }))
+        },
+    )?;
+    let transcript = json_rows(
+        c,
+        "SELECT channel, sender, text, at FROM messages WHERE lead_id = ?1 ORDER BY at, id",
+        &id,
+        |r| {
+            Ok(serde_json::json!({
+                "channel": r.get::<_, String>(0)?, "from": r.get::<_, String>(1)?,
+                "text": r.get::<_, String>(2)?, "at": r.get::<_, String>(3)?,
+            }))
+        },
+    )?;
+    let decisions = json_rows(
+        c,
+        "SELECT id, at, playbook, ruleset_hash, decision, trace FROM decisions WHERE lead_id = ?1 ORDER BY at, id",
+        &id,
+        |r| {
+            Ok(serde_json::json!({
+                "id": r.get::<_, String>("id")?, "at": r.get::<_, String>("at")?,
+                "playbook": r.get::<_, String>("playbook")?, "ruleset": r.get::<_, String>("ruleset_hash")?,
+                "decision": json_column(r, "decision")?,
+                "trace": json_column(r, "trace")?,
+            }))
+        },
+    )?;
+    let thread = json_rows(
+        c,
+        "SELECT state, queue, last_inbound_at FROM threads WHERE lead_id = ?1",
+        &id,
+        |r| {
+            Ok(serde_json::json!({
+                "state": r.get::<_, String>(0)?, "queue": r.get::<_, Option<String>>(1)?,
+                "last_inbound_at": r.get::<_, Option<String>>(2)?,
+            }))
+        },
+    )?
+    .into_iter()
+    .next()
+    .unwrap_or(Value::Null);
+    let outbox = json_rows(
+        c,
+        "SELECT id, kind, payload, state, attempts, created_at FROM outbox WHERE lead_id = ?1 ORDER BY created_at, id",
+        &id,
+        |r| {
+            Ok(serde_json::json!({
+                "id": r.get::<_, String>("id")?, "kind": r.get::<_, String>("kind")?,
+                "payload": json_column(r, "payload")?,
+                "state": r.get::<_, String>("state")?, "attempts": r.get::<_, i64>("attempts")?,
+                "created_at": r.get::<_, String>("created_at")?,
+            }))
+        },
+    )?;
+    lead.insert("identities".into(), Value::Array(identities));
+    lead.insert("consents".into(), Value::Array(consents));
+    lead.insert("transcript".into(), Value::Array(transcript));
+    lead.insert("thread".into(), thread);
+    lead.insert("decisions".into(), Value::Array(decisions));
+    lead.insert("outbox".into(), Value::Array(outbox));
+    Ok(Some(Value::Object(lead)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open(dir: &tempfile::TempDir) -> Arc<Sqlite> {
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        Arc::new(Sqlite::open(&url).await.expect("open"))
+    }
+
+    fn count(c: &Connection, table: &str) -> i64 {
+        c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .expect("count")
+    }
+
+    #[test]
+    fn urls_name_a_file_or_are_refused() {
+        assert_eq!(
+            path_of("sqlite://data/h.db").expect("path"),
+            PathBuf::from("data/h.db")
+        );
+        assert_eq!(
+            path_of("sqlite:///var/h.db?mode=rwc").expect("path"),
+            PathBuf::from("/var/h.db")
+        );
+        assert!(path_of("sqlite::memory:").is_err());
+        assert!(path_of("postgres://x").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_rolls_back_alone_and_the_others_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = open(&dir).await;
+        let mut waits = Vec::new();
+        for i in 0..50 {
+            let db = db.clone();
+            waits.push(tokio::spawn(async move {
+                db.write(move |c| {
+                    c.execute(
+                        "INSERT INTO processed (account_id, source, source_id, at) VALUES ('a', 't', ?1, 'now')",
+                        params![i.to_string()],
+                    )?;
+                    if i % 10 == 3 {
+                        return Err(StoreError("refused".into()));
+                    }
+                    Ok(i)
+                })
+                .await
+            }));
+        }
+        let mut ok = 0;
+        for w in waits {
+            match w.await.expect("join") {
+                Ok(_) => ok += 1,
+                Err(e) => assert_eq!(e.0, "refused"),
+            }
+        }
+        assert_eq!(ok, 45);
+        let stored = db.read(|c| Ok(count(c, "processed"))).await.expect("read");
+        assert_eq!(stored, 45, "the five refused writes left nothing behind");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = open(&dir).await;
+        let bad = db.write(|c| -> Result<(), StoreError> {
+            c.execute(
+                "INSERT INTO processed (account_id, source, source_id, at) VALUES ('a', 't', 'x', 'now')",
+                [],
+            )?;
+            panic!("a bug in a write");
+        });
+        assert!(bad.await.is_err());
+        let good = db
+            .write(|c| {
+                Ok(c.execute(
+                    "INSERT INTO processed (account_id, source, source_id, at) VALUES ('a', 't', 'y', 'now')",
+                    [],
+                )?)
+            })
+            .await;
+        assert_eq!(good.expect("the writer still runs"), 1);
+        let stored = db.read(|c| Ok(count(c, "processed"))).await.expect("read");
+        assert_eq!(stored, 1);
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_the_data_and_does_not_migrate_twice() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = open(&dir).await;
+        db.enqueue_webhooks("a", "whatsapp", &[("wamid.1".into(), Value::Null)])
+            .await
+            .expect("enqueue");
+        drop(db);
+        let db = open(&dir).await;
+        let version: i64 = db
+            .read(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            .await
+            .expect("version");
+        assert_eq!(version as usize, MIGRATIONS.len());
+        assert_eq!(
+            db.webhook_counts().await.expect("counts"),
+            vec![("pending".to_string(), 1)]
+        );
+    }
+}
