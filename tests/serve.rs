@@ -323,6 +323,31 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // A body declared as something else than JSON.
+    let r = s
+        .client
+        .post(s.url("/v1/leads"))
+        .bearer_auth(KEY)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("phone=%2B919800000002")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["at"], "Content-Type", "{e}");
+    // A wrong method gets the same JSON error shape, with `Allow`.
+    let r = s
+        .client
+        .delete(s.url("/v1/leads"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.headers().contains_key("allow"));
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "method_not_allowed", "{e}");
     // Nothing of the above was stored.
     let (_, list) = s.get("/v1/leads", KEY).await;
     assert_eq!(list["leads"], json!([]));
@@ -437,6 +462,16 @@ async fn a_broken_rules_edit_never_replaces_the_working_rules() {
     let (_, before) = s.get("/v1/rulesets", KEY).await;
     let hash = before["ruleset"].clone();
     assert!(hash.is_string());
+    // `acme` lists only the events number; the other playbooks send from numbers it lacks.
+    let warnings = before["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].as_str().unwrap().contains("`clinics-main`"));
+    let (_, other) = s.get("/v1/rulesets", OTHER_KEY).await;
+    assert_eq!(
+        other["warnings"],
+        json!([]),
+        "globex lists no numbers: nothing to check"
+    );
     let text = std::fs::read_to_string(rules.join("events.rules")).unwrap();
     std::fs::write(
         rules.join("events.rules"),

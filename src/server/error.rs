@@ -23,6 +23,8 @@ pub enum ApiError {
     BadSignature(String),
     NotFound(String),
     PayloadTooLarge,
+    /// The body is sent as something other than JSON.
+    UnsupportedMediaType(String),
     Internal(String),
 }
 
@@ -68,6 +70,14 @@ impl IntoResponse for ApiError {
                 "the request body is larger than 1 MiB".to_string(),
                 None,
             ),
+            ApiError::UnsupportedMediaType(got) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "the body is sent as `{got}`; send JSON with `Content-Type: application/json`"
+                ),
+                Some("Content-Type".to_string()),
+            ),
             ApiError::Internal(detail) => {
                 // Logged here, once; the client gets no internals.
                 tracing::error!(error = %detail, "internal error");
@@ -92,6 +102,76 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// Refuses a body declared as anything but JSON. A body without a
+/// `Content-Type` is read as JSON, for the simplest clients.
+pub fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(
+            text.chars().take(100).collect(),
+        ))
+    }
+}
+
+/// Gives the answers that layers and the router make without a body (405
+/// for a wrong method, 408 for a request that took too long) the same JSON
+/// error shape as every other refusal.
+pub async fn json_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response
+            .headers()
+            .contains_key(axum::http::header::CONTENT_TYPE)
+    {
+        return response;
+    }
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        _ if status.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            "this route does not take that method; see /openapi.json".to_string()
+        }
+        StatusCode::REQUEST_TIMEOUT => {
+            "the request took longer than 10 seconds and was not applied".to_string()
+        }
+        _ => status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut answer = (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response();
+    // Headers such as `Allow` on a 405 stay.
+    for (name, value) in parts.headers.iter() {
+        answer.headers_mut().entry(name).or_insert(value.clone());
+    }
+    answer
 }
 
 impl From<crate::store::StoreError> for ApiError {

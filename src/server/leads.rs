@@ -379,6 +379,7 @@ pub async fn create(
         },
         None => None,
     };
+    super::error::require_json(&headers)?;
     let input: LeadInput = parse_body(body)?;
     let ruleset = state
         .ruleset()
@@ -551,6 +552,7 @@ pub async fn dry_run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let account = state.authenticate(&headers)?;
+    super::error::require_json(&headers)?;
     let mut value: Value = parse_body(body)?;
     let object = value
         .as_object_mut()

@@ -70,28 +70,33 @@ impl AppState {
             .ok_or(ApiError::Unauthorized)
     }
 
-    /// Logs each playbook whose `sender` names a WhatsApp number an account
-    /// that may use it does not list: its messages would have no number.
+    /// Each playbook whose `sender` names a WhatsApp number that `account`
+    /// (which may use the playbook) does not list: its messages would have
+    /// no number to go from.
+    fn unknown_senders(account: &Account, ruleset: &Ruleset) -> Vec<String> {
+        if account.whatsapp.is_empty() {
+            return Vec::new();
+        }
+        let mut found = Vec::new();
+        for (name, playbook) in &ruleset.playbooks {
+            let usable = account.playbooks.is_empty() || account.playbooks.contains(name);
+            let Some(sender) = &playbook.compiled.schema.sender else {
+                continue;
+            };
+            if usable && !account.whatsapp.iter().any(|w| &w.key == sender) {
+                found.push(format!(
+                    "playbook `{name}` sends from `{sender}`, which account `{}` does not list in `accounts.whatsapp`",
+                    account.id
+                ));
+            }
+        }
+        found
+    }
+
     fn warn_unknown_senders(&self, ruleset: &Ruleset) {
-        for account in self
-            .config
-            .accounts
-            .iter()
-            .filter(|a| !a.whatsapp.is_empty())
-        {
-            for (name, playbook) in &ruleset.playbooks {
-                let usable = account.playbooks.is_empty() || account.playbooks.contains(name);
-                let Some(sender) = &playbook.compiled.schema.sender else {
-                    continue;
-                };
-                if usable && !account.whatsapp.iter().any(|w| &w.key == sender) {
-                    tracing::warn!(
-                        account = %account.id,
-                        playbook = %name,
-                        "playbook `{name}` sends from `{sender}`, which account `{}` does not list in `accounts.whatsapp`",
-                        account.id
-                    );
-                }
+        for account in &self.config.accounts {
+            for warning in Self::unknown_senders(account, ruleset) {
+                tracing::warn!(account = %account.id, "{warning}");
             }
         }
     }
@@ -168,6 +173,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(10),
         ))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             // A request ID per request; paths carry no personal data, bodies are never logged.
@@ -268,10 +274,16 @@ async fn rulesets(
         .filter(|(name, _)| account.playbooks.is_empty() || account.playbooks.contains(name))
         .map(|(name, p)| json!({"name": name, "file": p.file, "rules": p.compiled.rules.len()}))
         .collect();
+    let warnings = rules
+        .ruleset
+        .as_ref()
+        .map(|r| AppState::unknown_senders(account, r))
+        .unwrap_or_default();
     Ok(Json(json!({
         "ruleset": rules.ruleset.as_ref().map(|r| r.hash.clone()),
         "loaded_at": rules.loaded_at,
         "playbooks": playbooks,
+        "warnings": warnings,
         "last_reload": {"ok": rules.last_attempt_ok, "diagnostics": rules.last_attempt},
     })))
 }

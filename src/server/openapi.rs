@@ -225,6 +225,7 @@ fn create_lead() -> Value {
             ("400", response("BadRequest")),
             ("401", response("Unauthorized")),
             ("413", response("PayloadTooLarge")),
+            ("415", response("UnsupportedMediaType")),
             ("422", response("Unprocessable")),
             ("500", response("Internal")),
         ])
@@ -356,6 +357,7 @@ fn dry_run() -> Value {
             ("400", response("BadRequest")),
             ("401", response("Unauthorized")),
             ("413", response("PayloadTooLarge")),
+            ("415", response("UnsupportedMediaType")),
             ("422", response("Unprocessable")),
             ("500", response("Internal")),
         ])
@@ -632,6 +634,12 @@ fn component_responses() -> Value {
             "too_large",
             "the request body is larger than 1 MiB",
             None,
+        ),
+        "UnsupportedMediaType": error_response(
+            "The body is declared as something other than JSON (code `unsupported_media_type`); a body without `Content-Type` is read as JSON.",
+            "unsupported_media_type",
+            "the body is sent as `application/x-www-form-urlencoded`; send JSON with `Content-Type: application/json`",
+            Some("Content-Type"),
         ),
         "PayloadTooLargePlain": {
             "description": "The body is larger than 1 MiB. Answered by the framework as plain text, not as an error body.",
@@ -1224,7 +1232,7 @@ fn schemas() -> Value {
         "Rulesets",
         json!({
             "type": "object",
-            "required": ["ruleset", "loaded_at", "playbooks", "last_reload"],
+            "required": ["ruleset", "loaded_at", "playbooks", "warnings", "last_reload"],
             "additionalProperties": false,
             "properties": {
                 "ruleset": nullable_text("The hash of the ruleset in force."),
@@ -1242,6 +1250,11 @@ fn schemas() -> Value {
                             "rules": {"type": "integer", "minimum": 0, "description": "How many rules it has."}
                         }
                     }
+                },
+                "warnings": {
+                    "type": "array",
+                    "description": "Problems that do not stop the rules but will stop messages, such as a playbook whose `sender` is not one of this account's WhatsApp numbers.",
+                    "items": {"type": "string"}
                 },
                 "last_reload": {
                     "type": "object",
