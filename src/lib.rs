@@ -17,3 +17,4 @@ pub mod ruleset;
 pub mod server;
 pub mod store;
 pub mod suite;
+pub mod whatsapp;

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod explain;
 pub mod fmt;
 pub mod generate;
+pub mod sandbox;
 pub mod serve;
 pub mod test;
 
@@ -39,6 +40,8 @@ enum Command {
     Diff(diff::DiffArgs),
     /// Write a realistic lead history (JSONL) for a playbook.
     Generate(generate::GenerateArgs),
+    /// Simulate the WhatsApp Cloud API locally, with its webhooks and faults.
+    Sandbox(sandbox::SandboxArgs),
 }
 
 /// Output formats.
@@ -97,6 +100,7 @@ pub fn run() -> ExitCode {
         Command::Fmt(args) => fmt::run(args),
         Command::Diff(args) => diff::run_command(args),
         Command::Generate(args) => generate::run(args),
+        Command::Sandbox(args) => sandbox::run(args),
     }
 }
 
