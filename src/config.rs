@@ -22,6 +22,63 @@ pub struct Config {
     /// Set when no account was configured and the demo account was made;
     /// the key is printed once at start so a new user can call the API.
     pub demo_key: Option<Secret>,
+    /// How the outbox is delivered: the Cloud API (or the sandbox), leases,
+    /// retries.
+    pub delivery: DeliveryConfig,
+}
+
+/// Outbox delivery settings (`[delivery]`).
+#[derive(Clone, Debug)]
+pub struct DeliveryConfig {
+    /// The Cloud API base URL and version.
+    pub whatsapp_base: String,
+    pub whatsapp_version: String,
+    /// Send to the built-in sandbox instead of Meta. By default, exactly when
+    /// no WhatsApp number of any account has a token.
+    pub sandbox: bool,
+    /// How long a worker owns the messages it claimed.
+    pub lease: std::time::Duration,
+    /// How long a message whose send may have reached Meta (a crash or a
+    /// timeout mid-send) waits for a status webhook carrying its outbox ID
+    /// before it is sent again.
+    pub grace: std::time::Duration,
+    /// The least time between two messages from one number to one user
+    /// (Meta's pair rate limit).
+    pub pair_interval: std::time::Duration,
+    /// A message still undelivered after this long fails.
+    pub max_age: std::time::Duration,
+    /// One Cloud API request's time limit.
+    pub timeout: std::time::Duration,
+    /// The first retry's delay; each later one doubles it (with jitter), up to `max_backoff`.
+    pub backoff: std::time::Duration,
+    pub max_backoff: std::time::Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            whatsapp_base: "https://graph.facebook.com".into(),
+            whatsapp_version: "v23.0".into(),
+            sandbox: true,
+            lease: std::time::Duration::from_secs(60),
+            grace: std::time::Duration::from_secs(600),
+            pair_interval: std::time::Duration::from_secs(6),
+            max_age: std::time::Duration::from_secs(24 * 3600),
+            timeout: std::time::Duration::from_secs(15),
+            backoff: std::time::Duration::from_secs(2),
+            max_backoff: std::time::Duration::from_secs(600),
+        }
+    }
+}
+
+/// A CRM or AI-agent endpoint that receives signed lead records.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    pub url: String,
+    /// The Standard Webhooks signing secret (`whsec_...`).
+    pub secret: Secret,
+    /// Loopback and private addresses are refused unless this is set.
+    pub allow_private: bool,
 }
 
 /// A tenant: its API keys, its playbooks and how leads reach them.
@@ -50,6 +107,10 @@ pub struct Account {
     /// The account's WhatsApp numbers; a playbook's `sender` names one by key.
     /// When any are listed, WhatsApp events for other numbers are refused.
     pub whatsapp: Vec<WhatsappNumber>,
+    /// Endpoints by name, for `notify "<name>"` and `lead_updates`.
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// Endpoints that receive the lead record after every decision.
+    pub lead_updates: Vec<String>,
 }
 
 /// A WhatsApp Business number of an account.
@@ -61,6 +122,8 @@ pub struct WhatsappNumber {
     pub phone_number_id: String,
     /// The Cloud API token for this number.
     pub token: Option<Secret>,
+    /// Messages per second this number may send (Meta's default is 80).
+    pub rate: u32,
 }
 
 /// Where lead-ad leads are fetched from.
@@ -168,6 +231,32 @@ struct FileConfig {
     templates: Option<PathBuf>,
     #[serde(default)]
     accounts: Vec<FileAccount>,
+    #[serde(default)]
+    delivery: FileDelivery,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileDelivery {
+    whatsapp_base: Option<String>,
+    whatsapp_version: Option<String>,
+    sandbox: Option<bool>,
+    lease_seconds: Option<f64>,
+    grace_seconds: Option<f64>,
+    pair_interval_seconds: Option<f64>,
+    max_age_hours: Option<f64>,
+    timeout_seconds: Option<f64>,
+    backoff_seconds: Option<f64>,
+    max_backoff_seconds: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEndpoint {
+    url: String,
+    secret: String,
+    #[serde(default)]
+    allow_private: bool,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +281,10 @@ struct FileAccount {
     opt_out_words: Option<Vec<String>>,
     #[serde(default)]
     whatsapp: Vec<FileNumber>,
+    #[serde(default)]
+    endpoints: BTreeMap<String, FileEndpoint>,
+    #[serde(default)]
+    lead_updates: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +293,7 @@ struct FileNumber {
     key: String,
     phone_number_id: String,
     token: Option<String>,
+    rate: Option<u32>,
 }
 
 #[derive(Deserialize, Default)]
@@ -224,6 +318,58 @@ struct FileForm {
     fields: BTreeMap<String, String>,
     secret: Option<String>,
     signature_header: Option<String>,
+}
+
+fn delivery_config(
+    file: &FileDelivery,
+    accounts: &[Account],
+) -> Result<DeliveryConfig, ConfigError> {
+    let mut d = DeliveryConfig::default();
+    if let Some(base) = &file.whatsapp_base {
+        if !(base.starts_with("https://") || base.starts_with("http://")) {
+            return err("delivery.whatsapp_base must be an http(s) URL".to_string());
+        }
+        d.whatsapp_base = base.trim_end_matches('/').to_string();
+    }
+    if let Some(v) = &file.whatsapp_version {
+        d.whatsapp_version = v.clone();
+    }
+    let live = accounts
+        .iter()
+        .flat_map(|a| &a.whatsapp)
+        .any(|n| n.token.is_some());
+    d.sandbox = file.sandbox.unwrap_or(!live);
+    let seconds = |value: Option<f64>, name: &str, default: std::time::Duration| match value {
+        None => Ok(default),
+        Some(v) if v > 0.0 && v.is_finite() => Ok(std::time::Duration::from_secs_f64(v)),
+        Some(v) => err(format!("delivery.{name} is {v}; give a number above 0")),
+    };
+    d.lease = seconds(file.lease_seconds, "lease_seconds", d.lease)?;
+    d.grace = seconds(file.grace_seconds, "grace_seconds", d.grace)?;
+    d.pair_interval = seconds(
+        file.pair_interval_seconds,
+        "pair_interval_seconds",
+        d.pair_interval,
+    )?;
+    d.max_age = seconds(
+        file.max_age_hours.map(|h| h * 3600.0),
+        "max_age_hours",
+        d.max_age,
+    )?;
+    d.timeout = seconds(file.timeout_seconds, "timeout_seconds", d.timeout)?;
+    d.backoff = seconds(file.backoff_seconds, "backoff_seconds", d.backoff)?;
+    d.max_backoff = seconds(
+        file.max_backoff_seconds,
+        "max_backoff_seconds",
+        d.max_backoff,
+    )?;
+    if d.grace < d.timeout {
+        return err(format!(
+            "delivery.grace_seconds ({:?}) must be at least delivery.timeout_seconds ({:?}): a status webhook for a send that timed out can only come after it",
+            d.grace, d.timeout
+        ));
+    }
+    Ok(d)
 }
 
 /// Reads an `env:VAR` secret reference.
@@ -438,10 +584,17 @@ impl Config {
                     Some(v) => Some(secret_ref(v, &format!("{at}.token"), env)?),
                     None => None,
                 };
+                let rate = number.rate.unwrap_or(80);
+                if !(1..=1000).contains(&rate) {
+                    return err(format!(
+                        "{at}.rate is {rate}; Meta allows 1 to 1,000 messages a second per number"
+                    ));
+                }
                 whatsapp.push(WhatsappNumber {
                     key: number.key.clone(),
                     phone_number_id: number.phone_number_id.clone(),
                     token,
+                    rate,
                 });
             }
             let mut forms = BTreeMap::new();
@@ -466,8 +619,32 @@ impl Config {
                     },
                 );
             }
+            let mut endpoints = BTreeMap::new();
+            for (name, e) in &a.endpoints {
+                let at = format!("accounts[{i}].endpoints.{name}");
+                if !(e.url.starts_with("https://") || e.url.starts_with("http://")) {
+                    return err(format!("{at}.url must be an http(s) URL"));
+                }
+                endpoints.insert(
+                    name.clone(),
+                    EndpointConfig {
+                        url: e.url.clone(),
+                        secret: secret_ref(&e.secret, &format!("{at}.secret"), env)?,
+                        allow_private: e.allow_private,
+                    },
+                );
+            }
+            for (k, name) in a.lead_updates.iter().enumerate() {
+                if !endpoints.contains_key(name) {
+                    return err(format!(
+                        "accounts[{i}].lead_updates[{k}] names `{name}`, which is not in `accounts.endpoints`"
+                    ));
+                }
+            }
             accounts.push(Account {
                 whatsapp,
+                endpoints,
+                lead_updates: a.lead_updates.clone(),
                 meta_app_secrets,
                 meta_verify_token,
                 graph,
@@ -507,13 +684,17 @@ impl Config {
                     .get("HANDOFF_DEMO_META_APP_SECRET")
                     .filter(|s| !s.is_empty())
                     .map(|s| vec![Secret::new(s.clone())])
-                    .unwrap_or_default(),
+                    // The sandbox signs its webhooks with the account's app
+                    // secret; a demo without one gets a random one.
+                    .unwrap_or_else(|| vec![Secret::new(hex::encode(rand::random::<[u8; 16]>()))]),
                 meta_verify_token: env
                     .get("HANDOFF_DEMO_META_VERIFY_TOKEN")
                     .filter(|s| !s.is_empty())
                     .map(|s| Secret::new(s.clone())),
                 graph: GraphConfig::default(),
                 whatsapp: Vec::new(),
+                endpoints: BTreeMap::new(),
+                lead_updates: Vec::new(),
                 forms: BTreeMap::new(),
                 opt_out_words: DEFAULT_OPT_OUT_WORDS
                     .iter()
@@ -522,6 +703,7 @@ impl Config {
             });
             demo_key = Some(Secret::new(key));
         }
+        let delivery = delivery_config(&parsed.delivery, &accounts)?;
         Ok(Config {
             listen,
             database,
@@ -529,6 +711,7 @@ impl Config {
             templates,
             accounts,
             demo_key,
+            delivery,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod generate;
 pub mod history;
 pub mod intake;
+pub mod notify;
 pub mod render;
 pub mod ruleset;
 pub mod server;

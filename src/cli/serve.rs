@@ -29,6 +29,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("HANDOFF_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=info")),
         )
+        // Logs on standard error; standard output carries the start banner.
+        .with_writer(std::io::stderr)
         .try_init();
     // All of the environment: `HANDOFF_*` overrides, and the variables that
     // `env:VAR` secret references in the file name.

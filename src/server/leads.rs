@@ -196,7 +196,12 @@ pub fn window_open(last_inbound: Option<DateTime<Utc>>, now: DateTime<Utc>) -> b
 
 /// The decision for a stored lead, and what it writes besides itself. A
 /// lead that already has a playbook keeps it; `playbook` is for new leads.
-pub(crate) fn decide_for(ruleset: &Ruleset, playbook: &str, state: &LeadState) -> DecisionRecord {
+pub(crate) fn decide_for(
+    ruleset: &Ruleset,
+    playbook: &str,
+    state: &LeadState,
+    lead_updates: &[String],
+) -> DecisionRecord {
     let playbook = state
         .lead
         .playbook
@@ -212,7 +217,7 @@ pub(crate) fn decide_for(ruleset: &Ruleset, playbook: &str, state: &LeadState) -
     match ruleset.explain(playbook, &state.lead, &situation) {
         Ok((decision, trace)) => {
             let trace = serde_json::to_value(&trace).unwrap_or(Value::Null);
-            record_for(ruleset, &decision, trace, state)
+            record_for(ruleset, &decision, trace, state, lead_updates)
         }
         // The playbook was checked when the request came in and rulesets
         // are only ever swapped whole, so this is a race with a reload that
@@ -232,6 +237,7 @@ fn record_for(
     decision: &Decision,
     trace: Value,
     state: &LeadState,
+    lead_updates: &[String],
 ) -> DecisionRecord {
     let decision_json = serde_json::to_value(decision).unwrap_or(Value::Null);
     let mut outbox = Vec::new();
@@ -252,7 +258,14 @@ fn record_for(
     for endpoint in &decision.actions.notify {
         outbox.push((
             "notify".to_string(),
-            json!({"endpoint": endpoint, "lead_id": state.id}),
+            json!({"endpoint": endpoint, "event": "lead.notify"}),
+        ));
+    }
+    // The account's CRM gets the lead record after every decision.
+    for endpoint in lead_updates {
+        outbox.push((
+            "notify".to_string(),
+            json!({"endpoint": endpoint, "event": "lead.updated"}),
         ));
     }
     DecisionRecord {
@@ -387,12 +400,14 @@ pub async fn create(
     let (mut event, playbook) = to_event(input, &account, &ruleset)?;
     event.dedup = idempotency;
     let channel_label = event.channel.clone().unwrap_or_default();
+    let updates = account.lead_updates.clone();
     let recorded = state
         .store
         .record(&account.id, event, move |lead| {
-            decide_for(&ruleset, &playbook, lead)
+            decide_for(&ruleset, &playbook, lead, &updates)
         })
         .await?;
+    state.outbox.notify_one();
     Ok(match recorded {
         Recorded::New {
             lead_id, response, ..

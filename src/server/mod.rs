@@ -2,6 +2,7 @@
 //! `serve(config, listener, shutdown)` runs it until shutdown. Routes live in
 //! the submodules; errors in [`error`].
 
+pub mod delivery;
 pub mod error;
 mod leads;
 pub mod metrics;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub rules: RwLock<Rules>,
     /// Wakes the webhook worker when events are stored.
     pub work: tokio::sync::Notify,
+    /// Wakes the delivery worker when messages are queued.
+    pub outbox: tokio::sync::Notify,
     pub metrics: metrics::Metrics,
 }
 
@@ -335,6 +338,7 @@ pub async fn state(config: Config) -> Result<Arc<AppState>, String> {
             last_attempt_ok: false,
         }),
         work: tokio::sync::Notify::new(),
+        outbox: tokio::sync::Notify::new(),
         metrics: metrics::Metrics::default(),
     });
     if !state.reload() {
@@ -366,9 +370,114 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     spawn_rules_watch(state.clone());
     webhooks::spawn_worker(state.clone());
-    axum::serve(listener, app(state))
+    let local = listener.local_addr()?;
+    let (routes, sandboxes) = whatsapp_routes(&state, local).map_err(std::io::Error::other)?;
+    delivery::spawn_worker(
+        state.clone(),
+        delivery::Delivery {
+            owner: format!("{}-{}", local, uuid::Uuid::now_v7()),
+            routes,
+            limiter: crate::whatsapp::Limiter::new(state.config.delivery.pair_interval),
+            notifier: crate::notify::Notifier::new(),
+        },
+    );
+    let mut router = app(state);
+    for (account, sandbox) in sandboxes {
+        router = router.nest(
+            &format!("/sandbox/{account}"),
+            crate::whatsapp::sandbox::router(sandbox),
+        );
+    }
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Where each account's WhatsApp messages go. In sandbox mode each account
+/// gets its own simulator under `/sandbox/{account}` on this server, which
+/// signs its webhooks with the account's app secret and sends them to the
+/// account's `/webhooks/meta/{account}`, as Meta would.
+#[allow(clippy::type_complexity)]
+fn whatsapp_routes(
+    state: &AppState,
+    local: std::net::SocketAddr,
+) -> Result<
+    (
+        std::collections::BTreeMap<String, delivery::Route>,
+        Vec<(String, Arc<crate::whatsapp::Sandbox>)>,
+    ),
+    String,
+> {
+    let d = &state.config.delivery;
+    let mut routes = std::collections::BTreeMap::new();
+    let mut sandboxes = Vec::new();
+    // The sandbox is reached over loopback even when the server listens on every address.
+    let loopback = match local.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from(([127, 0, 0, 1], local.port()))
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, local.port()))
+        }
+        _ => local,
+    };
+    let templates = state
+        .ruleset()
+        .map(|r| crate::whatsapp::SandboxTemplate::all_from(&r.templates))
+        .unwrap_or_default();
+    let senders: Vec<String> = state
+        .ruleset()
+        .map(|r| {
+            r.playbooks
+                .values()
+                .filter_map(|p| p.compiled.schema.sender.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    for account in &state.config.accounts {
+        let base = if d.sandbox {
+            // The account's numbers, and a sandbox number for each sender it does not list.
+            let mut numbers: Vec<(String, String)> = account
+                .whatsapp
+                .iter()
+                .map(|n| n.phone_number_id.clone())
+                .chain(
+                    senders
+                        .iter()
+                        .filter(|key| !account.whatsapp.iter().any(|n| &&n.key == key))
+                        .map(|key| delivery::sandbox_number_id(key)),
+                )
+                .map(|id| {
+                    let display = format!("1555{}", &id[id.len().saturating_sub(7)..]);
+                    (id, display)
+                })
+                .collect();
+            numbers.dedup();
+            let sandbox = crate::whatsapp::Sandbox::new(crate::whatsapp::SandboxConfig {
+                templates: templates.clone(),
+                numbers,
+                app_secret: account
+                    .meta_app_secrets
+                    .first()
+                    .map(|s| s.expose().to_string()),
+                webhook_url: Some(format!("http://{loopback}/webhooks/meta/{}", account.id)),
+                ..crate::whatsapp::SandboxConfig::default()
+            })?;
+            sandboxes.push((account.id.clone(), Arc::new(sandbox)));
+            format!("http://{loopback}/sandbox/{}", account.id)
+        } else {
+            d.whatsapp_base.clone()
+        };
+        let client = crate::whatsapp::CloudClient::new(&base, &d.whatsapp_version, d.timeout)?;
+        routes.insert(
+            account.id.clone(),
+            delivery::Route {
+                client,
+                sandbox: d.sandbox,
+            },
+        );
+    }
+    Ok((routes, sandboxes))
 }
 
 /// Reloads the rules when a file under the rules or templates directory

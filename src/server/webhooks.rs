@@ -487,11 +487,22 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                         errors: serde_json::to_value(&s.errors).unwrap_or(Value::Null),
                         outbox_id: s.biz_opaque_callback_data.clone(),
                     };
-                    state
+                    let applied = state
                         .store
-                        .record_status(&account.id, &record)
+                        .apply_status(&account.id, &record)
                         .await
-                        .map_err(|e| Refused::Retry(e.to_string()))
+                        .map_err(|e| Refused::Retry(e.to_string()))?;
+                    if applied.new {
+                        state.metrics.add(
+                            "handoff_whatsapp_statuses_total",
+                            &[("status", &record.status)],
+                            1,
+                        );
+                    }
+                    if applied.fell_back {
+                        state.outbox.notify_one();
+                    }
+                    Ok(())
                 }
                 InboundEvent::WhatsappUserPreference(p) => {
                     let consent = ConsentRecord {
@@ -635,12 +646,15 @@ async fn record(
     let ruleset = state.ruleset().ok_or("no ruleset loaded")?;
     let playbook = pick_playbook_named(account, &ruleset, playbook.as_deref(), channel)
         .map_err(|e| e.to_string())?;
-    state
+    let updates = account.lead_updates.clone();
+    let recorded = state
         .store
         .record(&account.id, event, move |lead| {
-            decide_for(&ruleset, &playbook, lead)
+            decide_for(&ruleset, &playbook, lead, &updates)
         })
-        .await
+        .await;
+    state.outbox.notify_one();
+    recorded
         .map(|recorded| {
             if let crate::store::Recorded::New { response, .. } = recorded {
                 super::leads::count_decision(state, &account.id, channel, &response);

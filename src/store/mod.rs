@@ -145,6 +145,68 @@ pub struct PendingWebhook {
     pub attempts: i64,
 }
 
+/// A message claimed from the outbox for delivery.
+#[derive(Clone, Debug)]
+pub struct OutboxItem {
+    pub id: String,
+    pub account: String,
+    pub lead_id: String,
+    /// `whatsapp` or `notify`.
+    pub kind: String,
+    pub payload: Value,
+    /// Attempts so far, this one included.
+    pub attempts: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How a delivery attempt ended.
+#[derive(Clone, Debug)]
+pub enum SendOutcome {
+    /// Accepted (Meta's message ID for WhatsApp; none for an endpoint).
+    Sent {
+        message_id: Option<String>,
+        wa_id: Option<String>,
+    },
+    /// Not accepted; try again at `at`.
+    Retry {
+        at: DateTime<Utc>,
+        code: Option<i64>,
+        error: String,
+    },
+    /// The send may have reached Meta (a timeout, a lost answer): it waits
+    /// the grace period for a status webhook before it is sent again.
+    Uncertain { error: String },
+    /// Will never be delivered; the thread is flagged for operators.
+    Failed {
+        code: Option<i64>,
+        error: String,
+        /// The user stopped marketing messages (131050): on record as an opt-out.
+        marketing_opt_out: bool,
+    },
+    /// Meta says the window is closed (131047): this message fails and the
+    /// approved template in `payload` is queued in its place.
+    Fallback {
+        code: i64,
+        error: String,
+        payload: Value,
+    },
+    /// Not sent, and never will be (a person took the thread over).
+    Cancelled { reason: String },
+    /// Not attempted: put back until `at` (pacing), the attempt not counted.
+    Deferred { at: DateTime<Utc> },
+}
+
+/// What a status webhook changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusApplied {
+    /// The outbox message it belongs to, when known.
+    pub outbox_id: Option<String>,
+    /// False for a redelivered status (already on record).
+    pub new: bool,
+    /// A template was queued in place of a message that failed with 131047.
+    pub fell_back: bool,
+}
+
 impl Store {
     /// Opens (creating when missing) the database at `url` and brings its
     /// schema up to date.
@@ -237,13 +299,69 @@ impl Store {
         self.sqlite.webhook_counts().await
     }
 
-    /// Records a delivery status Meta reported.
-    pub async fn record_status(
+    /// Records a delivery status Meta reported and applies it to its outbox
+    /// message: Meta's ID, the furthest status, and for a failure what it
+    /// means (a template in place of a message the closed window refused, a
+    /// marketing opt-out, a flagged thread). A redelivered status changes nothing.
+    pub async fn apply_status(
         &self,
         account: &str,
         status: &StatusRecord,
+    ) -> Result<StatusApplied, StoreError> {
+        self.sqlite.apply_status(account, status).await
+    }
+
+    /// Claims up to `limit` messages due for delivery for `owner`, for
+    /// `lease`. Messages whose send may have reached Meta are claimed again
+    /// only once `grace` has passed since that send without a status.
+    /// Automated WhatsApp messages of threads a person took over are
+    /// cancelled, and messages older than `max_age` fail, on the way.
+    pub async fn claim_outbox(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+        grace: Duration,
+        max_age: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        self.sqlite
+            .claim_outbox(owner, limit, lease, grace, max_age)
+            .await
+    }
+
+    /// Records how an attempt ended, if `owner` still holds the message's lease.
+    pub async fn finish_outbox(
+        &self,
+        owner: &str,
+        item: &OutboxItem,
+        outcome: SendOutcome,
+    ) -> Result<bool, StoreError> {
+        self.sqlite.finish_outbox(owner, item, outcome).await
+    }
+
+    /// Outbox messages by kind and state, for metrics.
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.sqlite.outbox_counts().await
+    }
+
+    /// Disables an endpoint of an account (it answered 410 Gone).
+    pub async fn disable_endpoint(
+        &self,
+        account: &str,
+        endpoint: &str,
+        reason: &str,
     ) -> Result<(), StoreError> {
-        self.sqlite.record_status(account, status).await
+        self.sqlite
+            .disable_endpoint(account, endpoint, reason)
+            .await
+    }
+
+    /// The endpoints of an account that are disabled, with why.
+    pub async fn disabled_endpoints(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.sqlite.disabled_endpoints(account).await
     }
 
     /// Records a consent change for the lead an identity belongs to; false

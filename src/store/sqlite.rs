@@ -14,8 +14,8 @@
 //! the writer writes.
 
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, PendingWebhook,
-    Recorded, StatusRecord, StoreError,
+    new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, OutboxItem,
+    PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
 };
 use crate::engine::lead::{Consent, TranscriptMessage};
 use crate::engine::Lead;
@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0002_webhooks",
         include_str!("../../migrations/sqlite/0002_webhooks.sql"),
+    ),
+    (
+        "0003_delivery",
+        include_str!("../../migrations/sqlite/0003_delivery.sql"),
     ),
 ];
 
@@ -420,26 +424,84 @@ impl Sqlite {
         .await
     }
 
-    pub async fn record_status(
+    pub async fn apply_status(
         &self,
         account: &str,
         status: &StatusRecord,
-    ) -> Result<(), StoreError> {
+    ) -> Result<StatusApplied, StoreError> {
         let (account, status) = (account.to_string(), status.clone());
+        self.write(move |c| apply_status(c, &account, &status))
+            .await
+    }
+
+    pub async fn claim_outbox(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+        grace: Duration,
+        max_age: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let owner = owner.to_string();
+        self.write(move |c| claim_outbox(c, &owner, limit, lease, grace, max_age))
+            .await
+    }
+
+    pub async fn finish_outbox(
+        &self,
+        owner: &str,
+        item: &OutboxItem,
+        outcome: SendOutcome,
+    ) -> Result<bool, StoreError> {
+        let (owner, item) = (owner.to_string(), item.clone());
+        self.write(move |c| finish_outbox(c, &owner, &item, outcome))
+            .await
+    }
+
+    pub async fn outbox_counts(self: &Arc<Self>) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn disable_endpoint(
+        &self,
+        account: &str,
+        endpoint: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (account, endpoint, reason) = (
+            account.to_string(),
+            endpoint.to_string(),
+            reason.to_string(),
+        );
         self.write(move |c| {
             c.prepare_cached(
-                "INSERT OR IGNORE INTO whatsapp_statuses (account_id, message_id, status, at, recipient, errors, outbox_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO endpoint_state (account_id, endpoint, disabled_at, reason) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (account_id, endpoint) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
             )?
-            .execute(params![
-                account,
-                status.message_id,
-                status.status,
-                time_text(status.at),
-                status.recipient,
-                status.errors.to_string(),
-                status.outbox_id
-            ])?;
+            .execute(params![account, endpoint, now_text(), reason])?;
             Ok(())
+        })
+        .await
+    }
+
+    pub async fn disabled_endpoints(
+        self: &Arc<Self>,
+        account: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let account = account.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT endpoint, COALESCE(reason, '') FROM endpoint_state WHERE account_id = ?1 AND disabled_at IS NOT NULL ORDER BY endpoint",
+            )?;
+            let rows = stmt.query_map(params![account], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -1001,6 +1063,324 @@ fn load_state(c: &Connection, lead_id: &str, created: bool) -> Result<LeadState,
     })
 }
 
+/// How far along a Meta status is; statuses only move forward.
+fn status_rank(status: Option<&str>) -> u8 {
+    match status {
+        None => 0,
+        Some("accepted") => 1,
+        Some("sent") => 2,
+        Some("delivered") => 3,
+        Some("read") => 4,
+        Some("failed") => 5,
+        Some(_) => 0,
+    }
+}
+
+fn seconds_ago(d: Duration) -> String {
+    time_text(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default())
+}
+
+fn claim_outbox(
+    c: &Connection,
+    owner: &str,
+    limit: i64,
+    lease: Duration,
+    grace: Duration,
+    max_age: Duration,
+) -> Result<Vec<OutboxItem>, StoreError> {
+    let now = now_text();
+    // Automation stops talking the moment a person takes the thread over.
+    c.prepare_cached(
+        "UPDATE outbox SET state = 'cancelled', error = 'a person took the thread over before it was sent', updated_at = ?1 \
+         WHERE state = 'pending' AND kind = 'whatsapp' AND automated = 1 \
+         AND lead_id IN (SELECT lead_id FROM threads WHERE state = 'human')",
+    )?
+    .execute(params![now])?;
+    c.prepare_cached(
+        "UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = ?1 \
+         WHERE state = 'pending' AND created_at < ?2",
+    )?
+    .execute(params![now, seconds_ago(max_age)])?;
+    let mut stmt = c.prepare_cached(
+        "SELECT id, account_id, lead_id, kind, payload, attempts, created_at FROM outbox \
+         WHERE (state = 'pending' AND (next_attempt IS NULL OR next_attempt <= ?1)) \
+            OR (state = 'sending' AND lease_until <= ?1 AND (sending_since IS NULL OR sending_since <= ?2)) \
+         ORDER BY created_at, id LIMIT ?3",
+    )?;
+    let items = stmt
+        .query_map(params![now, seconds_ago(grace), limit], |r| {
+            Ok(OutboxItem {
+                id: r.get(0)?,
+                account: r.get(1)?,
+                lead_id: r.get(2)?,
+                kind: r.get(3)?,
+                payload: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
+                attempts: r.get::<_, i64>(5)? + 1,
+                created_at: parse_time(Some(r.get(6)?)).unwrap_or_else(Utc::now),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let until = time_text(Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default());
+    let mut claim = c.prepare_cached(
+        "UPDATE outbox SET state = 'sending', lease_owner = ?1, lease_until = ?2, sending_since = ?3, attempts = attempts + 1, updated_at = ?3 WHERE id = ?4",
+    )?;
+    for item in &items {
+        claim.execute(params![owner, until, now, item.id])?;
+    }
+    Ok(items)
+}
+
+fn flag_thread(c: &Connection, lead_id: &str, reason: &str) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "UPDATE threads SET flag = 'delivery_failed', flag_reason = ?1, updated_at = ?2 WHERE lead_id = ?3",
+    )?
+    .execute(params![reason, now_text(), lead_id])?;
+    Ok(())
+}
+
+/// The marketing opt-out Meta reported for a lead (131050).
+fn marketing_opt_out(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    evidence: &str,
+) -> Result<(), StoreError> {
+    insert_consent(
+        c,
+        account,
+        lead_id,
+        &ConsentRecord {
+            channel: "whatsapp_marketing".into(),
+            granted: false,
+            source: "whatsapp 131050".into(),
+            at: Utc::now(),
+            evidence: Some(evidence.to_string()),
+        },
+    )
+}
+
+/// Queues the approved template in place of message `id`, which the closed
+/// window refused; false when there is no template or one was queued already.
+fn queue_fallback(c: &Connection, id: &str, payload: &Value) -> Result<bool, StoreError> {
+    let exists: Option<String> = c
+        .prepare_cached("SELECT id FROM outbox WHERE replaces = ?1")?
+        .query_row(params![id], |r| r.get(0))
+        .optional()?;
+    if exists.is_some() || payload.get("template").is_none_or(Value::is_null) {
+        return Ok(false);
+    }
+    let mut payload = payload.clone();
+    payload["outcome"] = Value::String("template".into());
+    payload["text"] = Value::Null;
+    let now = now_text();
+    c.prepare_cached(
+        "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, replaces, updated_at) \
+         SELECT ?1, account_id, lead_id, decision_id, kind, ?2, ?3, automated, id, ?3 FROM outbox WHERE id = ?4",
+    )?
+    .execute(params![uuid::Uuid::now_v7().to_string(), payload.to_string(), now, id])?;
+    Ok(true)
+}
+
+fn apply_status(
+    c: &Connection,
+    account: &str,
+    status: &StatusRecord,
+) -> Result<StatusApplied, StoreError> {
+    let new = c
+        .prepare_cached(
+            "INSERT OR IGNORE INTO whatsapp_statuses (account_id, message_id, status, at, recipient, errors, outbox_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            account,
+            status.message_id,
+            status.status,
+            time_text(status.at),
+            status.recipient,
+            status.errors.to_string(),
+            status.outbox_id
+        ])?
+        == 1;
+    if !new {
+        return Ok(StatusApplied::default());
+    }
+    // Our own ID, echoed from biz_opaque_callback_data, finds the message
+    // even when the status comes before we recorded Meta's answer.
+    type Found = (String, String, String, Option<String>, String);
+    let read = |r: &Row| -> rusqlite::Result<Found> {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    };
+    let found: Option<Found> = match &status.outbox_id {
+        Some(id) => c
+            .prepare_cached("SELECT id, state, lead_id, delivery, payload FROM outbox WHERE id = ?1 AND account_id = ?2 AND kind = 'whatsapp'")?
+            .query_row(params![id, account], read)
+            .optional()?,
+        None => None,
+    };
+    let found = match found {
+        Some(f) => Some(f),
+        None => c
+            .prepare_cached("SELECT id, state, lead_id, delivery, payload FROM outbox WHERE message_id = ?1 AND account_id = ?2")?
+            .query_row(params![status.message_id, account], read)
+            .optional()?,
+    };
+    let Some((id, state, lead_id, delivery, payload)) = found else {
+        return Ok(StatusApplied {
+            new: true,
+            ..StatusApplied::default()
+        });
+    };
+    let now = now_text();
+    let mut applied = StatusApplied {
+        outbox_id: Some(id.clone()),
+        new: true,
+        fell_back: false,
+    };
+    if status.status != "failed" {
+        let furthest = if status_rank(Some(&status.status)) > status_rank(delivery.as_deref()) {
+            Some(status.status.clone())
+        } else {
+            delivery
+        };
+        // Meta has it: a send we were unsure of, or were about to retry, is done.
+        c.prepare_cached(
+            "UPDATE outbox SET message_id = COALESCE(message_id, ?1), delivery = ?2, \
+             state = CASE WHEN state IN ('sending', 'pending') THEN 'sent' ELSE state END, \
+             lease_owner = CASE WHEN state IN ('sending', 'pending') THEN NULL ELSE lease_owner END, \
+             next_attempt = NULL, updated_at = ?3 WHERE id = ?4",
+        )?
+        .execute(params![status.message_id, furthest, now, id])?;
+        return Ok(applied);
+    }
+    let first = status.errors.get(0);
+    let code = first.and_then(|e| e.get("code")).and_then(Value::as_i64);
+    let detail = first
+        .map(|e| {
+            e.get("message")
+                .or_else(|| e.get("title"))
+                .and_then(Value::as_str)
+                .unwrap_or("failed")
+                .to_string()
+        })
+        .unwrap_or_else(|| "failed".into());
+    let error = match code {
+        Some(code) => format!("{code}: {detail}"),
+        None => detail,
+    };
+    let _ = state;
+    c.prepare_cached(
+        "UPDATE outbox SET message_id = COALESCE(message_id, ?1), delivery = 'failed', state = 'failed', \
+         error_code = ?2, error = ?3, lease_owner = NULL, updated_at = ?4 WHERE id = ?5",
+    )?
+    .execute(params![status.message_id, code, error, now, id])?;
+    let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+    let session = payload.get("outcome").and_then(Value::as_str) == Some("session");
+    if code == Some(131047) && session {
+        applied.fell_back = queue_fallback(c, &id, &payload)?;
+    }
+    if code == Some(131050) {
+        marketing_opt_out(c, account, &lead_id, &error)?;
+    }
+    if !applied.fell_back {
+        flag_thread(c, &lead_id, &error)?;
+    }
+    Ok(applied)
+}
+
+fn finish_outbox(
+    c: &Connection,
+    owner: &str,
+    item: &OutboxItem,
+    outcome: SendOutcome,
+) -> Result<bool, StoreError> {
+    let held: Option<(String, Option<String>)> = c
+        .prepare_cached("SELECT state, lease_owner FROM outbox WHERE id = ?1")?
+        .query_row(params![item.id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    // A status webhook settled it meanwhile, or the lease went to another worker.
+    if held != Some(("sending".to_string(), Some(owner.to_string()))) {
+        return Ok(false);
+    }
+    let now = now_text();
+    let end = |state: &str, code: Option<i64>, error: Option<&str>| -> Result<(), StoreError> {
+        c.prepare_cached(
+            "UPDATE outbox SET state = ?1, error_code = ?2, error = ?3, lease_owner = NULL, lease_until = NULL, \
+             sending_since = NULL, updated_at = ?4 WHERE id = ?5",
+        )?
+        .execute(params![state, code, error, now, item.id])?;
+        Ok(())
+    };
+    match outcome {
+        SendOutcome::Sent { message_id, wa_id } => {
+            let delivery = if item.kind == "whatsapp" {
+                "accepted"
+            } else {
+                "delivered"
+            };
+            c.prepare_cached(
+                "UPDATE outbox SET state = 'sent', message_id = COALESCE(?1, message_id), delivery = COALESCE(delivery, ?2), \
+                 error_code = NULL, error = NULL, lease_owner = NULL, lease_until = NULL, sending_since = NULL, updated_at = ?3 WHERE id = ?4",
+            )?
+            .execute(params![message_id, delivery, now, item.id])?;
+            // Meta's ID for the user can differ from the number typed: later
+            // messages from it must find this lead.
+            if let Some(wa_id) = wa_id {
+                c.prepare_cached(
+                    "INSERT OR IGNORE INTO identities (account_id, kind, value, lead_id) VALUES (?1, 'whatsapp', ?2, ?3)",
+                )?
+                .execute(params![item.account, wa_id, item.lead_id])?;
+            }
+        }
+        SendOutcome::Retry { at, code, error } => {
+            c.prepare_cached(
+                "UPDATE outbox SET state = 'pending', next_attempt = ?1, error_code = ?2, error = ?3, lease_owner = NULL, \
+                 lease_until = NULL, sending_since = NULL, updated_at = ?4 WHERE id = ?5",
+            )?
+            .execute(params![time_text(at), code, error, now, item.id])?;
+        }
+        SendOutcome::Uncertain { error } => {
+            // Still `sending`, its lease over: claimed again only after the grace period.
+            c.prepare_cached(
+                "UPDATE outbox SET lease_owner = NULL, lease_until = ?1, error = ?2, updated_at = ?1 WHERE id = ?3",
+            )?
+            .execute(params![now, error, item.id])?;
+        }
+        SendOutcome::Failed {
+            code,
+            error,
+            marketing_opt_out: opted_out,
+        } => {
+            end("failed", code, Some(&error))?;
+            if opted_out {
+                marketing_opt_out(c, &item.account, &item.lead_id, &error)?;
+            }
+            // An operator must reach a buyer WhatsApp could not; a CRM that
+            // refused is the account's to fix (metrics and logs say so).
+            if item.kind == "whatsapp" {
+                flag_thread(c, &item.lead_id, &error)?;
+            }
+        }
+        SendOutcome::Fallback {
+            code,
+            error,
+            payload,
+        } => {
+            end("failed", Some(code), Some(&error))?;
+            if !queue_fallback(c, &item.id, &payload)? {
+                flag_thread(c, &item.lead_id, &error)?;
+            }
+        }
+        SendOutcome::Cancelled { reason } => end("cancelled", None, Some(&reason))?,
+        SendOutcome::Deferred { at } => {
+            c.prepare_cached(
+                "UPDATE outbox SET state = 'pending', next_attempt = ?1, attempts = attempts - 1, lease_owner = NULL, \
+                 lease_until = NULL, sending_since = NULL, updated_at = ?2 WHERE id = ?3",
+            )?
+            .execute(params![time_text(at), now, item.id])?;
+        }
+    }
+    Ok(true)
+}
+
 fn json_column(r: &Row, name: &str) -> rusqlite::Result<Value> {
     Ok(serde_json::from_str(&r.get::<_, String>(name)?).unwrap_or(Value::Null))
 }
@@ -1084,12 +1464,13 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
     )?;
     let thread = json_rows(
         c,
-        "SELECT state, queue, last_inbound_at FROM threads WHERE lead_id = ?1",
+        "SELECT state, queue, last_inbound_at, flag, flag_reason FROM threads WHERE lead_id = ?1",
         &id,
         |r| {
             Ok(serde_json::json!({
                 "state": r.get::<_, String>(0)?, "queue": r.get::<_, Option<String>>(1)?,
                 "last_inbound_at": r.get::<_, Option<String>>(2)?,
+                "flag": r.get::<_, Option<String>>(3)?, "flag_reason": r.get::<_, Option<String>>(4)?,
             }))
         },
     )?
@@ -1098,7 +1479,8 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
     .unwrap_or(Value::Null);
     let outbox = json_rows(
         c,
-        "SELECT id, kind, payload, state, attempts, created_at FROM outbox WHERE lead_id = ?1 ORDER BY created_at, id",
+        "SELECT id, kind, payload, state, attempts, created_at, updated_at, next_attempt, message_id, delivery, error_code, error, replaces \
+         FROM outbox WHERE lead_id = ?1 ORDER BY created_at, id",
         &id,
         |r| {
             Ok(serde_json::json!({
@@ -1106,6 +1488,13 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
                 "payload": json_column(r, "payload")?,
                 "state": r.get::<_, String>("state")?, "attempts": r.get::<_, i64>("attempts")?,
                 "created_at": r.get::<_, String>("created_at")?,
+                "updated_at": r.get::<_, Option<String>>("updated_at")?,
+                "next_attempt": r.get::<_, Option<String>>("next_attempt")?,
+                "message_id": r.get::<_, Option<String>>("message_id")?,
+                "delivery": r.get::<_, Option<String>>("delivery")?,
+                "error_code": r.get::<_, Option<i64>>("error_code")?,
+                "error": r.get::<_, Option<String>>("error")?,
+                "replaces": r.get::<_, Option<String>>("replaces")?,
             }))
         },
     )?;

@@ -28,9 +28,13 @@ use tokio::net::TcpListener;
 
 /// How long a user's message keeps the window open.
 const WINDOW_SECONDS: i64 = 24 * 60 * 60;
-/// Webhook POST attempts before giving up (Meta redelivers for days; a
-/// test double only needs to ride out a receiver's brief hiccup).
+/// Attempts of a played inbound message's webhook, whose answer the caller
+/// waits for.
 const WEBHOOK_ATTEMPTS: u32 = 4;
+/// Attempts of a status webhook. Meta redelivers for days; the sandbox keeps
+/// at it for about a minute, long enough for a receiver to be restarted,
+/// which is what at-most-once delivery across a crash relies on.
+const STATUS_WEBHOOK_ATTEMPTS: u32 = 16;
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// The display number of a phone number ID the configuration does not list.
 const DEFAULT_DISPLAY_NUMBER: &str = "15550000000";
@@ -574,7 +578,7 @@ impl Sandbox {
             },
         );
         let webhook = match &self.webhook_url {
-            Some(url) => Some(self.deliver(url, &notification).await),
+            Some(url) => Some(self.deliver(url, &notification, WEBHOOK_ATTEMPTS).await),
             None => None,
         };
         Ok(InboundOutcome {
@@ -848,13 +852,20 @@ impl Sandbox {
                         statuses: Some(vec![one]),
                     },
                 );
-                sandbox.deliver(&url, &notification).await;
+                sandbox
+                    .deliver(&url, &notification, STATUS_WEBHOOK_ATTEMPTS)
+                    .await;
             }
         });
     }
 
-    /// POSTs one webhook, signed, retrying a failed delivery a few times.
-    async fn deliver(&self, url: &str, notification: &Notification<'_>) -> WebhookAnswer {
+    /// POSTs one webhook, signed, retrying a failed delivery up to `attempts` times.
+    async fn deliver(
+        &self,
+        url: &str,
+        notification: &Notification<'_>,
+        attempts: u32,
+    ) -> WebhookAnswer {
         let body = match serde_json::to_vec(notification) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
@@ -873,7 +884,7 @@ impl Sandbox {
             body: None,
             error: None,
         };
-        for attempt in 1..=WEBHOOK_ATTEMPTS {
+        for attempt in 1..=attempts {
             let mut request = self
                 .http
                 .post(url)
@@ -902,8 +913,9 @@ impl Sandbox {
             if answer.ok() {
                 break;
             }
-            if attempt < WEBHOOK_ATTEMPTS {
-                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            if attempt < attempts {
+                let wait = (100u64 << attempt.min(10)).min(5_000);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
             }
         }
         let mut ledger = self.ledger();

@@ -1,0 +1,505 @@
+//! The delivery worker: claims due outbox messages with a lease, sends
+//! WhatsApp messages through the Cloud API (or the sandbox) and lead records
+//! to CRM and agent endpoints, and records how each attempt ended.
+//!
+//! At most one send per outbox message, even across a crash: the Cloud API
+//! has no idempotency key, so each message is sent with its outbox ID as
+//! `biz_opaque_callback_data`, and a message whose send may have reached Meta
+//! (the process died mid-send, or the request timed out) is not sent again
+//! until the grace period has passed without a status webhook carrying that
+//! ID. Meta sends a `sent` status for every message it accepts, so a message
+//! is sent twice only when Meta accepted it and no status reached us within
+//! the grace period (ten minutes by default).
+
+use super::AppState;
+use crate::config::{Account, WhatsappNumber};
+use crate::store::{OutboxItem, SendOutcome};
+use crate::whatsapp::{CloudClient, Content, ErrorClass, Limiter, OutboundMessage, SendError};
+use chrono::Utc;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Messages in flight at once, across numbers.
+const IN_FLIGHT: usize = 128;
+/// How often the outbox is looked at when nothing wakes the worker.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Where an account's WhatsApp messages go: Meta, or its sandbox.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub client: CloudClient,
+    /// Senders the account does not list get a sandbox number.
+    pub sandbox: bool,
+}
+
+/// What the worker needs besides the state.
+pub struct Delivery {
+    /// This worker's name on the leases it takes.
+    pub owner: String,
+    /// By account ID.
+    pub routes: BTreeMap<String, Route>,
+    pub limiter: Limiter,
+    pub notifier: crate::notify::Notifier,
+}
+
+/// The phone number ID the sandbox gives a sender key no account lists:
+/// stable, fifteen digits.
+pub fn sandbox_number_id(key: &str) -> String {
+    // FNV-1a: stable across runs and builds, unlike the std hasher.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}", 100_000_000_000_000 + hash % 900_000_000_000_000)
+}
+
+/// Starts the worker.
+pub fn spawn_worker(state: Arc<AppState>, delivery: Delivery) {
+    tokio::spawn(run(state, Arc::new(delivery)));
+}
+
+async fn run(state: Arc<AppState>, delivery: Arc<Delivery>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let d = &state.config.delivery;
+    loop {
+        let free = slots.available_permits();
+        if free == 0 {
+            // Wait until a message in flight finishes.
+            if let Ok(permit) = slots.clone().acquire_owned().await {
+                drop(permit);
+            }
+            continue;
+        }
+        let items = match state
+            .store
+            .claim_outbox(&delivery.owner, free as i64, d.lease, d.grace, d.max_age)
+            .await
+        {
+            Ok(items) => items,
+            Err(e) => {
+                tracing::error!(error = %e, "claiming outbox messages failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if items.is_empty() {
+            tokio::select! {
+                _ = state.outbox.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            continue;
+        }
+        for item in items {
+            let Ok(permit) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (state, delivery) = (state.clone(), delivery.clone());
+            tokio::spawn(async move {
+                let outcome = attempt(&state, &delivery, &item).await;
+                count(&state, &item, &outcome);
+                if let Err(e) = state
+                    .store
+                    .finish_outbox(&delivery.owner, &item, outcome)
+                    .await
+                {
+                    // The lease runs out and the message is claimed again.
+                    tracing::error!(outbox = %item.id, error = %e, "recording a delivery failed");
+                }
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn count(state: &AppState, item: &OutboxItem, outcome: &SendOutcome) {
+    let result = match outcome {
+        SendOutcome::Sent { .. } => "sent",
+        SendOutcome::Retry { .. } => "retry",
+        SendOutcome::Uncertain { .. } => "uncertain",
+        SendOutcome::Failed { .. } => "failed",
+        SendOutcome::Fallback { .. } => "fallback",
+        SendOutcome::Cancelled { .. } => "cancelled",
+        SendOutcome::Deferred { .. } => return,
+    };
+    state.metrics.add(
+        "handoff_outbox_attempts_total",
+        &[("kind", &item.kind), ("result", result)],
+        1,
+    );
+}
+
+/// The backoff before attempt `attempts + 1`: doubling from the configured
+/// start, capped, with jitter so that retries of many messages spread out.
+fn backoff(state: &AppState, attempts: i64) -> Duration {
+    let d = &state.config.delivery;
+    let exp = attempts.clamp(1, 30) as u32 - 1;
+    let full = d
+        .backoff
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(d.max_backoff);
+    // Equal jitter: half fixed, half random.
+    full / 2 + full.mul_f64(rand::random::<f64>() / 2.0)
+}
+
+fn later(wait: Duration) -> chrono::DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
+}
+
+async fn attempt(state: &AppState, delivery: &Delivery, item: &OutboxItem) -> SendOutcome {
+    let Some(account) = state.config.accounts.iter().find(|a| a.id == item.account) else {
+        return SendOutcome::Failed {
+            code: None,
+            error: format!("account `{}` is no longer configured", item.account),
+            marketing_opt_out: false,
+        };
+    };
+    match item.kind.as_str() {
+        "whatsapp" => send_whatsapp(state, delivery, account, item).await,
+        "notify" => send_notify(state, delivery, account, item).await,
+        other => SendOutcome::Failed {
+            code: None,
+            error: format!("unknown outbox kind `{other}`"),
+            marketing_opt_out: false,
+        },
+    }
+}
+
+fn failed(error: impl Into<String>) -> SendOutcome {
+    SendOutcome::Failed {
+        code: None,
+        error: error.into(),
+        marketing_opt_out: false,
+    }
+}
+
+/// The number a message goes out from: the sender its playbook names, or the
+/// account's only number; in the sandbox, any sender.
+fn number_for(
+    account: &Account,
+    sender: Option<&str>,
+    sandbox: bool,
+) -> Result<WhatsappNumber, String> {
+    let listed = match sender {
+        Some(key) => account.whatsapp.iter().find(|n| n.key == key),
+        None if account.whatsapp.len() == 1 => account.whatsapp.first(),
+        None => None,
+    };
+    match (listed, sandbox) {
+        (Some(n), _) => Ok(n.clone()),
+        (None, true) => {
+            let key = sender.unwrap_or("default");
+            Ok(WhatsappNumber {
+                key: key.to_string(),
+                phone_number_id: sandbox_number_id(key),
+                token: None,
+                rate: 80,
+            })
+        }
+        (None, false) => Err(match sender {
+            Some(key) => format!(
+                "the playbook sends from `{key}`, which account `{}` does not list in `accounts.whatsapp`",
+                account.id
+            ),
+            None => format!(
+                "the playbook names no `sender` and account `{}` has {} WhatsApp numbers: name one in the playbook",
+                account.id,
+                account.whatsapp.len()
+            ),
+        }),
+    }
+}
+
+fn content(payload: &Value) -> Result<Content, String> {
+    match payload.get("outcome").and_then(Value::as_str) {
+        Some("session") => match payload.get("text").and_then(Value::as_str) {
+            Some(text) => Ok(Content::Text {
+                body: text.to_string(),
+            }),
+            None => Err("a session message without text".into()),
+        },
+        Some("template") => {
+            let t = payload.get("template").unwrap_or(&Value::Null);
+            let text = |k: &str| t.get(k).and_then(Value::as_str).map(str::to_string);
+            match (text("name"), text("language")) {
+                (Some(name), Some(language)) => Ok(Content::Template {
+                    name,
+                    language,
+                    params: t
+                        .get("params")
+                        .and_then(Value::as_array)
+                        .map(|ps| {
+                            ps.iter()
+                                .map(|p| p.as_str().unwrap_or_default().to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
+                _ => Err("a template message without its template".into()),
+            }
+        }
+        other => Err(format!("a message with outcome {other:?}")),
+    }
+}
+
+async fn send_whatsapp(
+    state: &AppState,
+    delivery: &Delivery,
+    account: &Account,
+    item: &OutboxItem,
+) -> SendOutcome {
+    let Some(route) = delivery.routes.get(&account.id) else {
+        return failed(format!("no WhatsApp route for account `{}`", account.id));
+    };
+    let payload = &item.payload;
+    let sender = payload.get("sender").and_then(Value::as_str);
+    let number = match number_for(account, sender, route.sandbox) {
+        Ok(n) => n,
+        Err(e) => return failed(e),
+    };
+    let token = match (&number.token, route.sandbox) {
+        (Some(t), _) => t.expose().to_string(),
+        (None, true) => "sandbox".to_string(),
+        (None, false) => {
+            return failed(format!(
+                "WhatsApp number `{}` of account `{}` has no `token`",
+                number.key, account.id
+            ))
+        }
+    };
+    let Some(to) = payload.get("to").and_then(Value::as_str) else {
+        return failed("the lead has no phone number to send to");
+    };
+    let to = to.trim_start_matches('+').to_string();
+    let content = match content(payload) {
+        Ok(c) => c,
+        Err(e) => return failed(e),
+    };
+    if let Err(wait) = delivery.limiter.pair(&number.phone_number_id, &to) {
+        return SendOutcome::Deferred { at: later(wait) };
+    }
+    delivery
+        .limiter
+        .acquire(&number.phone_number_id, number.rate)
+        .await;
+    let message = OutboundMessage {
+        to: to.clone(),
+        content,
+        callback: Some(item.id.clone()),
+    };
+    let sent = route
+        .client
+        .send(&number.phone_number_id, &token, &message)
+        .await;
+    match sent {
+        Ok(sent) => {
+            tracing::debug!(outbox = %item.id, message = %sent.message_id, "sent");
+            SendOutcome::Sent {
+                message_id: Some(sent.message_id),
+                wa_id: sent.wa_id,
+            }
+        }
+        Err(SendError::Meta { error, retry_after }) => {
+            let class = error.class();
+            let code = Some(error.code);
+            let text = format!("{}: {}", error.code, error.message);
+            tracing::info!(outbox = %item.id, code = error.code, class = class.as_str(), "Meta refused a send");
+            state.metrics.add(
+                "handoff_whatsapp_errors_total",
+                &[("class", class.as_str())],
+                1,
+            );
+            match class {
+                ErrorClass::Unavailable => SendOutcome::Retry {
+                    at: later(retry_after.unwrap_or_else(|| backoff(state, item.attempts))),
+                    code,
+                    error: text,
+                },
+                ErrorClass::RateLimited => {
+                    let wait = retry_after.unwrap_or_else(|| backoff(state, item.attempts));
+                    delivery.limiter.pause(&number.phone_number_id, wait);
+                    SendOutcome::Retry {
+                        at: later(wait),
+                        code,
+                        error: text,
+                    }
+                }
+                ErrorClass::PairRateLimited => {
+                    let wait = retry_after
+                        .unwrap_or(state.config.delivery.pair_interval)
+                        .max(state.config.delivery.pair_interval);
+                    delivery
+                        .limiter
+                        .pause_pair(&number.phone_number_id, &to, wait);
+                    SendOutcome::Retry {
+                        at: later(wait),
+                        code,
+                        error: text,
+                    }
+                }
+                ErrorClass::WindowClosed
+                    if payload.get("outcome").and_then(Value::as_str) == Some("session") =>
+                {
+                    SendOutcome::Fallback {
+                        code: error.code,
+                        error: text,
+                        payload: payload.clone(),
+                    }
+                }
+                ErrorClass::TokenInvalid => {
+                    // Nothing from this number can go until the token is
+                    // fixed; its messages wait rather than fail.
+                    tracing::error!(number = %number.key, account = %account.id, "Meta refused the number's token: fix `accounts.whatsapp.token`");
+                    let wait = state.config.delivery.max_backoff;
+                    delivery.limiter.pause(&number.phone_number_id, wait);
+                    SendOutcome::Retry {
+                        at: later(wait),
+                        code,
+                        error: text,
+                    }
+                }
+                ErrorClass::MarketingOptedOut => SendOutcome::Failed {
+                    code,
+                    error: text,
+                    marketing_opt_out: true,
+                },
+                _ => SendOutcome::Failed {
+                    code,
+                    error: text,
+                    marketing_opt_out: false,
+                },
+            }
+        }
+        Err(SendError::Transport(e)) => SendOutcome::Uncertain {
+            error: format!("no answer from the Cloud API: {e}"),
+        },
+        Err(SendError::Invalid(e)) => failed(format!("not sendable: {e}")),
+        Err(e @ SendError::Unexpected { .. }) if e.retryable() => SendOutcome::Retry {
+            at: later(backoff(state, item.attempts)),
+            code: None,
+            error: e.to_string(),
+        },
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+async fn send_notify(
+    state: &AppState,
+    delivery: &Delivery,
+    account: &Account,
+    item: &OutboxItem,
+) -> SendOutcome {
+    let Some(name) = item.payload.get("endpoint").and_then(Value::as_str) else {
+        return failed("a notification without an endpoint");
+    };
+    let Some(config) = account.endpoints.get(name) else {
+        return failed(format!(
+            "account `{}` has no endpoint `{name}` in `accounts.endpoints`",
+            account.id
+        ));
+    };
+    match state.store.disabled_endpoints(&account.id).await {
+        Ok(disabled) => {
+            if let Some((_, why)) = disabled.iter().find(|(e, _)| e == name) {
+                return failed(format!("endpoint `{name}` is disabled: {why}"));
+            }
+        }
+        Err(e) => {
+            return SendOutcome::Retry {
+                at: later(backoff(state, item.attempts)),
+                code: None,
+                error: e.to_string(),
+            }
+        }
+    }
+    let lead = match state.store.lead(&account.id, &item.lead_id).await {
+        Ok(Some(lead)) => lead,
+        Ok(None) => return failed("the lead no longer exists"),
+        Err(e) => {
+            return SendOutcome::Retry {
+                at: later(backoff(state, item.attempts)),
+                code: None,
+                error: e.to_string(),
+            }
+        }
+    };
+    let endpoint = crate::notify::Endpoint {
+        name: name.to_string(),
+        url: config.url.clone(),
+        secret: config.secret.clone(),
+        allow_private: config.allow_private,
+        timeout: state.config.delivery.timeout,
+    };
+    let event = item
+        .payload
+        .get("event")
+        .and_then(Value::as_str)
+        .unwrap_or("lead.notify");
+    match delivery
+        .notifier
+        .deliver(&endpoint, &item.id, event, &lead)
+        .await
+    {
+        Ok(_) => SendOutcome::Sent {
+            message_id: None,
+            wa_id: None,
+        },
+        Err(e) if e.kind() == crate::notify::ErrorKind::Disabled => {
+            let why = format!("answered 410 Gone at {}", Utc::now().to_rfc3339());
+            if let Err(err) = state.store.disable_endpoint(&account.id, name, &why).await {
+                tracing::error!(error = %err, "recording a disabled endpoint failed");
+            }
+            tracing::warn!(account = %account.id, endpoint = %name, "endpoint answered 410 Gone; it is disabled");
+            failed(format!(
+                "endpoint `{name}` answered 410 Gone and is now disabled"
+            ))
+        }
+        Err(e) if e.retryable() && item.attempts < crate::notify::MAX_ATTEMPTS as i64 => {
+            SendOutcome::Retry {
+                at: later(
+                    e.retry_after()
+                        .unwrap_or_else(|| crate::notify::backoff(item.attempts as u32)),
+                ),
+                code: None,
+                error: e.to_string(),
+            }
+        }
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_numbers_are_stable_fifteen_digit_ids() {
+        let id = sandbox_number_id("events-main");
+        assert_eq!(id.len(), 15);
+        assert!(id.bytes().all(|b| b.is_ascii_digit()));
+        assert_eq!(id, sandbox_number_id("events-main"));
+        assert_ne!(id, sandbox_number_id("clinics-main"));
+    }
+
+    #[test]
+    fn a_payload_becomes_the_text_or_the_template_it_names() {
+        let text = content(&serde_json::json!({"outcome": "session", "text": "Hi"}));
+        assert_eq!(text, Ok(Content::Text { body: "Hi".into() }));
+        let template = content(&serde_json::json!({
+            "outcome": "template",
+            "template": {"name": "event_options", "language": "en", "params": ["Aisha", "March 14", "Goa"], "preview": "..."}
+        }));
+        assert_eq!(
+            template,
+            Ok(Content::Template {
+                name: "event_options".into(),
+                language: "en".into(),
+                params: vec!["Aisha".into(), "March 14".into(), "Goa".into()],
+            })
+        );
+        assert!(content(&serde_json::json!({"outcome": "template"})).is_err());
+        assert!(content(&serde_json::json!({"outcome": "blocked_no_opt_in"})).is_err());
+    }
+}

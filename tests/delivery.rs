@@ -1,0 +1,468 @@
+//! Delivery over real HTTP: `handoff serve` on 127.0.0.1:0 in sandbox mode
+//! (its Cloud API simulator mounted at `/sandbox/{account}`), the real
+//! Cloud API client sending to it, and its signed status webhooks coming
+//! back to the server. Times are shortened through `[delivery]`.
+
+use handoff::config::{Config, Overrides};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const KEY: &str = "hk_delivery_key";
+const META_SECRET: &str = "delivery-app-secret";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Server {
+    base: String,
+    client: reqwest::Client,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// What the account's sandbox recorded.
+    async fn sandbox(&self) -> Value {
+        self.get("/sandbox/acme/_sandbox/messages").await
+    }
+
+    async fn fault(&self, fault: Value) {
+        let r = self
+            .client
+            .post(self.url("/sandbox/acme/_sandbox/faults"))
+            .json(&fault)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text().await);
+    }
+
+    async fn lead(&self, id: &str) -> Value {
+        self.get(&format!("/v1/leads/{id}")).await
+    }
+
+    /// Waits (up to 20 s) until `ready` holds for the lead.
+    async fn wait_lead(&self, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..400 {
+            let lead = self.lead(id).await;
+            if ready(&lead) {
+                return lead;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("lead never got there: {:#}", self.lead(id).await);
+    }
+
+    /// Waits (up to 20 s) until the sandbox has accepted `n` sends.
+    async fn wait_accepted(&self, n: usize) -> Value {
+        for _ in 0..400 {
+            let m = self.sandbox().await;
+            if m["accepted"].as_u64() == Some(n as u64) {
+                return m;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the sandbox never got {n} sends: {:#}",
+            self.sandbox().await
+        );
+    }
+}
+
+fn config(dir: &Path, extra: &str) -> Config {
+    let file = dir.join("handoff.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"[[accounts]]
+id = "acme"
+api_keys = ["env:KEY"]
+[accounts.routing]
+default = "events"
+[accounts.meta]
+app_secrets = ["env:META_SECRET"]
+
+[delivery]
+backoff_seconds = 0.05
+max_backoff_seconds = 0.2
+lease_seconds = 1
+grace_seconds = 2
+timeout_seconds = 1
+pair_interval_seconds = 0.2
+{extra}
+"#
+        ),
+    )
+    .unwrap();
+    let env: BTreeMap<String, String> = [("KEY", KEY), ("META_SECRET", META_SECRET)]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let flags = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
+        rules: Some(root().join("rules")),
+    };
+    let mut c = Config::load(Some(&file), &env, &flags).unwrap();
+    c.templates = Some(root().join("templates"));
+    c
+}
+
+async fn start(config: Config) -> Server {
+    assert!(config.delivery.sandbox, "no tokens: sandbox mode");
+    let state = handoff::server::state(config).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(handoff::server::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    Server {
+        base,
+        client: reqwest::Client::new(),
+        _shutdown: tx,
+    }
+}
+
+/// A Goa enquiry with an opt-in: the events playbook's `goa_options`.
+fn goa_lead(name: &str, phone: &str) -> Value {
+    json!({
+        "name": name,
+        "phone": phone,
+        "channel": "instagram",
+        "intent": "event_enquiry",
+        "consent": {"whatsapp": true},
+        "fields": {"city": "Goa", "event_date": "2027-03-14", "guests": 120},
+        "transcript": [{"channel": "instagram", "from": "lead", "text": "Planning a Goa event on March 14", "at": "2026-11-20T04:10:00Z"}]
+    })
+}
+
+/// The lead's WhatsApp messages, oldest first (notifications left out).
+fn whatsapp(lead: &Value) -> Vec<Value> {
+    lead["outbox"]
+        .as_array()
+        .map(|o| {
+            o.iter()
+                .filter(|m| m["kind"] == "whatsapp")
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn outbox_state(lead: &Value, i: usize) -> (String, String) {
+    let messages = whatsapp(lead);
+    let o = messages.get(i).cloned().unwrap_or(Value::Null);
+    (
+        o["state"].as_str().unwrap_or("").to_string(),
+        o["delivery"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn a_template_is_sent_once_and_its_statuses_come_back_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    let (st, r) = s
+        .post("/v1/leads", &goa_lead("Aisha Khan", "+919812345678"))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    assert_eq!(r["decision"]["handoff"]["outcome"], "template");
+    let id = r["lead_id"].as_str().unwrap();
+    let m = s.wait_accepted(1).await;
+    let sent = &m["messages"][0];
+    assert_eq!(sent["to"], "919812345678");
+    assert_eq!(sent["type"], "template");
+    assert_eq!(sent["body"]["template"]["name"], "event_options");
+    assert_eq!(
+        sent["body"]["template"]["components"][0]["parameters"],
+        json!([
+            {"type": "text", "text": "Aisha"},
+            {"type": "text", "text": "March 14"},
+            {"type": "text", "text": "Goa"}
+        ])
+    );
+    // The status webhooks (signed with the account's app secret) reach the
+    // server and move the message on: Meta's ID, then delivered.
+    let lead = s
+        .wait_lead(id, |l| {
+            outbox_state(l, 0) == ("sent".into(), "delivered".into())
+        })
+        .await;
+    let messages = whatsapp(&lead);
+    assert_eq!(sent["callback"], messages[0]["id"]);
+    assert_eq!(messages[0]["message_id"], sent["wamid"]);
+    assert_eq!(messages[0]["attempts"], 1);
+    // Meta's ID for the user is now one of the lead's identities.
+    assert!(lead["identities"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"kind": "whatsapp", "value": "919812345678"})));
+    // Nothing more is sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.sandbox().await["accepted"], 1);
+}
+
+#[tokio::test]
+async fn a_rate_limit_then_success_sends_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    s.fault(json!({"code": 130429, "count": 2, "retry_after": 1}))
+        .await;
+    let (_, r) = s
+        .post("/v1/leads", &goa_lead("Rohan", "+919800000011"))
+        .await;
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s.wait_lead(id, |l| outbox_state(l, 0).0 == "sent").await;
+    let m = s.sandbox().await;
+    assert_eq!(m["accepted"], 1, "{m:#}");
+    assert_eq!(m["rejected"]["130429"], 2, "{m:#}");
+    assert_eq!(whatsapp(&lead)[0]["attempts"], 3);
+}
+
+#[tokio::test]
+async fn a_long_outage_then_recovery_delivers_every_message_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    // Meta answers 5xx to the next 60 sends (an outage, with backoff capped
+    // at 0.2 s instead of minutes), then recovers.
+    s.fault(json!({"http_status": 503, "count": 60})).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (st, r) = s
+            .post(
+                "/v1/leads",
+                &goa_lead(&format!("Lead {i}"), &format!("+9198000001{i:02}")),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{r}");
+        ids.push(r["lead_id"].as_str().unwrap().to_string());
+    }
+    let m = s.wait_accepted(10).await;
+    let callbacks: BTreeSet<String> = m["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["callback"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(callbacks.len(), 10, "each message once");
+    assert_eq!(m["rejected_total"], 60);
+    for id in &ids {
+        s.wait_lead(id, |l| outbox_state(l, 0).0 == "sent").await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.sandbox().await["accepted"], 10);
+}
+
+#[tokio::test]
+async fn a_session_message_the_closed_window_refuses_goes_as_the_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    // Our records say she wrote on WhatsApp a minute ago (an inbound webhook
+    // straight to the server), so the rules choose a session message; the
+    // sandbox never saw her write, so, as Meta would, it answers 131047.
+    let now = chrono::Utc::now().timestamp();
+    let inbound = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "contacts": [{"profile": {"name": "Meera"}, "wa_id": "919800000021"}],
+        "messages": [{"from": "919800000021", "id": "wamid.inbound-1", "timestamp": now.to_string(), "type": "text", "text": {"body": "Hi, about Goa"}}]
+    }}]}]});
+    let body = serde_json::to_vec(&inbound).unwrap();
+    let r = s
+        .client
+        .post(s.url("/webhooks/meta/acme"))
+        .header(
+            "X-Hub-Signature-256",
+            handoff::intake::signature::sign(&body, META_SECRET.as_bytes()),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // Wait for the worker to store the inbound message, then the enquiry.
+    let mut window = false;
+    for _ in 0..100 {
+        let list = s.get("/v1/leads?q=919800000021").await;
+        if let Some(l) = list["leads"].as_array().and_then(|l| l.first()) {
+            let lead = s.lead(l["id"].as_str().unwrap()).await;
+            if lead["thread"]["last_inbound_at"].is_string() {
+                window = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(window, "the inbound message opened the window");
+    let (st, r) = s
+        .post("/v1/leads", &goa_lead("Meera", "+919800000021"))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["decision"]["handoff"]["outcome"], "session", "{r:#}");
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s
+        .wait_lead(id, |l| {
+            whatsapp(l).len() == 2 && outbox_state(l, 1).0 == "sent"
+        })
+        .await;
+    let messages = whatsapp(&lead);
+    assert_eq!(messages[0]["state"], "failed");
+    assert_eq!(messages[0]["error_code"], 131047);
+    assert_eq!(messages[1]["replaces"], messages[0]["id"]);
+    assert_eq!(messages[1]["payload"]["template"]["name"], "event_options");
+    let m = s.sandbox().await;
+    assert_eq!(m["accepted"], 1);
+    assert_eq!(m["rejected"]["131047"], 1);
+    assert_eq!(m["messages"][0]["type"], "template");
+    assert!(
+        lead["thread"]["flag"].is_null(),
+        "the fallback reached her: nothing for operators"
+    );
+}
+
+#[tokio::test]
+async fn a_user_who_wrote_in_through_the_sandbox_gets_the_session_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    // The sandbox plays her writing in to the events number: its window
+    // opens and its signed webhook reaches the server, which opens ours.
+    let number = handoff::server::delivery::sandbox_number_id("events-main");
+    let r = s
+        .client
+        .post(s.url("/sandbox/acme/_sandbox/inbound"))
+        .json(&json!({"phone_number_id": number, "from": "919800000031", "name": "Priya", "text": "Hi!"}))
+        .send()
+        .await
+        .unwrap();
+    let played: Value = r.json().await.unwrap();
+    assert_eq!(played["webhook"]["status"], 200, "{played:#}");
+    let mut id = None;
+    for _ in 0..100 {
+        let list = s.get("/v1/leads?q=919800000031").await;
+        if let Some(l) = list["leads"].as_array().and_then(|l| l.first()) {
+            id = Some(l["id"].as_str().unwrap().to_string());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(id.is_some(), "the played message became a lead");
+    let (_, r) = s
+        .post("/v1/leads", &goa_lead("Priya", "+919800000031"))
+        .await;
+    assert_eq!(r["decision"]["handoff"]["outcome"], "session", "{r:#}");
+    let id = r["lead_id"].as_str().unwrap();
+    s.wait_lead(id, |l| {
+        outbox_state(l, 0) == ("sent".into(), "delivered".into())
+    })
+    .await;
+    let m = s.sandbox().await;
+    assert_eq!(m["accepted"], 1);
+    assert_eq!(m["messages"][0]["type"], "text");
+}
+
+#[tokio::test]
+async fn an_undeliverable_message_fails_and_flags_the_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    // Accepted, then reported failed: the user is not on WhatsApp.
+    s.fault(json!({"code": 131026, "count": 1, "as_status": true}))
+        .await;
+    let (_, r) = s.post("/v1/leads", &goa_lead("Dev", "+919800000041")).await;
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s.wait_lead(id, |l| outbox_state(l, 0).0 == "failed").await;
+    assert_eq!(whatsapp(&lead)[0]["error_code"], 131026);
+    assert_eq!(lead["thread"]["flag"], "delivery_failed");
+    // A permanent refusal at send time fails too, and is never retried.
+    s.fault(json!({"code": 131026, "count": 1})).await;
+    let (_, r) = s
+        .post("/v1/leads", &goa_lead("Isha", "+919800000042"))
+        .await;
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s.wait_lead(id, |l| outbox_state(l, 0).0 == "failed").await;
+    assert_eq!(whatsapp(&lead)[0]["attempts"], 1);
+    assert_eq!(lead["thread"]["flag"], "delivery_failed");
+}
+
+#[tokio::test]
+async fn a_message_waiting_when_a_person_takes_over_is_never_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    // Meta is down for a while, so the message waits in the outbox...
+    s.fault(json!({"http_status": 503, "count": 5})).await;
+    let (_, r) = s
+        .post("/v1/leads", &goa_lead("Nikhil", "+919800000051"))
+        .await;
+    let id = r["lead_id"].as_str().unwrap();
+    // ...and a closer takes the thread over meanwhile.
+    let (st, _) = s
+        .post(&format!("/v1/leads/{id}/takeover"), &json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let lead = s
+        .wait_lead(id, |l| outbox_state(l, 0).0 == "cancelled")
+        .await;
+    assert!(whatsapp(&lead)[0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("took the thread over"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.sandbox().await["accepted"], 0);
+}
+
+#[tokio::test]
+async fn a_send_that_times_out_waits_for_its_status_and_is_not_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    // The sandbox holds its answer past the client's 1 s timeout but accepts
+    // the message: the send may have reached Meta, so it is not repeated;
+    // the `sent` status carrying its outbox ID settles it.
+    s.fault(json!({"delay_ms": 1500, "count": 1})).await;
+    let (_, r) = s
+        .post("/v1/leads", &goa_lead("Ananya", "+919800000061"))
+        .await;
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s
+        .wait_lead(id, |l| {
+            outbox_state(l, 0) == ("sent".into(), "delivered".into())
+        })
+        .await;
+    assert!(whatsapp(&lead)[0]["message_id"].is_string());
+    // Past the grace period: still one send.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(s.sandbox().await["accepted"], 1);
+    assert_eq!(whatsapp(&s.lead(id).await)[0]["attempts"], 1);
+}
