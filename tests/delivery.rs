@@ -12,6 +12,7 @@ use std::time::Duration;
 
 const KEY: &str = "hk_delivery_key";
 const META_SECRET: &str = "delivery-app-secret";
+const CRM_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -102,6 +103,11 @@ impl Server {
 }
 
 fn config(dir: &Path, extra: &str) -> Config {
+    config_with(dir, "", extra)
+}
+
+/// `account` goes into the account's section, `extra` after `[delivery]`.
+fn config_with(dir: &Path, account: &str, extra: &str) -> Config {
     let file = dir.join("handoff.toml");
     std::fs::write(
         &file,
@@ -109,6 +115,7 @@ fn config(dir: &Path, extra: &str) -> Config {
             r#"[[accounts]]
 id = "acme"
 api_keys = ["env:KEY"]
+{account}
 [accounts.routing]
 default = "events"
 [accounts.meta]
@@ -126,10 +133,14 @@ pair_interval_seconds = 0.2
         ),
     )
     .unwrap();
-    let env: BTreeMap<String, String> = [("KEY", KEY), ("META_SECRET", META_SECRET)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env: BTreeMap<String, String> = [
+        ("KEY", KEY),
+        ("META_SECRET", META_SECRET),
+        ("CRM_SECRET", CRM_SECRET),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
     let flags = Overrides {
         listen: Some("127.0.0.1:0".into()),
         database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
@@ -233,6 +244,27 @@ async fn a_template_is_sent_once_and_its_statuses_come_back_signed() {
     // Nothing more is sent.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(s.sandbox().await["accepted"], 1);
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("handoff_outbox_messages{kind=\"whatsapp\",state=\"sent\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("handoff_outbox_attempts_total{kind=\"whatsapp\",result=\"sent\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("handoff_whatsapp_statuses_total{status=\"delivered\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -465,4 +497,140 @@ async fn a_send_that_times_out_waits_for_its_status_and_is_not_sent_twice() {
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(s.sandbox().await["accepted"], 1);
     assert_eq!(whatsapp(&s.lead(id).await)[0]["attempts"], 1);
+}
+
+/// A CRM on loopback: verifies each webhook's signature and answers from
+/// `answers` (then 200); records `(webhook-id, type, lead id)`.
+struct Crm {
+    url: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+async fn crm(answers: Vec<u16>) -> Crm {
+    use axum::http::{HeaderMap, StatusCode as Status};
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>> = Default::default();
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(answers));
+    let (log, queue) = (seen.clone(), answers.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let (log, queue) = (log.clone(), queue.clone());
+            async move {
+                let now = chrono::Utc::now().timestamp();
+                if handoff::notify::verify_headers(CRM_SECRET, &headers, &body, now).is_err() {
+                    return Status::UNAUTHORIZED;
+                }
+                let event: Value = serde_json::from_slice(&body).unwrap();
+                log.lock().unwrap().push((
+                    headers["webhook-id"].to_str().unwrap().to_string(),
+                    event["type"].as_str().unwrap().to_string(),
+                    event["data"]["id"].as_str().unwrap().to_string(),
+                ));
+                let mut queue = queue.lock().unwrap();
+                if queue.is_empty() {
+                    Status::OK
+                } else {
+                    Status::from_u16(queue.remove(0)).unwrap()
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Crm { url, seen }
+}
+
+/// A lead without a WhatsApp opt-in: `no_opt_in` fires, with `notify "crm"`.
+fn caller(phone: &str) -> Value {
+    json!({"name": "Kabir", "phone": phone, "channel": "voice", "intent": "event_enquiry",
+           "fields": {"city": "Pune", "event_date": "2027-05-02"}})
+}
+
+#[tokio::test]
+async fn the_crm_gets_the_signed_lead_record_and_a_retry_keeps_its_webhook_id() {
+    let receiver = crm(vec![503]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let account = format!(
+        "lead_updates = [\"crm\"]\n[accounts.endpoints.crm]\nurl = \"{}\"\nsecret = \"env:CRM_SECRET\"\nallow_private = true\n",
+        receiver.url
+    );
+    let s = start(config_with(dir.path(), &account, "")).await;
+    let (st, r) = s.post("/v1/leads", &caller("+919800000071")).await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    assert_eq!(r["decision"]["rules"], json!(["no_opt_in"]));
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s
+        .wait_lead(id, |l| {
+            let o = l["outbox"].as_array().unwrap();
+            o.len() == 2 && o.iter().all(|m| m["state"] == "sent")
+        })
+        .await;
+    let seen = receiver.seen.lock().unwrap().clone();
+    // Three requests: the first refused with a 503 and retried under the same ID.
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    // The refused one came again with the same webhook-id.
+    let retried = seen.iter().filter(|s| s.0 == seen[0].0).count();
+    assert_eq!(retried, 2, "a retry keeps its webhook-id: {seen:?}");
+    let kinds: BTreeSet<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(kinds, BTreeSet::from(["lead.notify", "lead.updated"]));
+    assert!(seen.iter().all(|s| s.2 == id), "the lead record itself");
+    let ids: BTreeSet<&str> = lead["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(seen.iter().all(|s| ids.contains(s.0.as_str())));
+}
+
+#[tokio::test]
+async fn an_endpoint_that_answers_410_is_disabled_and_a_loopback_one_is_refused() {
+    let gone = crm(vec![410]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let account = format!(
+        "[accounts.endpoints.crm]\nurl = \"{}\"\nsecret = \"env:CRM_SECRET\"\nallow_private = true\n",
+        gone.url
+    );
+    let s = start(config_with(dir.path(), &account, "")).await;
+    let (_, r) = s.post("/v1/leads", &caller("+919800000081")).await;
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s
+        .wait_lead(id, |l| l["outbox"][0]["state"] == "failed")
+        .await;
+    assert!(lead["outbox"][0]["error"].as_str().unwrap().contains("410"));
+    // Disabled: the next notification fails without a request.
+    let (_, r) = s.post("/v1/leads", &caller("+919800000082")).await;
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s
+        .wait_lead(id, |l| l["outbox"][0]["state"] == "failed")
+        .await;
+    assert!(lead["outbox"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("disabled"));
+    assert_eq!(gone.seen.lock().unwrap().len(), 1);
+
+    // Without `allow_private`, a loopback address is never called.
+    let private = crm(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let account = format!(
+        "[accounts.endpoints.crm]\nurl = \"{}\"\nsecret = \"env:CRM_SECRET\"\n",
+        private.url
+    );
+    let s = start(config_with(dir.path(), &account, "")).await;
+    let (_, r) = s.post("/v1/leads", &caller("+919800000083")).await;
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s
+        .wait_lead(id, |l| l["outbox"][0]["state"] == "failed")
+        .await;
+    assert!(
+        lead["outbox"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("allow_private"),
+        "{:#}",
+        lead["outbox"][0]
+    );
+    assert_eq!(private.seen.lock().unwrap().len(), 0);
 }

@@ -29,7 +29,7 @@ struct Histogram {
 }
 
 /// Help text for each counter.
-const HELP: [(&str, &str); 5] = [
+const HELP: [(&str, &str); 8] = [
     (
         "handoff_leads_total",
         "Lead events recorded, by account, channel and whether the lead was new.",
@@ -49,6 +49,18 @@ const HELP: [(&str, &str); 5] = [
     (
         "handoff_webhook_events_total",
         "Webhook events stored, by source.",
+    ),
+    (
+        "handoff_outbox_attempts_total",
+        "Delivery attempts, by kind (whatsapp, notify) and how they ended (sent, retry, uncertain, failed, fallback, cancelled).",
+    ),
+    (
+        "handoff_whatsapp_errors_total",
+        "Cloud API errors, by class (unavailable, rate_limited, window_closed, undeliverable, ...).",
+    ),
+    (
+        "handoff_whatsapp_statuses_total",
+        "Status webhooks applied, by status (sent, delivered, read, failed).",
     ),
 ];
 

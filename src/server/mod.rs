@@ -212,6 +212,7 @@ async fn observe(
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let webhooks = state.store.webhook_counts().await.unwrap_or_default();
+    let outbox = state.store.outbox_counts().await.unwrap_or_default();
     let hash = state
         .ruleset()
         .map(|r| r.hash[..12].to_string())
@@ -228,6 +229,14 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             webhooks
                 .into_iter()
                 .map(|(s, n)| (format!("state=\"{s}\""), n as f64))
+                .collect(),
+        ),
+        (
+            "handoff_outbox_messages",
+            "Outbox messages by kind and state (pending, sending, sent, failed, cancelled).",
+            outbox
+                .into_iter()
+                .map(|(k, st, n)| (format!("kind=\"{k}\",state=\"{st}\""), n as f64))
                 .collect(),
         ),
         (

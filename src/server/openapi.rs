@@ -1158,12 +1158,14 @@ fn schemas() -> Value {
         "Thread",
         json!({
             "type": "object",
-            "required": ["state", "queue", "last_inbound_at"],
+            "required": ["state", "queue", "last_inbound_at", "flag", "flag_reason"],
             "additionalProperties": false,
             "properties": {
                 "state": {"type": "string", "enum": ["automated", "human"]},
                 "queue": nullable("string"),
-                "last_inbound_at": {"type": ["string", "null"], "format": "date-time", "description": "The lead's last WhatsApp message (it opens the 24-hour window)."}
+                "last_inbound_at": {"type": ["string", "null"], "format": "date-time", "description": "The lead's last WhatsApp message (it opens the 24-hour window)."},
+                "flag": {"type": ["string", "null"], "enum": ["delivery_failed", null], "description": "Set when a WhatsApp message to the lead failed for good: an operator should reach them another way."},
+                "flag_reason": nullable_text("Why, with Meta's code.")
             }
         }),
     );
@@ -1187,15 +1189,22 @@ fn schemas() -> Value {
         "OutboxItem",
         json!({
             "type": "object",
-            "required": ["id", "kind", "payload", "state", "attempts", "created_at"],
+            "required": ["id", "kind", "payload", "state", "attempts", "created_at", "updated_at", "next_attempt", "message_id", "delivery", "error_code", "error", "replaces"],
             "additionalProperties": false,
             "properties": {
-                "id": {"type": "string"},
+                "id": {"type": "string", "description": "Also sent to Meta as `biz_opaque_callback_data`, and to endpoints as `webhook-id`."},
                 "kind": {"type": "string", "enum": ["whatsapp", "notify"]},
                 "payload": {"oneOf": [schema("WhatsappOutboxPayload"), schema("NotifyOutboxPayload")]},
-                "state": {"type": "string", "description": "`pending` until sent."},
+                "state": {"type": "string", "enum": ["pending", "sending", "sent", "failed", "cancelled"], "description": "`pending` until due, `sending` while claimed (or while a send whose outcome is unknown waits for its status), `sent` once accepted, `failed` for good, `cancelled` when a person took the thread over first."},
                 "attempts": {"type": "integer", "minimum": 0},
-                "created_at": {"type": "string", "format": "date-time"}
+                "created_at": {"type": "string", "format": "date-time"},
+                "updated_at": {"type": ["string", "null"], "format": "date-time"},
+                "next_attempt": {"type": ["string", "null"], "format": "date-time", "description": "Not retried before this time."},
+                "message_id": nullable_text("Meta's message ID (`wamid.`)."),
+                "delivery": {"type": ["string", "null"], "enum": ["accepted", "sent", "delivered", "read", "failed", null], "description": "The furthest status: `accepted` by the Cloud API, then Meta's `sent`, `delivered`, `read` or `failed`; `delivered` for an endpoint that answered 2xx."},
+                "error_code": {"type": ["integer", "null"], "description": "Meta's error code of the last failure."},
+                "error": nullable_text("The last failure, in words."),
+                "replaces": nullable_text("The message this one falls back from (a session message the closed window refused).")
             }
         }),
     );
@@ -1220,11 +1229,11 @@ fn schemas() -> Value {
         json!({
             "type": "object",
             "description": "A notification to send (kind `notify`).",
-            "required": ["endpoint", "lead_id"],
+            "required": ["endpoint", "event"],
             "additionalProperties": false,
             "properties": {
-                "endpoint": {"type": "string"},
-                "lead_id": {"type": "string"}
+                "endpoint": {"type": "string", "description": "The name of one of the account's `endpoints`."},
+                "event": {"type": "string", "enum": ["lead.notify", "lead.updated"], "description": "`lead.notify` for a rule's `notify`, `lead.updated` for the account's `lead_updates`."}
             }
         }),
     );
