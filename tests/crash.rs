@@ -35,8 +35,8 @@ impl Drop for Process {
 }
 
 /// Reads the first line the process prints, and keeps draining the rest.
-fn first_line(child: &mut Child) -> String {
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
+fn first_line(process: &mut Process) -> String {
+    let mut reader = BufReader::new(process.0.stdout.take().unwrap());
     let mut line = String::new();
     reader.read_line(&mut line).unwrap();
     std::thread::spawn(move || for _ in reader.lines() {});
@@ -52,15 +52,17 @@ fn free_port() -> u16 {
 }
 
 fn sandbox(webhook: &str) -> (Process, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(root())
-        .args(["sandbox", "--listen", "127.0.0.1:0", "--webhook", webhook])
-        .args(["--app-secret-env", "CRASH_SECRET"])
-        .env("CRASH_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Process(
+        Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .current_dir(root())
+            .args(["sandbox", "--listen", "127.0.0.1:0", "--webhook", webhook])
+            .args(["--app-secret-env", "CRASH_SECRET"])
+            .env("CRASH_SECRET", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let line = first_line(&mut child);
     let base = line
         .rsplit(' ')
@@ -68,26 +70,29 @@ fn sandbox(webhook: &str) -> (Process, String) {
         .filter(|u| u.starts_with("http://"))
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_string();
-    (Process(child), base)
+    (child, base)
 }
 
 fn serve(dir: &Path, port: u16) -> Process {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(root())
-        .args(["serve", "--config"])
-        .arg(dir.join("handoff.toml"))
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("CRASH_KEY", KEY)
-        .env("CRASH_SECRET", SECRET)
-        .env("CRASH_WA_TOKEN", "token-for-the-sandbox")
-        .env("HANDOFF_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Owned at once, so a failed start still ends the process.
+    let mut child = Process(
+        Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .current_dir(root())
+            .args(["serve", "--config"])
+            .arg(dir.join("handoff.toml"))
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("CRASH_KEY", KEY)
+            .env("CRASH_SECRET", SECRET)
+            .env("CRASH_WA_TOKEN", "token-for-the-sandbox")
+            .env("HANDOFF_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let line = first_line(&mut child);
     assert!(line.starts_with("handoff listening on "), "{line}");
-    Process(child)
+    child
 }
 
 fn lead(i: usize) -> Value {

@@ -634,3 +634,28 @@ async fn an_endpoint_that_answers_410_is_disabled_and_a_loopback_one_is_refused(
     );
     assert_eq!(private.seen.lock().unwrap().len(), 0);
 }
+
+#[tokio::test]
+async fn a_user_who_stopped_marketing_messages_is_on_record_as_opted_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "")).await;
+    // Accepted, then reported failed with 131050 (the user stopped
+    // marketing messages), as Meta often does.
+    s.fault(json!({"code": 131050, "count": 1, "as_status": true}))
+        .await;
+    let (_, r) = s
+        .post("/v1/leads", &goa_lead("Maria", "+919800000091"))
+        .await;
+    let id = r["lead_id"].as_str().unwrap();
+    let lead = s.wait_lead(id, |l| outbox_state(l, 0).0 == "failed").await;
+    assert_eq!(whatsapp(&lead)[0]["error_code"], 131050);
+    let opt_out = lead["consents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["channel"] == "whatsapp_marketing")
+        .cloned()
+        .unwrap_or_else(|| panic!("no marketing opt-out: {:#}", lead["consents"]));
+    assert_eq!(opt_out["granted"], false);
+    assert_eq!(opt_out["source"], "whatsapp 131050");
+}

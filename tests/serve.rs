@@ -297,6 +297,18 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         .post("/v1/leads", KEY, &json!({"name": "nobody to find"}))
         .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    // The situation of a dry run has no place on a real lead.
+    let (st, e) = s
+        .post(
+            "/v1/leads",
+            KEY,
+            &json!({"phone": "+919800000002", "window": "open"}),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["at"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("window"))
+    );
     let (st, e) = s
         .post(
             "/v1/leads",

@@ -69,6 +69,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
         println!("handoff listening on http://{address}");
         println!("  database  {database}");
         println!("  rules     {rules} (ruleset {hash})");
+        let delivery = &state.config.delivery;
+        if delivery.sandbox {
+            let first = state.config.accounts.first().map(|a| a.id.clone()).unwrap_or_default();
+            println!("  whatsapp  sandbox (no token configured): every send goes to the simulator at http://{address}/sandbox/{{account}}");
+            println!("            what it received: curl -s http://{address}/sandbox/{first}/_sandbox/messages");
+        } else {
+            println!("  whatsapp  {} {}", delivery.whatsapp_base, delivery.whatsapp_version);
+        }
         if let Some(key) = demo {
             println!("  demo account API key: {}", key.expose());
             println!("  try: curl -s http://{address}/v1/leads -H 'Authorization: Bearer {}' -H 'Content-Type: application/json' -d @examples/leads/aisha-api.json", key.expose());

@@ -11,7 +11,7 @@
 //! metadata is compiled in), and is the library the ecosystem trusts for this.
 
 use phonenumber::country::Id;
-use phonenumber::{Mode, ParseError};
+use phonenumber::ParseError;
 use std::fmt;
 
 /// Why a typed phone number could not be put in E.164. Messages never quote
@@ -215,7 +215,10 @@ fn parse(typed: &Typed, region: Id) -> Result<String, PhoneError> {
         }
         ParseError::MalformedInteger(_) => PhoneError::TooLong,
     })?;
-    let e164 = number.format().mode(Mode::E164).to_string();
+    // E.164 is `+`, the country code and the national number (with the
+    // leading zeros Italy keeps); written directly, as the formatter takes
+    // a fifth of the whole normalization to produce the same text.
+    let e164 = format!("+{}{}", number.code().value(), number.national());
     let digits = e164.len().saturating_sub(1);
     if digits < *E164_DIGITS.start() {
         Err(PhoneError::TooShort)

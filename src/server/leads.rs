@@ -57,6 +57,34 @@ pub struct LeadInput {
     /// Free-form origin (campaign, site), for routing by source.
     #[serde(default)]
     source: Option<String>,
+    /// The situation of a dry run (`POST /v1/dry-run` only): the time, the
+    /// WhatsApp window, a person on the thread. Read here so a dry run
+    /// parses its body once.
+    #[serde(default)]
+    now: Option<Value>,
+    #[serde(default)]
+    window: Option<Value>,
+    #[serde(default)]
+    human: Option<Value>,
+}
+
+impl LeadInput {
+    /// Refuses the dry-run-only fields on a real lead.
+    fn no_situation(&self) -> Result<(), ApiError> {
+        for (name, v) in [
+            ("now", &self.now),
+            ("window", &self.window),
+            ("human", &self.human),
+        ] {
+            if v.is_some() {
+                return Err(ApiError::invalid(
+                    format!("`{name}` sets the situation of a dry run; a real lead is decided now, in its real window (send it to POST /v1/dry-run)"),
+                    name,
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A consent as the API takes it.
@@ -394,6 +422,7 @@ pub async fn create(
     };
     super::error::require_json(&headers)?;
     let input: LeadInput = parse_body(body)?;
+    input.no_situation()?;
     let ruleset = state
         .ruleset()
         .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
@@ -568,11 +597,8 @@ pub async fn dry_run(
 ) -> Result<Response, ApiError> {
     let account = state.authenticate(&headers)?;
     super::error::require_json(&headers)?;
-    let mut value: Value = parse_body(body)?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad("the body must be a JSON object", None))?;
-    let now = match object.remove("now") {
+    let mut input: LeadInput = parse_body(body)?;
+    let now = match input.now.take() {
         None | Some(Value::Null) => Utc::now(),
         Some(Value::String(t)) => DateTime::parse_from_rfc3339(&t)
             .map_err(|_| {
@@ -581,7 +607,7 @@ pub async fn dry_run(
             .with_timezone(&Utc),
         Some(_) => return Err(ApiError::invalid("`now` must be an RFC 3339 string", "now")),
     };
-    let window_open = match object.remove("window") {
+    let window_open = match input.window.take() {
         None | Some(Value::Null) => false,
         Some(Value::String(w)) if w == "open" => true,
         Some(Value::String(w)) if w == "closed" => false,
@@ -592,18 +618,11 @@ pub async fn dry_run(
             ))
         }
     };
-    let human = match object.remove("human") {
+    let human = match input.human.take() {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => b,
         Some(_) => return Err(ApiError::invalid("`human` must be true or false", "human")),
     };
-    let input: LeadInput = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        ApiError::bad(
-            format!("the body is not a valid lead: {}", e.into_inner()),
-            (path != ".").then_some(path),
-        )
-    })?;
     let ruleset = state
         .ruleset()
         .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
