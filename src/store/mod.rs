@@ -39,7 +39,22 @@ impl From<rusqlite::Error> for StoreError {
 /// The store behind every request.
 #[derive(Clone, Debug)]
 pub struct Store {
-    sqlite: Arc<sqlite::Sqlite>,
+    backend: Backend,
+}
+
+/// The database behind the store, chosen by the URL's scheme.
+#[derive(Clone, Debug)]
+enum Backend {
+    Sqlite(Arc<sqlite::Sqlite>),
+}
+
+/// Calls the same method on whichever backend the store has.
+macro_rules! on_backend {
+    ($store:expr, $db:ident => $call:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($db) => $call,
+        }
+    };
 }
 
 /// An event that adds to a lead: who (identities), what they said, what they
@@ -213,13 +228,13 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let sqlite = sqlite::Sqlite::open(url).await?;
         Ok(Store {
-            sqlite: Arc::new(sqlite),
+            backend: Backend::Sqlite(Arc::new(sqlite)),
         })
     }
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
-        self.sqlite.ping().await
+        on_backend!(self, db => db.ping().await)
     }
 
     /// Records an event for a lead and its decision, in one transaction.
@@ -231,13 +246,13 @@ impl Store {
         event: LeadEvent,
         decide: impl FnOnce(&LeadState) -> DecisionRecord + Send + 'static,
     ) -> Result<Recorded, StoreError> {
-        self.sqlite.record(account, event, decide).await
+        on_backend!(self, db => db.record(account, event, decide).await)
     }
 
     /// Everything about a lead, or `None` when the account has no such lead.
     /// A lead merged into another is answered with the survivor.
     pub async fn lead(&self, account: &str, id: &str) -> Result<Option<Value>, StoreError> {
-        self.sqlite.lead(account, id).await
+        on_backend!(self, db => db.lead(account, id).await)
     }
 
     /// Leads of an account, newest activity first, optionally matching a
@@ -248,7 +263,7 @@ impl Store {
         query: Option<&str>,
         limit: i64,
     ) -> Result<Vec<Value>, StoreError> {
-        self.sqlite.search(account, query, limit).await
+        on_backend!(self, db => db.search(account, query, limit).await)
     }
 
     /// Sets a thread's state: a person takes it over, or gives it back.
@@ -260,9 +275,8 @@ impl Store {
         human: bool,
         queue: Option<&str>,
     ) -> Result<bool, StoreError> {
-        self.sqlite
-            .set_thread_state(account, lead_id, human, queue)
-            .await
+        on_backend!(self, db => db.set_thread_state(account, lead_id, human, queue)
+            .await)
     }
 
     /// Stores webhook events before they are acknowledged; returns how many
@@ -273,12 +287,12 @@ impl Store {
         source: &str,
         events: &[(String, Value)],
     ) -> Result<usize, StoreError> {
-        self.sqlite.enqueue_webhooks(account, source, events).await
+        on_backend!(self, db => db.enqueue_webhooks(account, source, events).await)
     }
 
     /// The oldest webhook events due for processing.
     pub async fn due_webhooks(&self, limit: i64) -> Result<Vec<PendingWebhook>, StoreError> {
-        self.sqlite.due_webhooks(limit).await
+        on_backend!(self, db => db.due_webhooks(limit).await)
     }
 
     /// Marks a webhook event processed, or failed (retried later unless `give_up`).
@@ -289,14 +303,13 @@ impl Store {
         give_up: bool,
         retry_in: Duration,
     ) -> Result<(), StoreError> {
-        self.sqlite
-            .finish_webhook(id, error, give_up, retry_in)
-            .await
+        on_backend!(self, db => db.finish_webhook(id, error, give_up, retry_in)
+            .await)
     }
 
     /// Counts of webhook events by state, for readiness and metrics.
     pub async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.sqlite.webhook_counts().await
+        on_backend!(self, db => db.webhook_counts().await)
     }
 
     /// Records a delivery status Meta reported and applies it to its outbox
@@ -308,7 +321,7 @@ impl Store {
         account: &str,
         status: &StatusRecord,
     ) -> Result<StatusApplied, StoreError> {
-        self.sqlite.apply_status(account, status).await
+        on_backend!(self, db => db.apply_status(account, status).await)
     }
 
     /// Claims up to `limit` messages due for delivery for `owner`, for
@@ -324,9 +337,8 @@ impl Store {
         grace: Duration,
         max_age: Duration,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        self.sqlite
-            .claim_outbox(owner, limit, lease, grace, max_age)
-            .await
+        on_backend!(self, db => db.claim_outbox(owner, limit, lease, grace, max_age)
+            .await)
     }
 
     /// Records how an attempt ended, if `owner` still holds the message's lease.
@@ -336,12 +348,12 @@ impl Store {
         item: &OutboxItem,
         outcome: SendOutcome,
     ) -> Result<bool, StoreError> {
-        self.sqlite.finish_outbox(owner, item, outcome).await
+        on_backend!(self, db => db.finish_outbox(owner, item, outcome).await)
     }
 
     /// Outbox messages by kind and state, for metrics.
     pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        self.sqlite.outbox_counts().await
+        on_backend!(self, db => db.outbox_counts().await)
     }
 
     /// Disables an endpoint of an account (it answered 410 Gone).
@@ -351,9 +363,8 @@ impl Store {
         endpoint: &str,
         reason: &str,
     ) -> Result<(), StoreError> {
-        self.sqlite
-            .disable_endpoint(account, endpoint, reason)
-            .await
+        on_backend!(self, db => db.disable_endpoint(account, endpoint, reason)
+            .await)
     }
 
     /// The endpoints of an account that are disabled, with why.
@@ -361,7 +372,7 @@ impl Store {
         &self,
         account: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        self.sqlite.disabled_endpoints(account).await
+        on_backend!(self, db => db.disabled_endpoints(account).await)
     }
 
     /// Records a consent change for the lead an identity belongs to; false
@@ -373,9 +384,8 @@ impl Store {
         value: &str,
         consent: &ConsentRecord,
     ) -> Result<bool, StoreError> {
-        self.sqlite
-            .record_consent(account, kind, value, consent)
-            .await
+        on_backend!(self, db => db.record_consent(account, kind, value, consent)
+            .await)
     }
 }
 
