@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
-    /// `sqlite://PATH` (PostgreSQL arrives later).
-    pub database: String,
+    /// `sqlite://PATH`, or `postgres://...` for one or many instances.
+    pub database: DatabaseUrl,
     pub rules: PathBuf,
     pub templates: Option<PathBuf>,
     pub accounts: Vec<Account>,
@@ -469,12 +469,13 @@ impl Config {
             &parsed.database,
             "sqlite://handoff.db",
         );
-        if !database.starts_with("sqlite:") {
+        if !database.starts_with("sqlite:") && !crate::store::is_postgres_url(&database) {
             return err(format!(
-                "`database` is `{}`; this version stores data in SQLite: give `sqlite://PATH`",
+                "`database` is `{}`; give `sqlite://PATH` (one instance) or `postgres://USER:PASSWORD@HOST:PORT/DATABASE` (one or many instances)",
                 redact_url(&database)
             ));
         }
+        let database = DatabaseUrl(database);
         let rules = flags
             .rules
             .clone()
@@ -735,8 +736,51 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// A database URL with any password hidden, for messages.
+/// A database URL as configured. `Debug` hides its password, so that a
+/// configuration printed whole never shows it; read it as `&str`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl PartialEq<&str> for DatabaseUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// A database URL with any password hidden, for messages: the one after
+/// the user name, and a `password=` parameter (which PostgreSQL URLs allow).
 pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            (base, format!("?{}", params.join("&")))
+        }
+        None => (url, String::new()),
+    };
+    format!("{}{query}", redact_credentials(url))
+}
+
+fn redact_credentials(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &url[scheme + 3..at];
@@ -834,5 +878,36 @@ mod tests {
         };
         let e = Config::load(None, &env(&[]), &flags).unwrap_err();
         assert!(e.0.contains("u:***@h") && !e.0.contains("pw"), "{e}");
+    }
+
+    #[test]
+    fn postgres_urls_are_accepted_and_their_password_never_printed() {
+        for url in [
+            "postgres://handoff:s3cret@db.internal:5432/handoff",
+            "postgresql://handoff:s3cret@db.internal/handoff?sslmode=verify-full",
+            "postgres://handoff@db.internal/handoff?password=s3cret&sslmode=require",
+        ] {
+            let flags = Overrides {
+                database: Some(url.into()),
+                ..Overrides::default()
+            };
+            let c = Config::load(None, &env(&[("HANDOFF_DEMO_API_KEY", "k1")]), &flags).unwrap();
+            assert_eq!(c.database, url);
+            assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+            assert!(!redact_url(url).contains("s3cret"), "{}", redact_url(url));
+        }
+        assert_eq!(
+            redact_url("postgres://h:pw@db/x?sslmode=require&password=pw"),
+            "postgres://h:***@db/x?sslmode=require&password=***"
+        );
+        let flags = Overrides {
+            database: Some("postgres-ish://u:pw@h/db".into()),
+            ..Overrides::default()
+        };
+        let e = Config::load(None, &env(&[]), &flags).unwrap_err();
+        assert!(
+            e.0.contains("postgres://USER:PASSWORD@HOST") && !e.0.contains("pw@"),
+            "{e}"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod diff;
 pub mod explain;
 pub mod fmt;
 pub mod generate;
+pub mod operator;
 pub mod sandbox;
 pub mod serve;
 pub mod test;
@@ -42,6 +43,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Simulate the WhatsApp Cloud API locally, with its webhooks and faults.
     Sandbox(sandbox::SandboxArgs),
+    /// Manage the operators who sign in to the inbox.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
 }
 
 /// Output formats.
@@ -101,6 +105,7 @@ pub fn run() -> ExitCode {
         Command::Diff(args) => diff::run_command(args),
         Command::Generate(args) => generate::run(args),
         Command::Sandbox(args) => sandbox::run(args),
+        Command::Operator(command) => operator::run(command),
     }
 }
 

@@ -15,7 +15,7 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Database URL: sqlite://PATH.
+    /// Database URL: sqlite://PATH, or postgres://USER:PASSWORD@HOST/DB for many instances.
     #[arg(long, value_name = "URL")]
     database: Option<String>,
     /// The rules directory.

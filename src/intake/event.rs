@@ -139,6 +139,11 @@ pub struct WhatsappMessage {
     pub context_message_id: Option<String>,
     /// The click-to-WhatsApp ad the conversation started from, if any.
     pub referral: Option<AdReferral>,
+    /// The business wrote this from the WhatsApp Business app on its phone
+    /// (an `smb_message_echoes` webhook): `wa_id` is then the recipient, and
+    /// a person is on the thread.
+    #[serde(default)]
+    pub is_echo: bool,
 }
 
 /// The ad behind a click-to-WhatsApp conversation (`messages[].referral`).

@@ -13,6 +13,7 @@ use super::meta::{read_changes, Sink};
 pub(crate) fn read_entry(entry: &Node<'_>, sink: &mut Sink) {
     read_changes(entry, sink, |field, _entry, value, sink| match field {
         "messages" => read_messages_value(value, sink),
+        "smb_message_echoes" => read_echoes_value(value, sink),
         "user_preferences" => read_user_preferences_value(value, sink),
         // Template status, quality, account and other updates: not the router's.
         _ => Ok(()),
@@ -30,6 +31,37 @@ fn read_messages_value(value: &Node<'_>, sink: &mut Sink) -> Result<(), IntakeEr
         sink.take(read_status(&status, &phone_number_id));
     }
     Ok(())
+}
+
+/// An `smb_message_echoes` change: what the business sent from the WhatsApp
+/// Business app on its phone (a number on the Cloud API and the app at
+/// once), each with `to` the user it went to.
+fn read_echoes_value(value: &Node<'_>, sink: &mut Sink) -> Result<(), IntakeError> {
+    let phone_number_id = value.field("metadata")?.id_at("phone_number_id")?;
+    for echo in value.opt_items_at("message_echoes")? {
+        sink.take(read_echo(&echo, &phone_number_id).map(Some));
+    }
+    Ok(())
+}
+
+fn read_echo(echo: &Node<'_>, phone_number_id: &str) -> Result<InboundEvent, IntakeError> {
+    let kind = echo.str_at("type")?.to_string();
+    let text = match kind.as_str() {
+        "text" => Some(echo.field("text")?.str_at("body")?.to_string()),
+        _ => None,
+    };
+    Ok(InboundEvent::WhatsappMessage(WhatsappMessage {
+        phone_number_id: phone_number_id.to_string(),
+        wa_id: echo.id_at("to")?,
+        profile_name: None,
+        message_id: echo.id_at("id")?,
+        timestamp: echo.field("timestamp")?.unix_time(TimeUnit::Seconds)?,
+        kind,
+        text,
+        context_message_id: None,
+        referral: None,
+        is_echo: true,
+    }))
 }
 
 /// `value.contacts[]` as (wa_id, profile name) pairs.
@@ -96,6 +128,7 @@ fn read_message(
         text,
         context_message_id,
         referral,
+        is_echo: false,
     }))
 }
 
@@ -273,6 +306,7 @@ mod tests {
                 text: Some("Yes please send the Goa options".into()),
                 context_message_id: None,
                 referral: None,
+                is_echo: false,
             })]
         );
         assert_eq!(
@@ -570,5 +604,21 @@ mod tests {
             parse_whatsapp_webhook(&body).unwrap_err().to_string(),
             "entry[0].changes[0].value.user_preferences[0]: missing `wa_id`"
         );
+    }
+
+    #[test]
+    fn a_business_app_echo_is_a_message_to_the_user_marked_as_an_echo() {
+        let body = webhook(json!([{"field": "smb_message_echoes", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "message_echoes": [{"from": "15550783881", "to": "919820012345", "id": "wamid.echo", "timestamp": "1799999100", "type": "text", "text": {"body": "On it!"}}]
+        }}]));
+        let events = parse_whatsapp_webhook(&body).unwrap();
+        let InboundEvent::WhatsappMessage(m) = &events[0] else {
+            panic!("{events:?}");
+        };
+        assert!(m.is_echo);
+        assert_eq!(m.wa_id, "919820012345", "the user it went to");
+        assert_eq!(m.text.as_deref(), Some("On it!"));
     }
 }

@@ -100,13 +100,18 @@ async fn run(state: Arc<AppState>, delivery: Arc<Delivery>) {
             tokio::spawn(async move {
                 let outcome = attempt(&state, &delivery, &item).await;
                 count(&state, &item, &outcome);
-                if let Err(e) = state
+                let deferred = matches!(outcome, SendOutcome::Deferred { .. });
+                match state
                     .store
                     .finish_outbox(&delivery.owner, &item, outcome)
                     .await
                 {
+                    Ok(true) if !deferred => state.announce(&item.account, &item.lead_id),
+                    Ok(_) => {}
                     // The lease runs out and the message is claimed again.
-                    tracing::error!(outbox = %item.id, error = %e, "recording a delivery failed");
+                    Err(e) => {
+                        tracing::error!(outbox = %item.id, error = %e, "recording a delivery failed")
+                    }
                 }
                 drop(permit);
             });

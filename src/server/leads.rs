@@ -100,7 +100,7 @@ pub struct ConsentInput {
 }
 
 /// Parses a JSON body, naming the field that is wrong.
-fn parse_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
@@ -443,6 +443,7 @@ pub async fn create(
         } => {
             let created = response["created"].as_bool().unwrap_or(false);
             count_decision(&state, &account.id, &channel_label, &response);
+            state.announce(&account.id, &lead_id);
             tracing::info!(account = %account.id, lead = %lead_id, created, "lead recorded");
             let status = if created {
                 StatusCode::CREATED
@@ -574,11 +575,19 @@ async fn thread_state(
         Ok(b) if b.is_empty() => TakeoverInput::default(),
         _ => parse_body(body)?,
     };
+    let queue = match input.queue.as_deref() {
+        Some(q) => Some(super::threads::clean_queue(Some(q))?),
+        None => None,
+    };
     if state
         .store
-        .set_thread_state(&account.id, &id, human, input.queue.as_deref())
+        .set_thread_owner(&account.id, &id, human, "api")
         .await?
     {
+        if let Some(queue) = &queue {
+            state.store.reassign(&account.id, &id, queue, "api").await?;
+        }
+        state.announce(&account.id, &id);
         Ok(Json(
             json!({"lead_id": id, "thread": if human { "human" } else { "automated" }}),
         ))

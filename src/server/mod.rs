@@ -4,9 +4,11 @@
 
 pub mod delivery;
 pub mod error;
+pub mod inbox;
 mod leads;
 pub mod metrics;
 pub mod openapi;
+pub mod threads;
 mod webhooks;
 
 use crate::config::{Account, Config};
@@ -46,6 +48,8 @@ pub struct AppState {
     pub work: tokio::sync::Notify,
     /// Wakes the delivery worker when messages are queued.
     pub outbox: tokio::sync::Notify,
+    /// Changes on threads, for the inbox's live updates.
+    pub thread_changes: tokio::sync::broadcast::Sender<threads::ThreadChanged>,
     pub metrics: metrics::Metrics,
 }
 
@@ -170,6 +174,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/webhooks/voice/{account}", post(webhooks::voice))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(|| async { Json(openapi::document()) }))
+        .route("/v1/threads", get(threads::list))
+        .route("/v1/leads/{id}/reply", post(threads::api_reply))
+        .route("/v1/leads/{id}/notes", post(threads::api_note))
+        .route("/v1/leads/{id}/reassign", post(threads::api_reassign))
+        .route("/v1/leads/{id}/templates", get(threads::api_templates))
+        .merge(inbox::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -348,6 +358,7 @@ pub async fn state(config: Config) -> Result<Arc<AppState>, String> {
         }),
         work: tokio::sync::Notify::new(),
         outbox: tokio::sync::Notify::new(),
+        thread_changes: tokio::sync::broadcast::channel(1024).0,
         metrics: metrics::Metrics::default(),
     });
     if !state.reload() {

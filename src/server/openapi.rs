@@ -65,6 +65,7 @@ pub fn document() -> Value {
         "tags": [
             {"name": "health", "description": "Liveness, readiness, metrics and this document."},
             {"name": "leads", "description": "Lead intake, reading, takeover and dry runs (API key)."},
+            {"name": "threads", "description": "What the inbox does, for other tools: the thread list, replies, notes, reassignment, template previews (API key)."},
             {"name": "rules", "description": "The rules in force and reloading them (API key)."},
             {"name": "webhooks", "description": "Intake from Meta, web forms and voice agents. Events are stored before the answer and processed into leads by a background worker."}
         ],
@@ -108,6 +109,11 @@ fn paths() -> Value {
         ("/v1/leads/{id}", json!({"get": get_lead()})),
         ("/v1/leads/{id}/takeover", json!({"post": thread_op(true)})),
         ("/v1/leads/{id}/release", json!({"post": thread_op(false)})),
+        ("/v1/leads/{id}/reply", json!({"post": reply_op()})),
+        ("/v1/leads/{id}/notes", json!({"post": note_op()})),
+        ("/v1/leads/{id}/reassign", json!({"post": reassign_op()})),
+        ("/v1/leads/{id}/templates", json!({"get": templates_op()})),
+        ("/v1/threads", json!({"get": threads_op()})),
         ("/v1/dry-run", json!({"post": dry_run()})),
         ("/v1/rulesets", json!({"get": rulesets()})),
         ("/v1/rulesets/reload", json!({"post": reload()})),
@@ -327,6 +333,108 @@ fn thread_op(takeover: bool) -> Value {
             ("401", response("Unauthorized")),
             ("404", response("NotFound")),
             ("413", response("PayloadTooLarge")),
+            ("500", response("Internal")),
+        ])
+    })
+}
+
+/// A thread operation with a JSON body: what the inbox does, for other tools.
+fn thread_body_op(
+    id: &str,
+    summary: &str,
+    description: &str,
+    input: &str,
+    example: Value,
+    result: &str,
+) -> Value {
+    json!({
+        "operationId": id,
+        "tags": ["threads"],
+        "summary": summary,
+        "description": description,
+        "parameters": [parameter("LeadId")],
+        "requestBody": {
+            "required": true,
+            "content": {"application/json": {"schema": schema(input), "example": example}}
+        },
+        "responses": responses(vec![
+            ("200", json!({"description": "Done.", "content": {"application/json": {"schema": schema(result)}}})),
+            ("400", response("BadRequest")),
+            ("401", response("Unauthorized")),
+            ("404", response("NotFound")),
+            ("413", response("PayloadTooLarge")),
+            ("415", response("UnsupportedMediaType")),
+            ("422", response("Unprocessable")),
+            ("500", response("Internal")),
+        ])
+    })
+}
+
+fn reply_op() -> Value {
+    thread_body_op(
+        "replyOnThread",
+        "A person's WhatsApp reply: free text inside the 24-hour window, an approved template outside it.",
+        "The reply is queued and sent even though the thread is taken over (it is a person's), is written to the transcript, and takes the thread over: automation stays quiet until the thread is released. Free text outside the window is refused (422 at `text`); a template is filled in from the lead (see `GET /v1/leads/{id}/templates`).",
+        "ReplyInput",
+        json!({"text": "Yes, the beach venue is free that weekend.", "by": "Priya"}),
+        "ReplyResult",
+    )
+}
+
+fn note_op() -> Value {
+    thread_body_op(
+        "addNote",
+        "A note for the team on the thread's trail; never sent to the lead.",
+        "`by` names who wrote it (default `api`).",
+        "NoteInput",
+        json!({"text": "Prefers calls after 6pm", "by": "Priya"}),
+        "NoteResult",
+    )
+}
+
+fn reassign_op() -> Value {
+    thread_body_op(
+        "reassignThread",
+        "Moves the thread to another queue, on the thread's trail.",
+        "`queue` is letters, digits, `-`, `_` or `.`, as rules write them in `assign`.",
+        "ReassignInput",
+        json!({"queue": "events-senior-closers"}),
+        "ReassignResult",
+    )
+}
+
+fn templates_op() -> Value {
+    json!({
+        "operationId": "threadTemplates",
+        "tags": ["threads"],
+        "summary": "The approved templates filled in for the lead, and whether free text can be sent now.",
+        "parameters": [parameter("LeadId")],
+        "responses": responses(vec![
+            ("200", json!({"description": "Every approved template, with its preview or why it cannot be filled.", "content": {"application/json": {"schema": schema("TemplateChoices")}}})),
+            ("401", response("Unauthorized")),
+            ("404", response("NotFound")),
+            ("500", response("Internal")),
+        ])
+    })
+}
+
+fn threads_op() -> Value {
+    let filter = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
+    json!({
+        "operationId": "listThreads",
+        "tags": ["threads"],
+        "summary": "An account's threads, newest activity first.",
+        "parameters": [
+            filter("queue", "Only this queue."),
+            {"name": "state", "in": "query", "required": false, "description": "`automated`, `human` (taken over), `blocked` (the last decision's handoff was blocked) or `failed` (a WhatsApp message failed for good).", "schema": {"type": "string", "enum": ["automated", "human", "blocked", "failed"]}},
+            filter("playbook", "Only this playbook."),
+            filter("q", "A fragment of the name or phone."),
+            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}}
+        ],
+        "responses": responses(vec![
+            ("200", json!({"description": "The threads.", "content": {"application/json": {"schema": schema("ThreadList")}}})),
+            ("401", response("Unauthorized")),
+            ("422", response("Unprocessable")),
             ("500", response("Internal")),
         ])
     })
@@ -852,6 +960,121 @@ fn schemas() -> Value {
     );
     add("LeadInput", lead_input());
     add("DryRunInput", dry_run_input());
+    let by = json!({"type": "string", "maxLength": 80, "description": "Who does it, as the trail shows it (default `api`)."});
+    add(
+        "ReplyInput",
+        json!({
+            "type": "object",
+            "description": "Exactly one of `text` and `template`.",
+            "additionalProperties": false,
+            "properties": {
+                "text": {"type": "string", "maxLength": 4096, "description": "Free text; only inside the 24-hour window."},
+                "template": {"type": "string", "description": "An approved template's name, filled in from the lead."},
+                "by": by
+            }
+        }),
+    );
+    add(
+        "NoteInput",
+        json!({
+            "type": "object",
+            "required": ["text"],
+            "additionalProperties": false,
+            "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 4096}, "by": by}
+        }),
+    );
+    add(
+        "ReassignInput",
+        json!({
+            "type": "object",
+            "required": ["queue"],
+            "additionalProperties": false,
+            "properties": {"queue": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"}, "by": by}
+        }),
+    );
+    add(
+        "ReplyResult",
+        json!({
+            "type": "object",
+            "required": ["lead_id", "outbox_id", "thread", "message"],
+            "additionalProperties": false,
+            "properties": {
+                "lead_id": {"type": "string"},
+                "outbox_id": {"type": "string", "description": "The queued message (see the lead's `outbox`)."},
+                "thread": {"type": "string", "const": "human"},
+                "message": schema("WhatsappOutboxPayload")
+            }
+        }),
+    );
+    add(
+        "NoteResult",
+        json!({
+            "type": "object",
+            "required": ["lead_id", "note", "by"],
+            "additionalProperties": false,
+            "properties": {"lead_id": {"type": "string"}, "note": {"type": "string"}, "by": {"type": "string"}}
+        }),
+    );
+    add(
+        "ReassignResult",
+        json!({
+            "type": "object",
+            "required": ["lead_id", "queue"],
+            "additionalProperties": false,
+            "properties": {"lead_id": {"type": "string"}, "queue": {"type": "string"}}
+        }),
+    );
+    add(
+        "TemplateChoices",
+        json!({
+            "type": "object",
+            "required": ["lead_id", "window_open", "window_closes_at", "templates"],
+            "additionalProperties": false,
+            "properties": {
+                "lead_id": {"type": "string"},
+                "window_open": {"type": "boolean"},
+                "window_closes_at": {"type": ["string", "null"], "format": "date-time"},
+                "templates": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["name", "language", "params", "preview", "error"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "language": nullable("string"),
+                        "params": {"type": "array", "items": {"type": "string"}},
+                        "preview": nullable_text("The message as the lead would read it."),
+                        "error": nullable_text("Why the template cannot be filled for this lead.")
+                    }
+                }}
+            }
+        }),
+    );
+    add(
+        "ThreadList",
+        json!({
+            "type": "object",
+            "required": ["threads"],
+            "additionalProperties": false,
+            "properties": {"threads": {"type": "array", "items": {
+                "type": "object",
+                "required": ["lead_id", "name", "phone", "channel", "playbook", "state", "queue", "flag", "taken_by", "outcome", "last_inbound_at", "last_text", "activity_at", "unread"],
+                "additionalProperties": false,
+                "properties": {
+                    "lead_id": {"type": "string"},
+                    "name": nullable("string"), "phone": nullable("string"), "channel": nullable("string"), "playbook": nullable("string"),
+                    "state": {"type": "string", "enum": ["automated", "human"]},
+                    "queue": nullable("string"),
+                    "flag": nullable_text("`delivery_failed` when a WhatsApp message failed for good."),
+                    "taken_by": nullable_text("Who took the thread over."),
+                    "outcome": nullable_text("The last decision's handoff outcome."),
+                    "last_inbound_at": {"type": ["string", "null"], "format": "date-time"},
+                    "last_text": nullable_text("The latest message of the transcript."),
+                    "activity_at": {"type": "string", "format": "date-time"},
+                    "unread": {"type": "boolean", "description": "Always true through the API (no reader); the inbox tracks each operator."}
+                }
+            }}}
+        }),
+    );
     add(
         "ConsentInput",
         json!({
@@ -1220,7 +1443,8 @@ fn schemas() -> Value {
                 "outcome": {"type": "string", "enum": ["session", "template"]},
                 "text": nullable_text("The session message (outcome `session`)."),
                 "template": {"oneOf": [schema("RenderedTemplate"), {"type": "null"}], "description": "The approved template: the message itself, or the fallback."},
-                "sender": nullable_text("The playbook's sender number.")
+                "sender": nullable_text("The playbook's sender number."),
+                "by": {"type": "string", "description": "Who wrote it, for a person's reply; absent for automation."}
             }
         }),
     );
@@ -1438,6 +1662,11 @@ mod tests {
         ("get", "/v1/leads/{id}"),
         ("post", "/v1/leads/{id}/takeover"),
         ("post", "/v1/leads/{id}/release"),
+        ("post", "/v1/leads/{id}/reply"),
+        ("post", "/v1/leads/{id}/notes"),
+        ("post", "/v1/leads/{id}/reassign"),
+        ("get", "/v1/leads/{id}/templates"),
+        ("get", "/v1/threads"),
         ("post", "/v1/dry-run"),
         ("get", "/v1/rulesets"),
         ("post", "/v1/rulesets/reload"),
@@ -1627,6 +1856,19 @@ mod tests {
         assert_eq!(
             documented_members("ConsentInput"),
             accepted_members::<ConsentInput>()
+        );
+        use super::super::threads::{NoteInput, ReassignInput, ReplyInput};
+        assert_eq!(
+            documented_members("ReplyInput"),
+            accepted_members::<ReplyInput>()
+        );
+        assert_eq!(
+            documented_members("NoteInput"),
+            accepted_members::<NoteInput>()
+        );
+        assert_eq!(
+            documented_members("ReassignInput"),
+            accepted_members::<ReassignInput>()
         );
         assert_eq!(
             documented_members("TranscriptMessage"),

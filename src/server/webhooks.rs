@@ -333,7 +333,10 @@ pub async fn voice(
 pub fn spawn_worker(state: Arc<AppState>) {
     tokio::spawn(async move {
         loop {
-            let due = match state.store.due_webhooks(64).await {
+            // Held for as long as an outbox claim: another instance's worker
+            // takes them over only once this one has stopped for that long.
+            let lease = state.config.delivery.lease;
+            let due = match state.store.due_webhooks(64, lease).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot read webhook events");
@@ -415,10 +418,14 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                     }
                     let phone = intake::wa_id_to_e164(&m.wa_id);
                     let text = m.text.clone().unwrap_or_else(|| format!("[{}]", m.kind));
-                    let opt_out = m.text.as_deref().is_some_and(|t| {
-                        let t = t.trim().to_lowercase();
-                        account.opt_out_words.iter().any(|w| w.to_lowercase() == t)
-                    });
+                    // Someone at the business wrote from the app on their
+                    // phone: a person is on the thread, automation pauses;
+                    // it opens no window and is no opt-out.
+                    let opt_out = !m.is_echo
+                        && m.text.as_deref().is_some_and(|t| {
+                            let t = t.trim().to_lowercase();
+                            account.opt_out_words.iter().any(|w| w.to_lowercase() == t)
+                        });
                     let lead_event = LeadEvent {
                         identities: [
                             Some(("whatsapp".to_string(), m.wa_id.clone())),
@@ -427,12 +434,11 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                         .into_iter()
                         .flatten()
                         .collect(),
-                        name: m.profile_name.clone(),
                         phone,
                         channel: Some("whatsapp".into()),
                         messages: vec![TranscriptMessage {
                             channel: "whatsapp".into(),
-                            from: "lead".into(),
+                            from: if m.is_echo { "business" } else { "lead" }.into(),
                             text,
                             at: m.timestamp,
                         }],
@@ -443,8 +449,14 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                             at: m.timestamp,
                             evidence: m.text.clone(),
                         }),
+                        name: if m.is_echo {
+                            None
+                        } else {
+                            m.profile_name.clone()
+                        },
                         dedup,
-                        inbound_at: Some(m.timestamp),
+                        inbound_at: (!m.is_echo).then_some(m.timestamp),
+                        human_activity: m.is_echo,
                         ..LeadEvent::default()
                     };
                     Ok(record(state, account, lead_event, "whatsapp", None).await?)
@@ -501,6 +513,9 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                     }
                     if applied.fell_back {
                         state.outbox.notify_one();
+                    }
+                    if let Some(lead) = &applied.lead_id {
+                        state.announce(&account.id, lead);
                     }
                     Ok(())
                 }
@@ -656,8 +671,12 @@ async fn record(
     state.outbox.notify_one();
     recorded
         .map(|recorded| {
-            if let crate::store::Recorded::New { response, .. } = recorded {
+            if let crate::store::Recorded::New {
+                response, lead_id, ..
+            } = recorded
+            {
                 super::leads::count_decision(state, &account.id, channel, &response);
+                state.announce(&account.id, &lead_id);
             }
         })
         .map_err(|e| e.to_string())

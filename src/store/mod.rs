@@ -4,9 +4,10 @@
 //! event, its decision, the outbox rows it creates and the record that its
 //! source ID was processed commit together or not at all.
 //!
-//! Callers use [`Store`]; its methods are the store interface. Today it holds
-//! the SQLite implementation ([`sqlite`]); a PostgreSQL one joins it as
-//! another backend behind the same methods.
+//! Callers use [`Store`]; its methods are the store interface. Behind it is
+//! one backend, chosen by the database URL's scheme: SQLite ([`sqlite`]) for
+//! one process, or PostgreSQL ([`postgres`]) for one or many `handoff serve`
+//! instances on one database. Both give the same answers to the same calls.
 
 use crate::engine::lead::{Consent, TranscriptMessage};
 use crate::engine::Lead;
@@ -16,7 +17,10 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod inbox;
+pub mod postgres;
 pub mod sqlite;
+mod sqlite_inbox;
 
 /// A store error; the server answers 500 and logs it.
 #[derive(Clone, Debug)]
@@ -46,6 +50,7 @@ pub struct Store {
 #[derive(Clone, Debug)]
 enum Backend {
     Sqlite(Arc<sqlite::Sqlite>),
+    Postgres(Arc<postgres::Postgres>),
 }
 
 /// Calls the same method on whichever backend the store has.
@@ -53,6 +58,7 @@ macro_rules! on_backend {
     ($store:expr, $db:ident => $call:expr) => {
         match &$store.backend {
             Backend::Sqlite($db) => $call,
+            Backend::Postgres($db) => $call,
         }
     };
 }
@@ -220,16 +226,21 @@ pub struct StatusApplied {
     pub new: bool,
     /// A template was queued in place of a message that failed with 131047.
     pub fell_back: bool,
+    /// The lead the message went to, when known.
+    pub lead_id: Option<String>,
 }
 
 impl Store {
-    /// Opens (creating when missing) the database at `url` and brings its
-    /// schema up to date.
+    /// Opens the database at `url` and brings its schema up to date:
+    /// `sqlite://PATH` (created when missing), or `postgres://` /
+    /// `postgresql://` (the database must exist).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let sqlite = sqlite::Sqlite::open(url).await?;
-        Ok(Store {
-            backend: Backend::Sqlite(Arc::new(sqlite)),
-        })
+        let backend = if is_postgres_url(url) {
+            Backend::Postgres(Arc::new(postgres::Postgres::open(url).await?))
+        } else {
+            Backend::Sqlite(Arc::new(sqlite::Sqlite::open(url).await?))
+        };
+        Ok(Store { backend })
     }
 
     /// Whether the database answers.
@@ -290,9 +301,15 @@ impl Store {
         on_backend!(self, db => db.enqueue_webhooks(account, source, events).await)
     }
 
-    /// The oldest webhook events due for processing.
-    pub async fn due_webhooks(&self, limit: i64) -> Result<Vec<PendingWebhook>, StoreError> {
-        on_backend!(self, db => db.due_webhooks(limit).await)
+    /// The oldest webhook events due for processing, held for this worker
+    /// for `lease`: with several instances on one database, another
+    /// instance's worker gets them only once the lease has run out.
+    pub async fn due_webhooks(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<PendingWebhook>, StoreError> {
+        on_backend!(self, db => db.due_webhooks(limit, lease).await)
     }
 
     /// Marks a webhook event processed, or failed (retried later unless `give_up`).
@@ -387,6 +404,11 @@ impl Store {
         on_backend!(self, db => db.record_consent(account, kind, value, consent)
             .await)
     }
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 fn unique(items: &[String]) -> Vec<String> {

@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_delivery",
         include_str!("../../migrations/sqlite/0003_delivery.sql"),
     ),
+    (
+        "0004_inbox",
+        include_str!("../../migrations/sqlite/0004_inbox.sql"),
+    ),
 ];
 
 /// How the writer thread answers a write once its transaction has ended.
@@ -99,15 +103,15 @@ impl std::fmt::Debug for Sqlite {
     }
 }
 
-fn now_text() -> String {
+pub(super) fn now_text() -> String {
     time_text(Utc::now())
 }
 
-fn time_text(t: DateTime<Utc>) -> String {
+pub(super) fn time_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
+pub(super) fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
     text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
         .map(|t| t.with_timezone(&Utc))
 }
@@ -209,7 +213,7 @@ impl Sqlite {
 
     /// Runs `f` on the writer thread inside the shared transaction; answers
     /// once that transaction has committed.
-    async fn write<T: Send + 'static>(
+    pub(super) async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -226,7 +230,7 @@ impl Sqlite {
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
-    async fn read<T: Send + 'static>(
+    pub(super) async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -361,9 +365,12 @@ impl Sqlite {
         .await
     }
 
+    /// The due events. `_lease` is for databases several instances share:
+    /// a SQLite file has one process, whose one worker is the only reader.
     pub async fn due_webhooks(
         self: &Arc<Self>,
         limit: i64,
+        _lease: Duration,
     ) -> Result<Vec<PendingWebhook>, StoreError> {
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -653,7 +660,11 @@ fn record_event(
 
 /// The lead `id` is now: itself, or the lead it was merged into; `None`
 /// when the account has no such lead.
-fn survivor(c: &Connection, account: &str, id: &str) -> Result<Option<String>, StoreError> {
+pub(super) fn survivor(
+    c: &Connection,
+    account: &str,
+    id: &str,
+) -> Result<Option<String>, StoreError> {
     let mut id = id.to_string();
     let mut stmt =
         c.prepare_cached("SELECT merged_into FROM leads WHERE id = ?1 AND account_id = ?2")?;
@@ -925,7 +936,14 @@ fn merge_into(c: &Connection, survivor: &str, other: &str) -> Result<(), StoreEr
             serde_json::to_string(&tags).unwrap_or_default(),
             survivor
         ])?;
-    for table in ["identities", "consents", "messages", "decisions", "outbox"] {
+    for table in [
+        "identities",
+        "consents",
+        "messages",
+        "decisions",
+        "outbox",
+        "thread_events",
+    ] {
         c.prepare_cached(&format!(
             "UPDATE {table} SET lead_id = ?1 WHERE lead_id = ?2"
         ))?
@@ -1022,7 +1040,11 @@ fn transcript_of(c: &Connection, lead_id: &str) -> Result<Vec<TranscriptMessage>
     Ok(out)
 }
 
-fn load_state(c: &Connection, lead_id: &str, created: bool) -> Result<LeadState, StoreError> {
+pub(super) fn load_state(
+    c: &Connection,
+    lead_id: &str,
+    created: bool,
+) -> Result<LeadState, StoreError> {
     let consent: bool = c
         .prepare_cached("SELECT granted FROM consents WHERE lead_id = ?1 AND channel = 'whatsapp' ORDER BY at DESC, id DESC LIMIT 1")?
         .query_row(params![lead_id], |r| r.get(0))
@@ -1234,6 +1256,7 @@ fn apply_status(
         outbox_id: Some(id.clone()),
         new: true,
         fell_back: false,
+        lead_id: Some(lead_id.clone()),
     };
     if status.status != "failed" {
         let furthest = if status_rank(Some(&status.status)) > status_rank(delivery.as_deref()) {
@@ -1386,7 +1409,7 @@ fn json_column(r: &Row, name: &str) -> rusqlite::Result<Value> {
 }
 
 /// Rows of `sql` (bound to the lead's ID) as JSON objects.
-fn json_rows(
+pub(super) fn json_rows(
     c: &Connection,
     sql: &str,
     lead_id: &str,

@@ -1,0 +1,236 @@
+//! What the operator inbox keeps: operators and their sessions, which
+//! threads each has read, the list of an account's threads, and the trail of
+//! what people did on a thread (notes, takeovers, reassignments, replies).
+
+use super::{Backend, LeadState, Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+/// An operator of an account, who signs in to the inbox.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Operator {
+    pub id: String,
+    pub account: String,
+    pub email: String,
+    pub name: String,
+}
+
+/// An operator with their password hash, for signing in.
+#[derive(Clone, Debug)]
+pub struct OperatorLogin {
+    pub operator: Operator,
+    /// argon2id, as a PHC string.
+    pub password_hash: String,
+}
+
+/// A signed-in operator's session.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub operator: Operator,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Which threads a list shows.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadFilter {
+    pub queue: Option<String>,
+    /// `automated`, `human` (taken over), `blocked` (the last decision could
+    /// not hand off: no opt-in, window closed) or `failed` (delivery failed).
+    pub state: Option<String>,
+    pub playbook: Option<String>,
+    /// A fragment of the name or phone.
+    pub q: Option<String>,
+    pub limit: i64,
+}
+
+/// The inbox's store methods a backend does not have yet.
+fn not_yet() -> StoreError {
+    StoreError("the inbox is not available on this database backend yet".into())
+}
+
+/// The thread states a list can be filtered by.
+pub const THREAD_STATES: [&str; 4] = ["automated", "human", "blocked", "failed"];
+
+impl Store {
+    /// Adds an operator; fails when the email is taken.
+    pub async fn create_operator(
+        &self,
+        account: &str,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<Operator, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.create_operator(account, email, name, password_hash)
+                    .await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// The operator with this email, with their password hash.
+    pub async fn operator_login(&self, email: &str) -> Result<Option<OperatorLogin>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.operator_login(email).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// Starts a session; only the token's hash is kept.
+    pub async fn create_session(
+        &self,
+        operator_id: &str,
+        token_hash: &str,
+        csrf: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => {
+                db.create_session(operator_id, token_hash, csrf, expires_at)
+                    .await
+            }
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// The live session with this token hash, if any.
+    pub async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.session(token_hash).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// Ends a session (sign-out).
+    pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.end_session(token_hash).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// An account's threads, newest activity first, with whether `reader`
+    /// has seen their latest activity.
+    pub async fn threads(
+        &self,
+        account: &str,
+        reader: Option<&str>,
+        filter: &ThreadFilter,
+    ) -> Result<Vec<Value>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.threads(account, reader, filter).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// Notes that `operator` has seen the thread as it is now.
+    pub async fn mark_read(&self, operator_id: &str, lead_id: &str) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.mark_read(operator_id, lead_id).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// The lead as the engine sees it (for template previews); `None` when
+    /// the account has no such lead. A merged lead answers as the survivor.
+    pub async fn lead_state(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<LeadState>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.lead_state(account, id).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// What people did on the thread, oldest first.
+    pub async fn thread_events(
+        &self,
+        account: &str,
+        lead_id: &str,
+    ) -> Result<Vec<Value>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.thread_events(account, lead_id).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// Adds a note to the thread; false when the account has no such lead.
+    pub async fn add_note(
+        &self,
+        account: &str,
+        lead_id: &str,
+        actor: &str,
+        text: &str,
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.add_note(account, lead_id, actor, text).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// A person takes the thread over (`human`) or gives it back, on the
+    /// thread's trail; false when the account has no such lead.
+    pub async fn set_thread_owner(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.set_thread_owner(account, lead_id, human, actor).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// Moves the thread to another queue, on the thread's trail.
+    pub async fn reassign(
+        &self,
+        account: &str,
+        lead_id: &str,
+        queue: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.reassign(account, lead_id, queue, actor).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+
+    /// Queues a person's WhatsApp reply (sent even though the thread is
+    /// taken over), writes it to the transcript and takes the thread over,
+    /// in one transaction. Returns the outbox ID; `None` when the account has
+    /// no such lead.
+    pub async fn queue_reply(
+        &self,
+        account: &str,
+        lead_id: &str,
+        actor: &str,
+        payload: &Value,
+        text: &str,
+    ) -> Result<Option<String>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite(db) => db.queue_reply(account, lead_id, actor, payload, text).await,
+            #[allow(unreachable_patterns)]
+            _ => Err(not_yet()),
+        }
+    }
+}

@@ -1,0 +1,1721 @@
+//! The PostgreSQL implementation of the store: the same methods and the same
+//! answers as [`super::sqlite`], for one or many `handoff serve` instances on
+//! one database.
+//!
+//! Every write is one transaction on a pooled connection; PostgreSQL commits
+//! concurrent transactions together itself, so there is no writer thread.
+//! What SQLite's single writer gave for free is made explicit here, because
+//! instances write at the same time:
+//!
+//! - **Intake deduplication.** A request with a source ID first inserts its
+//!   `processed` row (`ON CONFLICT DO NOTHING`). The same key arriving at
+//!   another instance meanwhile waits on that row; once the first commits it
+//!   inserts nothing and answers the first answer, as any replay does.
+//! - **One decision at a time per person.** Before looking a lead up by its
+//!   identities, a write takes a transaction-scoped advisory lock on each
+//!   identity (`pg_advisory_xact_lock` on a hash of account, kind and value,
+//!   in ascending order), then locks the rows of the leads it found and looks
+//!   again until the set is stable (a merge elsewhere can move an identity).
+//!   Two events for one person therefore run one after the other, and the
+//!   second decides on what the first wrote. Locks rather than SERIALIZABLE
+//!   with retries: `decide` runs once (it is `FnOnce`, and a decision is not
+//!   something to compute twice), so a transaction that fails after deciding
+//!   cannot simply be run again; with locks nothing conflicts after the
+//!   decision is made. Only a deadlock PostgreSQL breaks before the decision
+//!   (possible in theory when merges cross) is retried.
+//! - **Lock order.** Every write takes, in this order: its `processed` row,
+//!   identity locks, lead rows (`FOR NO KEY UPDATE`, which foreign-key checks
+//!   do not wait for), then the rows it changes. Writes that touch a lead's
+//!   rows without its identities (a status, a delivery outcome, a takeover)
+//!   lock the surviving lead first, then the outbox row.
+//! - **Claims.** The outbox and webhook events are claimed with
+//!   `FOR UPDATE SKIP LOCKED` plus a lease, so two instances' workers never
+//!   hold the same message or event; a claim never waits for a lock.
+//!
+//! Times are `TIMESTAMPTZ`, bound and read as UTC and shown as the SQLite
+//! store shows its text (RFC 3339, microseconds, `Z`); both keep microseconds,
+//! so comparisons and answers agree. JSON stays the text the store wrote
+//! (`TEXT`, not `JSONB`): it reads back byte for byte as from SQLite, and
+//! JSONB would refuse a `\u0000` that SQLite keeps; nothing queries inside it.
+
+use super::{
+    new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, OutboxItem,
+    PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
+};
+use crate::engine::lead::{Consent, TranscriptMessage};
+use crate::engine::Lead;
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx_core::connection::ConnectOptions;
+use sqlx_core::error::BoxDynError;
+use sqlx_core::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx_core::query::Query;
+use sqlx_core::row::Row;
+use sqlx_postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Connections each instance keeps at most. Intake holds one per request in
+/// flight for a few milliseconds; two instances at this size use a third of
+/// PostgreSQL's default `max_connections` (100).
+const POOL_SIZE: u32 = 16;
+
+/// How often a transaction PostgreSQL aborted to break a deadlock is run again.
+const RETRIES: usize = 5;
+
+/// The schema, in order: (version, name, SQL), applied by sqlx's migrator.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "schema",
+    include_str!("../../migrations/postgres/0001_schema.sql"),
+)];
+
+type Sql<T> = Result<T, sqlx_core::Error>;
+
+impl From<sqlx_core::Error> for StoreError {
+    fn from(e: sqlx_core::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// A PostgreSQL database: a pool of connections.
+pub struct Postgres {
+    pool: PgPool,
+    /// The URL, password hidden, for `Debug`.
+    url: String,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres").field("url", &self.url).finish()
+    }
+}
+
+/// One statement with its parameters still to bind.
+fn q(sql: &str) -> Query<'_, sqlx_postgres::Postgres, PgArguments> {
+    sqlx_core::query::query(sql)
+}
+
+/// As the SQLite store writes times: RFC 3339, microseconds, UTC.
+fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn ago(d: Duration) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+fn ahead(d: Duration) -> DateTime<Utc> {
+    Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()
+}
+
+fn json_text(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+/// Whether PostgreSQL aborted the transaction to break a deadlock or a
+/// serialization conflict, so that running it again can succeed.
+fn retryable(e: &sqlx_core::Error) -> bool {
+    match e {
+        sqlx_core::Error::Database(d) => matches!(d.code().as_deref(), Some("40P01" | "40001")),
+        _ => false,
+    }
+}
+
+/// Runs a transaction (an expression giving a future of `Sql<T>`) again
+/// while PostgreSQL aborts it to break a deadlock.
+macro_rules! retrying {
+    ($attempt:expr) => {{
+        let mut tries = 0;
+        loop {
+            match $attempt.await {
+                Err(e) if retryable(&e) && tries < RETRIES => tries += 1,
+                other => break other.map_err(StoreError::from),
+            }
+        }
+    }};
+}
+
+/// The advisory-lock key of an identity: 64 bits of a hash of the account,
+/// kind and value. Two identities sharing a key only wait for each other.
+fn lock_key(account: &str, kind: &str, value: &str) -> i64 {
+    // FNV-1a: stable across builds and processes, which every instance needs.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in ["handoff identity", account, kind, value] {
+        // 0xff never occurs in UTF-8, so the parts cannot run into each other.
+        for b in part.bytes().chain([0xff]) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// The migrations compiled into the binary, for sqlx's migrator.
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, BoxDynError>> + Send + 'static>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, name, sql)| {
+                    Migration::new(
+                        *version,
+                        Cow::Borrowed(*name),
+                        MigrationType::Simple,
+                        Cow::Borrowed(*sql),
+                        false,
+                    )
+                })
+                .collect())
+        })
+    }
+}
+
+impl Postgres {
+    /// Connects to the database at `url` (`postgres://` or `postgresql://`)
+    /// and brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Postgres, StoreError> {
+        let shown = crate::config::redact_url(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError(format!("`{shown}` is not a PostgreSQL URL: {e}")))?
+            .application_name("handoff")
+            // Statements would be logged with their SQL at INFO; our own spans say what ran.
+            .disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError(format!("cannot connect: {e}")))?;
+        let migrator = Migrator::new(Embedded)
+            .await
+            .map_err(|e| StoreError(format!("reading the migrations: {e}")))?;
+        // The migrator holds an advisory lock: instances starting together migrate once.
+        migrator.run(&pool).await.map_err(|e| {
+            StoreError(format!(
+                "migrating the database: {e} (a database migrated by a newer handoff is refused)"
+            ))
+        })?;
+        Ok(Postgres { pool, url: shown })
+    }
+
+    pub async fn ping(&self) -> bool {
+        q("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn record(
+        &self,
+        account: &str,
+        event: LeadEvent,
+        decide: impl FnOnce(&LeadState) -> DecisionRecord + Send + 'static,
+    ) -> Result<Recorded, StoreError> {
+        let mut decide = Some(decide);
+        let mut tries = 0;
+        loop {
+            match self.record_once(account, &event, &mut decide).await {
+                // Only before the decision: it is made once.
+                Err(e) if retryable(&e) && decide.is_some() && tries < RETRIES => tries += 1,
+                other => return other.map_err(StoreError::from),
+            }
+        }
+    }
+
+    async fn record_once<F: FnOnce(&LeadState) -> DecisionRecord>(
+        &self,
+        account: &str,
+        event: &LeadEvent,
+        decide: &mut Option<F>,
+    ) -> Sql<Recorded> {
+        let mut tx = self.pool.begin().await?;
+        let now = Utc::now();
+        if let Some((source, source_id)) = &event.dedup {
+            // Claim the key before anything else; see the module comment.
+            let claimed = q("INSERT INTO processed (account_id, source, source_id, at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+                .bind(account)
+                .bind(source)
+                .bind(source_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if !claimed {
+                let seen: Option<Option<String>> = q(
+                    "SELECT response FROM processed WHERE account_id = $1 AND source = $2 AND source_id = $3",
+                )
+                .bind(account)
+                .bind(source)
+                .bind(source_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+                tx.rollback().await?;
+                let response = seen.flatten().map(|t| json_text(&t)).unwrap_or(Value::Null);
+                return Ok(Recorded::Replay { response });
+            }
+        }
+        let found = lock_leads(&mut tx, account, &event.identities).await?;
+        let decide = decide
+            .take()
+            .ok_or_else(|| sqlx_core::Error::Protocol("a lead event was decided twice".into()))?;
+        let recorded = record_event(&mut tx, account, event, now, found, decide).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
+    pub async fn lead(&self, account: &str, id: &str) -> Result<Option<Value>, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        Ok(lead_json(&mut c, account, id).await?)
+    }
+
+    pub async fn search(
+        &self,
+        account: &str,
+        query: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+        // ILIKE with no escape character: SQLite's LIKE ignores ASCII case
+        // and treats a backslash as itself.
+        let rows = q("SELECT id, name, phone, email, channel, intent, playbook, updated_at FROM leads \
+             WHERE account_id = $1 AND merged_into IS NULL \
+             AND ($2::text IS NULL OR name ILIKE $2 ESCAPE '' OR phone ILIKE $2 ESCAPE '' OR email ILIKE $2 ESCAPE '') \
+             ORDER BY updated_at DESC, id DESC LIMIT $3")
+            .bind(account)
+            .bind(pattern)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(serde_json::json!({
+                "id": r.try_get::<String, _>("id")?, "name": r.try_get::<Option<String>, _>("name")?,
+                "phone": r.try_get::<Option<String>, _>("phone")?, "email": r.try_get::<Option<String>, _>("email")?,
+                "channel": r.try_get::<Option<String>, _>("channel")?, "intent": r.try_get::<Option<String>, _>("intent")?,
+                "playbook": r.try_get::<Option<String>, _>("playbook")?,
+                "updated_at": time_text(r.try_get("updated_at")?),
+            }));
+        }
+        Ok(out)
+    }
+
+    pub async fn set_thread_state(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        queue: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        retrying!(self.set_thread_state_once(account, lead_id, human, queue))
+    }
+
+    async fn set_thread_state_once(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        queue: Option<&str>,
+    ) -> Sql<bool> {
+        let mut tx = self.pool.begin().await?;
+        // A lead merged into another is handled as the survivor.
+        let Some(lead_id) = lock_survivor(&mut tx, account, lead_id).await? else {
+            return Ok(false);
+        };
+        let changed = q("UPDATE threads SET state = $1, queue = COALESCE($2, queue), updated_at = $3 WHERE lead_id = $4 AND account_id = $5")
+            .bind(if human { "human" } else { "automated" })
+            .bind(queue)
+            .bind(Utc::now())
+            .bind(&lead_id)
+            .bind(account)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub async fn enqueue_webhooks(
+        &self,
+        account: &str,
+        source: &str,
+        events: &[(String, Value)],
+    ) -> Result<usize, StoreError> {
+        let (ids, payloads): (Vec<String>, Vec<String>) = events
+            .iter()
+            .map(|(id, payload)| (id.clone(), payload.to_string()))
+            .unzip();
+        retrying!(self.enqueue_webhooks_once(account, source, &ids, &payloads))
+    }
+
+    async fn enqueue_webhooks_once(
+        &self,
+        account: &str,
+        source: &str,
+        ids: &[String],
+        payloads: &[String],
+    ) -> Sql<usize> {
+        // One statement, in the order received (which is the order they are
+        // processed in); a redelivery to any instance inserts nothing.
+        let new = q("INSERT INTO webhook_events (account_id, source, source_id, payload, received_at) \
+             SELECT $1, $2, e.source_id, e.payload, $5 FROM unnest($3::text[], $4::text[]) WITH ORDINALITY AS e (source_id, payload, n) \
+             ORDER BY e.n ON CONFLICT DO NOTHING")
+            .bind(account)
+            .bind(source)
+            .bind(ids)
+            .bind(payloads)
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(usize::try_from(new).unwrap_or(usize::MAX))
+    }
+
+    /// Claims up to `limit` due events for `lease`: another instance's
+    /// worker does not get them until the lease has run out (this one died).
+    pub async fn due_webhooks(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<PendingWebhook>, StoreError> {
+        retrying!(self.due_webhooks_once(limit, lease))
+    }
+
+    async fn due_webhooks_once(&self, limit: i64, lease: Duration) -> Sql<Vec<PendingWebhook>> {
+        let rows = q("UPDATE webhook_events w SET lease_until = $2 FROM ( \
+               SELECT id FROM webhook_events WHERE state = 'pending' \
+               AND (next_attempt IS NULL OR next_attempt <= $1) AND (lease_until IS NULL OR lease_until <= $1) \
+               ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) due \
+             WHERE w.id = due.id RETURNING w.id, w.account_id, w.source, w.source_id, w.payload, w.attempts")
+            .bind(Utc::now())
+            .bind(ahead(lease))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(PendingWebhook {
+                id: r.try_get("id")?,
+                account: r.try_get("account_id")?,
+                source: r.try_get("source")?,
+                source_id: r.try_get("source_id")?,
+                payload: json_text(&r.try_get::<String, _>("payload")?),
+                attempts: r.try_get("attempts")?,
+            });
+        }
+        out.sort_by_key(|w| w.id);
+        Ok(out)
+    }
+
+    pub async fn finish_webhook(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        give_up: bool,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let (state, next) = match (error, give_up) {
+            (None, _) => ("done", None),
+            (Some(_), true) => ("failed", None),
+            (Some(_), false) => ("pending", Some(ahead(retry_in))),
+        };
+        q("UPDATE webhook_events SET state = $1, attempts = attempts + 1, next_attempt = $2, error = $3, processed_at = $4, lease_until = NULL WHERE id = $5")
+            .bind(state)
+            .bind(next)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = q("SELECT state, COUNT(*) FROM webhook_events GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        Ok(out)
+    }
+
+    pub async fn apply_status(
+        &self,
+        account: &str,
+        status: &StatusRecord,
+    ) -> Result<StatusApplied, StoreError> {
+        retrying!(self.apply_status_once(account, status))
+    }
+
+    async fn apply_status_once(&self, account: &str, status: &StatusRecord) -> Sql<StatusApplied> {
+        let mut tx = self.pool.begin().await?;
+        let applied = apply_status(&mut tx, account, status).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    pub async fn claim_outbox(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+        grace: Duration,
+        max_age: Duration,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        retrying!(self.claim_outbox_once(owner, limit, lease, grace, max_age))
+    }
+
+    async fn claim_outbox_once(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+        grace: Duration,
+        max_age: Duration,
+    ) -> Sql<Vec<OutboxItem>> {
+        let mut tx = self.pool.begin().await?;
+        let now = Utc::now();
+        // Automation stops talking the moment a person takes the thread over.
+        // SKIP LOCKED everywhere here: a claim never waits for another
+        // instance, and rows busy elsewhere are seen at the next poll.
+        q("UPDATE outbox SET state = 'cancelled', error = 'a person took the thread over before it was sent', updated_at = $1 \
+           WHERE id IN (SELECT o.id FROM outbox o JOIN threads t ON t.lead_id = o.lead_id AND t.state = 'human' \
+             WHERE o.state = 'pending' AND o.kind = 'whatsapp' AND o.automated FOR UPDATE OF o SKIP LOCKED)")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = $1 \
+           WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND created_at < $2 FOR UPDATE SKIP LOCKED)")
+            .bind(now)
+            .bind(ago(max_age))
+            .execute(&mut *tx)
+            .await?;
+        let rows = q("UPDATE outbox o SET state = 'sending', lease_owner = $1, lease_until = $2, sending_since = $3, attempts = o.attempts + 1, updated_at = $3 \
+             FROM (SELECT id FROM outbox \
+               WHERE (state = 'pending' AND (next_attempt IS NULL OR next_attempt <= $3)) \
+                  OR (state = 'sending' AND lease_until <= $3 AND (sending_since IS NULL OR sending_since <= $4)) \
+               ORDER BY created_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) due \
+             WHERE o.id = due.id \
+             RETURNING o.id, o.account_id, o.lead_id, o.kind, o.payload, o.attempts, o.created_at")
+            .bind(owner)
+            .bind(ahead(lease))
+            .bind(now)
+            .bind(ago(grace))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for r in rows {
+            items.push(OutboxItem {
+                id: r.try_get("id")?,
+                account: r.try_get("account_id")?,
+                lead_id: r.try_get("lead_id")?,
+                kind: r.try_get("kind")?,
+                payload: json_text(&r.try_get::<String, _>("payload")?),
+                attempts: r.try_get("attempts")?,
+                created_at: r.try_get("created_at")?,
+            });
+        }
+        items.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(items)
+    }
+
+    pub async fn finish_outbox(
+        &self,
+        owner: &str,
+        item: &OutboxItem,
+        outcome: SendOutcome,
+    ) -> Result<bool, StoreError> {
+        retrying!(self.finish_outbox_once(owner, item, &outcome))
+    }
+
+    async fn finish_outbox_once(
+        &self,
+        owner: &str,
+        item: &OutboxItem,
+        outcome: &SendOutcome,
+    ) -> Sql<bool> {
+        let mut tx = self.pool.begin().await?;
+        let finished = finish_outbox(&mut tx, owner, item, outcome).await?;
+        tx.commit().await?;
+        Ok(finished)
+    }
+
+    pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = q(
+            "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        }
+        Ok(out)
+    }
+
+    pub async fn disable_endpoint(
+        &self,
+        account: &str,
+        endpoint: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        retrying!(q(
+            "INSERT INTO endpoint_state (account_id, endpoint, disabled_at, reason) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, endpoint) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
+        )
+        .bind(account)
+        .bind(endpoint)
+        .bind(Utc::now())
+        .bind(reason)
+        .execute(&self.pool))?;
+        Ok(())
+    }
+
+    pub async fn disabled_endpoints(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = q("SELECT endpoint, COALESCE(reason, '') FROM endpoint_state WHERE account_id = $1 AND disabled_at IS NOT NULL ORDER BY endpoint")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        Ok(out)
+    }
+
+    pub async fn record_consent(
+        &self,
+        account: &str,
+        kind: &str,
+        value: &str,
+        consent: &ConsentRecord,
+    ) -> Result<bool, StoreError> {
+        retrying!(self.record_consent_once(account, kind, value, consent))
+    }
+
+    async fn record_consent_once(
+        &self,
+        account: &str,
+        kind: &str,
+        value: &str,
+        consent: &ConsentRecord,
+    ) -> Sql<bool> {
+        let mut tx = self.pool.begin().await?;
+        let identity = [(kind.to_string(), value.to_string())];
+        let found = lock_leads(&mut tx, account, &identity).await?;
+        let Some((lead_id, _)) = found.into_iter().next() else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        insert_consent(&mut tx, account, &lead_id, consent).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// Takes the identities' advisory locks, then finds their leads and locks
+/// their rows, looking again until no lead moved meanwhile; returns the
+/// leads (id, created_at), oldest first.
+async fn lock_leads(
+    c: &mut PgConnection,
+    account: &str,
+    identities: &[(String, String)],
+) -> Sql<Vec<(String, DateTime<Utc>)>> {
+    if identities.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Ascending order everywhere, so two writes never wait on each other in a circle.
+    let mut keys: Vec<i64> = identities
+        .iter()
+        .map(|(kind, value)| lock_key(account, kind, value))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    q("SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k")
+        .bind(&keys)
+        .execute(&mut *c)
+        .await?;
+    let mut locked: Vec<String> = Vec::new();
+    let mut found = find_leads(c, account, identities).await?;
+    // A lead found can have been merged by a write that held it when we
+    // asked; after its lock the identities point at the survivor. A few
+    // rounds at most: each one follows a merge that committed meanwhile.
+    for _ in 0..8 {
+        let mut missing: Vec<String> = found
+            .iter()
+            .map(|(id, _)| id.clone())
+            .filter(|id| !locked.contains(id))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        missing.sort();
+        q("SELECT id FROM leads WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&missing)
+            .fetch_all(&mut *c)
+            .await?;
+        locked.extend(missing);
+        found = find_leads(c, account, identities).await?;
+    }
+    Ok(found)
+}
+
+/// The leads (id, created_at) any of these identities belong to, oldest first.
+async fn find_leads(
+    c: &mut PgConnection,
+    account: &str,
+    identities: &[(String, String)],
+) -> Sql<Vec<(String, DateTime<Utc>)>> {
+    let (kinds, values): (Vec<&str>, Vec<&str>) = identities
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .unzip();
+    let rows = q("SELECT DISTINCT l.id, l.created_at FROM identities i JOIN leads l ON l.id = i.lead_id \
+         WHERE i.account_id = $1 AND (i.kind, i.value) IN (SELECT * FROM unnest($2::text[], $3::text[]))")
+        .bind(account)
+        .bind(kinds)
+        .bind(values)
+        .fetch_all(&mut *c)
+        .await?;
+    let mut found = Vec::with_capacity(rows.len());
+    for r in rows {
+        found.push((
+            r.try_get::<String, _>(0)?,
+            r.try_get::<DateTime<Utc>, _>(1)?,
+        ));
+    }
+    found.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+    Ok(found)
+}
+
+/// The lead `id` is now: itself, or the lead it was merged into; `None`
+/// when the account has no such lead. Reads without locking.
+async fn survivor(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<String>> {
+    let mut id = id.to_string();
+    // Merges chain only as far as leads were merged in turn; a few steps at most.
+    for _ in 0..8 {
+        let row = q("SELECT merged_into FROM leads WHERE id = $1 AND account_id = $2")
+            .bind(&id)
+            .bind(account)
+            .fetch_optional(&mut *c)
+            .await?;
+        match row.map(|r| r.try_get::<Option<String>, _>(0)).transpose()? {
+            None => return Ok(None),
+            Some(Some(next)) => id = next,
+            Some(None) => return Ok(Some(id)),
+        }
+    }
+    Ok(Some(id))
+}
+
+/// The surviving lead of `id`, its row locked; `None` when the account has
+/// no such lead. Only the survivor is locked (a merged row is left alone, as
+/// a merge updates those), and it is checked not to have been merged itself
+/// while we waited.
+async fn lock_survivor(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<String>> {
+    let mut id = id.to_string();
+    for _ in 0..8 {
+        let Some(s) = survivor(c, account, &id).await? else {
+            return Ok(None);
+        };
+        let merged: Option<String> =
+            q("SELECT merged_into FROM leads WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(&s)
+                .fetch_one(&mut *c)
+                .await?
+                .try_get(0)?;
+        match merged {
+            None => return Ok(Some(s)),
+            Some(next) => id = next,
+        }
+    }
+    Ok(Some(id))
+}
+
+/// Records an event for a lead and its decision (see [`super::Store::record`]),
+/// the identities' leads `found` and locked already.
+async fn record_event(
+    c: &mut PgConnection,
+    account: &str,
+    event: &LeadEvent,
+    now: DateTime<Utc>,
+    found: Vec<(String, DateTime<Utc>)>,
+    decide: impl FnOnce(&LeadState) -> DecisionRecord,
+) -> Sql<Recorded> {
+    let Some((lead_id, _)) = found.first().cloned() else {
+        // Known from the event alone: decided, then every row written once.
+        let record = decide(&new_state(event));
+        let (response, lead_id, decision_id) = record_new(c, account, event, now, record).await?;
+        return Ok(Recorded::New {
+            lead_id,
+            decision_id,
+            response,
+        });
+    };
+    for (other, _) in found.iter().skip(1) {
+        merge_into(c, &lead_id, other).await?;
+    }
+    apply_event(c, account, &lead_id, event, now).await?;
+    if let Some(at) = event.inbound_at {
+        q("UPDATE threads SET last_inbound_at = GREATEST(last_inbound_at, $1) WHERE lead_id = $2")
+            .bind(at)
+            .bind(&lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    if event.human_activity {
+        q("UPDATE threads SET state = 'human', updated_at = $1 WHERE lead_id = $2")
+            .bind(now)
+            .bind(&lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    let state = load_state(c, &lead_id, false).await?;
+    let record = decide(&state);
+    // A lead routed for the first time keeps the playbook that decided it.
+    q("UPDATE leads SET playbook = COALESCE(playbook, $1) WHERE id = $2")
+        .bind(&record.playbook)
+        .bind(&lead_id)
+        .execute(&mut *c)
+        .await?;
+    let decision_id = insert_decision(c, account, &lead_id, now, &record).await?;
+    if record.queue.is_some() || record.takeover {
+        q("UPDATE threads SET queue = COALESCE($1, queue), state = CASE WHEN $2 THEN 'human' ELSE state END, updated_at = $3 WHERE lead_id = $4")
+            .bind(&record.queue)
+            .bind(record.takeover)
+            .bind(now)
+            .bind(&lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    let response = finish_response(c, account, event, &record, &lead_id, &decision_id).await?;
+    Ok(Recorded::New {
+        lead_id,
+        decision_id,
+        response,
+    })
+}
+
+/// Records an event for a person seen for the first time: the lead, its
+/// rows, its decision and its thread.
+async fn record_new(
+    c: &mut PgConnection,
+    account: &str,
+    event: &LeadEvent,
+    now: DateTime<Utc>,
+    record: DecisionRecord,
+) -> Sql<(Value, String, String)> {
+    let lead_id = uuid::Uuid::now_v7().to_string();
+    let mut fields = event.fields.clone();
+    fields.retain(|_, v| !v.is_null());
+    let tags = unique(&event.tags);
+    q("INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags) \
+       VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+        .bind(&lead_id)
+        .bind(account)
+        .bind(now)
+        .bind(&event.name)
+        .bind(&event.first_name)
+        .bind(&event.phone)
+        .bind(&event.email)
+        .bind(&event.language)
+        .bind(&event.channel)
+        .bind(&event.intent)
+        .bind(event.playbook.as_ref().unwrap_or(&record.playbook))
+        .bind(Value::Object(fields).to_string())
+        .bind(serde_json::to_string(&tags).unwrap_or_default())
+        .execute(&mut *c)
+        .await?;
+    insert_rows(c, account, &lead_id, event).await?;
+    let decision_id = insert_decision(c, account, &lead_id, now, &record).await?;
+    q("INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(&lead_id)
+        .bind(account)
+        .bind(if record.takeover || event.human_activity { "human" } else { "automated" })
+        .bind(&record.queue)
+        .bind(event.inbound_at)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    let response = finish_response(c, account, event, &record, &lead_id, &decision_id).await?;
+    Ok((response, lead_id, decision_id))
+}
+
+/// Identities, transcript messages and the consent of an event.
+async fn insert_rows(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    event: &LeadEvent,
+) -> Sql<()> {
+    if !event.identities.is_empty() {
+        let (kinds, values): (Vec<&str>, Vec<&str>) = event
+            .identities
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .unzip();
+        q("INSERT INTO identities (account_id, kind, value, lead_id) \
+           SELECT $1, kind, value, $4 FROM unnest($2::text[], $3::text[]) AS i (kind, value) ON CONFLICT DO NOTHING")
+            .bind(account)
+            .bind(kinds)
+            .bind(values)
+            .bind(lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    if !event.messages.is_empty() {
+        let channels: Vec<&str> = event.messages.iter().map(|m| m.channel.as_str()).collect();
+        let senders: Vec<&str> = event.messages.iter().map(|m| m.from.as_str()).collect();
+        let texts: Vec<&str> = event.messages.iter().map(|m| m.text.as_str()).collect();
+        let ats: Vec<DateTime<Utc>> = event.messages.iter().map(|m| m.at).collect();
+        // In the event's order, so that IDs (the tie-break of the transcript) follow it.
+        q("INSERT INTO messages (account_id, lead_id, channel, sender, text, at) \
+           SELECT $1, $2, m.channel, m.sender, m.text, m.at \
+           FROM unnest($3::text[], $4::text[], $5::text[], $6::timestamptz[]) WITH ORDINALITY AS m (channel, sender, text, at, n) ORDER BY m.n")
+            .bind(account)
+            .bind(lead_id)
+            .bind(channels)
+            .bind(senders)
+            .bind(texts)
+            .bind(ats)
+            .execute(&mut *c)
+            .await?;
+    }
+    if let Some(consent) = &event.consent {
+        insert_consent(c, account, lead_id, consent).await?;
+    }
+    Ok(())
+}
+
+/// An opt-in or opt-out on record.
+async fn insert_consent(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    consent: &ConsentRecord,
+) -> Sql<()> {
+    q("INSERT INTO consents (account_id, lead_id, channel, granted, source, at, evidence) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+        .bind(account)
+        .bind(lead_id)
+        .bind(&consent.channel)
+        .bind(consent.granted)
+        .bind(&consent.source)
+        .bind(consent.at)
+        .bind(&consent.evidence)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// The decision row and its outbox rows; returns the decision's ID.
+async fn insert_decision(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    now: DateTime<Utc>,
+    record: &DecisionRecord,
+) -> Sql<String> {
+    let decision_id = uuid::Uuid::now_v7().to_string();
+    q("INSERT INTO decisions (id, account_id, lead_id, at, playbook, ruleset_hash, rules, decision, trace) \
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+        .bind(&decision_id)
+        .bind(account)
+        .bind(lead_id)
+        .bind(now)
+        .bind(&record.playbook)
+        .bind(&record.ruleset_hash)
+        .bind(serde_json::to_string(&record.rules).unwrap_or_default())
+        .bind(record.decision.to_string())
+        .bind(record.trace.to_string())
+        .execute(&mut *c)
+        .await?;
+    if !record.outbox.is_empty() {
+        let ids: Vec<String> = record
+            .outbox
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let kinds: Vec<&str> = record.outbox.iter().map(|(k, _)| k.as_str()).collect();
+        let payloads: Vec<String> = record.outbox.iter().map(|(_, p)| p.to_string()).collect();
+        q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at) \
+           SELECT o.id, $1, $2, $3, o.kind, o.payload, $4 FROM unnest($5::text[], $6::text[], $7::text[]) AS o (id, kind, payload)")
+            .bind(account)
+            .bind(lead_id)
+            .bind(&decision_id)
+            .bind(now)
+            .bind(ids)
+            .bind(kinds)
+            .bind(payloads)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(decision_id)
+}
+
+/// The response (with the lead and decision IDs), recorded on the event's
+/// `processed` row (inserted when the key was claimed) so that a retry gets
+/// this same answer.
+async fn finish_response(
+    c: &mut PgConnection,
+    account: &str,
+    event: &LeadEvent,
+    record: &DecisionRecord,
+    lead_id: &str,
+    decision_id: &str,
+) -> Sql<Value> {
+    let mut response = record.response.clone();
+    if let Value::Object(map) = &mut response {
+        map.insert("lead_id".into(), Value::String(lead_id.to_string()));
+        map.insert("decision_id".into(), Value::String(decision_id.to_string()));
+    }
+    if let Some((source, source_id)) = &event.dedup {
+        q("UPDATE processed SET response = $4 WHERE account_id = $1 AND source = $2 AND source_id = $3")
+            .bind(account)
+            .bind(source)
+            .bind(source_id)
+            .bind(response.to_string())
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(response)
+}
+
+/// The columns of a lead that a merge combines.
+struct LeadColumns {
+    text: [Option<String>; 8],
+    fields: Map<String, Value>,
+    tags: Vec<String>,
+}
+
+async fn lead_columns(c: &mut PgConnection, id: &str) -> Sql<Option<LeadColumns>> {
+    let row = q("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let mut text: [Option<String>; 8] = Default::default();
+    for (i, slot) in text.iter_mut().enumerate() {
+        *slot = r.try_get(i)?;
+    }
+    Ok(Some(LeadColumns {
+        text,
+        fields: serde_json::from_str(&r.try_get::<String, _>(8)?).unwrap_or_default(),
+        tags: serde_json::from_str(&r.try_get::<String, _>(9)?).unwrap_or_default(),
+    }))
+}
+
+/// Moves everything of `other` onto `survivor`, and marks `other` merged.
+/// Both rows are locked by the caller.
+async fn merge_into(c: &mut PgConnection, survivor: &str, other: &str) -> Sql<()> {
+    let (Some(keep), Some(gone)) = (
+        lead_columns(c, survivor).await?,
+        lead_columns(c, other).await?,
+    ) else {
+        return Ok(());
+    };
+    // The survivor's values win; the other lead fills what it lacks.
+    let mut text = keep.text.clone();
+    for (slot, theirs) in text.iter_mut().zip(gone.text) {
+        if slot.is_none() {
+            *slot = theirs;
+        }
+    }
+    let mut fields = gone.fields;
+    fields.extend(keep.fields);
+    let mut tags = keep.tags;
+    for t in gone.tags {
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    let [name, first_name, phone, email, language, channel, intent, playbook] = text;
+    q("UPDATE leads SET name = $1, first_name = $2, phone = $3, email = $4, language = $5, channel = $6, intent = $7, playbook = $8, fields = $9, tags = $10 WHERE id = $11")
+        .bind(name)
+        .bind(first_name)
+        .bind(phone)
+        .bind(email)
+        .bind(language)
+        .bind(channel)
+        .bind(intent)
+        .bind(playbook)
+        .bind(Value::Object(fields).to_string())
+        .bind(serde_json::to_string(&tags).unwrap_or_default())
+        .bind(survivor)
+        .execute(&mut *c)
+        .await?;
+    for sql in [
+        "UPDATE identities SET lead_id = $1 WHERE lead_id = $2",
+        "UPDATE consents SET lead_id = $1 WHERE lead_id = $2",
+        "UPDATE messages SET lead_id = $1 WHERE lead_id = $2",
+        "UPDATE decisions SET lead_id = $1 WHERE lead_id = $2",
+        "UPDATE outbox SET lead_id = $1 WHERE lead_id = $2",
+    ] {
+        q(sql).bind(survivor).bind(other).execute(&mut *c).await?;
+    }
+    // A thread a person took over stays taken over; the later window counts.
+    q("UPDATE threads t SET state = CASE WHEN o.state = 'human' THEN 'human' ELSE t.state END, \
+       queue = COALESCE(t.queue, o.queue), last_inbound_at = GREATEST(t.last_inbound_at, o.last_inbound_at) \
+       FROM threads o WHERE t.lead_id = $1 AND o.lead_id = $2")
+        .bind(survivor)
+        .bind(other)
+        .execute(&mut *c)
+        .await?;
+    q("DELETE FROM threads WHERE lead_id = $1")
+        .bind(other)
+        .execute(&mut *c)
+        .await?;
+    q("UPDATE leads SET merged_into = $1 WHERE id = $2 OR merged_into = $2")
+        .bind(survivor)
+        .bind(other)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+async fn apply_event(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    event: &LeadEvent,
+    now: DateTime<Utc>,
+) -> Sql<()> {
+    let r = q("SELECT fields, tags FROM leads WHERE id = $1")
+        .bind(lead_id)
+        .fetch_one(&mut *c)
+        .await?;
+    let mut fields: Map<String, Value> =
+        serde_json::from_str(&r.try_get::<String, _>(0)?).unwrap_or_default();
+    // A later event's answers replace earlier ones; a null clears a field.
+    for (k, v) in &event.fields {
+        if v.is_null() {
+            fields.remove(k);
+        } else {
+            fields.insert(k.clone(), v.clone());
+        }
+    }
+    let mut tags: Vec<String> =
+        serde_json::from_str(&r.try_get::<String, _>(1)?).unwrap_or_default();
+    for t in &event.tags {
+        if !tags.contains(t) {
+            tags.push(t.clone());
+        }
+    }
+    q("UPDATE leads SET name = COALESCE($1, name), first_name = COALESCE($2, first_name), phone = COALESCE($3, phone), \
+       email = COALESCE($4, email), language = COALESCE($5, language), channel = COALESCE(channel, $6), \
+       intent = COALESCE($7, intent), playbook = COALESCE($8, playbook), fields = $9, tags = $10, updated_at = $11 WHERE id = $12")
+        .bind(&event.name)
+        .bind(&event.first_name)
+        .bind(&event.phone)
+        .bind(&event.email)
+        .bind(&event.language)
+        .bind(&event.channel)
+        .bind(&event.intent)
+        .bind(&event.playbook)
+        .bind(Value::Object(fields).to_string())
+        .bind(serde_json::to_string(&tags).unwrap_or_default())
+        .bind(now)
+        .bind(lead_id)
+        .execute(&mut *c)
+        .await?;
+    insert_rows(c, account, lead_id, event).await
+}
+
+async fn transcript_of(c: &mut PgConnection, lead_id: &str) -> Sql<Vec<TranscriptMessage>> {
+    let rows =
+        q("SELECT channel, sender, text, at FROM messages WHERE lead_id = $1 ORDER BY at, id")
+            .bind(lead_id)
+            .fetch_all(&mut *c)
+            .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(TranscriptMessage {
+            channel: r.try_get(0)?,
+            from: r.try_get(1)?,
+            text: r.try_get(2)?,
+            at: r.try_get(3)?,
+        });
+    }
+    Ok(out)
+}
+
+async fn load_state(c: &mut PgConnection, lead_id: &str, created: bool) -> Sql<LeadState> {
+    let consent: bool = q("SELECT granted FROM consents WHERE lead_id = $1 AND channel = 'whatsapp' ORDER BY at DESC, id DESC LIMIT 1")
+        .bind(lead_id)
+        .fetch_optional(&mut *c)
+        .await?
+        .map(|r| r.try_get(0))
+        .transpose()?
+        .unwrap_or(false);
+    let transcript = transcript_of(c, lead_id).await?;
+    let thread = q("SELECT state, last_inbound_at FROM threads WHERE lead_id = $1")
+        .bind(lead_id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let (human, last_inbound_at) = match thread {
+        Some(r) => (
+            r.try_get::<String, _>(0)? == "human",
+            r.try_get::<Option<DateTime<Utc>>, _>(1)?,
+        ),
+        None => (false, None),
+    };
+    let r = q("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = $1")
+        .bind(lead_id)
+        .fetch_one(&mut *c)
+        .await?;
+    let lead = Lead {
+        name: r.try_get(0)?,
+        first_name: r.try_get(1)?,
+        phone: r.try_get(2)?,
+        email: r.try_get(3)?,
+        language: r.try_get(4)?,
+        channel: r.try_get(5)?,
+        intent: r.try_get(6)?,
+        playbook: r.try_get(7)?,
+        consent: Consent { whatsapp: consent },
+        fields: serde_json::from_str(&r.try_get::<String, _>(8)?).unwrap_or_default(),
+        tags: serde_json::from_str(&r.try_get::<String, _>(9)?).unwrap_or_default(),
+        transcript,
+    };
+    Ok(LeadState {
+        id: lead_id.to_string(),
+        lead,
+        human,
+        last_inbound_at,
+        created,
+    })
+}
+
+/// How far along a Meta status is; statuses only move forward.
+fn status_rank(status: Option<&str>) -> u8 {
+    match status {
+        None => 0,
+        Some("accepted") => 1,
+        Some("sent") => 2,
+        Some("delivered") => 3,
+        Some("read") => 4,
+        Some("failed") => 5,
+        Some(_) => 0,
+    }
+}
+
+async fn flag_thread(c: &mut PgConnection, lead_id: &str, reason: &str) -> Sql<()> {
+    q("UPDATE threads SET flag = 'delivery_failed', flag_reason = $1, updated_at = $2 WHERE lead_id = $3")
+        .bind(reason)
+        .bind(Utc::now())
+        .bind(lead_id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// The marketing opt-out Meta reported for a lead (131050).
+async fn marketing_opt_out(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    evidence: &str,
+) -> Sql<()> {
+    insert_consent(
+        c,
+        account,
+        lead_id,
+        &ConsentRecord {
+            channel: "whatsapp_marketing".into(),
+            granted: false,
+            source: "whatsapp 131050".into(),
+            at: Utc::now(),
+            evidence: Some(evidence.to_string()),
+        },
+    )
+    .await
+}
+
+/// Queues the approved template in place of message `id`, which the closed
+/// window refused; false when there is no template or one was queued already.
+/// The caller holds the lead's lock, so two instances cannot both queue one.
+async fn queue_fallback(c: &mut PgConnection, id: &str, payload: &Value) -> Sql<bool> {
+    let exists = q("SELECT id FROM outbox WHERE replaces = $1")
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await?;
+    if exists.is_some() || payload.get("template").is_none_or(Value::is_null) {
+        return Ok(false);
+    }
+    let mut payload = payload.clone();
+    payload["outcome"] = Value::String("template".into());
+    payload["text"] = Value::Null;
+    q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, replaces, updated_at) \
+       SELECT $1, account_id, lead_id, decision_id, kind, $2, $3, automated, id, $3 FROM outbox WHERE id = $4")
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(payload.to_string())
+        .bind(Utc::now())
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    Ok(true)
+}
+
+/// The outbox message a status is about: (id, lead ID), unlocked.
+async fn status_target(
+    c: &mut PgConnection,
+    account: &str,
+    status: &StatusRecord,
+) -> Sql<Option<(String, String)>> {
+    // Our own ID, echoed from biz_opaque_callback_data, finds the message
+    // even when the status comes before we recorded Meta's answer.
+    if let Some(id) = &status.outbox_id {
+        let row = q("SELECT id, lead_id FROM outbox WHERE id = $1 AND account_id = $2 AND kind = 'whatsapp'")
+            .bind(id)
+            .bind(account)
+            .fetch_optional(&mut *c)
+            .await?;
+        if let Some(r) = row {
+            return Ok(Some((r.try_get(0)?, r.try_get(1)?)));
+        }
+    }
+    let row = q("SELECT id, lead_id FROM outbox WHERE message_id = $1 AND account_id = $2")
+        .bind(&status.message_id)
+        .bind(account)
+        .fetch_optional(&mut *c)
+        .await?;
+    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+}
+
+async fn apply_status(
+    c: &mut PgConnection,
+    account: &str,
+    status: &StatusRecord,
+) -> Sql<StatusApplied> {
+    // The same status arriving at two instances: the second waits here and inserts nothing.
+    let new = q("INSERT INTO whatsapp_statuses (account_id, message_id, status, at, recipient, errors, outbox_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING")
+        .bind(account)
+        .bind(&status.message_id)
+        .bind(&status.status)
+        .bind(status.at)
+        .bind(&status.recipient)
+        .bind(status.errors.to_string())
+        .bind(&status.outbox_id)
+        .execute(&mut *c)
+        .await?
+        .rows_affected()
+        == 1;
+    if !new {
+        return Ok(StatusApplied::default());
+    }
+    let Some((id, lead_id)) = status_target(c, account, status).await? else {
+        return Ok(StatusApplied {
+            new: true,
+            ..StatusApplied::default()
+        });
+    };
+    // The lead first, then its message (the order every write keeps).
+    lock_survivor(c, account, &lead_id).await?;
+    let r = q("SELECT state, lead_id, delivery, payload FROM outbox WHERE id = $1 FOR UPDATE")
+        .bind(&id)
+        .fetch_one(&mut *c)
+        .await?;
+    let state: String = r.try_get(0)?;
+    let lead_id: String = r.try_get(1)?;
+    let delivery: Option<String> = r.try_get(2)?;
+    let payload = json_text(&r.try_get::<String, _>(3)?);
+    let now = Utc::now();
+    let mut applied = StatusApplied {
+        outbox_id: Some(id.clone()),
+        new: true,
+        fell_back: false,
+        lead_id: Some(lead_id.clone()),
+    };
+    if status.status != "failed" {
+        let furthest = if status_rank(Some(&status.status)) > status_rank(delivery.as_deref()) {
+            Some(status.status.clone())
+        } else {
+            delivery
+        };
+        // Meta has it: a send we were unsure of, or were about to retry, is done.
+        q(
+            "UPDATE outbox SET message_id = COALESCE(message_id, $1), delivery = $2, \
+           state = CASE WHEN state IN ('sending', 'pending') THEN 'sent' ELSE state END, \
+           lease_owner = CASE WHEN state IN ('sending', 'pending') THEN NULL ELSE lease_owner END, \
+           next_attempt = NULL, updated_at = $3 WHERE id = $4",
+        )
+        .bind(&status.message_id)
+        .bind(furthest)
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *c)
+        .await?;
+        return Ok(applied);
+    }
+    let first = status.errors.get(0);
+    let code = first.and_then(|e| e.get("code")).and_then(Value::as_i64);
+    let detail = first
+        .map(|e| {
+            e.get("message")
+                .or_else(|| e.get("title"))
+                .and_then(Value::as_str)
+                .unwrap_or("failed")
+                .to_string()
+        })
+        .unwrap_or_else(|| "failed".into());
+    let error = match code {
+        Some(code) => format!("{code}: {detail}"),
+        None => detail,
+    };
+    let _ = state;
+    q("UPDATE outbox SET message_id = COALESCE(message_id, $1), delivery = 'failed', state = 'failed', \
+       error_code = $2, error = $3, lease_owner = NULL, updated_at = $4 WHERE id = $5")
+        .bind(&status.message_id)
+        .bind(code)
+        .bind(&error)
+        .bind(now)
+        .bind(&id)
+        .execute(&mut *c)
+        .await?;
+    let session = payload.get("outcome").and_then(Value::as_str) == Some("session");
+    if code == Some(131047) && session {
+        applied.fell_back = queue_fallback(c, &id, &payload).await?;
+    }
+    if code == Some(131050) {
+        marketing_opt_out(c, account, &lead_id, &error).await?;
+    }
+    if !applied.fell_back {
+        flag_thread(c, &lead_id, &error).await?;
+    }
+    Ok(applied)
+}
+
+async fn finish_outbox(
+    c: &mut PgConnection,
+    owner: &str,
+    item: &OutboxItem,
+    outcome: &SendOutcome,
+) -> Sql<bool> {
+    // Meta's ID for the user becomes an identity below: its lock comes first,
+    // as in every write that adds identities.
+    if let SendOutcome::Sent {
+        wa_id: Some(wa_id), ..
+    } = outcome
+    {
+        q("SELECT pg_advisory_xact_lock($1)")
+            .bind(lock_key(&item.account, "whatsapp", wa_id))
+            .execute(&mut *c)
+            .await?;
+    }
+    lock_survivor(c, &item.account, &item.lead_id).await?;
+    let held = q("SELECT state, lease_owner, lead_id FROM outbox WHERE id = $1 FOR UPDATE")
+        .bind(&item.id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let Some(held) = held else {
+        return Ok(false);
+    };
+    let state: String = held.try_get(0)?;
+    let lease_owner: Option<String> = held.try_get(1)?;
+    // Where the message is now: a merge may have moved it to another lead.
+    let lead_id: String = held.try_get(2)?;
+    // A status webhook settled it meanwhile, or the lease went to another worker.
+    if state != "sending" || lease_owner.as_deref() != Some(owner) {
+        return Ok(false);
+    }
+    let now = Utc::now();
+    match outcome {
+        SendOutcome::Sent { message_id, wa_id } => {
+            let delivery = if item.kind == "whatsapp" {
+                "accepted"
+            } else {
+                "delivered"
+            };
+            q("UPDATE outbox SET state = 'sent', message_id = COALESCE($1, message_id), delivery = COALESCE(delivery, $2), \
+               error_code = NULL, error = NULL, lease_owner = NULL, lease_until = NULL, sending_since = NULL, updated_at = $3 WHERE id = $4")
+                .bind(message_id)
+                .bind(delivery)
+                .bind(now)
+                .bind(&item.id)
+                .execute(&mut *c)
+                .await?;
+            // Meta's ID for the user can differ from the number typed: later
+            // messages from it must find this lead.
+            if let Some(wa_id) = wa_id {
+                q("INSERT INTO identities (account_id, kind, value, lead_id) VALUES ($1, 'whatsapp', $2, $3) ON CONFLICT DO NOTHING")
+                    .bind(&item.account)
+                    .bind(wa_id)
+                    .bind(&lead_id)
+                    .execute(&mut *c)
+                    .await?;
+            }
+        }
+        SendOutcome::Retry { at, code, error } => {
+            q("UPDATE outbox SET state = 'pending', next_attempt = $1, error_code = $2, error = $3, lease_owner = NULL, \
+               lease_until = NULL, sending_since = NULL, updated_at = $4 WHERE id = $5")
+                .bind(at)
+                .bind(code)
+                .bind(error)
+                .bind(now)
+                .bind(&item.id)
+                .execute(&mut *c)
+                .await?;
+        }
+        SendOutcome::Uncertain { error } => {
+            // Still `sending`, its lease over: claimed again only after the grace period.
+            q("UPDATE outbox SET lease_owner = NULL, lease_until = $1, error = $2, updated_at = $1 WHERE id = $3")
+                .bind(now)
+                .bind(error)
+                .bind(&item.id)
+                .execute(&mut *c)
+                .await?;
+        }
+        SendOutcome::Failed {
+            code,
+            error,
+            marketing_opt_out: opted_out,
+        } => {
+            end_outbox(c, &item.id, "failed", *code, Some(error), now).await?;
+            if *opted_out {
+                marketing_opt_out(c, &item.account, &lead_id, error).await?;
+            }
+            // An operator must reach a buyer WhatsApp could not; a CRM that
+            // refused is the account's to fix (metrics and logs say so).
+            if item.kind == "whatsapp" {
+                flag_thread(c, &lead_id, error).await?;
+            }
+        }
+        SendOutcome::Fallback {
+            code,
+            error,
+            payload,
+        } => {
+            end_outbox(c, &item.id, "failed", Some(*code), Some(error), now).await?;
+            if !queue_fallback(c, &item.id, payload).await? {
+                flag_thread(c, &lead_id, error).await?;
+            }
+        }
+        SendOutcome::Cancelled { reason } => {
+            end_outbox(c, &item.id, "cancelled", None, Some(reason), now).await?;
+        }
+        SendOutcome::Deferred { at } => {
+            q("UPDATE outbox SET state = 'pending', next_attempt = $1, attempts = attempts - 1, lease_owner = NULL, \
+               lease_until = NULL, sending_since = NULL, updated_at = $2 WHERE id = $3")
+                .bind(at)
+                .bind(now)
+                .bind(&item.id)
+                .execute(&mut *c)
+                .await?;
+        }
+    }
+    Ok(true)
+}
+
+/// Ends a message's delivery in `state`, its lease released.
+async fn end_outbox(
+    c: &mut PgConnection,
+    id: &str,
+    state: &str,
+    code: Option<i64>,
+    error: Option<&str>,
+    now: DateTime<Utc>,
+) -> Sql<()> {
+    q("UPDATE outbox SET state = $1, error_code = $2, error = $3, lease_owner = NULL, lease_until = NULL, \
+       sending_since = NULL, updated_at = $4 WHERE id = $5")
+        .bind(state)
+        .bind(code)
+        .bind(error)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+/// Rows of `sql` (bound to the lead's ID).
+async fn rows_of(c: &mut PgConnection, sql: &'static str, lead_id: &str) -> Sql<Vec<PgRow>> {
+    q(sql).bind(lead_id).fetch_all(&mut *c).await
+}
+
+fn text_or_null(v: Option<String>) -> Value {
+    v.map(Value::String).unwrap_or(Value::Null)
+}
+
+fn time_or_null(v: Option<DateTime<Utc>>) -> Value {
+    v.map(|t| Value::String(time_text(t)))
+        .unwrap_or(Value::Null)
+}
+
+/// Everything about a lead, as the API shows it (the same JSON as SQLite's).
+async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<Value>> {
+    let Some(id) = survivor(c, account, id).await? else {
+        return Ok(None);
+    };
+    let r = q("SELECT created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = $1")
+        .bind(&id)
+        .fetch_one(&mut *c)
+        .await?;
+    let mut lead = Map::new();
+    lead.insert("id".into(), Value::String(id.clone()));
+    for name in ["created_at", "updated_at"] {
+        lead.insert(name.into(), Value::String(time_text(r.try_get(name)?)));
+    }
+    for name in [
+        "name",
+        "first_name",
+        "phone",
+        "email",
+        "language",
+        "channel",
+        "intent",
+        "playbook",
+    ] {
+        lead.insert(name.into(), text_or_null(r.try_get(name)?));
+    }
+    lead.insert(
+        "fields".into(),
+        json_text(&r.try_get::<String, _>("fields")?),
+    );
+    lead.insert("tags".into(), json_text(&r.try_get::<String, _>("tags")?));
+    let mut identities = Vec::new();
+    for r in rows_of(
+        c,
+        "SELECT kind, value FROM identities WHERE lead_id = $1 ORDER BY kind, value",
+        &id,
+    )
+    .await?
+    {
+        identities.push(serde_json::json!({
+            "kind": r.try_get::<String, _>(0)?, "value": r.try_get::<String, _>(1)?,
+        }));
+    }
+    let mut consents = Vec::new();
+    for r in rows_of(
+        c,
+        "SELECT channel, granted, source, at, evidence FROM consents WHERE lead_id = $1 ORDER BY id",
+        &id,
+    )
+    .await?
+    {
+        consents.push(serde_json::json!({
+            "channel": r.try_get::<String, _>(0)?, "granted": r.try_get::<bool, _>(1)?,
+            "source": r.try_get::<String, _>(2)?, "at": time_text(r.try_get(3)?),
+            "evidence": r.try_get::<Option<String>, _>(4)?,
+        }));
+    }
+    let mut transcript = Vec::new();
+    for r in rows_of(
+        c,
+        "SELECT channel, sender, text, at FROM messages WHERE lead_id = $1 ORDER BY at, id",
+        &id,
+    )
+    .await?
+    {
+        transcript.push(serde_json::json!({
+            "channel": r.try_get::<String, _>(0)?, "from": r.try_get::<String, _>(1)?,
+            "text": r.try_get::<String, _>(2)?, "at": time_text(r.try_get(3)?),
+        }));
+    }
+    let mut decisions = Vec::new();
+    for r in rows_of(
+        c,
+        "SELECT id, at, playbook, ruleset_hash, decision, trace FROM decisions WHERE lead_id = $1 ORDER BY at, id",
+        &id,
+    )
+    .await?
+    {
+        decisions.push(serde_json::json!({
+            "id": r.try_get::<String, _>("id")?, "at": time_text(r.try_get("at")?),
+            "playbook": r.try_get::<String, _>("playbook")?, "ruleset": r.try_get::<String, _>("ruleset_hash")?,
+            "decision": json_text(&r.try_get::<String, _>("decision")?),
+            "trace": json_text(&r.try_get::<String, _>("trace")?),
+        }));
+    }
+    let thread = match rows_of(
+        c,
+        "SELECT state, queue, last_inbound_at, flag, flag_reason FROM threads WHERE lead_id = $1",
+        &id,
+    )
+    .await?
+    .first()
+    {
+        Some(r) => serde_json::json!({
+            "state": r.try_get::<String, _>(0)?, "queue": r.try_get::<Option<String>, _>(1)?,
+            "last_inbound_at": time_or_null(r.try_get(2)?),
+            "flag": r.try_get::<Option<String>, _>(3)?, "flag_reason": r.try_get::<Option<String>, _>(4)?,
+        }),
+        None => Value::Null,
+    };
+    let mut outbox = Vec::new();
+    for r in rows_of(
+        c,
+        "SELECT id, kind, payload, state, attempts, created_at, updated_at, next_attempt, message_id, delivery, error_code, error, replaces \
+         FROM outbox WHERE lead_id = $1 ORDER BY created_at, id",
+        &id,
+    )
+    .await?
+    {
+        outbox.push(serde_json::json!({
+            "id": r.try_get::<String, _>("id")?, "kind": r.try_get::<String, _>("kind")?,
+            "payload": json_text(&r.try_get::<String, _>("payload")?),
+            "state": r.try_get::<String, _>("state")?, "attempts": r.try_get::<i64, _>("attempts")?,
+            "created_at": time_text(r.try_get("created_at")?),
+            "updated_at": time_or_null(r.try_get("updated_at")?),
+            "next_attempt": time_or_null(r.try_get("next_attempt")?),
+            "message_id": r.try_get::<Option<String>, _>("message_id")?,
+            "delivery": r.try_get::<Option<String>, _>("delivery")?,
+            "error_code": r.try_get::<Option<i64>, _>("error_code")?,
+            "error": r.try_get::<Option<String>, _>("error")?,
+            "replaces": r.try_get::<Option<String>, _>("replaces")?,
+        }));
+    }
+    lead.insert("identities".into(), Value::Array(identities));
+    lead.insert("consents".into(), Value::Array(consents));
+    lead.insert("transcript".into(), Value::Array(transcript));
+    lead.insert("thread".into(), thread);
+    lead.insert("decisions".into(), Value::Array(decisions));
+    lead.insert("outbox".into(), Value::Array(outbox));
+    Ok(Some(Value::Object(lead)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_keep_their_parts_apart() {
+        assert_eq!(
+            lock_key("acme", "phone", "+911"),
+            lock_key("acme", "phone", "+911")
+        );
+        assert_ne!(
+            lock_key("acme", "phone", "+911"),
+            lock_key("acme", "phon", "e+911")
+        );
+        assert_ne!(
+            lock_key("acme", "phone", "+911"),
+            lock_key("other", "phone", "+911")
+        );
+    }
+
+    #[test]
+    fn times_read_back_as_sqlite_writes_them() {
+        let t = DateTime::parse_from_rfc3339("2027-03-14T10:00:00.123456789+05:30")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(time_text(t), "2027-03-14T04:30:00.123456Z");
+    }
+}

@@ -1,0 +1,408 @@
+//! The inbox's SQL for SQLite (see [`super::inbox`]).
+
+use super::inbox::{Operator, OperatorLogin, Session, ThreadFilter};
+use super::sqlite::{json_rows, load_state, now_text, parse_time, survivor, time_text, Sqlite};
+use super::{LeadState, StoreError};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+fn operator_row(r: &rusqlite::Row) -> rusqlite::Result<Operator> {
+    Ok(Operator {
+        id: r.get("id")?,
+        account: r.get("account_id")?,
+        email: r.get("email")?,
+        name: r.get("name")?,
+    })
+}
+
+/// Writes one entry of the thread's trail.
+fn trail(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    actor: &str,
+    kind: &str,
+    text: Option<&str>,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO thread_events (account_id, lead_id, at, actor, kind, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![account, lead_id, now_text(), actor, kind, text])?;
+    Ok(())
+}
+
+impl Sqlite {
+    pub async fn create_operator(
+        &self,
+        account: &str,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<Operator, StoreError> {
+        let operator = Operator {
+            id: uuid::Uuid::now_v7().to_string(),
+            account: account.to_string(),
+            email: email.trim().to_lowercase(),
+            name: name.trim().to_string(),
+        };
+        let hash = password_hash.to_string();
+        self.write(move |c| {
+            let taken: Option<String> = c
+                .prepare_cached("SELECT id FROM operators WHERE email = ?1")?
+                .query_row(params![operator.email], |r| r.get(0))
+                .optional()?;
+            if taken.is_some() {
+                return Err(StoreError(format!(
+                    "an operator with the email `{}` exists already",
+                    operator.email
+                )));
+            }
+            c.prepare_cached(
+                "INSERT INTO operators (id, account_id, email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                operator.id,
+                operator.account,
+                operator.email,
+                operator.name,
+                hash,
+                now_text()
+            ])?;
+            Ok(operator)
+        })
+        .await
+    }
+
+    pub async fn operator_login(
+        self: &Arc<Self>,
+        email: &str,
+    ) -> Result<Option<OperatorLogin>, StoreError> {
+        let email = email.trim().to_lowercase();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, account_id, email, name, password_hash FROM operators WHERE email = ?1",
+            )?
+            .query_row(params![email], |r| {
+                Ok(OperatorLogin {
+                    operator: operator_row(r)?,
+                    password_hash: r.get("password_hash")?,
+                })
+            })
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn create_session(
+        &self,
+        operator_id: &str,
+        token_hash: &str,
+        csrf: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let (operator_id, token_hash, csrf) = (
+            operator_id.to_string(),
+            token_hash.to_string(),
+            csrf.to_string(),
+        );
+        self.write(move |c| {
+            let now = now_text();
+            // Expired sessions are cleared as new ones start.
+            c.prepare_cached("DELETE FROM sessions WHERE expires_at < ?1")?
+                .execute(params![now])?;
+            c.prepare_cached(
+                "INSERT INTO sessions (token_hash, operator_id, csrf, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![token_hash, operator_id, csrf, now, time_text(expires_at)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn session(
+        self: &Arc<Self>,
+        token_hash: &str,
+    ) -> Result<Option<Session>, StoreError> {
+        let token_hash = token_hash.to_string();
+        self.read(move |c| {
+            let found = c
+                .prepare_cached(
+                    "SELECT o.id, o.account_id, o.email, o.name, s.csrf, s.expires_at FROM sessions s \
+                     JOIN operators o ON o.id = s.operator_id WHERE s.token_hash = ?1",
+                )?
+                .query_row(params![token_hash], |r| {
+                    Ok((operator_row(r)?, r.get::<_, String>("csrf")?, r.get::<_, String>("expires_at")?))
+                })
+                .optional()?;
+            Ok(found.and_then(|(operator, csrf, expires)| {
+                let expires_at = parse_time(Some(expires))?;
+                (expires_at > Utc::now()).then_some(Session {
+                    operator,
+                    csrf,
+                    expires_at,
+                })
+            }))
+        })
+        .await
+    }
+
+    pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        let token_hash = token_hash.to_string();
+        self.write(move |c| {
+            c.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+                .execute(params![token_hash])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn threads(
+        self: &Arc<Self>,
+        account: &str,
+        reader: Option<&str>,
+        filter: &ThreadFilter,
+    ) -> Result<Vec<Value>, StoreError> {
+        let (account, reader) = (account.to_string(), reader.map(str::to_string));
+        let filter = filter.clone();
+        self.read(move |c| {
+            let pattern = filter
+                .q
+                .as_deref()
+                .map(|q| format!("%{}%", q.trim().replace(['%', '_'], "")));
+            let mut stmt = c.prepare_cached(
+                "SELECT * FROM ( \
+                   SELECT l.id, l.name, l.phone, l.channel, l.playbook, l.updated_at AS activity_at, \
+                     t.state, t.queue, t.flag, t.last_inbound_at, t.taken_by, \
+                     (SELECT json_extract(d.decision, '$.handoff.outcome') FROM decisions d \
+                        WHERE d.lead_id = l.id ORDER BY d.at DESC, d.id DESC LIMIT 1) AS outcome, \
+                     (SELECT m.text FROM messages m WHERE m.lead_id = l.id ORDER BY m.at DESC, m.id DESC LIMIT 1) AS last_text, \
+                     (SELECT r.read_at FROM thread_reads r WHERE r.lead_id = l.id AND r.operator_id = ?2) AS read_at \
+                   FROM leads l JOIN threads t ON t.lead_id = l.id \
+                   WHERE l.account_id = ?1 AND l.merged_into IS NULL \
+                     AND (?3 IS NULL OR t.queue = ?3) \
+                     AND (?4 IS NULL OR l.playbook = ?4) \
+                     AND (?5 IS NULL OR l.name LIKE ?5 OR l.phone LIKE ?5) \
+                 ) WHERE (?6 IS NULL \
+                     OR (?6 = 'human' AND state = 'human') \
+                     OR (?6 = 'failed' AND flag IS NOT NULL) \
+                     OR (?6 = 'blocked' AND outcome LIKE 'blocked%') \
+                     OR (?6 = 'automated' AND state = 'automated' AND flag IS NULL AND COALESCE(outcome, '') NOT LIKE 'blocked%')) \
+                 ORDER BY activity_at DESC, id DESC LIMIT ?7",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    account,
+                    reader,
+                    filter.queue,
+                    filter.playbook,
+                    pattern,
+                    filter.state,
+                    filter.limit.clamp(1, 500)
+                ],
+                |r| {
+                    let activity: String = r.get("activity_at")?;
+                    let read: Option<String> = r.get("read_at")?;
+                    Ok(json!({
+                        "lead_id": r.get::<_, String>("id")?,
+                        "name": r.get::<_, Option<String>>("name")?,
+                        "phone": r.get::<_, Option<String>>("phone")?,
+                        "channel": r.get::<_, Option<String>>("channel")?,
+                        "playbook": r.get::<_, Option<String>>("playbook")?,
+                        "state": r.get::<_, String>("state")?,
+                        "queue": r.get::<_, Option<String>>("queue")?,
+                        "flag": r.get::<_, Option<String>>("flag")?,
+                        "taken_by": r.get::<_, Option<String>>("taken_by")?,
+                        "outcome": r.get::<_, Option<String>>("outcome")?,
+                        "last_inbound_at": r.get::<_, Option<String>>("last_inbound_at")?,
+                        "last_text": r.get::<_, Option<String>>("last_text")?,
+                        "activity_at": activity,
+                        "unread": read.is_none_or(|read| read < activity),
+                    }))
+                },
+            )?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn mark_read(&self, operator_id: &str, lead_id: &str) -> Result<(), StoreError> {
+        let (operator_id, lead_id) = (operator_id.to_string(), lead_id.to_string());
+        self.write(move |c| {
+            c.prepare_cached(
+                "INSERT INTO thread_reads (operator_id, lead_id, read_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (operator_id, lead_id) DO UPDATE SET read_at = excluded.read_at",
+            )?
+            .execute(params![operator_id, lead_id, now_text()])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn lead_state(
+        self: &Arc<Self>,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<LeadState>, StoreError> {
+        let (account, id) = (account.to_string(), id.to_string());
+        self.read(move |c| match survivor(c, &account, &id)? {
+            Some(id) => Ok(Some(load_state(c, &id, false)?)),
+            None => Ok(None),
+        })
+        .await
+    }
+
+    pub async fn thread_events(
+        self: &Arc<Self>,
+        account: &str,
+        lead_id: &str,
+    ) -> Result<Vec<Value>, StoreError> {
+        let (account, lead_id) = (account.to_string(), lead_id.to_string());
+        self.read(move |c| {
+            let Some(id) = survivor(c, &account, &lead_id)? else {
+                return Ok(Vec::new());
+            };
+            json_rows(
+                c,
+                "SELECT at, actor, kind, text FROM thread_events WHERE lead_id = ?1 ORDER BY id",
+                &id,
+                |r| {
+                    Ok(json!({
+                        "at": r.get::<_, String>(0)?, "by": r.get::<_, String>(1)?,
+                        "kind": r.get::<_, String>(2)?, "text": r.get::<_, Option<String>>(3)?,
+                    }))
+                },
+            )
+        })
+        .await
+    }
+
+    pub async fn add_note(
+        &self,
+        account: &str,
+        lead_id: &str,
+        actor: &str,
+        text: &str,
+    ) -> Result<bool, StoreError> {
+        let (account, lead_id, actor, text) = (
+            account.to_string(),
+            lead_id.to_string(),
+            actor.to_string(),
+            text.to_string(),
+        );
+        self.write(move |c| {
+            let Some(id) = survivor(c, &account, &lead_id)? else {
+                return Ok(false);
+            };
+            trail(c, &account, &id, &actor, "note", Some(&text))?;
+            Ok(true)
+        })
+        .await
+    }
+
+    pub async fn set_thread_owner(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let (account, lead_id, actor) =
+            (account.to_string(), lead_id.to_string(), actor.to_string());
+        self.write(move |c| {
+            let Some(id) = survivor(c, &account, &lead_id)? else {
+                return Ok(false);
+            };
+            let changed = c
+                .prepare_cached(
+                    "UPDATE threads SET state = ?1, taken_by = ?2, updated_at = ?3 WHERE lead_id = ?4 AND account_id = ?5",
+                )?
+                .execute(params![
+                    if human { "human" } else { "automated" },
+                    human.then_some(actor.as_str()),
+                    now_text(),
+                    id,
+                    account
+                ])?;
+            if changed == 1 {
+                trail(c, &account, &id, &actor, if human { "takeover" } else { "release" }, None)?;
+            }
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    pub async fn reassign(
+        &self,
+        account: &str,
+        lead_id: &str,
+        queue: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let (account, lead_id, queue, actor) = (
+            account.to_string(),
+            lead_id.to_string(),
+            queue.to_string(),
+            actor.to_string(),
+        );
+        self.write(move |c| {
+            let Some(id) = survivor(c, &account, &lead_id)? else {
+                return Ok(false);
+            };
+            let changed = c
+                .prepare_cached("UPDATE threads SET queue = ?1, updated_at = ?2 WHERE lead_id = ?3 AND account_id = ?4")?
+                .execute(params![queue, now_text(), id, account])?;
+            if changed == 1 {
+                trail(c, &account, &id, &actor, "reassign", Some(&queue))?;
+            }
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    pub async fn queue_reply(
+        &self,
+        account: &str,
+        lead_id: &str,
+        actor: &str,
+        payload: &Value,
+        text: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (account, lead_id, actor, payload, text) = (
+            account.to_string(),
+            lead_id.to_string(),
+            actor.to_string(),
+            payload.to_string(),
+            text.to_string(),
+        );
+        self.write(move |c| {
+            let Some(id) = survivor(c, &account, &lead_id)? else {
+                return Ok(None);
+            };
+            let now = now_text();
+            let outbox_id = uuid::Uuid::now_v7().to_string();
+            // Every lead has a decision (each event is decided): the reply
+            // belongs to the latest, for the record.
+            c.prepare_cached(
+                "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
+                 SELECT ?1, ?2, ?3, d.id, 'whatsapp', ?4, ?5, 0, ?5 FROM decisions d WHERE d.lead_id = ?3 ORDER BY d.at DESC, d.id DESC LIMIT 1",
+            )?
+            .execute(params![outbox_id, account, id, payload, now])?;
+            c.prepare_cached(
+                "INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES (?1, ?2, 'whatsapp', ?3, ?4, ?5)",
+            )?
+            .execute(params![account, id, format!("operator:{actor}"), text, now])?;
+            // A person replied: automation stays quiet on this thread until it is released.
+            c.prepare_cached(
+                "UPDATE threads SET state = 'human', taken_by = COALESCE(taken_by, ?1), updated_at = ?2 WHERE lead_id = ?3",
+            )?
+            .execute(params![actor, now, id])?;
+            c.prepare_cached("UPDATE leads SET updated_at = ?1 WHERE id = ?2")?
+                .execute(params![now, id])?;
+            trail(c, &account, &id, &actor, "reply", Some(&text))?;
+            Ok(Some(outbox_id))
+        })
+        .await
+    }
+}

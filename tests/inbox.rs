@@ -1,0 +1,820 @@
+//! The inbox and the thread API over real HTTP: sign-in, sessions, CSRF,
+//! one account never seeing another's threads, hostile names shown as text,
+//! filters, replies inside and outside the window, notes, reassignment,
+//! live updates, and the `handoff operator add` command.
+
+use handoff::config::{Config, Overrides};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const KEY: &str = "hk_inbox_one";
+const OTHER_KEY: &str = "hk_inbox_two";
+const META_SECRET: &str = "inbox-app-secret";
+const PASSWORD: &str = "a long enough password";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Server {
+    base: String,
+    api: reqwest::Client,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A browser-like client: keeps cookies, does not follow redirects.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn config(dir: &Path) -> Config {
+    let file = dir.join("handoff.toml");
+    std::fs::write(
+        &file,
+        r#"[[accounts]]
+id = "acme"
+name = "Acme Events"
+api_keys = ["env:KEY_ONE"]
+[accounts.routing]
+default = "events"
+[accounts.meta]
+app_secrets = ["env:META_SECRET"]
+
+[[accounts]]
+id = "globex"
+api_keys = ["env:KEY_TWO"]
+playbooks = ["clinics"]
+[accounts.routing]
+default = "clinics"
+
+[delivery]
+pair_interval_seconds = 0.2
+"#,
+    )
+    .unwrap();
+    let env: BTreeMap<String, String> = [
+        ("KEY_ONE", KEY),
+        ("KEY_TWO", OTHER_KEY),
+        ("META_SECRET", META_SECRET),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let flags = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
+        rules: Some(root().join("rules")),
+    };
+    let mut c = Config::load(Some(&file), &env, &flags).unwrap();
+    c.templates = Some(root().join("templates"));
+    c
+}
+
+async fn start(dir: &Path) -> Server {
+    let state = handoff::server::state(config(dir)).await.unwrap();
+    let hash = handoff::server::inbox::hash_password(PASSWORD).unwrap();
+    for (account, email, name) in [
+        ("acme", "priya@acme.example", "Priya"),
+        ("globex", "omar@globex.example", "Omar"),
+    ] {
+        state
+            .store
+            .create_operator(account, email, name, &hash)
+            .await
+            .unwrap();
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(handoff::server::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    Server {
+        base,
+        api: reqwest::Client::new(),
+        _shutdown: tx,
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn lead(&self, key: &str, body: Value) -> String {
+        let r: Value = self
+            .api
+            .post(self.url("/v1/leads"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["lead_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{r}"))
+            .to_string()
+    }
+
+    async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.api.request(method, self.url(path)).bearer_auth(KEY);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Signs in; returns the client and the session's CSRF token.
+    async fn sign_in(&self, email: &str) -> (reqwest::Client, String) {
+        let client = browser();
+        let page = client
+            .get(self.url("/inbox/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = hidden(&page, "csrf");
+        let r = client
+            .post(self.url("/inbox/login"))
+            .form(&[("email", email), ("password", PASSWORD), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "signed in");
+        let page = client
+            .get(self.url("/inbox"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = hidden(&page, "csrf");
+        (client, csrf)
+    }
+}
+
+/// The value of the first hidden input named `name`.
+fn hidden(page: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = page
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no `{name}` in {page}"))
+        + marker.len();
+    page[start..].split('"').next().unwrap().to_string()
+}
+
+fn aisha() -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(root().join("examples/leads/aisha-api.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn signing_in_needs_the_right_password_and_the_forms_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let client = browser();
+    // Not signed in: every page leads to the sign-in page.
+    let r = client.get(s.url("/inbox")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/inbox/login");
+    let page = client
+        .get(s.url("/inbox/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&page, "csrf");
+    // A wrong password, and an unknown email, read alike; each answer is a
+    // fresh form with a fresh token.
+    let mut csrf = csrf;
+    for (email, password) in [
+        ("priya@acme.example", "wrong password!"),
+        ("nobody@acme.example", PASSWORD),
+    ] {
+        let r = client
+            .post(s.url("/inbox/login"))
+            .form(&[("email", email), ("password", password), ("csrf", &csrf)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let page = r.text().await.unwrap();
+        assert!(page.contains("do not match"));
+        csrf = hidden(&page, "csrf");
+    }
+    // Without the sign-in form's token (a forged cross-site form): refused.
+    let r = browser()
+        .post(s.url("/inbox/login"))
+        .form(&[
+            ("email", "priya@acme.example"),
+            ("password", PASSWORD),
+            ("csrf", "forged"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The right one: a session cookie that scripts cannot read.
+    let page = client
+        .get(s.url("/inbox/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden(&page, "csrf");
+    let r = client
+        .post(s.url("/inbox/login"))
+        .form(&[
+            ("email", "Priya@Acme.example"),
+            ("password", PASSWORD),
+            ("csrf", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("handoff_session="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "plain HTTP here: {cookie}");
+    let page = client
+        .get(s.url("/inbox"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Priya · Acme Events"));
+    // Sign out: the session is over.
+    let csrf = hidden(&page, "csrf");
+    let r = client
+        .post(s.url("/inbox/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let r = client.get(s.url("/inbox")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/inbox/login");
+    // Behind a TLS proxy the cookie is Secure.
+    let page = client
+        .get(s.url("/inbox/login"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert!(page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
+}
+
+#[tokio::test]
+async fn an_operator_sees_only_their_accounts_threads_and_hostile_names_as_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let acme = s
+        .lead(KEY, json!({"name": "<script>alert(1)</script>", "phone": "+919800000101", "intent": "pricing"}))
+        .await;
+    let globex = s
+        .lead(
+            OTHER_KEY,
+            json!({"name": "Globex Patient", "phone": "+919800000102", "intent": "appointment"}),
+        )
+        .await;
+    let (priya, _) = s.sign_in("priya@acme.example").await;
+    let list = priya
+        .get(s.url("/inbox"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        list.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;")
+            || list.contains("&lt;script&gt;"),
+        "escaped"
+    );
+    assert!(!list.contains("<script>alert"), "never run");
+    assert!(!list.contains("Globex Patient"));
+    let r = priya
+        .get(s.url(&format!("/inbox/threads/{globex}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "another account's thread does not exist"
+    );
+    let page = priya
+        .get(s.url(&format!("/inbox/threads/{acme}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("<script>alert"));
+    let (omar, csrf) = s.sign_in("omar@globex.example").await;
+    let r = omar
+        .post(s.url(&format!("/inbox/threads/{acme}/takeover")))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()["location"].to_str().unwrap().contains("error="),
+        "refused"
+    );
+    let (_, lead) = s
+        .api(reqwest::Method::GET, &format!("/v1/leads/{acme}"), None)
+        .await;
+    assert_eq!(
+        lead["thread"]["state"], "automated",
+        "another account's operator changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn forms_without_the_sessions_token_or_from_another_site_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let id = s.lead(KEY, aisha()).await;
+    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    let takeover = s.url(&format!("/inbox/threads/{id}/takeover"));
+    let r = priya
+        .post(&takeover)
+        .form(&[("csrf", "not-the-token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = priya
+        .post(&takeover)
+        .header("origin", "https://evil.example")
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (_, lead) = s
+        .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
+        .await;
+    assert_eq!(lead["thread"]["state"], "automated");
+    // With the token: taken over, on the thread's trail.
+    let r = priya
+        .post(&takeover)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, lead) = s
+        .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
+        .await;
+    assert_eq!(lead["thread"]["state"], "human");
+    let page = priya
+        .get(s.url(&format!("/inbox/threads/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("takeover</span> Priya"), "the trail says who");
+}
+
+#[tokio::test]
+async fn threads_filter_by_state_queue_playbook_and_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let aisha = s.lead(KEY, aisha()).await;
+    // A big-event caller without an opt-in: the rules want WhatsApp, but
+    // the handoff is blocked until she opts in.
+    let caller = s
+        .lead(KEY, json!({"name": "Kabir Rao", "phone": "+919800000111", "channel": "voice", "intent": "event_enquiry", "fields": {"city": "Amritsar", "event_date": "2027-10-30", "guests": 800, "event_type": "wedding"}}))
+        .await;
+    let (st, _) = s
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/leads/{aisha}/takeover"),
+            None,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let ids = |v: &Value| -> Vec<String> {
+        v["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["lead_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, all) = s.api(reqwest::Method::GET, "/v1/threads", None).await;
+    assert_eq!(
+        ids(&all),
+        vec![caller.clone(), aisha.clone()],
+        "newest activity first"
+    );
+    let (_, human) = s
+        .api(reqwest::Method::GET, "/v1/threads?state=human", None)
+        .await;
+    assert_eq!(ids(&human), vec![aisha.clone()]);
+    let (_, blocked) = s
+        .api(reqwest::Method::GET, "/v1/threads?state=blocked", None)
+        .await;
+    assert_eq!(ids(&blocked), vec![caller.clone()]);
+    let (_, queue) = s
+        .api(
+            reqwest::Method::GET,
+            "/v1/threads?queue=events-senior-closers",
+            None,
+        )
+        .await;
+    assert_eq!(ids(&queue), vec![caller.clone()]);
+    let (_, found) = s
+        .api(reqwest::Method::GET, "/v1/threads?q=kabir", None)
+        .await;
+    assert_eq!(ids(&found), vec![caller.clone()]);
+    let (_, found) = s
+        .api(reqwest::Method::GET, "/v1/threads?q=98123", None)
+        .await;
+    assert_eq!(ids(&found), vec![aisha.clone()], "by phone");
+    let (_, none) = s
+        .api(reqwest::Method::GET, "/v1/threads?playbook=clinics", None)
+        .await;
+    assert_eq!(ids(&none), Vec::<String>::new());
+    let (st, e) = s
+        .api(reqwest::Method::GET, "/v1/threads?state=sleeping", None)
+        .await;
+    assert_eq!(
+        (st, e["error"]["at"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("state"))
+    );
+    // Unread markers: new activity until the operator opens the thread.
+    let (priya, _) = s.sign_in("priya@acme.example").await;
+    let list = priya
+        .get(s.url("/inbox"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(list.matches("class=\"thread unread\"").count(), 2);
+    priya
+        .get(s.url(&format!("/inbox/threads/{caller}")))
+        .send()
+        .await
+        .unwrap();
+    let list = priya
+        .get(s.url("/inbox"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(list.matches("class=\"thread unread\"").count(), 1);
+    let list = priya
+        .get(s.url("/inbox?state=human"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("Aisha Khan") && !list.contains("Kabir Rao"));
+}
+
+#[tokio::test]
+async fn replies_are_free_text_only_inside_the_window_and_pause_automation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let id = s.lead(KEY, aisha()).await;
+    let sandbox = |s: &Server| {
+        let (api, url) = (s.api.clone(), s.url("/sandbox/acme/_sandbox/messages"));
+        async move {
+            api.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["accepted"]
+                .as_u64()
+                .unwrap_or(0)
+        }
+    };
+    // The rules' own template goes first.
+    for _ in 0..100 {
+        if sandbox(&s).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = format!("/v1/leads/{id}/reply");
+    // Her window is closed: free text is refused, with why.
+    let (st, e) = s
+        .api(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"text": "Hello!"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("window is closed"));
+    let (st, _) = s
+        .api(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"template": "no_such_template"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    // The templates, filled in for her.
+    let (_, t) = s
+        .api(
+            reqwest::Method::GET,
+            &format!("/v1/leads/{id}/templates"),
+            None,
+        )
+        .await;
+    assert_eq!(t["window_open"], false);
+    let options = t["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "event_options")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        options["preview"],
+        "Hi Aisha, here are options for your March 14 Goa event."
+    );
+    // An approved template goes; the thread is now a person's.
+    let (st, r) = s
+        .api(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"template": "event_options", "by": "Priya"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    assert_eq!(r["thread"], "human");
+    let (_, lead) = s
+        .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
+        .await;
+    assert_eq!(lead["thread"]["state"], "human");
+    let reply = lead["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["payload"]["by"] == "Priya")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        reply["payload"]["template"]["params"],
+        json!(["Aisha", "March 14", "Goa"])
+    );
+    assert!(lead["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["from"] == "operator:Priya"));
+    // It is sent although the thread is taken over (a person's reply).
+    let mut sent = false;
+    for _ in 0..100 {
+        if sandbox(&s).await == 2 {
+            sent = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent, "the automated template and the person's reply");
+    // Notes and reassignment, on the trail.
+    let (st, _) = s
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/leads/{id}/notes"),
+            Some(json!({"text": "Prefers calls after 6pm", "by": "Priya"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, e) = s
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/leads/{id}/notes"),
+            Some(json!({"text": "  "})),
+        )
+        .await;
+    assert_eq!(
+        (st, e["error"]["at"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("text"))
+    );
+    let (st, _) = s
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/leads/{id}/reassign"),
+            Some(json!({"queue": "events-senior"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, _) = s
+        .api(
+            reqwest::Method::POST,
+            &format!("/v1/leads/{id}/reassign"),
+            Some(json!({"queue": "bad queue!"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    let (priya, _) = s.sign_in("priya@acme.example").await;
+    let page = priya
+        .get(s.url(&format!("/inbox/threads/{id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Prefers calls after 6pm"));
+    assert!(page.contains("events-senior"));
+    assert!(page.contains("Closed: the lead has never written on WhatsApp"));
+}
+
+#[tokio::test]
+async fn open_pages_hear_of_changes_to_their_accounts_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let (priya, _) = s.sign_in("priya@acme.example").await;
+    let mut events = priya.get(s.url("/inbox/events")).send().await.unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    // Another account's lead first: not told. Then one of hers.
+    s.lead(
+        OTHER_KEY,
+        json!({"name": "Globex Patient", "phone": "+919800000131", "intent": "appointment"}),
+    )
+    .await;
+    let id = s.lead(KEY, aisha()).await;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !seen.contains(&id) {
+        let chunk = tokio::time::timeout_at(deadline, events.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    assert!(seen.contains("event: thread"), "{seen}");
+    assert_eq!(
+        seen.matches("lead_id").count(),
+        seen.matches(&id).count(),
+        "only her account's threads: {seen}"
+    );
+}
+
+#[test]
+fn operator_add_creates_an_operator_who_can_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("ops.db").display());
+    let run = |password: &str, email: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
+            .current_dir(dir.path())
+            .args([
+                "operator",
+                "add",
+                "--account",
+                "demo",
+                "--email",
+                email,
+                "--name",
+                "Dev Das",
+                "--database",
+                &db,
+            ])
+            .env("HANDOFF_OPERATOR_PASSWORD", password)
+            .env("HANDOFF_DEMO_API_KEY", "hk_demo")
+            .output()
+            .unwrap()
+    };
+    let short = run("short", "dev@example.com");
+    assert_eq!(short.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
+    let ok = run(PASSWORD, "Dev@Example.com");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("dev@example.com"));
+    let again = run(PASSWORD, "dev@example.com");
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .current_dir(dir.path())
+        .args([
+            "operator",
+            "add",
+            "--account",
+            "nope",
+            "--email",
+            "x@example.com",
+            "--name",
+            "X",
+            "--database",
+            &db,
+        ])
+        .env("HANDOFF_OPERATOR_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("no account `nope`"));
+}
+
+#[tokio::test]
+async fn a_reply_from_the_business_phone_pauses_automation() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let id = s.lead(KEY, aisha()).await;
+    // Someone at the business answers from the WhatsApp Business app: Meta
+    // echoes it (`smb_message_echoes`).
+    let echo = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "smb_message_echoes", "value": {
+        "messaging_product": "whatsapp",
+        "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+        "message_echoes": [{"from": "15550783881", "to": "919812345678", "id": "wamid.echo-1", "timestamp": "1799999100", "type": "text", "text": {"body": "Hi Aisha, Dev here from the events team."}}]
+    }}]}]});
+    let body = serde_json::to_vec(&echo).unwrap();
+    let r = s
+        .api
+        .post(s.url("/webhooks/meta/acme"))
+        .header(
+            "X-Hub-Signature-256",
+            handoff::intake::signature::sign(&body, META_SECRET.as_bytes()),
+        )
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut lead = Value::Null;
+    for _ in 0..100 {
+        lead = s
+            .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
+            .await
+            .1;
+        if lead["thread"]["state"] == "human" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(lead["thread"]["state"], "human", "{lead:#}");
+    let said = lead["transcript"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(said["from"], "business");
+    assert_eq!(said["text"], "Hi Aisha, Dev here from the events team.");
+    assert!(
+        lead["thread"]["last_inbound_at"].is_null(),
+        "the business writing opens no window"
+    );
+}

@@ -1,0 +1,885 @@
+//! The store's scenarios against every backend: SQLite always, PostgreSQL
+//! when `HANDOFF_TEST_POSTGRES_URL` names a server (each test in a fresh
+//! schema of its own, dropped afterwards, so tests run in parallel). The same
+//! calls must give the same answers on both. The PostgreSQL-only tests at the
+//! end open two stores on one schema, as two instances would, and race them.
+
+use chrono::Utc;
+use handoff::store::{
+    ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded, SendOutcome, StatusRecord, Store,
+};
+use serde_json::{json, Value};
+use sqlx_core::connection::Connection;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const ENV: &str = "HANDOFF_TEST_POSTGRES_URL";
+const LEASE: Duration = Duration::from_secs(30);
+const GRACE: Duration = Duration::from_secs(600);
+const MAX_AGE: Duration = Duration::from_secs(86_400);
+
+/// A database for one test: a SQLite file, or a PostgreSQL schema dropped
+/// when the test ends (however it ends).
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres { base: String, schema: String },
+}
+
+impl Db {
+    fn name(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres { .. } => "postgres",
+        }
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(dir) => format!("sqlite://{}", dir.path().join("store.db").display()),
+            Db::Postgres { base, schema } => {
+                let sep = if base.contains('?') { '&' } else { '?' };
+                format!("{base}{sep}options=-c%20search_path%3D{schema}")
+            }
+        }
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.url())
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name()))
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Db::Postgres { base, schema } = self {
+            let (base, schema) = (base.clone(), schema.clone());
+            // Drop runs outside any runtime: a thread of its own with one.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(mut c) = sqlx_postgres::PgConnection::connect(&base).await {
+                        let _ = sqlx_core::query::query::<sqlx_postgres::Postgres>(&format!(
+                            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                        ))
+                        .execute(&mut c)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The PostgreSQL server to test against, or `None` (with the message) to skip it.
+fn postgres_base() -> Option<String> {
+    match std::env::var(ENV) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipping PostgreSQL: set {ENV}=postgres://...");
+            None
+        }
+    }
+}
+
+async fn fresh_postgres(base: &str) -> Db {
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let mut c = sqlx_postgres::PgConnection::connect(base)
+        .await
+        .unwrap_or_else(|e| panic!("{ENV} is set but PostgreSQL cannot be reached: {e}"));
+    sqlx_core::query::query::<sqlx_postgres::Postgres>(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    Db::Postgres {
+        base: base.to_string(),
+        schema,
+    }
+}
+
+/// A fresh database of each backend there is.
+async fn databases() -> Vec<Db> {
+    let mut dbs = vec![Db::Sqlite(tempfile::tempdir().unwrap())];
+    if let Some(base) = postgres_base() {
+        dbs.push(fresh_postgres(&base).await);
+    }
+    dbs
+}
+
+fn person(phone: &str, name: &str) -> LeadEvent {
+    LeadEvent {
+        identities: vec![("phone".into(), phone.into())],
+        name: Some(name.into()),
+        phone: Some(phone.into()),
+        channel: Some("instagram".into()),
+        intent: Some("event_enquiry".into()),
+        fields: json!({"city": "Goa"}).as_object().unwrap().clone(),
+        tags: vec!["wedding".into()],
+        consent: Some(ConsentRecord {
+            channel: "whatsapp".into(),
+            granted: true,
+            source: "api".into(),
+            at: Utc::now(),
+            evidence: Some("ticked the box".into()),
+        }),
+        ..LeadEvent::default()
+    }
+}
+
+/// A session message with its approved template, as the engine queues one.
+fn message(phone: &str) -> (String, Value) {
+    (
+        "whatsapp".into(),
+        json!({
+            "outcome": "session", "to": phone, "text": "Hi! About your event",
+            "template": {"name": "event_followup", "language": "en", "params": ["Aisha"]},
+        }),
+    )
+}
+
+fn decision(outbox: Vec<(String, Value)>) -> DecisionRecord {
+    DecisionRecord {
+        playbook: "events".into(),
+        ruleset_hash: "abc123".into(),
+        rules: vec!["goa_weddings".into()],
+        decision: json!({"outcome": "session"}),
+        trace: json!([]),
+        outbox,
+        response: json!({"outcome": "session"}),
+        ..DecisionRecord::default()
+    }
+}
+
+/// Records `event`, deciding with `record`; returns the lead ID and what
+/// the decision saw.
+async fn record(
+    store: &Store,
+    event: LeadEvent,
+    record: DecisionRecord,
+) -> (Recorded, Option<LeadState>) {
+    let seen: Arc<Mutex<Option<LeadState>>> = Arc::default();
+    let saw = seen.clone();
+    let recorded = store
+        .record("acme", event, move |state| {
+            *saw.lock().unwrap() = Some(state.clone());
+            record
+        })
+        .await
+        .unwrap();
+    let state = seen.lock().unwrap().take();
+    (recorded, state)
+}
+
+fn lead_id(r: &Recorded) -> String {
+    match r {
+        Recorded::New { lead_id, .. } => lead_id.clone(),
+        Recorded::Replay { response } => response["lead_id"].as_str().unwrap().to_string(),
+    }
+}
+
+async fn lead(store: &Store, id: &str) -> Value {
+    store
+        .lead("acme", id)
+        .await
+        .unwrap()
+        .expect("the lead exists")
+}
+
+#[tokio::test]
+async fn a_new_lead_then_a_known_one_reach_the_same_lead() {
+    for db in databases().await {
+        let store = db.open().await;
+        let (first, state) = record(
+            &store,
+            person("+919800000001", "Aisha"),
+            decision(vec![message("+919800000001")]),
+        )
+        .await;
+        let state = state.unwrap();
+        assert!(state.created, "{}", db.name());
+        assert_eq!(state.lead.name.as_deref(), Some("Aisha"));
+        assert!(state.lead.consent.whatsapp);
+        let id = lead_id(&first);
+
+        let mut later = person("+919800000001", "Aisha K");
+        later.fields = json!({"guests": 120, "city": null})
+            .as_object()
+            .unwrap()
+            .clone();
+        later.tags = vec!["vip".into(), "wedding".into()];
+        later.consent = None;
+        let (second, state) = record(&store, later, decision(Vec::new())).await;
+        let state = state.unwrap();
+        assert_eq!(lead_id(&second), id, "{}", db.name());
+        assert!(!state.created);
+        assert_eq!(state.lead.name.as_deref(), Some("Aisha K"));
+        assert_eq!(state.lead.fields.get("guests"), Some(&json!(120)));
+        assert_eq!(state.lead.fields.get("city"), None, "a null clears a field");
+        assert_eq!(state.lead.tags, vec!["wedding", "vip"]);
+        assert!(state.lead.consent.whatsapp, "the opt-in is still on record");
+
+        let l = lead(&store, &id).await;
+        assert_eq!(l["decisions"].as_array().unwrap().len(), 2, "{}", db.name());
+        assert_eq!(l["outbox"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            l["identities"],
+            json!([{"kind": "phone", "value": "+919800000001"}])
+        );
+        assert_eq!(l["consents"][0]["evidence"], "ticked the box");
+        assert_eq!(l["thread"]["state"], "automated");
+        assert!(l["created_at"].as_str().unwrap().ends_with('Z'));
+        let found = store.search("acme", Some("aisha"), 10).await.unwrap();
+        assert_eq!(found.len(), 1, "{}: search ignores case", db.name());
+        assert_eq!(found[0]["id"], id.as_str());
+        assert!(store.lead("other-account", &id).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn two_leads_that_turn_out_to_be_one_person_merge() {
+    for db in databases().await {
+        let store = db.open().await;
+        let (a, _) = record(
+            &store,
+            person("+919800000002", "Ravi"),
+            decision(Vec::new()),
+        )
+        .await;
+        let mut by_email = LeadEvent {
+            identities: vec![("email".into(), "ravi@example.com".into())],
+            email: Some("ravi@example.com".into()),
+            fields: json!({"budget": 5000}).as_object().unwrap().clone(),
+            inbound_at: Some(Utc::now()),
+            ..LeadEvent::default()
+        };
+        by_email.messages = vec![handoff::engine::lead::TranscriptMessage {
+            channel: "email".into(),
+            from: "lead".into(),
+            text: "hello".into(),
+            at: Utc::now(),
+        }];
+        let (b, _) = record(&store, by_email, decision(vec![message("+919800000002")])).await;
+        let (a, b) = (lead_id(&a), lead_id(&b));
+        assert_ne!(a, b);
+        let both = LeadEvent {
+            identities: vec![
+                ("phone".into(), "+919800000002".into()),
+                ("email".into(), "ravi@example.com".into()),
+            ],
+            ..LeadEvent::default()
+        };
+        let (merged, state) = record(&store, both, decision(Vec::new())).await;
+        assert_eq!(
+            lead_id(&merged),
+            a,
+            "{}: the older lead survives",
+            db.name()
+        );
+        let state = state.unwrap();
+        assert_eq!(state.lead.email.as_deref(), Some("ravi@example.com"));
+        assert_eq!(state.lead.fields.get("budget"), Some(&json!(5000)));
+        assert_eq!(state.lead.transcript.len(), 1);
+        assert!(state.last_inbound_at.is_some(), "the window comes along");
+        let via_old = lead(&store, &b).await;
+        assert_eq!(
+            via_old["id"],
+            a.as_str(),
+            "{}: the merged ID answers as the survivor",
+            db.name()
+        );
+        assert_eq!(via_old["decisions"].as_array().unwrap().len(), 3);
+        assert_eq!(via_old["outbox"].as_array().unwrap().len(), 1);
+        assert_eq!(via_old["identities"].as_array().unwrap().len(), 2);
+        assert_eq!(store.search("acme", None, 10).await.unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_source_id_is_answered_with_the_first_answer_and_changes_nothing() {
+    for db in databases().await {
+        let store = db.open().await;
+        let mut event = person("+919800000003", "Meera");
+        event.dedup = Some(("api".into(), "key-1".into()));
+        let (first, _) = record(
+            &store,
+            event.clone(),
+            decision(vec![message("+919800000003")]),
+        )
+        .await;
+        let Recorded::New {
+            response,
+            lead_id: id,
+            ..
+        } = &first
+        else {
+            panic!("{}: the first is new", db.name());
+        };
+        assert_eq!(response["lead_id"], id.as_str());
+        event.name = Some("Someone else".into());
+        let (again, state) = record(&store, event, decision(vec![message("+919800000003")])).await;
+        assert!(state.is_none(), "{}: a replay decides nothing", db.name());
+        let Recorded::Replay { response: replayed } = again else {
+            panic!("{}: the second is a replay", db.name());
+        };
+        assert_eq!(&replayed, response);
+        let l = lead(&store, id).await;
+        assert_eq!(l["name"], "Meera");
+        assert_eq!(l["decisions"].as_array().unwrap().len(), 1);
+        assert_eq!(l["outbox"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_webhook_is_stored_once_and_finishing_it_counts() {
+    for db in databases().await {
+        let store = db.open().await;
+        let events = vec![
+            ("wamid.1".to_string(), json!({"n": 1})),
+            ("wamid.2".to_string(), json!({"n": 2})),
+        ];
+        assert_eq!(
+            store
+                .enqueue_webhooks("acme", "whatsapp", &events)
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store
+                .enqueue_webhooks("acme", "whatsapp", &events[..1])
+                .await
+                .unwrap(),
+            0,
+            "{}",
+            db.name()
+        );
+        assert_eq!(
+            store
+                .enqueue_webhooks("other", "whatsapp", &events[..1])
+                .await
+                .unwrap(),
+            1,
+            "another account's"
+        );
+        let due = store.due_webhooks(10, LEASE).await.unwrap();
+        assert_eq!(due.len(), 3, "{}", db.name());
+        assert_eq!(
+            (due[0].source_id.as_str(), due[0].payload["n"].as_i64()),
+            ("wamid.1", Some(1))
+        );
+        assert!(due[0].id < due[1].id, "oldest first");
+        store
+            .finish_webhook(due[0].id, None, false, Duration::ZERO)
+            .await
+            .unwrap();
+        store
+            .finish_webhook(due[1].id, Some("try later"), false, Duration::from_secs(60))
+            .await
+            .unwrap();
+        store
+            .finish_webhook(due[2].id, Some("never"), true, Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.webhook_counts().await.unwrap(),
+            vec![
+                ("done".to_string(), 1),
+                ("failed".to_string(), 1),
+                ("pending".to_string(), 1)
+            ],
+            "{}",
+            db.name()
+        );
+        assert!(
+            store.due_webhooks(10, LEASE).await.unwrap().is_empty(),
+            "the retry is not due yet"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period() {
+    for db in databases().await {
+        let store = db.open().await;
+        let (r, _) = record(
+            &store,
+            person("+919800000004", "Kabir"),
+            decision(vec![message("+919800000004")]),
+        )
+        .await;
+        let id = lead_id(&r);
+        let claimed = store
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1, "{}", db.name());
+        let item = &claimed[0];
+        assert_eq!(
+            (item.attempts, item.kind.as_str(), item.lead_id.as_str()),
+            (1, "whatsapp", id.as_str())
+        );
+        assert_eq!(item.payload["to"], "+919800000004");
+        assert!(
+            store
+                .claim_outbox("b", 10, LEASE, GRACE, MAX_AGE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: leased to a",
+            db.name()
+        );
+        let sent = SendOutcome::Sent {
+            message_id: Some("wamid.x".into()),
+            wa_id: None,
+        };
+        assert!(
+            !store.finish_outbox("b", item, sent.clone()).await.unwrap(),
+            "b holds no lease"
+        );
+
+        // Uncertain: not claimed again within the grace period, then claimed.
+        assert!(store
+            .finish_outbox(
+                "a",
+                item,
+                SendOutcome::Uncertain {
+                    error: "timeout".into()
+                }
+            )
+            .await
+            .unwrap());
+        assert!(
+            store
+                .claim_outbox("b", 10, LEASE, GRACE, MAX_AGE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: within grace",
+            db.name()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let again = store
+            .claim_outbox("b", 10, LEASE, Duration::from_millis(10), MAX_AGE)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "{}: after grace", db.name());
+        assert_eq!(again[0].attempts, 2);
+        assert!(
+            !store.finish_outbox("a", item, sent.clone()).await.unwrap(),
+            "a's lease is gone"
+        );
+        let with_wa = SendOutcome::Sent {
+            message_id: Some("wamid.x".into()),
+            wa_id: Some("919800000099".into()),
+        };
+        assert!(store.finish_outbox("b", &again[0], with_wa).await.unwrap());
+        let l = lead(&store, &id).await;
+        assert_eq!(
+            (
+                l["outbox"][0]["state"].as_str(),
+                l["outbox"][0]["delivery"].as_str()
+            ),
+            (Some("sent"), Some("accepted"))
+        );
+        assert_eq!(l["outbox"][0]["message_id"], "wamid.x");
+        assert!(l["identities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"kind": "whatsapp", "value": "919800000099"})));
+        assert_eq!(
+            store.outbox_counts().await.unwrap(),
+            vec![("whatsapp".into(), "sent".into(), 1)]
+        );
+
+        // A deferral puts it back without counting the attempt; a retry waits its time.
+        let (r2, _) = record(
+            &store,
+            person("+919800000005", "Dev"),
+            decision(vec![message("+919800000005")]),
+        )
+        .await;
+        let item = store
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .await
+            .unwrap()
+            .remove(0);
+        let soon = Utc::now() + chrono::Duration::milliseconds(50);
+        assert!(store
+            .finish_outbox("a", &item, SendOutcome::Deferred { at: soon })
+            .await
+            .unwrap());
+        assert!(
+            store
+                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}: deferred",
+            db.name()
+        );
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let item = store
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            item.attempts,
+            1,
+            "{}: the deferral did not count",
+            db.name()
+        );
+        let later = Utc::now() + chrono::Duration::hours(1);
+        assert!(store
+            .finish_outbox(
+                "a",
+                &item,
+                SendOutcome::Retry {
+                    at: later,
+                    code: Some(130429),
+                    error: "rate".into()
+                }
+            )
+            .await
+            .unwrap());
+        assert!(store
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .await
+            .unwrap()
+            .is_empty());
+        let l = lead(&store, &lead_id(&r2)).await;
+        assert_eq!(l["outbox"][0]["state"], "pending");
+        assert_eq!(l["outbox"][0]["error_code"], 130429);
+        assert!(l["outbox"][0]["next_attempt"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'));
+    }
+}
+
+#[tokio::test]
+async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() {
+    for db in databases().await {
+        let store = db.open().await;
+        let (r, _) = record(
+            &store,
+            person("+919800000006", "Isha"),
+            decision(vec![message("+919800000006")]),
+        )
+        .await;
+        let id = lead_id(&r);
+        let item = store
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .await
+            .unwrap()
+            .remove(0);
+        let sent = SendOutcome::Sent {
+            message_id: Some("wamid.s".into()),
+            wa_id: None,
+        };
+        assert!(store.finish_outbox("a", &item, sent).await.unwrap());
+        let status = |name: &str, errors: Value| StatusRecord {
+            message_id: "wamid.s".into(),
+            status: name.into(),
+            at: Utc::now(),
+            recipient: "919800000006".into(),
+            errors,
+            outbox_id: Some(item.id.clone()),
+        };
+        let read = store
+            .apply_status("acme", &status("read", json!([])))
+            .await
+            .unwrap();
+        assert!(read.new && !read.fell_back, "{}", db.name());
+        assert_eq!(read.outbox_id.as_deref(), Some(item.id.as_str()));
+        store
+            .apply_status("acme", &status("delivered", json!([])))
+            .await
+            .unwrap();
+        assert_eq!(
+            lead(&store, &id).await["outbox"][0]["delivery"],
+            "read",
+            "{}: never backwards",
+            db.name()
+        );
+        assert!(
+            !store
+                .apply_status("acme", &status("read", json!([])))
+                .await
+                .unwrap()
+                .new,
+            "a redelivery"
+        );
+
+        let window = json!([{"code": 131047, "title": "Re-engagement message", "message": "Re-engagement message"}]);
+        let failed = store
+            .apply_status("acme", &status("failed", window.clone()))
+            .await
+            .unwrap();
+        assert!(failed.new && failed.fell_back, "{}", db.name());
+        let again = store
+            .apply_status("acme", &status("failed", window))
+            .await
+            .unwrap();
+        assert!(
+            !again.new && !again.fell_back,
+            "{}: one fallback",
+            db.name()
+        );
+        let l = lead(&store, &id).await;
+        let outbox = l["outbox"].as_array().unwrap();
+        assert_eq!(outbox.len(), 2, "{}", db.name());
+        assert_eq!(
+            (
+                outbox[0]["state"].as_str(),
+                outbox[0]["error_code"].as_i64()
+            ),
+            (Some("failed"), Some(131047))
+        );
+        assert_eq!(outbox[1]["replaces"], item.id.as_str());
+        assert_eq!(outbox[1]["payload"]["outcome"], "template");
+        assert_eq!(outbox[1]["payload"]["text"], Value::Null);
+        assert_eq!(
+            l["thread"]["flag"],
+            Value::Null,
+            "a fallback is not a failure to flag"
+        );
+
+        // The template is claimed next; 131050 fails it and is an opt-out on record.
+        let template = store
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(template.payload["outcome"], "template");
+        let out = SendOutcome::Failed {
+            code: Some(131050),
+            error: "131050: stopped marketing".into(),
+            marketing_opt_out: true,
+        };
+        assert!(store.finish_outbox("a", &template, out).await.unwrap());
+        let l = lead(&store, &id).await;
+        assert_eq!(l["thread"]["flag"], "delivery_failed", "{}", db.name());
+        let consents = l["consents"].as_array().unwrap();
+        assert_eq!(consents.last().unwrap()["channel"], "whatsapp_marketing");
+        assert_eq!(consents.last().unwrap()["granted"], false);
+
+        // A status for a message we never sent is new, and about nothing.
+        let stray = StatusRecord {
+            outbox_id: None,
+            message_id: "wamid.unknown".into(),
+            ..status("sent", json!([]))
+        };
+        assert_eq!(
+            store.apply_status("acme", &stray).await.unwrap().outbox_id,
+            None
+        );
+        let user = ConsentRecord {
+            channel: "whatsapp_marketing".into(),
+            granted: true,
+            source: "whatsapp user_preferences".into(),
+            at: Utc::now(),
+            evidence: None,
+        };
+        assert!(store
+            .record_consent("acme", "phone", "+919800000006", &user)
+            .await
+            .unwrap());
+        assert!(!store
+            .record_consent("acme", "phone", "+910000000000", &user)
+            .await
+            .unwrap());
+    }
+}
+
+#[tokio::test]
+async fn a_takeover_cancels_the_automated_messages_still_waiting() {
+    for db in databases().await {
+        let store = db.open().await;
+        let (r, _) = record(
+            &store,
+            person("+919800000007", "Neel"),
+            decision(vec![message("+919800000007")]),
+        )
+        .await;
+        let id = lead_id(&r);
+        assert!(store
+            .set_thread_state("acme", &id, true, Some("sales"))
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .set_thread_state("other", &id, true, None)
+                .await
+                .unwrap(),
+            "another account's lead"
+        );
+        assert!(
+            store
+                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            db.name()
+        );
+        let l = lead(&store, &id).await;
+        assert_eq!(
+            (l["thread"]["state"].as_str(), l["thread"]["queue"].as_str()),
+            (Some("human"), Some("sales"))
+        );
+        assert_eq!(l["outbox"][0]["state"], "cancelled", "{}", db.name());
+        assert!(store
+            .set_thread_state("acme", &id, false, None)
+            .await
+            .unwrap());
+        let (_, state) = record(
+            &store,
+            person("+919800000007", "Neel"),
+            decision(vec![message("+919800000007")]),
+        )
+        .await;
+        assert!(!state.unwrap().human, "{}: given back", db.name());
+        assert_eq!(
+            store
+                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        store
+            .disable_endpoint("acme", "crm", "410 Gone")
+            .await
+            .unwrap();
+        store
+            .disable_endpoint("acme", "crm", "410 Gone again")
+            .await
+            .unwrap();
+        assert_eq!(
+            store.disabled_endpoints("acme").await.unwrap(),
+            vec![("crm".to_string(), "410 Gone again".to_string())]
+        );
+        assert!(store.ping().await);
+    }
+}
+
+// ---- PostgreSQL only: two stores on one database, as two instances.
+
+async fn two_instances() -> Option<(Db, Store, Store)> {
+    let base = postgres_base()?;
+    let db = fresh_postgres(&base).await;
+    let (a, b) = (db.open().await, db.open().await);
+    Some((db, a, b))
+}
+
+#[tokio::test]
+async fn the_same_key_at_two_instances_at_once_is_decided_once_and_replayed() {
+    let Some((_db, a, b)) = two_instances().await else {
+        return;
+    };
+    for round in 0..20 {
+        let mut event = person(&format!("+91981{round:07}"), "Twice");
+        event.dedup = Some(("api".into(), format!("same-{round}")));
+        let (ra, rb) = tokio::join!(
+            record(&a, event.clone(), decision(vec![message("+919810000000")])),
+            record(&b, event, decision(vec![message("+919810000000")]))
+        );
+        let new = [&ra.0, &rb.0]
+            .iter()
+            .filter(|r| matches!(r, Recorded::New { .. }))
+            .count();
+        assert_eq!(new, 1, "round {round}: decided once");
+        assert_eq!(
+            lead_id(&ra.0),
+            lead_id(&rb.0),
+            "round {round}: the replay answers the same lead"
+        );
+        let l = lead(&a, &lead_id(&ra.0)).await;
+        assert_eq!(l["decisions"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn two_events_for_one_person_at_two_instances_make_one_lead_decided_in_turn() {
+    let Some((_db, a, b)) = two_instances().await else {
+        return;
+    };
+    for round in 0..20 {
+        let phone = format!("+91982{round:07}");
+        let (ra, rb) = tokio::join!(
+            record(&a, person(&phone, "First"), decision(vec![message(&phone)])),
+            record(
+                &b,
+                person(&phone, "Second"),
+                decision(vec![message(&phone)])
+            )
+        );
+        assert_eq!(lead_id(&ra.0), lead_id(&rb.0), "round {round}: one lead");
+        let created = [ra.1.unwrap(), rb.1.unwrap()];
+        assert_eq!(
+            created.iter().filter(|s| s.created).count(),
+            1,
+            "round {round}: the second saw the first"
+        );
+        let l = lead(&a, &lead_id(&ra.0)).await;
+        assert_eq!(l["decisions"].as_array().unwrap().len(), 2);
+        assert_eq!(l["consents"].as_array().unwrap().len(), 2);
+    }
+}
+
+#[tokio::test]
+async fn two_instances_never_claim_the_same_message_or_webhook_event() {
+    let Some((_db, a, b)) = two_instances().await else {
+        return;
+    };
+    for i in 0..200 {
+        let phone = format!("+91983{i:07}");
+        record(&a, person(&phone, "Claim"), decision(vec![message(&phone)])).await;
+    }
+    let events: Vec<(String, Value)> = (0..200)
+        .map(|i| (format!("wamid.{i}"), json!({"i": i})))
+        .collect();
+    let (na, nb) = tokio::join!(
+        a.enqueue_webhooks("acme", "whatsapp", &events),
+        b.enqueue_webhooks("acme", "whatsapp", &events)
+    );
+    assert_eq!(na.unwrap() + nb.unwrap(), 200, "each event stored once");
+    let mut messages = BTreeSet::new();
+    let mut hooks = BTreeSet::new();
+    loop {
+        let (ca, cb, wa, wb) = tokio::join!(
+            a.claim_outbox("a", 7, LEASE, GRACE, MAX_AGE),
+            b.claim_outbox("b", 7, LEASE, GRACE, MAX_AGE),
+            a.due_webhooks(7, LEASE),
+            b.due_webhooks(7, LEASE)
+        );
+        let claimed: Vec<String> = ca
+            .unwrap()
+            .into_iter()
+            .chain(cb.unwrap())
+            .map(|i| i.id)
+            .collect();
+        let due: Vec<i64> = wa
+            .unwrap()
+            .into_iter()
+            .chain(wb.unwrap())
+            .map(|w| w.id)
+            .collect();
+        if claimed.is_empty() && due.is_empty() {
+            break;
+        }
+        for id in claimed {
+            assert!(messages.insert(id), "a message claimed twice");
+        }
+        for id in due {
+            assert!(hooks.insert(id), "a webhook event handed out twice");
+        }
+    }
+    assert_eq!((messages.len(), hooks.len()), (200, 200));
+}
