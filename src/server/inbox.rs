@@ -31,6 +31,9 @@ use std::sync::{Arc, OnceLock};
 
 const SESSION_COOKIE: &str = "handoff_session";
 const LOGIN_COOKIE: &str = "handoff_login";
+/// What the last action did, shown once on the next page. A cookie rather
+/// than the URL, so that nobody can put words on the page with a link.
+const FLASH_COOKIE: &str = "handoff_flash";
 /// How long a sign-in lasts.
 const SESSION_HOURS: i64 = 12;
 
@@ -319,12 +322,12 @@ async fn list(
     Ok(render("threads.html", Value::Object(context)))
 }
 
-#[derive(Deserialize, Default)]
-struct Flash {
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    notice: Option<String>,
+/// The outcome of the last action, from its cookie: `(is_error, text)`.
+fn flash(headers: &HeaderMap) -> Option<(bool, String)> {
+    let value = cookie(headers, FLASH_COOKIE)?;
+    let (kind, text) = value.split_once(':')?;
+    let bytes = hex::decode(text).ok()?;
+    Some((kind == "error", String::from_utf8(bytes).ok()?))
 }
 
 /// What an outbox message says, for the thread view.
@@ -428,7 +431,6 @@ async fn thread(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(flash): Query<Flash>,
 ) -> Result<Response, Refusal> {
     let (session, account) = signed_in(&state, &headers).await?;
     let lead = match state.store.lead(&account.id, &id).await {
@@ -512,10 +514,23 @@ async fn thread(
     context.insert("events".into(), json!(events));
     context.insert("templates".into(), json!(templates));
     context.insert("queues".into(), json!(queues_of(&state, &[])));
-    context.insert("error".into(), json!(flash.error));
-    context.insert("notice".into(), json!(flash.notice));
+    let shown = flash(&headers);
+    let (error, notice) = match &shown {
+        Some((true, text)) => (Some(text.clone()), None),
+        Some((false, text)) => (None, Some(text.clone())),
+        None => (None, None),
+    };
+    context.insert("error".into(), json!(error));
+    context.insert("notice".into(), json!(notice));
     context.insert("lead".into(), lead);
-    Ok(render("thread.html", Value::Object(context)))
+    let mut response = render("thread.html", Value::Object(context));
+    if shown.is_some() {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(&headers, FLASH_COOKIE, "", 0, "/inbox"),
+        );
+    }
+    Ok(response)
 }
 
 /// The fields of every inbox form.
@@ -531,26 +546,23 @@ struct ActionForm {
     queue: Option<String>,
 }
 
-fn back(id: &str, result: Result<&str, String>) -> Response {
-    let (key, text) = match result {
+fn back(headers: &HeaderMap, id: &str, result: Result<&str, String>) -> Response {
+    let (kind, text) = match result {
         Ok(notice) => ("notice", notice.to_string()),
         Err(e) => ("error", e),
     };
-    let query = serde_urlencoded_pair(key, &text);
-    Redirect::to(&format!("/inbox/threads/{id}?{query}")).into_response()
-}
-
-fn serde_urlencoded_pair(key: &str, value: &str) -> String {
-    let mut out = format!("{key}=");
-    for b in value.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
+    let mut response = Redirect::to(&format!("/inbox/threads/{id}")).into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(
+            headers,
+            FLASH_COOKIE,
+            &format!("{kind}:{}", hex::encode(text)),
+            60,
+            "/inbox",
+        ),
+    );
+    response
 }
 
 fn api_message(e: ApiError) -> String {
@@ -647,7 +659,7 @@ async fn act(
                 .into_response())
         }
     };
-    Ok(back(&id, result))
+    Ok(back(&headers, &id, result))
 }
 
 #[derive(Deserialize, Default)]
