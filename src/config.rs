@@ -363,6 +363,18 @@ fn delivery_config(
         "max_backoff_seconds",
         d.max_backoff,
     )?;
+    if d.lease <= d.timeout {
+        return err(format!(
+            "delivery.lease_seconds ({:?}) must be more than delivery.timeout_seconds ({:?}): a worker must be able to finish a send within its lease",
+            d.lease, d.timeout
+        ));
+    }
+    if d.grace < d.lease {
+        return err(format!(
+            "delivery.grace_seconds ({:?}) must be at least delivery.lease_seconds ({:?})",
+            d.grace, d.lease
+        ));
+    }
     if d.grace < d.timeout {
         return err(format!(
             "delivery.grace_seconds ({:?}) must be at least delivery.timeout_seconds ({:?}): a status webhook for a send that timed out can only come after it",

@@ -177,8 +177,8 @@ rate = 1000
 
 [delivery]
 whatsapp_base = "{sandbox_base}"
-lease_seconds = 1
-grace_seconds = 3
+lease_seconds = 5
+grace_seconds = 15
 timeout_seconds = 2
 backoff_seconds = 0.05
 max_backoff_seconds = 0.5
@@ -252,8 +252,9 @@ max_backoff_seconds = 0.5
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(accepted, LEADS as u64, "every message sent");
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(accepted >= LEADS as u64, "every message sent ({accepted})");
+    // Past the grace period: a send whose status had not come would go again now.
+    tokio::time::sleep(Duration::from_secs(17)).await;
     let m = messages(client.clone(), url).await;
     let callbacks: Vec<&str> = m["messages"]
         .as_array()

@@ -124,8 +124,8 @@ app_secrets = ["env:META_SECRET"]
 [delivery]
 backoff_seconds = 0.05
 max_backoff_seconds = 0.2
-lease_seconds = 1
-grace_seconds = 2
+lease_seconds = 2
+grace_seconds = 3
 timeout_seconds = 1
 pair_interval_seconds = 0.2
 {extra}
@@ -494,7 +494,7 @@ async fn a_send_that_times_out_waits_for_its_status_and_is_not_sent_twice() {
         .await;
     assert!(whatsapp(&lead)[0]["message_id"].is_string());
     // Past the grace period: still one send.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(s.sandbox().await["accepted"], 1);
     assert_eq!(whatsapp(&s.lead(id).await)[0]["attempts"], 1);
 }

@@ -85,6 +85,9 @@ async fn run(state: Arc<AppState>, delivery: Arc<Delivery>) {
                 continue;
             }
         };
+        // The lease runs from here; a send that could not finish within it
+        // is not started (see `in_lease`).
+        let claimed = std::time::Instant::now();
         if items.is_empty() {
             tokio::select! {
                 _ = state.outbox.notified() => {}
@@ -98,7 +101,7 @@ async fn run(state: Arc<AppState>, delivery: Arc<Delivery>) {
             };
             let (state, delivery) = (state.clone(), delivery.clone());
             tokio::spawn(async move {
-                let outcome = attempt(&state, &delivery, &item).await;
+                let outcome = attempt(&state, &delivery, &item, claimed).await;
                 count(&state, &item, &outcome);
                 let deferred = matches!(outcome, SendOutcome::Deferred { .. });
                 match state
@@ -153,7 +156,21 @@ fn later(wait: Duration) -> chrono::DateTime<Utc> {
     Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()
 }
 
-async fn attempt(state: &AppState, delivery: &Delivery, item: &OutboxItem) -> SendOutcome {
+/// Whether a send started now would end (answer or timeout) before the
+/// lease runs out. A send that might outlive its lease is not started: once
+/// the lease and the grace period are over, another worker may claim the
+/// message, and two sends could both reach Meta.
+fn in_lease(state: &AppState, claimed: std::time::Instant) -> bool {
+    let d = &state.config.delivery;
+    claimed.elapsed() + d.timeout < d.lease
+}
+
+async fn attempt(
+    state: &AppState,
+    delivery: &Delivery,
+    item: &OutboxItem,
+    claimed: std::time::Instant,
+) -> SendOutcome {
     let Some(account) = state.config.accounts.iter().find(|a| a.id == item.account) else {
         return SendOutcome::Failed {
             code: None,
@@ -162,8 +179,8 @@ async fn attempt(state: &AppState, delivery: &Delivery, item: &OutboxItem) -> Se
         };
     };
     match item.kind.as_str() {
-        "whatsapp" => send_whatsapp(state, delivery, account, item).await,
-        "notify" => send_notify(state, delivery, account, item).await,
+        "whatsapp" => send_whatsapp(state, delivery, account, item, claimed).await,
+        "notify" => send_notify(state, delivery, account, item, claimed).await,
         other => SendOutcome::Failed {
             code: None,
             error: format!("unknown outbox kind `{other}`"),
@@ -254,6 +271,7 @@ async fn send_whatsapp(
     delivery: &Delivery,
     account: &Account,
     item: &OutboxItem,
+    claimed: std::time::Instant,
 ) -> SendOutcome {
     let Some(route) = delivery.routes.get(&account.id) else {
         return failed(format!("no WhatsApp route for account `{}`", account.id));
@@ -289,6 +307,9 @@ async fn send_whatsapp(
         .limiter
         .acquire(&number.phone_number_id, number.rate)
         .await;
+    if !in_lease(state, claimed) {
+        return SendOutcome::Deferred { at: Utc::now() };
+    }
     let message = OutboundMessage {
         to: to.clone(),
         content,
@@ -395,6 +416,7 @@ async fn send_notify(
     delivery: &Delivery,
     account: &Account,
     item: &OutboxItem,
+    claimed: std::time::Instant,
 ) -> SendOutcome {
     let Some(name) = item.payload.get("endpoint").and_then(Value::as_str) else {
         return failed("a notification without an endpoint");
@@ -437,6 +459,9 @@ async fn send_notify(
         allow_private: config.allow_private,
         timeout: state.config.delivery.timeout,
     };
+    if !in_lease(state, claimed) {
+        return SendOutcome::Deferred { at: Utc::now() };
+    }
     let event = item
         .payload
         .get("event")
