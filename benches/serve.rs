@@ -1,7 +1,9 @@
 //! Load test of `handoff serve` on this machine, over real HTTP on loopback:
 //! durable `POST /v1/leads` (committed to SQLite before the answer) at 64
 //! concurrent connections, and `POST /v1/dry-run` against a trivial axum
-//! handler measured in the same run.
+//! handler measured in the same run. With `HANDOFF_BENCH_POSTGRES_URL` set
+//! (a server on this machine), durable intake is measured on PostgreSQL too,
+//! in a fresh schema dropped afterwards, and printed beside SQLite's.
 //!
 //! Run: `cargo bench --bench serve`. The README gives the figures. Bounded:
 //! a fixed number of requests, loopback only.
@@ -121,6 +123,43 @@ fn lead(i: usize) -> Value {
     })
 }
 
+/// Starts `handoff serve` in this process on `database`; returns its base URL.
+async fn start(root: &std::path::Path, database: String) -> String {
+    let env: BTreeMap<String, String> = [("HANDOFF_DEMO_API_KEY".to_string(), KEY.to_string())]
+        .into_iter()
+        .collect();
+    let flags = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        database: Some(database),
+        rules: Some(root.join("rules")),
+    };
+    let mut config = Config::load(None, &env, &flags).expect("config");
+    config.templates = Some(root.join("templates"));
+    let state = handoff::server::state(config).await.expect("state");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(handoff::server::serve(
+        state,
+        listener,
+        std::future::pending(),
+    ));
+    base
+}
+
+/// Runs one statement on the PostgreSQL server at `url`.
+async fn postgres(url: &str, sql: &str) {
+    use sqlx_core::connection::Connection;
+    let mut c = sqlx_postgres::PgConnection::connect(url)
+        .await
+        .expect("HANDOFF_BENCH_POSTGRES_URL: cannot connect");
+    sqlx_core::query::query::<sqlx_postgres::Postgres>(sql)
+        .execute(&mut c)
+        .await
+        .expect("statement");
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -129,18 +168,7 @@ fn main() {
     runtime.block_on(async {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let dir = tempfile::tempdir().expect("temp dir");
-        let env: BTreeMap<String, String> = [("HANDOFF_DEMO_API_KEY".to_string(), KEY.to_string())].into_iter().collect();
-        let flags = Overrides {
-            listen: Some("127.0.0.1:0".into()),
-            database: Some(format!("sqlite://{}", dir.path().join("bench.db").display())),
-            rules: Some(root.join("rules")),
-        };
-        let mut config = Config::load(None, &env, &flags).expect("config");
-        config.templates = Some(root.join("templates"));
-        let state = handoff::server::state(config).await.expect("state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(handoff::server::serve(state, listener, std::future::pending()));
+        let base = start(&root, format!("sqlite://{}", dir.path().join("bench.db").display())).await;
         // The yardstick: a trivial axum handler that parses the same JSON and answers it.
         let trivial = axum::Router::new().route("/echo", axum::routing::post(|axum::Json(v): axum::Json<Value>| async move { axum::Json(json!({"ok": v.is_object()})) }));
         let trivial_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -173,8 +201,30 @@ fn main() {
         // delivery worker sends what it decides to the built-in sandbox).
         load(&client, &format!("{base}/v1/leads"), 500, Arc::new(|i| lead(1_000_000 + i))).await;
         let leads = load(&client, &format!("{base}/v1/leads"), n, Arc::new(lead)).await;
+        // The same on PostgreSQL: a server of its own (and its own delivery
+        // worker) on a fresh schema; the SQLite server's worker still sends
+        // in the background, at its number's 80 messages a second.
+        let on_postgres = match std::env::var("HANDOFF_BENCH_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => {
+                let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
+                postgres(&url, &format!("CREATE SCHEMA {schema}")).await;
+                let sep = if url.contains('?') { '&' } else { '?' };
+                let pg = start(&root, format!("{url}{sep}options=-c%20search_path%3D{schema}")).await;
+                load(&client, &format!("{pg}/v1/leads"), 500, Arc::new(|i| lead(1_000_000 + i))).await;
+                let run = load(&client, &format!("{pg}/v1/leads"), n, Arc::new(lead)).await;
+                postgres(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+                Some(run)
+            }
+            _ => {
+                eprintln!("skipping PostgreSQL: set HANDOFF_BENCH_POSTGRES_URL=postgres://... to measure intake on it too");
+                None
+            }
+        };
         println!("\n== handoff serve on loopback, {CONNECTIONS} concurrent connections ==");
-        println!("{}", leads.line("POST /v1/leads (durable)"));
+        println!("{}", leads.line("POST /v1/leads (durable, SQLite)"));
+        if let Some(pg) = &on_postgres {
+            println!("{}", pg.line("POST /v1/leads (durable, PostgreSQL)"));
+        }
         println!("{}", dry.line("POST /v1/dry-run"));
         println!("{}", echo.line("trivial axum handler"));
         println!(

@@ -29,7 +29,7 @@ const LEADS: usize = 5_000;
 const INBOUND: usize = 300;
 /// Every this many leads, the request goes to both instances at once.
 const TWICE_EVERY: usize = 5;
-const GRACE_SECONDS: u64 = 10;
+const GRACE_SECONDS: u64 = 30;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -354,7 +354,7 @@ rate = 1000
 
 [delivery]
 whatsapp_base = "{sandbox_base}"
-lease_seconds = 1
+lease_seconds = 5
 grace_seconds = {GRACE_SECONDS}
 timeout_seconds = 2
 backoff_seconds = 0.05

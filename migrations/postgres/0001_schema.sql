@@ -105,7 +105,8 @@ CREATE TABLE outbox (
     replaces      TEXT,                      -- the message this one falls back from
     updated_at    TIMESTAMPTZ
 );
-CREATE INDEX outbox_pending ON outbox (state, created_at);
+-- The claim reads each state oldest first.
+CREATE INDEX outbox_pending ON outbox (state, created_at, id);
 CREATE INDEX outbox_message ON outbox (message_id);
 CREATE INDEX outbox_lead ON outbox (lead_id);
 CREATE INDEX outbox_replaces ON outbox (replaces) WHERE replaces IS NOT NULL;

@@ -344,27 +344,23 @@ pub fn spawn_worker(state: Arc<AppState>) {
                 }
             };
             let idle = due.is_empty();
-            for event in due {
-                let outcome = process(&state, &event).await;
-                let attempts = event.attempts + 1;
-                let (error, give_up) = match &outcome {
-                    Ok(()) => (None, false),
-                    Err(Refused::Retry(e)) => (Some(e.as_str()), attempts >= 8),
-                    Err(Refused::Permanent(e)) => (Some(e.as_str()), true),
-                };
-                if let Some(e) = error {
-                    tracing::warn!(source = %event.source, attempts, "webhook event not processed: {e}");
-                }
-                // Backoff: 2, 4, 8 ... seconds, at most ten minutes.
-                let retry = Duration::from_secs((1u64 << attempts.clamp(1, 9) as u32).min(600));
-                if let Err(e) = state
-                    .store
-                    .finish_webhook(event.id, error, give_up, retry)
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot mark a webhook event");
-                }
+            // Delivery statuses each touch one message and only move it
+            // forward, so they are applied together rather than in turn: a
+            // burst of sends brings two statuses each, and a status applied
+            // after the grace period would let an uncertain send go again.
+            // Everything else stays in order (a user's messages decide in turn).
+            let (statuses, others): (Vec<_>, Vec<_>) = due.into_iter().partition(|e| {
+                e.source.as_str() == "whatsapp" && e.source_id.starts_with("status:")
+            });
+            let mut applying = tokio::task::JoinSet::new();
+            for event in statuses {
+                let state = state.clone();
+                applying.spawn(async move { handle(&state, &event).await });
             }
+            for event in others {
+                handle(&state, &event).await;
+            }
+            while applying.join_next().await.is_some() {}
             if idle {
                 tokio::select! {
                     _ = state.work.notified() => {},
@@ -373,6 +369,29 @@ pub fn spawn_worker(state: Arc<AppState>) {
             }
         }
     });
+}
+
+/// Processes one stored event and records how it went.
+async fn handle(state: &Arc<AppState>, event: &PendingWebhook) {
+    let outcome = process(state, event).await;
+    let attempts = event.attempts + 1;
+    let (error, give_up) = match &outcome {
+        Ok(()) => (None, false),
+        Err(Refused::Retry(e)) => (Some(e.as_str()), attempts >= 8),
+        Err(Refused::Permanent(e)) => (Some(e.as_str()), true),
+    };
+    if let Some(e) = error {
+        tracing::warn!(source = %event.source, attempts, "webhook event not processed: {e}");
+    }
+    // Backoff: 2, 4, 8 ... seconds, at most ten minutes.
+    let retry = Duration::from_secs((1u64 << attempts.clamp(1, 9) as u32).min(600));
+    if let Err(e) = state
+        .store
+        .finish_webhook(event.id, error, give_up, retry)
+        .await
+    {
+        tracing::error!(error = %e, "cannot mark a webhook event");
+    }
 }
 
 /// Why an event was not processed: retried later, unless it never can be.

@@ -58,10 +58,17 @@ use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Connections each instance keeps at most. Intake holds one per request in
-/// flight for a few milliseconds; two instances at this size use a third of
-/// PostgreSQL's default `max_connections` (100).
+/// Connections each instance keeps at most for requests. Intake holds one
+/// per request in flight for a few milliseconds.
 const POOL_SIZE: u32 = 16;
+
+/// Connections of the delivery worker's pool (see [`Postgres::delivery`]).
+const DELIVERY_POOL_SIZE: u32 = 6;
+
+/// Connections of the webhook worker's pool (see [`Postgres::worker`]).
+/// With the two above, an instance uses at most 28 of PostgreSQL's default
+/// `max_connections` (100).
+const WORKER_POOL_SIZE: u32 = 6;
 
 /// How often a transaction PostgreSQL aborted to break a deadlock is run again.
 const RETRIES: usize = 5;
@@ -81,9 +88,19 @@ impl From<sqlx_core::Error> for StoreError {
     }
 }
 
-/// A PostgreSQL database: a pool of connections.
+/// A PostgreSQL database: two pools of connections.
 pub struct Postgres {
     pool: PgPool,
+    /// The webhook worker's calls (claiming and finishing events, applying
+    /// statuses and consents): it works through events one at a time, and
+    /// in the shared pool each of its statements would queue behind every
+    /// request and delivery in flight. Delivery statuses must be applied
+    /// within the grace period, or an uncertain send goes out again.
+    worker: PgPool,
+    /// The delivery worker's claims and outcomes: up to 128 messages are in
+    /// flight, and their outcomes would otherwise take every connection
+    /// intake needs.
+    delivery: PgPool,
     /// The URL, password hidden, for `Debug`.
     url: String,
 }
@@ -192,9 +209,17 @@ impl Postgres {
         let pool = PgPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError(format!("cannot connect: {e}")))?;
+        let worker = PgPoolOptions::new()
+            .max_connections(WORKER_POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options.clone());
+        let delivery = PgPoolOptions::new()
+            .max_connections(DELIVERY_POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(options);
         let migrator = Migrator::new(Embedded)
             .await
             .map_err(|e| StoreError(format!("reading the migrations: {e}")))?;
@@ -204,7 +229,12 @@ impl Postgres {
                 "migrating the database: {e} (a database migrated by a newer handoff is refused)"
             ))
         })?;
-        Ok(Postgres { pool, url: shown })
+        Ok(Postgres {
+            pool,
+            worker,
+            delivery,
+            url: shown,
+        })
     }
 
     pub async fn ping(&self) -> bool {
@@ -398,7 +428,7 @@ impl Postgres {
             .bind(Utc::now())
             .bind(ahead(lease))
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.worker)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
@@ -434,7 +464,7 @@ impl Postgres {
             .bind(error)
             .bind(now)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.worker)
             .await?;
         Ok(())
     }
@@ -459,7 +489,7 @@ impl Postgres {
     }
 
     async fn apply_status_once(&self, account: &str, status: &StatusRecord) -> Sql<StatusApplied> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.worker.begin().await?;
         let applied = apply_status(&mut tx, account, status).await?;
         tx.commit().await?;
         Ok(applied)
@@ -484,7 +514,7 @@ impl Postgres {
         grace: Duration,
         max_age: Duration,
     ) -> Sql<Vec<OutboxItem>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.delivery.begin().await?;
         let now = Utc::now();
         // Automation stops talking the moment a person takes the thread over.
         // SKIP LOCKED everywhere here: a claim never waits for another
@@ -496,17 +526,24 @@ impl Postgres {
             .execute(&mut *tx)
             .await?;
         q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = $1 \
-           WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND created_at < $2 FOR UPDATE SKIP LOCKED)")
+           WHERE id = ANY (ARRAY (SELECT id FROM outbox WHERE state = 'pending' AND created_at < $2 \
+             ORDER BY state, created_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED))")
             .bind(now)
             .bind(ago(max_age))
             .execute(&mut *tx)
             .await?;
-        let rows = q("UPDATE outbox o SET state = 'sending', lease_owner = $1, lease_until = $2, sending_since = $3, attempts = o.attempts + 1, updated_at = $3 \
-             FROM (SELECT id FROM outbox \
-               WHERE (state = 'pending' AND (next_attempt IS NULL OR next_attempt <= $3)) \
-                  OR (state = 'sending' AND lease_until <= $3 AND (sending_since IS NULL OR sending_since <= $4)) \
-               ORDER BY created_at, id LIMIT $5 FOR UPDATE SKIP LOCKED) due \
-             WHERE o.id = due.id \
+        // Pending and stale sending messages are looked up apart, each the
+        // oldest first along `outbox_pending`: one query with an OR sorted
+        // the whole backlog on every claim (20 ms at 20,000 waiting).
+        let rows = q("WITH pending AS (SELECT id, created_at FROM outbox \
+               WHERE state = 'pending' AND (next_attempt IS NULL OR next_attempt <= $3) \
+               ORDER BY state, created_at, id LIMIT $5 FOR UPDATE SKIP LOCKED), \
+             stale AS (SELECT id, created_at FROM outbox \
+               WHERE state = 'sending' AND lease_until <= $3 AND (sending_since IS NULL OR sending_since <= $4) \
+               ORDER BY state, created_at, id LIMIT $5 FOR UPDATE SKIP LOCKED), \
+             due AS (SELECT id FROM (SELECT * FROM pending UNION ALL SELECT * FROM stale) c ORDER BY created_at, id LIMIT $5) \
+             UPDATE outbox o SET state = 'sending', lease_owner = $1, lease_until = $2, sending_since = $3, attempts = o.attempts + 1, updated_at = $3 \
+             WHERE o.id = ANY (ARRAY (SELECT id FROM due)) \
              RETURNING o.id, o.account_id, o.lead_id, o.kind, o.payload, o.attempts, o.created_at")
             .bind(owner)
             .bind(ahead(lease))
@@ -547,7 +584,7 @@ impl Postgres {
         item: &OutboxItem,
         outcome: &SendOutcome,
     ) -> Sql<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.delivery.begin().await?;
         let finished = finish_outbox(&mut tx, owner, item, outcome).await?;
         tx.commit().await?;
         Ok(finished)
@@ -580,7 +617,7 @@ impl Postgres {
         .bind(endpoint)
         .bind(Utc::now())
         .bind(reason)
-        .execute(&self.pool))?;
+        .execute(&self.delivery))?;
         Ok(())
     }
 
@@ -616,7 +653,7 @@ impl Postgres {
         value: &str,
         consent: &ConsentRecord,
     ) -> Sql<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.worker.begin().await?;
         let identity = [(kind.to_string(), value.to_string())];
         let found = lock_leads(&mut tx, account, &identity).await?;
         let Some((lead_id, _)) = found.into_iter().next() else {
