@@ -883,3 +883,130 @@ async fn two_instances_never_claim_the_same_message_or_webhook_event() {
     }
     assert_eq!((messages.len(), hooks.len()), (200, 200));
 }
+
+#[tokio::test]
+async fn the_inbox_keeps_operators_sessions_threads_and_the_trail_alike() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let op = store
+            .create_operator("acme", "Priya@Acme.example", "Priya", "$argon2id$fake")
+            .await
+            .unwrap();
+        assert_eq!(op.email, "priya@acme.example", "{name}");
+        assert!(
+            store
+                .create_operator("acme", "priya@acme.example", "Again", "x")
+                .await
+                .is_err(),
+            "{name}: an email is one operator"
+        );
+        let login = store
+            .operator_login("PRIYA@acme.example")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(login.password_hash, "$argon2id$fake", "{name}");
+        let later = chrono::Utc::now() + chrono::Duration::hours(1);
+        store
+            .create_session(&op.id, "h1", "c1", later)
+            .await
+            .unwrap();
+        let session = store.session("h1").await.unwrap().unwrap();
+        assert_eq!(
+            (session.operator.name.as_str(), session.csrf.as_str()),
+            ("Priya", "c1"),
+            "{name}"
+        );
+        let past = chrono::Utc::now() - chrono::Duration::hours(1);
+        store
+            .create_session(&op.id, "h2", "c2", past)
+            .await
+            .unwrap();
+        assert!(
+            store.session("h2").await.unwrap().is_none(),
+            "{name}: expired"
+        );
+        store.end_session("h1").await.unwrap();
+        assert!(
+            store.session("h1").await.unwrap().is_none(),
+            "{name}: signed out"
+        );
+
+        let (recorded, _) = record(
+            &store,
+            person("+919800000500", "Aisha"),
+            decision(Vec::new()),
+        )
+        .await;
+        let lead = lead_id(&recorded);
+        let all = handoff::store::inbox::ThreadFilter {
+            limit: 50,
+            ..Default::default()
+        };
+        let threads = store.threads("acme", Some(&op.id), &all).await.unwrap();
+        assert_eq!(threads.len(), 1, "{name}");
+        assert_eq!(threads[0]["unread"], true, "{name}");
+        store.mark_read(&op.id, &lead).await.unwrap();
+        let threads = store.threads("acme", Some(&op.id), &all).await.unwrap();
+        assert_eq!(threads[0]["unread"], false, "{name}");
+        assert!(
+            store
+                .threads("globex", None, &all)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+
+        assert!(store
+            .set_thread_owner("acme", &lead, true, "Priya")
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .set_thread_owner("globex", &lead, true, "Omar")
+                .await
+                .unwrap(),
+            "{name}"
+        );
+        assert!(store
+            .reassign("acme", &lead, "events-senior", "Priya")
+            .await
+            .unwrap());
+        assert!(store
+            .add_note("acme", &lead, "Priya", "call after 6")
+            .await
+            .unwrap());
+        let payload = serde_json::json!({"to": "+919800000500", "outcome": "session", "text": "Hi", "template": null, "sender": null, "by": "Priya"});
+        let outbox = store
+            .queue_reply("acme", &lead, "Priya", &payload, "Hi")
+            .await
+            .unwrap();
+        assert!(outbox.is_some(), "{name}");
+        let human = handoff::store::inbox::ThreadFilter {
+            state: Some("human".into()),
+            queue: Some("events-senior".into()),
+            limit: 50,
+            ..Default::default()
+        };
+        let threads = store.threads("acme", None, &human).await.unwrap();
+        assert_eq!(threads.len(), 1, "{name}");
+        assert_eq!(threads[0]["taken_by"], "Priya", "{name}");
+        assert_eq!(threads[0]["last_text"], "Hi", "{name}");
+        let kinds: Vec<String> = store
+            .thread_events("acme", &lead)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kinds, ["takeover", "reassign", "note", "reply"], "{name}");
+        let state = store.lead_state("acme", &lead).await.unwrap().unwrap();
+        assert!(state.human, "{name}");
+        assert!(
+            store.lead_state("globex", &lead).await.unwrap().is_none(),
+            "{name}"
+        );
+    }
+}

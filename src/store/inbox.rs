@@ -46,11 +46,6 @@ pub struct ThreadFilter {
     pub limit: i64,
 }
 
-/// The inbox's store methods a backend does not have yet.
-fn not_yet() -> StoreError {
-    StoreError("the inbox is not available on this database backend yet".into())
-}
-
 /// The thread states a list can be filtered by.
 pub const THREAD_STATES: [&str; 4] = ["automated", "human", "blocked", "failed"];
 
@@ -63,23 +58,12 @@ impl Store {
         name: &str,
         password_hash: &str,
     ) -> Result<Operator, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => {
-                db.create_operator(account, email, name, password_hash)
-                    .await
-            }
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.create_operator(account, email, name, password_hash)                     .await)
     }
 
     /// The operator with this email, with their password hash.
     pub async fn operator_login(&self, email: &str) -> Result<Option<OperatorLogin>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.operator_login(email).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.operator_login(email).await)
     }
 
     /// Starts a session; only the token's hash is kept.
@@ -90,32 +74,17 @@ impl Store {
         csrf: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => {
-                db.create_session(operator_id, token_hash, csrf, expires_at)
-                    .await
-            }
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.create_session(operator_id, token_hash, csrf, expires_at)                     .await)
     }
 
     /// The live session with this token hash, if any.
     pub async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.session(token_hash).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.session(token_hash).await)
     }
 
     /// Ends a session (sign-out).
     pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.end_session(token_hash).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.end_session(token_hash).await)
     }
 
     /// An account's threads, newest activity first, with whether `reader`
@@ -126,20 +95,12 @@ impl Store {
         reader: Option<&str>,
         filter: &ThreadFilter,
     ) -> Result<Vec<Value>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.threads(account, reader, filter).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.threads(account, reader, filter).await)
     }
 
     /// Notes that `operator` has seen the thread as it is now.
     pub async fn mark_read(&self, operator_id: &str, lead_id: &str) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.mark_read(operator_id, lead_id).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.mark_read(operator_id, lead_id).await)
     }
 
     /// The lead as the engine sees it (for template previews); `None` when
@@ -149,11 +110,7 @@ impl Store {
         account: &str,
         id: &str,
     ) -> Result<Option<LeadState>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.lead_state(account, id).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.lead_state(account, id).await)
     }
 
     /// What people did on the thread, oldest first.
@@ -162,11 +119,7 @@ impl Store {
         account: &str,
         lead_id: &str,
     ) -> Result<Vec<Value>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.thread_events(account, lead_id).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.thread_events(account, lead_id).await)
     }
 
     /// Adds a note to the thread; false when the account has no such lead.
@@ -177,11 +130,7 @@ impl Store {
         actor: &str,
         text: &str,
     ) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.add_note(account, lead_id, actor, text).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.add_note(account, lead_id, actor, text).await)
     }
 
     /// A person takes the thread over (`human`) or gives it back, on the
@@ -193,11 +142,7 @@ impl Store {
         human: bool,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.set_thread_owner(account, lead_id, human, actor).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.set_thread_owner(account, lead_id, human, actor).await)
     }
 
     /// Moves the thread to another queue, on the thread's trail.
@@ -208,11 +153,7 @@ impl Store {
         queue: &str,
         actor: &str,
     ) -> Result<bool, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.reassign(account, lead_id, queue, actor).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.reassign(account, lead_id, queue, actor).await)
     }
 
     /// Queues a person's WhatsApp reply (sent even though the thread is
@@ -227,10 +168,6 @@ impl Store {
         payload: &Value,
         text: &str,
     ) -> Result<Option<String>, StoreError> {
-        match &self.backend {
-            Backend::Sqlite(db) => db.queue_reply(account, lead_id, actor, payload, text).await,
-            #[allow(unreachable_patterns)]
-            _ => Err(not_yet()),
-        }
+        on_backend!(self, db => db.queue_reply(account, lead_id, actor, payload, text).await)
     }
 }

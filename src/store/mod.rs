@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub mod inbox;
 pub mod postgres;
+mod postgres_inbox;
 pub mod sqlite;
 mod sqlite_inbox;
 
@@ -62,6 +62,9 @@ macro_rules! on_backend {
         }
     };
 }
+
+// After the macro: the inbox's methods dispatch with it too.
+pub mod inbox;
 
 /// An event that adds to a lead: who (identities), what they said, what they
 /// consented to, and the source ID that makes it safe to receive twice.

@@ -71,16 +71,23 @@ const DELIVERY_POOL_SIZE: u32 = 6;
 const WORKER_POOL_SIZE: u32 = 6;
 
 /// How often a transaction PostgreSQL aborted to break a deadlock is run again.
-const RETRIES: usize = 5;
+pub(super) const RETRIES: usize = 5;
 
 /// The schema, in order: (version, name, SQL), applied by sqlx's migrator.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "schema",
-    include_str!("../../migrations/postgres/0001_schema.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "schema",
+        include_str!("../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        2,
+        "inbox",
+        include_str!("../../migrations/postgres/0002_inbox.sql"),
+    ),
+];
 
-type Sql<T> = Result<T, sqlx_core::Error>;
+pub(super) type Sql<T> = Result<T, sqlx_core::Error>;
 
 impl From<sqlx_core::Error> for StoreError {
     fn from(e: sqlx_core::Error) -> Self {
@@ -90,7 +97,7 @@ impl From<sqlx_core::Error> for StoreError {
 
 /// A PostgreSQL database: two pools of connections.
 pub struct Postgres {
-    pool: PgPool,
+    pub(super) pool: PgPool,
     /// The webhook worker's calls (claiming and finishing events, applying
     /// statuses and consents): it works through events one at a time, and
     /// in the shared pool each of its statements would queue behind every
@@ -112,12 +119,12 @@ impl std::fmt::Debug for Postgres {
 }
 
 /// One statement with its parameters still to bind.
-fn q(sql: &str) -> Query<'_, sqlx_postgres::Postgres, PgArguments> {
+pub(super) fn q(sql: &str) -> Query<'_, sqlx_postgres::Postgres, PgArguments> {
     sqlx_core::query::query(sql)
 }
 
 /// As the SQLite store writes times: RFC 3339, microseconds, UTC.
-fn time_text(t: DateTime<Utc>) -> String {
+pub(super) fn time_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
@@ -135,7 +142,7 @@ fn json_text(text: &str) -> Value {
 
 /// Whether PostgreSQL aborted the transaction to break a deadlock or a
 /// serialization conflict, so that running it again can succeed.
-fn retryable(e: &sqlx_core::Error) -> bool {
+pub(super) fn retryable(e: &sqlx_core::Error) -> bool {
     match e {
         sqlx_core::Error::Database(d) => matches!(d.code().as_deref(), Some("40P01" | "40001")),
         _ => false,
@@ -743,7 +750,7 @@ async fn find_leads(
 
 /// The lead `id` is now: itself, or the lead it was merged into; `None`
 /// when the account has no such lead. Reads without locking.
-async fn survivor(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<String>> {
+pub(super) async fn survivor(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<String>> {
     let mut id = id.to_string();
     // Merges chain only as far as leads were merged in turn; a few steps at most.
     for _ in 0..8 {
@@ -765,7 +772,11 @@ async fn survivor(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<S
 /// no such lead. Only the survivor is locked (a merged row is left alone, as
 /// a merge updates those), and it is checked not to have been merged itself
 /// while we waited.
-async fn lock_survivor(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<String>> {
+pub(super) async fn lock_survivor(
+    c: &mut PgConnection,
+    account: &str,
+    id: &str,
+) -> Sql<Option<String>> {
     let mut id = id.to_string();
     for _ in 0..8 {
         let Some(s) = survivor(c, account, &id).await? else {
@@ -1104,6 +1115,7 @@ async fn merge_into(c: &mut PgConnection, survivor: &str, other: &str) -> Sql<()
         "UPDATE messages SET lead_id = $1 WHERE lead_id = $2",
         "UPDATE decisions SET lead_id = $1 WHERE lead_id = $2",
         "UPDATE outbox SET lead_id = $1 WHERE lead_id = $2",
+        "UPDATE thread_events SET lead_id = $1 WHERE lead_id = $2",
     ] {
         q(sql).bind(survivor).bind(other).execute(&mut *c).await?;
     }
@@ -1193,7 +1205,11 @@ async fn transcript_of(c: &mut PgConnection, lead_id: &str) -> Sql<Vec<Transcrip
     Ok(out)
 }
 
-async fn load_state(c: &mut PgConnection, lead_id: &str, created: bool) -> Sql<LeadState> {
+pub(super) async fn load_state(
+    c: &mut PgConnection,
+    lead_id: &str,
+    created: bool,
+) -> Sql<LeadState> {
     let consent: bool = q("SELECT granted FROM consents WHERE lead_id = $1 AND channel = 'whatsapp' ORDER BY at DESC, id DESC LIMIT 1")
         .bind(lead_id)
         .fetch_optional(&mut *c)
@@ -1587,11 +1603,11 @@ async fn rows_of(c: &mut PgConnection, sql: &'static str, lead_id: &str) -> Sql<
     q(sql).bind(lead_id).fetch_all(&mut *c).await
 }
 
-fn text_or_null(v: Option<String>) -> Value {
+pub(super) fn text_or_null(v: Option<String>) -> Value {
     v.map(Value::String).unwrap_or(Value::Null)
 }
 
-fn time_or_null(v: Option<DateTime<Utc>>) -> Value {
+pub(super) fn time_or_null(v: Option<DateTime<Utc>>) -> Value {
     v.map(|t| Value::String(time_text(t)))
         .unwrap_or(Value::Null)
 }

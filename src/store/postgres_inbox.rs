@@ -1,0 +1,377 @@
+//! The inbox's SQL for PostgreSQL (see [`super::inbox`]); the same answers
+//! as [`super::sqlite_inbox`]. Writes that touch a thread lock its lead
+//! first, as every other write does.
+
+use super::inbox::{Operator, OperatorLogin, Session, ThreadFilter};
+use super::postgres::{
+    load_state, lock_survivor, q, survivor, text_or_null, time_or_null, time_text, Postgres, Sql,
+};
+use super::{LeadState, StoreError};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use sqlx_core::row::Row;
+use sqlx_postgres::{PgConnection, PgRow};
+
+fn operator_row(r: &PgRow) -> Sql<Operator> {
+    Ok(Operator {
+        id: r.try_get("id")?,
+        account: r.try_get("account_id")?,
+        email: r.try_get("email")?,
+        name: r.try_get("name")?,
+    })
+}
+
+/// Writes one entry of the thread's trail.
+async fn trail(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    actor: &str,
+    kind: &str,
+    text: Option<&str>,
+) -> Sql<()> {
+    q("INSERT INTO thread_events (account_id, lead_id, at, actor, kind, text) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(account)
+        .bind(lead_id)
+        .bind(Utc::now())
+        .bind(actor)
+        .bind(kind)
+        .bind(text)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
+}
+
+impl Postgres {
+    pub async fn create_operator(
+        &self,
+        account: &str,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+    ) -> Result<Operator, StoreError> {
+        let operator = Operator {
+            id: uuid::Uuid::now_v7().to_string(),
+            account: account.to_string(),
+            email: email.trim().to_lowercase(),
+            name: name.trim().to_string(),
+        };
+        let inserted = q("INSERT INTO operators (id, account_id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email) DO NOTHING")
+            .bind(&operator.id)
+            .bind(&operator.account)
+            .bind(&operator.email)
+            .bind(&operator.name)
+            .bind(password_hash)
+            .bind(Utc::now())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError(format!(
+                "an operator with the email `{}` exists already",
+                operator.email
+            )));
+        }
+        Ok(operator)
+    }
+
+    pub async fn operator_login(&self, email: &str) -> Result<Option<OperatorLogin>, StoreError> {
+        let row =
+            q("SELECT id, account_id, email, name, password_hash FROM operators WHERE email = $1")
+                .bind(email.trim().to_lowercase())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            Some(r) => Some(OperatorLogin {
+                operator: operator_row(&r)?,
+                password_hash: r.try_get("password_hash")?,
+            }),
+            None => None,
+        })
+    }
+
+    pub async fn create_session(
+        &self,
+        operator_id: &str,
+        token_hash: &str,
+        csrf: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let now = Utc::now();
+        // Expired sessions are cleared as new ones start.
+        q("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        q("INSERT INTO sessions (token_hash, operator_id, csrf, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(token_hash)
+            .bind(operator_id)
+            .bind(csrf)
+            .bind(now)
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
+        let row = q("SELECT o.id, o.account_id, o.email, o.name, s.csrf, s.expires_at FROM sessions s \
+                     JOIN operators o ON o.id = s.operator_id WHERE s.token_hash = $1 AND s.expires_at > $2")
+            .bind(token_hash)
+            .bind(Utc::now())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some(Session {
+                operator: operator_row(&r)?,
+                csrf: r.try_get("csrf")?,
+                expires_at: r.try_get("expires_at")?,
+            }),
+            None => None,
+        })
+    }
+
+    pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        q("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn threads(
+        &self,
+        account: &str,
+        reader: Option<&str>,
+        filter: &ThreadFilter,
+    ) -> Result<Vec<Value>, StoreError> {
+        let pattern = filter
+            .q
+            .as_deref()
+            .map(|q| format!("%{}%", q.trim().replace(['%', '_'], "")));
+        let rows = q("SELECT * FROM ( \
+                   SELECT l.id, l.name, l.phone, l.channel, l.playbook, l.updated_at AS activity_at, \
+                     t.state, t.queue, t.flag, t.last_inbound_at, t.taken_by, \
+                     (SELECT d.decision::json -> 'handoff' ->> 'outcome' FROM decisions d \
+                        WHERE d.lead_id = l.id ORDER BY d.at DESC, d.id DESC LIMIT 1) AS outcome, \
+                     (SELECT m.text FROM messages m WHERE m.lead_id = l.id ORDER BY m.at DESC, m.id DESC LIMIT 1) AS last_text, \
+                     (SELECT r.read_at FROM thread_reads r WHERE r.lead_id = l.id AND r.operator_id = $2) AS read_at \
+                   FROM leads l JOIN threads t ON t.lead_id = l.id \
+                   WHERE l.account_id = $1 AND l.merged_into IS NULL \
+                     AND ($3::text IS NULL OR t.queue = $3) \
+                     AND ($4::text IS NULL OR l.playbook = $4) \
+                     AND ($5::text IS NULL OR l.name ILIKE $5 OR l.phone ILIKE $5) \
+                 ) AS x WHERE ($6::text IS NULL \
+                     OR ($6 = 'human' AND state = 'human') \
+                     OR ($6 = 'failed' AND flag IS NOT NULL) \
+                     OR ($6 = 'blocked' AND outcome LIKE 'blocked%') \
+                     OR ($6 = 'automated' AND state = 'automated' AND flag IS NULL AND COALESCE(outcome, '') NOT LIKE 'blocked%')) \
+                 ORDER BY activity_at DESC, id DESC LIMIT $7")
+            .bind(account)
+            .bind(reader)
+            .bind(&filter.queue)
+            .bind(&filter.playbook)
+            .bind(pattern)
+            .bind(&filter.state)
+            .bind(filter.limit.clamp(1, 500))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let activity: DateTime<Utc> = r.try_get("activity_at")?;
+            let read: Option<DateTime<Utc>> = r.try_get("read_at")?;
+            out.push(json!({
+                "lead_id": r.try_get::<String, _>("id")?,
+                "name": text_or_null(r.try_get("name")?),
+                "phone": text_or_null(r.try_get("phone")?),
+                "channel": text_or_null(r.try_get("channel")?),
+                "playbook": text_or_null(r.try_get("playbook")?),
+                "state": r.try_get::<String, _>("state")?,
+                "queue": text_or_null(r.try_get("queue")?),
+                "flag": text_or_null(r.try_get("flag")?),
+                "taken_by": text_or_null(r.try_get("taken_by")?),
+                "outcome": text_or_null(r.try_get("outcome")?),
+                "last_inbound_at": time_or_null(r.try_get("last_inbound_at")?),
+                "last_text": text_or_null(r.try_get("last_text")?),
+                "activity_at": time_text(activity),
+                "unread": read.is_none_or(|read| read < activity),
+            }));
+        }
+        Ok(out)
+    }
+
+    pub async fn mark_read(&self, operator_id: &str, lead_id: &str) -> Result<(), StoreError> {
+        q(
+            "INSERT INTO thread_reads (operator_id, lead_id, read_at) VALUES ($1, $2, $3) \
+           ON CONFLICT (operator_id, lead_id) DO UPDATE SET read_at = excluded.read_at",
+        )
+        .bind(operator_id)
+        .bind(lead_id)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn lead_state(
+        &self,
+        account: &str,
+        id: &str,
+    ) -> Result<Option<LeadState>, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        Ok(match survivor(&mut c, account, id).await? {
+            Some(id) => Some(load_state(&mut c, &id, false).await?),
+            None => None,
+        })
+    }
+
+    pub async fn thread_events(
+        &self,
+        account: &str,
+        lead_id: &str,
+    ) -> Result<Vec<Value>, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        let Some(id) = survivor(&mut c, account, lead_id).await? else {
+            return Ok(Vec::new());
+        };
+        let rows =
+            q("SELECT at, actor, kind, text FROM thread_events WHERE lead_id = $1 ORDER BY id")
+                .bind(&id)
+                .fetch_all(&mut *c)
+                .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(json!({
+                "at": time_text(r.try_get("at")?),
+                "by": r.try_get::<String, _>("actor")?,
+                "kind": r.try_get::<String, _>("kind")?,
+                "text": text_or_null(r.try_get("text")?),
+            }));
+        }
+        Ok(out)
+    }
+
+    pub async fn add_note(
+        &self,
+        account: &str,
+        lead_id: &str,
+        actor: &str,
+        text: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
+            return Ok(false);
+        };
+        trail(&mut tx, account, &id, actor, "note", Some(text)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn set_thread_owner(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
+            return Ok(false);
+        };
+        let changed = q("UPDATE threads SET state = $1, taken_by = $2, updated_at = $3 WHERE lead_id = $4 AND account_id = $5")
+            .bind(if human { "human" } else { "automated" })
+            .bind(human.then_some(actor))
+            .bind(Utc::now())
+            .bind(&id)
+            .bind(account)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 1 {
+            let kind = if human { "takeover" } else { "release" };
+            trail(&mut tx, account, &id, actor, kind, None).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub async fn reassign(
+        &self,
+        account: &str,
+        lead_id: &str,
+        queue: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
+            return Ok(false);
+        };
+        let changed = q(
+            "UPDATE threads SET queue = $1, updated_at = $2 WHERE lead_id = $3 AND account_id = $4",
+        )
+        .bind(queue)
+        .bind(Utc::now())
+        .bind(&id)
+        .bind(account)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            trail(&mut tx, account, &id, actor, "reassign", Some(queue)).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
+    pub async fn queue_reply(
+        &self,
+        account: &str,
+        lead_id: &str,
+        actor: &str,
+        payload: &Value,
+        text: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
+            return Ok(None);
+        };
+        let now = Utc::now();
+        let outbox_id = uuid::Uuid::now_v7().to_string();
+        // Every lead has a decision (each event is decided): the reply
+        // belongs to the latest, for the record.
+        q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
+           SELECT $1, $2, $3, d.id, 'whatsapp', $4, $5, FALSE, $5 FROM decisions d WHERE d.lead_id = $3 ORDER BY d.at DESC, d.id DESC LIMIT 1")
+            .bind(&outbox_id)
+            .bind(account)
+            .bind(&id)
+            .bind(payload.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        q("INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES ($1, $2, 'whatsapp', $3, $4, $5)")
+            .bind(account)
+            .bind(&id)
+            .bind(format!("operator:{actor}"))
+            .bind(text)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        // A person replied: automation stays quiet on this thread until it is released.
+        q("UPDATE threads SET state = 'human', taken_by = COALESCE(taken_by, $1), updated_at = $2 WHERE lead_id = $3")
+            .bind(actor)
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        q("UPDATE leads SET updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        trail(&mut tx, account, &id, actor, "reply", Some(text)).await?;
+        tx.commit().await?;
+        Ok(Some(outbox_id))
+    }
+}
