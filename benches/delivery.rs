@@ -4,7 +4,9 @@
 //! 80 messages a second. The sandbox's records say how fast each number
 //! went, on average and in its busiest one-second window.
 //!
-//! Run: `cargo bench --bench delivery`. Bounded: a fixed number of leads.
+//! Run: `cargo bench --bench delivery`; with `HANDOFF_BENCH_POSTGRES_URL` set
+//! the same run is made again with the store on PostgreSQL (a fresh schema,
+//! dropped afterwards). Bounded: a fixed number of leads.
 
 use handoff::config::{Config, Overrides};
 use handoff::whatsapp::{Sandbox, SandboxConfig, SandboxTemplate};
@@ -32,6 +34,18 @@ fn lead(i: usize) -> Value {
     })
 }
 
+/// Runs one statement on the PostgreSQL server at `url`.
+async fn postgres(url: &str, sql: &str) {
+    use sqlx_core::connection::Connection;
+    let mut c = sqlx_postgres::PgConnection::connect(url)
+        .await
+        .expect("HANDOFF_BENCH_POSTGRES_URL: cannot connect");
+    sqlx_core::query::query::<sqlx_postgres::Postgres>(sql)
+        .execute(&mut c)
+        .await
+        .expect("statement");
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--test" || a == "--quick");
     let per_number = if quick { 100 } else { 800 };
@@ -40,6 +54,33 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        run(
+            "SQLite",
+            format!("sqlite://{}", dir.path().join("bench.db").display()),
+            per_number,
+        )
+        .await;
+        match std::env::var("HANDOFF_BENCH_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => {
+                let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
+                postgres(&url, &format!("CREATE SCHEMA {schema}")).await;
+                let sep = if url.contains('?') { '&' } else { '?' };
+                run(
+                    "PostgreSQL",
+                    format!("{url}{sep}options=-c%20search_path%3D{schema}"),
+                    per_number,
+                )
+                .await;
+                postgres(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+            }
+            _ => eprintln!("skipping PostgreSQL: set HANDOFF_BENCH_POSTGRES_URL=postgres://... to measure delivery on it too"),
+        }
+    });
+}
+
+async fn run(label: &str, database: String, per_number: usize) {
+    {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let dir = tempfile::tempdir().expect("temp dir");
         let loaded = handoff::ruleset::load(&root.join("rules"), Some(&root.join("templates")));
@@ -56,7 +97,9 @@ fn main() {
             })
             .expect("sandbox"),
         );
-        let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let sandbox_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let sandbox_base = format!("http://{}", sandbox_listener.local_addr().expect("addr"));
         tokio::spawn(handoff::whatsapp::sandbox::serve(
             sandbox.clone(),
@@ -79,15 +122,21 @@ fn main() {
         std::fs::write(&path, file).expect("config");
         let flags = Overrides {
             listen: Some("127.0.0.1:0".into()),
-            database: Some(format!("sqlite://{}", dir.path().join("bench.db").display())),
+            database: Some(database),
             rules: Some(root.join("rules")),
         };
         let mut config = Config::load(Some(&path), &env, &flags).expect("config");
         config.templates = Some(root.join("templates"));
         let state = handoff::server::state(config).await.expect("state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(handoff::server::serve(state, listener, std::future::pending()));
+        tokio::spawn(handoff::server::serve(
+            state,
+            listener,
+            std::future::pending(),
+        ));
 
         let client = reqwest::Client::new();
         let started = Instant::now();
@@ -119,9 +168,12 @@ fn main() {
         let messages = sandbox.messages();
         let mut by_number: BTreeMap<String, Vec<chrono::DateTime<chrono::Utc>>> = BTreeMap::new();
         for m in &messages {
-            by_number.entry(m.phone_number_id.clone()).or_default().push(m.at);
+            by_number
+                .entry(m.phone_number_id.clone())
+                .or_default()
+                .push(m.at);
         }
-        println!("\n== delivery through the sandbox: {NUMBERS} numbers at {RATE} messages/s each ==");
+        println!("\n== delivery through the sandbox, store on {label}: {NUMBERS} numbers at {RATE} messages/s each ==");
         println!(
             "{total} leads taken in {:.2} s; {} messages sent in {:.2} s (limit: {:.1} s)",
             intake.as_secs_f64(),
@@ -131,7 +183,10 @@ fn main() {
         );
         for (number, mut times) in by_number {
             times.sort();
-            let span = (*times.last().expect("a send") - times[0]).num_microseconds().unwrap_or(0) as f64 / 1e6;
+            let span = (*times.last().expect("a send") - times[0])
+                .num_microseconds()
+                .unwrap_or(0) as f64
+                / 1e6;
             // The busiest one-second window, at the sandbox's clock.
             let mut busiest = 0;
             let mut j = 0;
@@ -147,5 +202,5 @@ fn main() {
                 (times.len() - 1) as f64 / span.max(1e-9),
             );
         }
-    });
+    }
 }
