@@ -526,3 +526,78 @@ max_backoff_seconds = 0.5
         started.elapsed().as_secs_f64()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_edit_reaches_every_instance_and_each_reports_its_hash() {
+    let Some(admin) = std::env::var(ENV).ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipping PostgreSQL: set {ENV}=postgres://...");
+        return;
+    };
+    let db = Database::create(&admin).await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    for f in ["events.rules", "clinics.rules", "real_estate.rules"] {
+        std::fs::copy(root().join("rules").join(f), rules.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("handoff.toml"),
+        format!(
+            r#"database = "{url}"
+rules = "{rules}"
+templates = "{templates}"
+
+[[accounts]]
+id = "acme"
+api_keys = ["env:INSTANCES_KEY"]
+[accounts.routing]
+default = "events"
+"#,
+            url = db.url,
+            rules = rules.display(),
+            templates = root().join("templates").display(),
+        ),
+    )
+    .unwrap();
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = serve(dir.path(), port_a);
+    let _b = serve(dir.path(), port_b);
+    let client = reqwest::Client::new();
+    let hash = |port: u16| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://127.0.0.1:{port}/v1/rulesets"))
+                .bearer_auth(KEY)
+                .send()
+                .await
+                .unwrap();
+            r.json::<Value>().await.unwrap()["ruleset"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let before = hash(port_a).await;
+    assert_eq!(before, hash(port_b).await, "one ruleset, one hash");
+    // An edit on disk (here shared; in production deployed to each instance).
+    let text = std::fs::read_to_string(rules.join("events.rules")).unwrap();
+    std::fs::write(
+        rules.join("events.rules"),
+        text.replace(
+            "city in [\"Goa\", \"Mumbai\"]",
+            "city in [\"Goa\", \"Mumbai\", \"Pune\"]",
+        ),
+    )
+    .unwrap();
+    let mut after = (String::new(), String::new());
+    for _ in 0..100 {
+        after = (hash(port_a).await, hash(port_b).await);
+        if after.0 != before && after.1 != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(after.0, before, "instance A picked the edit up");
+    assert_eq!(after.0, after.1, "both report the new ruleset's hash");
+}
