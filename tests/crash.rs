@@ -9,11 +9,12 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+mod processes;
+use processes::{free_port, Process};
 use std::time::Duration;
 
 const KEY: &str = "hk_crash_key";
@@ -24,75 +25,16 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Kills the process when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads the first line the process prints, and keeps draining the rest.
-fn first_line(process: &mut Process) -> String {
-    let mut reader = BufReader::new(process.0.stdout.take().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    std::thread::spawn(move || for _ in reader.lines() {});
-    line.trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn sandbox(webhook: &str) -> (Process, String) {
-    let mut child = Process(
-        Command::new(env!("CARGO_BIN_EXE_handoff"))
-            .current_dir(root())
-            .args(["sandbox", "--listen", "127.0.0.1:0", "--webhook", webhook])
-            .args(["--app-secret-env", "CRASH_SECRET"])
-            .env("CRASH_SECRET", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let line = first_line(&mut child);
-    let base = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    (child, base)
-}
-
 fn serve(dir: &Path, port: u16) -> Process {
-    // Owned at once, so a failed start still ends the process.
-    let mut child = Process(
-        Command::new(env!("CARGO_BIN_EXE_handoff"))
-            .current_dir(root())
-            .args(["serve", "--config"])
-            .arg(dir.join("handoff.toml"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("CRASH_KEY", KEY)
-            .env("CRASH_SECRET", SECRET)
-            .env("CRASH_WA_TOKEN", "token-for-the-sandbox")
-            .env("HANDOFF_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let line = first_line(&mut child);
-    assert!(line.starts_with("handoff listening on "), "{line}");
-    child
+    processes::serve(
+        dir,
+        port,
+        &[
+            ("CRASH_KEY", KEY),
+            ("CRASH_SECRET", SECRET),
+            ("CRASH_WA_TOKEN", "token-for-the-sandbox"),
+        ],
+    )
 }
 
 fn lead(i: usize) -> Value {
@@ -154,7 +96,10 @@ async fn send(base: &str, todo: Vec<usize>, answered: Arc<Mutex<BTreeMap<usize, 
 async fn a_crash_in_the_middle_of_a_burst_loses_nothing_and_sends_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (_sandbox, sandbox_base) = sandbox(&format!("http://127.0.0.1:{port}/webhooks/meta/acme"));
+    let (_sandbox, sandbox_base) = processes::sandbox(
+        &format!("http://127.0.0.1:{port}/webhooks/meta/acme"),
+        SECRET,
+    );
     std::fs::write(
         dir.path().join("handoff.toml"),
         format!(

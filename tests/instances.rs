@@ -14,11 +14,12 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx_core::connection::Connection;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+mod processes;
+use processes::{free_port, Process};
 use std::time::{Duration, Instant};
 
 const ENV: &str = "HANDOFF_TEST_POSTGRES_URL";
@@ -33,33 +34,6 @@ const GRACE_SECONDS: u64 = 30;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// Kills the process when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Reads the first line the process prints, and keeps draining the rest.
-fn first_line(process: &mut Process) -> String {
-    let mut reader = BufReader::new(process.0.stdout.take().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    std::thread::spawn(move || for _ in reader.lines() {});
-    line.trim().to_string()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A fresh database on the test server, dropped when the test ends.
@@ -111,47 +85,16 @@ impl Drop for Database {
     }
 }
 
-fn sandbox(webhook: &str) -> (Process, String) {
-    let mut child = Process(
-        Command::new(env!("CARGO_BIN_EXE_handoff"))
-            .current_dir(root())
-            .args(["sandbox", "--listen", "127.0.0.1:0", "--webhook", webhook])
-            .args(["--app-secret-env", "INSTANCES_SECRET"])
-            .env("INSTANCES_SECRET", SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let line = first_line(&mut child);
-    let base = line
-        .rsplit(' ')
-        .next()
-        .filter(|u| u.starts_with("http://"))
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    (child, base)
-}
-
 fn serve(dir: &Path, port: u16) -> Process {
-    let mut child = Process(
-        Command::new(env!("CARGO_BIN_EXE_handoff"))
-            .current_dir(root())
-            .args(["serve", "--config"])
-            .arg(dir.join("handoff.toml"))
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("INSTANCES_KEY", KEY)
-            .env("INSTANCES_SECRET", SECRET)
-            .env("INSTANCES_WA_TOKEN", "token-for-the-sandbox")
-            .env("HANDOFF_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let line = first_line(&mut child);
-    assert!(line.starts_with("handoff listening on "), "{line}");
-    child
+    processes::serve(
+        dir,
+        port,
+        &[
+            ("INSTANCES_KEY", KEY),
+            ("INSTANCES_SECRET", SECRET),
+            ("INSTANCES_WA_TOKEN", "token-for-the-sandbox"),
+        ],
+    )
 }
 
 fn lead(i: usize) -> Value {
@@ -330,8 +273,10 @@ async fn two_instances_on_one_database_decide_each_lead_once_and_send_each_messa
     let db = Database::create(&admin).await;
     let dir = tempfile::tempdir().unwrap();
     let (port_a, port_b) = (free_port(), free_port());
-    let (_sandbox, sandbox_base) =
-        sandbox(&format!("http://127.0.0.1:{port_a}/webhooks/meta/acme"));
+    let (_sandbox, sandbox_base) = processes::sandbox(
+        &format!("http://127.0.0.1:{port_a}/webhooks/meta/acme"),
+        SECRET,
+    );
     std::fs::write(
         dir.path().join("handoff.toml"),
         format!(
