@@ -267,18 +267,9 @@ async fn list(
         .threads(&account.id, Some(&session.operator.id), &filter)
         .await
         .unwrap_or_default();
-    let all = state
-        .store
-        .threads(
-            &account.id,
-            None,
-            &crate::store::inbox::ThreadFilter {
-                limit: 500,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap_or_default();
+    // The rules' queues and those of the threads shown (a person may have
+    // reassigned one to a queue no rule names).
+    let queues = queues_of(&state, &threads);
     let shown: Vec<Value> = threads
         .into_iter()
         .map(|mut t| {
@@ -304,7 +295,7 @@ async fn list(
         .unwrap_or_default();
     let mut context = base(&session, &account, "threads");
     context.insert("threads".into(), json!(shown));
-    context.insert("queues".into(), json!(queues_of(&state, &all)));
+    context.insert("queues".into(), json!(queues));
     context.insert("playbooks".into(), json!(playbooks));
     context.insert(
         "states".into(),
