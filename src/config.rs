@@ -111,6 +111,28 @@ pub struct Account {
     pub endpoints: BTreeMap<String, EndpointConfig>,
     /// Endpoints that receive the lead record after every decision.
     pub lead_updates: Vec<String>,
+    /// Queues with members, by name: the threads rules route to them are
+    /// given to one available member. Other queue names stay labels.
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// Endpoints (an SMS or email provider) that receive the lead record
+    /// when WhatsApp cannot deliver to the lead.
+    pub fallback: Vec<String>,
+    /// An operator with no inbox activity for this long is not available.
+    pub idle: std::time::Duration,
+}
+
+/// A queue with members: who takes its threads, how, and when it escalates.
+#[derive(Clone, Debug)]
+pub struct QueueConfig {
+    pub members: Vec<crate::queues::Member>,
+    pub strategy: crate::queues::Strategy,
+    /// Open threads per member before the queue passes them over.
+    pub capacity: u32,
+    /// The queue's own business hours; `None`: the playbook's.
+    pub hours: Option<crate::queues::QueueHours>,
+    /// A thread no person picked up within this much business time moves
+    /// to `escalate_to`.
+    pub escalate: Option<(std::time::Duration, String)>,
 }
 
 /// A WhatsApp Business number of an account.
@@ -285,6 +307,23 @@ struct FileAccount {
     endpoints: BTreeMap<String, FileEndpoint>,
     #[serde(default)]
     lead_updates: Vec<String>,
+    #[serde(default)]
+    queues: BTreeMap<String, FileQueue>,
+    #[serde(default)]
+    fallback: Vec<String>,
+    idle_minutes: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileQueue {
+    members: Vec<String>,
+    strategy: Option<String>,
+    capacity: Option<u32>,
+    hours: Option<String>,
+    timezone: Option<String>,
+    escalate_after: Option<String>,
+    escalate_to: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +357,121 @@ struct FileForm {
     fields: BTreeMap<String, String>,
     secret: Option<String>,
     signature_header: Option<String>,
+}
+
+/// Checks an account's queues: members that exist, a known strategy,
+/// hours that read as a playbook's, escalation to another configured queue.
+fn queue_configs(
+    file: &BTreeMap<String, FileQueue>,
+    endpoints: &BTreeMap<String, EndpointConfig>,
+    i: usize,
+) -> Result<BTreeMap<String, QueueConfig>, ConfigError> {
+    use crate::queues::{Member, Strategy};
+    let mut out = BTreeMap::new();
+    for (name, q) in file {
+        let at = format!("accounts[{i}].queues.{name}");
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return err(format!(
+                "{at}: a queue's name is letters, digits, `-`, `_` or `.`, as rules write it"
+            ));
+        }
+        if q.members.is_empty() {
+            return err(format!(
+                "{at}.members is empty; list the operators' emails (or `agent:<endpoint>` for an AI agent)"
+            ));
+        }
+        let mut members = Vec::new();
+        for (m, member) in q.members.iter().enumerate() {
+            let member = member.trim();
+            let parsed = if let Some(endpoint) = member.strip_prefix("agent:") {
+                if !endpoints.contains_key(endpoint) {
+                    return err(format!(
+                        "{at}.members[{m}] is the agent `{endpoint}`, which is not in `accounts.endpoints`"
+                    ));
+                }
+                Member::Agent(endpoint.to_string())
+            } else if member.contains('@') && !member.contains(char::is_whitespace) {
+                Member::Operator(member.to_lowercase())
+            } else {
+                return err(format!(
+                    "{at}.members[{m}] is `{member}`; give an operator's email (as in `handoff operator add`) or `agent:<endpoint>`"
+                ));
+            };
+            if members.contains(&parsed) {
+                return err(format!("{at}.members lists `{member}` twice"));
+            }
+            members.push(parsed);
+        }
+        let strategy = match q.strategy.as_deref().unwrap_or("round_robin") {
+            "round_robin" => Strategy::RoundRobin,
+            "least_loaded" => Strategy::LeastLoaded,
+            other => {
+                return err(format!(
+                    "{at}.strategy is `{other}`; give `round_robin` or `least_loaded`"
+                ))
+            }
+        };
+        let capacity = q.capacity.unwrap_or(10);
+        if capacity == 0 {
+            return err(format!(
+                "{at}.capacity is 0; give the open threads a member may hold (1 or more)"
+            ));
+        }
+        let hours = match (&q.hours, &q.timezone) {
+            (Some(h), Some(tz)) => Some(
+                crate::queues::parse_hours(h, tz)
+                    .map_err(|e| ConfigError(format!("{at}.hours: {e}")))?,
+            ),
+            (Some(_), None) => {
+                return err(format!(
+                    "{at}.hours needs `timezone` beside it (an IANA name such as `Asia/Kolkata`)"
+                ))
+            }
+            (None, Some(_)) => {
+                return err(format!(
+                    "{at}.timezone is given without `hours`; without hours the queue keeps its playbook's"
+                ))
+            }
+            (None, None) => None,
+        };
+        let escalate = match (&q.escalate_after, &q.escalate_to) {
+            (Some(after), Some(to)) => {
+                let after = crate::queues::parse_duration(after)
+                    .map_err(|e| ConfigError(format!("{at}.escalate_after: {e}")))?;
+                if to == name {
+                    return err(format!("{at}.escalate_to names the queue itself"));
+                }
+                if !file.contains_key(to) {
+                    return err(format!(
+                        "{at}.escalate_to names `{to}`, which is not a queue of this account; add `[accounts.queues.{to}]` with its members"
+                    ));
+                }
+                Some((after, to.clone()))
+            }
+            (None, None) => None,
+            _ => {
+                return err(format!(
+                    "{at}: give `escalate_after` and `escalate_to` together"
+                ))
+            }
+        };
+        out.insert(
+            name.clone(),
+            QueueConfig {
+                members,
+                strategy,
+                capacity,
+                hours,
+                escalate,
+            },
+        );
+    }
+    Ok(out)
 }
 
 fn delivery_config(
@@ -654,7 +808,24 @@ impl Config {
                     ));
                 }
             }
+            for (k, name) in a.fallback.iter().enumerate() {
+                if !endpoints.contains_key(name) {
+                    return err(format!(
+                        "accounts[{i}].fallback[{k}] names `{name}`, which is not in `accounts.endpoints`"
+                    ));
+                }
+            }
+            let queues = queue_configs(&a.queues, &endpoints, i)?;
+            let idle_minutes = a.idle_minutes.unwrap_or(15.0);
+            if !(idle_minutes.is_finite() && idle_minutes > 0.0 && idle_minutes <= 24.0 * 60.0) {
+                return err(format!(
+                    "accounts[{i}].idle_minutes is {idle_minutes}; give minutes between 1 and 1440"
+                ));
+            }
             accounts.push(Account {
+                queues,
+                fallback: a.fallback.clone(),
+                idle: std::time::Duration::from_secs_f64(idle_minutes * 60.0),
                 whatsapp,
                 endpoints,
                 lead_updates: a.lead_updates.clone(),
@@ -708,6 +879,9 @@ impl Config {
                 whatsapp: Vec::new(),
                 endpoints: BTreeMap::new(),
                 lead_updates: Vec::new(),
+                queues: BTreeMap::new(),
+                fallback: Vec::new(),
+                idle: std::time::Duration::from_secs(15 * 60),
                 forms: BTreeMap::new(),
                 opt_out_words: DEFAULT_OPT_OUT_WORDS
                     .iter()
@@ -890,6 +1064,84 @@ mod tests {
         };
         let e = Config::load(None, &env(&[]), &flags).unwrap_err();
         assert!(e.0.contains("u:***@h") && !e.0.contains("pw"), "{e}");
+    }
+
+    /// Loads an account `a` with `extra` appended to its section.
+    fn with_account(extra: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("h.toml");
+        std::fs::write(
+            &file,
+            format!("[[accounts]]\nid = \"a\"\napi_keys = [\"env:K\"]\n{extra}"),
+        )
+        .unwrap();
+        Config::load(
+            Some(&file),
+            &env(&[("K", "k"), ("S", "whsec_x")]),
+            &Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn queues_are_read_with_their_defaults() {
+        let c = with_account(
+            "fallback = [\"sms\"]\nidle_minutes = 5\n[accounts.endpoints.sms]\nurl = \"https://sms.example\"\nsecret = \"env:S\"\n[accounts.endpoints.bot]\nurl = \"https://bot.example\"\nsecret = \"env:S\"\n\
+             [accounts.queues.closers]\nmembers = [\"Aisha@Acme.example\", \"agent:bot\"]\nstrategy = \"least_loaded\"\nescalate_after = \"1h30m\"\nescalate_to = \"seniors\"\nhours = \"mon-fri 09:00-18:00\"\ntimezone = \"Asia/Kolkata\"\n\
+             [accounts.queues.seniors]\nmembers = [\"kabir@acme.example\"]\n",
+        )
+        .unwrap();
+        let a = &c.accounts[0];
+        assert_eq!(a.fallback, ["sms"]);
+        assert_eq!(a.idle, std::time::Duration::from_secs(300));
+        let q = &a.queues["closers"];
+        assert_eq!(
+            q.members,
+            [
+                crate::queues::Member::Operator("aisha@acme.example".into()),
+                crate::queues::Member::Agent("bot".into())
+            ]
+        );
+        assert_eq!(q.strategy, crate::queues::Strategy::LeastLoaded);
+        assert_eq!(q.capacity, 10);
+        assert_eq!(
+            q.escalate,
+            Some((std::time::Duration::from_secs(5400), "seniors".to_string()))
+        );
+        assert!(q.hours.is_some());
+        let s = &a.queues["seniors"];
+        assert_eq!(
+            (s.strategy, s.escalate.is_none(), s.hours.is_none()),
+            (crate::queues::Strategy::RoundRobin, true, true)
+        );
+        // The demo account has none.
+        let demo = Config::load(None, &env(&[]), &Overrides::default()).unwrap();
+        assert!(demo.accounts[0].queues.is_empty() && demo.accounts[0].fallback.is_empty());
+    }
+
+    #[test]
+    fn bad_queues_are_named_with_what_to_do() {
+        let cases = [
+            ("[accounts.queues.q]\nmembers = []\n", "accounts[0].queues.q.members is empty"),
+            ("[accounts.queues.q]\nmembers = [\"aisha\"]\n", "give an operator's email"),
+            ("[accounts.queues.q]\nmembers = [\"agent:ghost\"]\n", "`ghost`, which is not in `accounts.endpoints`"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\", \"A@x.io\"]\n", "twice"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nstrategy = \"random\"\n", "`round_robin` or `least_loaded`"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\ncapacity = 0\n", "capacity is 0"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nescalate_after = \"15m\"\n", "together"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nescalate_after = \"soon\"\nescalate_to = \"r\"\n", "escalate_after: `soon` is not a duration"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nescalate_after = \"15m\"\nescalate_to = \"r\"\n", "`r`, which is not a queue of this account"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nescalate_after = \"15m\"\nescalate_to = \"q\"\n", "names the queue itself"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nhours = \"mon-fri 09:00-18:00\"\n", "needs `timezone`"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nhours = \"mon-fri 18:00-09:00\"\ntimezone = \"UTC\"\n", "queues.q.hours: business hours close"),
+            ("[accounts.queues.\"a b\"]\nmembers = [\"a@x.io\"]\n", "letters, digits"),
+            ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nsize = 3\n", "unknown field `size`"),
+            ("fallback = [\"sms\"]\n", "accounts[0].fallback[0] names `sms`"),
+            ("idle_minutes = 0\n", "idle_minutes is 0"),
+        ];
+        for (extra, expected) in cases {
+            let e = with_account(extra).unwrap_err();
+            assert!(e.0.contains(expected), "{extra}: {e}");
+        }
     }
 
     #[test]

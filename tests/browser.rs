@@ -3,7 +3,9 @@
 //! operator signs in, finds Aisha's thread, sees her city, date and earlier
 //! messages, takes over, watches automation stay silent when she writes
 //! again, replies, and releases. Screenshots of the thread view at desktop
-//! and phone widths go to `target/test-output/screenshots/`.
+//! and phone widths go to `target/test-output/screenshots/`. Then she marks
+//! herself available from the header and watches the queues page list who
+//! waits, live (a screenshot of it too).
 //!
 //! Without `/usr/bin/chromium` and `/usr/bin/chromedriver` the test says so
 //! and passes, except under CI (`CI` set), where it fails: `.ci/run`
@@ -289,6 +291,20 @@ api_keys = ["env:KEY"]
 default = "events"
 [accounts.meta]
 app_secrets = ["env:META_SECRET"]
+
+[accounts.queues.events-closers]
+members = ["priya@acme.example", "dev@acme.example"]
+capacity = 1
+hours = "mon-sun 00:00-24:00"
+timezone = "UTC"
+escalate_after = "2h"
+escalate_to = "events-senior-closers"
+
+[accounts.queues.events-senior-closers]
+members = ["priya@acme.example"]
+strategy = "least_loaded"
+hours = "mon-sun 00:00-24:00"
+timezone = "UTC"
 "#,
     )
     .unwrap();
@@ -477,5 +493,67 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
         .await
         .unwrap();
     assert_eq!(lead["thread"]["state"], "automated");
+    // Taking it over gave it to her: it stays hers in its queue.
+    assert_eq!(lead["thread"]["queue_state"], "assigned");
+    browser.wait_text("#queue-state", "With Priya Nair").await;
+
+    // Available, from the header; back on the same page.
+    browser.wait_text("#presence-status", "Away").await;
+    browser.click("#presence-toggle").await;
+    browser.wait_text("main", "You are available").await;
+    browser.wait_text("#presence-status", "Available").await;
+    let url = browser.call(reqwest::Method::GET, "/url", None).await;
+    assert_eq!(url, json!(format!("{base}/inbox/threads/{lead_id}")));
+
+    // The queues page: she holds Aisha's thread, her one; Rohan waits.
+    let mut rohan = aisha.clone();
+    rohan["name"] = json!("Rohan Mehta");
+    rohan["phone"] = json!("+91 98123 40001");
+    let r = http
+        .post(format!("{base}/v1/leads"))
+        .bearer_auth(KEY)
+        .json(&rohan)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    browser.click("nav a[href=\"/inbox/queues\"]").await;
+    let closers = browser
+        .wait_text("#queue-events-closers", "Rohan Mehta")
+        .await;
+    assert!(closers.contains("1 of 1"), "{closers}");
+    assert!(closers.contains("No such operator"), "{closers}");
+    assert!(
+        closers.contains("escalates to events-senior-closers after 2h"),
+        "{closers}"
+    );
+    // Another lead comes in: the page shows it by itself.
+    let mut kiara = aisha.clone();
+    kiara["name"] = json!("Kiara Shah");
+    kiara["phone"] = json!("+91 98123 40002");
+    http.post(format!("{base}/v1/leads"))
+        .bearer_auth(KEY)
+        .json(&kiara)
+        .send()
+        .await
+        .unwrap();
+    browser
+        .wait_text("#queue-events-closers", "Kiara Shah")
+        .await;
+    let desktop = browser.screenshot("queues-desktop.png").await;
+    check_rendered(&desktop, 1280);
+    browser.resize(390, 844).await;
+    browser.go(&format!("{base}/inbox/queues")).await;
+    browser
+        .wait_text("#queue-events-closers", "Kiara Shah")
+        .await;
+    let phone = browser.screenshot("queues-phone.png").await;
+    check_rendered(&phone, 390);
+    browser.resize(1280, 1000).await;
+
+    // Away again.
+    browser.click("#presence-toggle").await;
+    browser.wait_text("main", "You are away").await;
+    browser.wait_text("#presence-status", "Away").await;
     let _ = browser.call(reqwest::Method::DELETE, "", None).await;
 }

@@ -659,3 +659,55 @@ async fn a_user_who_stopped_marketing_messages_is_on_record_as_opted_out() {
     assert_eq!(opt_out["granted"], false);
     assert_eq!(opt_out["source"], "whatsapp 131050");
 }
+
+#[tokio::test]
+async fn a_lead_whatsapp_cannot_reach_goes_to_the_fallback_endpoint_and_the_thread_is_flagged() {
+    let sms = crm(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let account = format!(
+        "fallback = [\"sms\"]\n[accounts.endpoints.sms]\nurl = \"{}\"\nsecret = \"env:CRM_SECRET\"\nallow_private = true\n",
+        sms.url
+    );
+    let s = start(config_with(dir.path(), &account, "")).await;
+    // Refused at send time: not on WhatsApp.
+    s.fault(json!({"code": 131026, "count": 1})).await;
+    let (_, r) = s.post("/v1/leads", &goa_lead("Dev", "+919800000091")).await;
+    let refused = r["lead_id"].as_str().unwrap().to_string();
+    // Accepted, then reported failed by a status webhook: the user stopped
+    // marketing messages.
+    s.fault(json!({"code": 131050, "count": 1, "as_status": true}))
+        .await;
+    let (_, r) = s
+        .post("/v1/leads", &goa_lead("Isha", "+919800000092"))
+        .await;
+    let blocked = r["lead_id"].as_str().unwrap().to_string();
+    for id in [&refused, &blocked] {
+        let lead = s
+            .wait_lead(id, |l| {
+                l["outbox"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|o| o["kind"] == "notify" && o["state"] == "sent")
+            })
+            .await;
+        assert_eq!(lead["thread"]["flag"], "delivery_failed");
+    }
+    let seen = sms.seen.lock().unwrap().clone();
+    let got: BTreeSet<(String, String)> = seen.iter().map(|s| (s.1.clone(), s.2.clone())).collect();
+    assert_eq!(
+        got,
+        BTreeSet::from([
+            ("lead.undeliverable".to_string(), refused.clone()),
+            ("lead.undeliverable".to_string(), blocked.clone())
+        ]),
+        "one signed webhook per lead: {seen:?}"
+    );
+    // A lead WhatsApp delivers to is not sent to the fallback.
+    let (_, r) = s.post("/v1/leads", &goa_lead("Ok", "+919800000093")).await;
+    let fine = r["lead_id"].as_str().unwrap().to_string();
+    s.wait_lead(&fine, |l| outbox_state(l, 0).1 == "delivered")
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sms.seen.lock().unwrap().len(), 2);
+}

@@ -1,7 +1,8 @@
 //! The inbox and the thread API over real HTTP: sign-in, sessions, CSRF,
 //! one account never seeing another's threads, hostile names shown as text,
 //! filters, replies inside and outside the window, notes, reassignment,
-//! live updates, and the `handoff operator add` command.
+//! live updates, the `handoff operator add` command, and queues: the
+//! availability toggle in the header, idleness, the queues page, and Done.
 
 use handoff::config::{Config, Overrides};
 use reqwest::StatusCode;
@@ -34,19 +35,42 @@ fn browser() -> reqwest::Client {
         .unwrap()
 }
 
-fn config(dir: &Path) -> Config {
+/// Queues for Acme: `events-closers` (where Aisha's kind of lead goes)
+/// with Priya and an email no operator has, one open thread each, always
+/// open, escalating to `events-senior-closers` (Priya) after 2 h.
+const QUEUES: &str = r#"
+[accounts.queues.events-closers]
+members = ["priya@acme.example", "nobody@acme.example"]
+capacity = 1
+hours = "mon-sun 00:00-24:00"
+timezone = "UTC"
+escalate_after = "2h"
+escalate_to = "events-senior-closers"
+
+[accounts.queues.events-senior-closers]
+members = ["priya@acme.example"]
+strategy = "least_loaded"
+hours = "mon-sun 00:00-24:00"
+timezone = "UTC"
+"#;
+
+/// The configuration; `acme_keys` go in Acme's account table, `acme_tables`
+/// after its subtables (its queues).
+fn config(dir: &Path, acme_keys: &str, acme_tables: &str) -> Config {
     let file = dir.join("handoff.toml");
     std::fs::write(
         &file,
-        r#"[[accounts]]
+        format!(
+            r#"[[accounts]]
 id = "acme"
 name = "Acme Events"
 api_keys = ["env:KEY_ONE"]
+{acme_keys}
 [accounts.routing]
 default = "events"
 [accounts.meta]
 app_secrets = ["env:META_SECRET"]
-
+{acme_tables}
 [[accounts]]
 id = "globex"
 api_keys = ["env:KEY_TWO"]
@@ -56,7 +80,8 @@ default = "clinics"
 
 [delivery]
 pair_interval_seconds = 0.2
-"#,
+"#
+        ),
     )
     .unwrap();
     let env: BTreeMap<String, String> = [
@@ -78,7 +103,14 @@ pair_interval_seconds = 0.2
 }
 
 async fn start(dir: &Path) -> Server {
-    let state = handoff::server::state(config(dir)).await.unwrap();
+    start_with(dir, "", "").await
+}
+
+/// A server whose Acme account has `acme_keys` and `acme_tables` (see [`config`]).
+async fn start_with(dir: &Path, acme_keys: &str, acme_tables: &str) -> Server {
+    let state = handoff::server::state(config(dir, acme_keys, acme_tables))
+        .await
+        .unwrap();
     let hash = handoff::server::inbox::hash_password(PASSWORD).unwrap();
     for (account, email, name) in [
         ("acme", "priya@acme.example", "Priya"),
@@ -817,5 +849,407 @@ async fn a_reply_from_the_business_phone_pauses_automation() {
     assert!(
         lead["thread"]["last_inbound_at"].is_null(),
         "the business writing opens no window"
+    );
+}
+
+/// A page's text as `client` sees it.
+async fn page(client: &reqwest::Client, url: &str) -> String {
+    let r = client.get(url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{url}");
+    r.text().await.unwrap()
+}
+
+/// How `GET /v1/queues` shows the member `email` of `queue`.
+async fn member(s: &Server, queue: &str, email: &str) -> Value {
+    let (st, queues) = s.api(reqwest::Method::GET, "/v1/queues", None).await;
+    assert_eq!(st, StatusCode::OK, "{queues}");
+    queues["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue)
+        .and_then(|q| {
+            q["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["member"] == email)
+        })
+        .unwrap_or_else(|| panic!("no {email} in {queue}: {queues:#}"))
+        .clone()
+}
+
+/// Waits (up to 10 s) until the lead's thread satisfies `ready`.
+async fn wait_thread(s: &Server, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let mut thread = Value::Null;
+    for _ in 0..100 {
+        thread = s
+            .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
+            .await
+            .1["thread"]
+            .clone();
+        if ready(&thread) {
+            return thread;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the thread never got there: {thread:#}");
+}
+
+/// Posts a header or thread form of the inbox, from the inbox page `from`.
+async fn post_form(
+    s: &Server,
+    client: &reqwest::Client,
+    path: &str,
+    from: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    client
+        .post(s.url(path))
+        .header("referer", s.url(from))
+        .header("origin", &s.base)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A lead like Aisha (a Goa wedding enquiry with a WhatsApp opt-in): the
+/// rules put her in `events-closers`.
+fn goa_lead(name: &str, phone: &str) -> Value {
+    let mut lead = aisha();
+    lead["name"] = json!(name);
+    lead["phone"] = json!(phone);
+    lead
+}
+
+#[tokio::test]
+async fn operators_set_themselves_available_or_away_from_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), "", QUEUES).await;
+    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    // Signed in, nobody is available until they say so.
+    let list = page(&priya, &s.url("/inbox")).await;
+    assert!(list.contains("id=\"presence-status\""), "{list}");
+    assert!(list.contains(">Away</span>") && list.contains(">Set available</button>"));
+    assert!(list.contains("href=\"/inbox/queues\""), "the Queues link");
+    assert!(
+        list.contains(&format!("data-csrf=\"{csrf}\"")),
+        "for the ping"
+    );
+    let m = member(&s, "events-closers", "priya@acme.example").await;
+    assert_eq!(
+        (m["available"].clone(), m["status"].clone()),
+        (json!(false), json!("away"))
+    );
+    // Globex has no queues: no availability, no Queues link.
+    let (omar, _) = s.sign_in("omar@globex.example").await;
+    let other = page(&omar, &s.url("/inbox")).await;
+    assert!(!other.contains("presence-status") && !other.contains("/inbox/queues"));
+
+    // Available, back on the page the button was pressed on.
+    let r = post_form(
+        &s,
+        &priya,
+        "/inbox/presence",
+        "/inbox/queues",
+        &[("csrf", &csrf), ("available", "1")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/inbox/queues");
+    let queues = page(&priya, &s.url("/inbox/queues")).await;
+    assert!(queues.contains("You are available"), "the flash: {queues}");
+    assert!(queues.contains(">Available</span>") && queues.contains(">Set away</button>"));
+    let m = member(&s, "events-closers", "priya@acme.example").await;
+    assert_eq!(
+        (m["available"].clone(), m["status"].clone()),
+        (json!(true), json!("available"))
+    );
+    let again = page(&priya, &s.url("/inbox/queues")).await;
+    assert!(!again.contains("You are available"), "a flash shows once");
+
+    // Without the token, or from another site: nothing changes.
+    for (token, origin) in [
+        ("forged", s.base.as_str()),
+        (csrf.as_str(), "https://evil.example"),
+    ] {
+        let r = priya
+            .post(s.url("/inbox/presence"))
+            .header("origin", origin)
+            .form(&[("csrf", token), ("available", "0")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    }
+    assert_eq!(
+        member(&s, "events-closers", "priya@acme.example").await["status"],
+        "available"
+    );
+
+    // Away; a page of another site as the referrer leads to the list.
+    let r = priya
+        .post(s.url("/inbox/presence"))
+        .header("referer", "https://evil.example/inbox/queues")
+        .form(&[("csrf", csrf.as_str()), ("available", "0")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/inbox");
+    let list = page(&priya, &s.url("/inbox")).await;
+    assert!(list.contains("You are away") && list.contains(">Away</span>"));
+    let m = member(&s, "events-closers", "priya@acme.example").await;
+    assert_eq!(
+        (m["available"].clone(), m["status"].clone()),
+        (json!(false), json!("away"))
+    );
+
+    // The page's activity ping: the session's token, else refused.
+    let ping = |token: &str, client: &reqwest::Client| {
+        client
+            .post(s.url("/inbox/presence/ping"))
+            .form(&[("csrf", token.to_string())])
+            .send()
+    };
+    assert_eq!(
+        ping(&csrf, &priya).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        ping("forged", &priya).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        ping(&csrf, &browser()).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn an_available_operator_without_activity_is_idle_until_the_page_pings() {
+    let dir = tempfile::tempdir().unwrap();
+    // Idle after 6 s without activity.
+    let s = start_with(dir.path(), "idle_minutes = 0.1", QUEUES).await;
+    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    let r = post_form(
+        &s,
+        &priya,
+        "/inbox/presence",
+        "/inbox",
+        &[("csrf", &csrf), ("available", "1")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        member(&s, "events-closers", "priya@acme.example").await["status"],
+        "available"
+    );
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    assert_eq!(
+        member(&s, "events-closers", "priya@acme.example").await["status"],
+        "idle"
+    );
+    // A lead comes in meanwhile: it waits, Priya being idle.
+    let id = s.lead(KEY, aisha()).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        s.api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
+            .await
+            .1["thread"]["queue_state"],
+        "waiting"
+    );
+    // An open page refreshing itself on a live update is not activity.
+    let live = priya
+        .get(s.url("/inbox"))
+        .header("x-live", "1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(live.contains("Available · idle"), "{live}");
+    assert_eq!(
+        member(&s, "events-closers", "priya@acme.example").await["status"],
+        "idle"
+    );
+    // The page's ping (she moved the mouse): active again, and the thread is hers.
+    let r = priya
+        .post(s.url("/inbox/presence/ping"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        member(&s, "events-closers", "priya@acme.example").await["status"],
+        "available"
+    );
+    let t = wait_thread(&s, &id, |t| t["queue_state"] == "assigned").await;
+    assert_eq!(t["assignee"], "Priya");
+}
+
+#[tokio::test]
+async fn the_queues_page_shows_members_and_who_waits_and_done_frees_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start_with(dir.path(), "", QUEUES).await;
+    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    // Priya is away: both leads wait, oldest first.
+    let aisha = s.lead(KEY, aisha()).await;
+    let rohan = s
+        .lead(KEY, goa_lead("Rohan <b>Mehta</b>", "+919800000201"))
+        .await;
+    for id in [&aisha, &rohan] {
+        wait_thread(&s, id, |t| t["queue_state"] == "waiting").await;
+    }
+    let queues = page(&priya, &s.url("/inbox/queues")).await;
+    let closers = queues
+        .split("id=\"queue-events-closers\"")
+        .nth(1)
+        .unwrap()
+        .split("id=\"queue-events-senior-closers\"")
+        .next()
+        .unwrap();
+    assert!(closers.contains("round robin"), "{closers}");
+    assert!(closers.contains("1 open thread per member"), "{closers}");
+    assert!(closers.contains("escalates to <a href=\"#queue-events-senior-closers\">events-senior-closers</a> after 2h"), "{closers}");
+    assert!(closers.contains("open now"), "{closers}");
+    assert!(
+        closers.contains("Priya <span class=\"muted\">(you)</span>"),
+        "{closers}"
+    );
+    assert!(closers.contains("nobody@acme.example") && closers.contains("No such operator"));
+    assert!(closers.contains(">Away</span>") && closers.contains("0 of 1"));
+    assert!(
+        closers.contains("Waiting <span class=\"muted\">(2)"),
+        "{closers}"
+    );
+    let (a, r) = (
+        closers.find(&format!("href=\"/inbox/threads/{aisha}\">Aisha Khan</a>")),
+        closers.find(&format!(
+            "href=\"/inbox/threads/{rohan}\">Rohan &lt;b&gt;Mehta&lt;"
+        )),
+    );
+    assert!(
+        a.is_some() && r.is_some() && a < r,
+        "oldest first, names as text: {closers}"
+    );
+    assert!(closers.contains("waiting under a minute"), "{closers}");
+    assert!(queues.contains("least loaded"), "the senior queue");
+    // The list: who waits where, and a filter for it.
+    let list = page(&priya, &s.url("/inbox?state=waiting")).await;
+    assert!(list.contains("<option value=\"waiting\" selected>Waiting</option>"));
+    assert_eq!(
+        list.matches("waiting in events-closers").count(),
+        2,
+        "{list}"
+    );
+    let thread = page(&priya, &s.url(&format!("/inbox/threads/{aisha}"))).await;
+    assert!(
+        thread.contains("Waiting for under a minute, since"),
+        "{thread}"
+    );
+    assert!(
+        thread.contains("id=\"done\""),
+        "a waiting thread can be done"
+    );
+    assert!(
+        thread.contains("queued</span> handoff"),
+        "the trail: {thread}"
+    );
+
+    // Available: the oldest is hers; the other waits (capacity one).
+    post_form(
+        &s,
+        &priya,
+        "/inbox/presence",
+        "/inbox",
+        &[("csrf", &csrf), ("available", "1")],
+    )
+    .await;
+    let t = wait_thread(&s, &aisha, |t| t["queue_state"] == "assigned").await;
+    assert_eq!(t["assignee"], "Priya");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let m = member(&s, "events-closers", "priya@acme.example").await;
+    assert_eq!(m["load"], 1);
+    let list = page(&priya, &s.url("/inbox")).await;
+    assert!(
+        list.contains("with Priya") && list.contains("waiting in events-closers"),
+        "{list}"
+    );
+    let thread = page(&priya, &s.url(&format!("/inbox/threads/{aisha}"))).await;
+    assert!(thread.contains("With Priya since"), "{thread}");
+    assert!(thread.contains("not picked up yet"));
+    assert!(
+        thread.contains("assigned</span> handoff"),
+        "the trail: {thread}"
+    );
+    let queues = page(&priya, &s.url("/inbox/queues")).await;
+    assert!(queues.contains("1 of 1") && !queues.contains(&format!("/inbox/threads/{aisha}\"")));
+
+    // Done: off her load, so Rohan's thread comes to her.
+    let r = post_form(
+        &s,
+        &priya,
+        &format!("/inbox/threads/{aisha}/done"),
+        &format!("/inbox/threads/{aisha}"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/inbox/threads/{aisha}").as_str()
+    );
+    let t = wait_thread(&s, &rohan, |t| t["queue_state"] == "assigned").await;
+    assert_eq!(t["assignee"], "Priya");
+    let (_, lead) = s
+        .api(reqwest::Method::GET, &format!("/v1/leads/{aisha}"), None)
+        .await;
+    assert_eq!(lead["thread"]["queue_state"], "done");
+    let thread = page(&priya, &s.url(&format!("/inbox/threads/{aisha}"))).await;
+    assert!(
+        thread.contains("Done: the thread left its queue"),
+        "the flash: {thread}"
+    );
+    assert!(
+        thread.contains("done</span> Priya"),
+        "the trail says who: {thread}"
+    );
+    assert!(thread.contains("Done (Priya had it)"));
+    assert!(!thread.contains("id=\"done\""), "not open: no Done button");
+    // Done again: nothing to close.
+    let r = post_form(
+        &s,
+        &priya,
+        &format!("/inbox/threads/{aisha}/done"),
+        &format!("/inbox/threads/{aisha}"),
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("handoff_flash=error:"));
+    let thread = page(&priya, &s.url(&format!("/inbox/threads/{aisha}"))).await;
+    assert!(
+        thread.contains("the thread is not open in a queue"),
+        "{thread}"
+    );
+    // Without the token: refused.
+    let r = post_form(
+        &s,
+        &priya,
+        &format!("/inbox/threads/{rohan}/done"),
+        "/inbox",
+        &[("csrf", "forged")],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        member(&s, "events-closers", "priya@acme.example").await["load"],
+        1
     );
 }

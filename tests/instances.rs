@@ -12,14 +12,13 @@
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sqlx_core::connection::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 mod processes;
-use processes::{free_port, Process};
+use processes::{free_port, Database, Process};
 use std::time::{Duration, Instant};
 
 const ENV: &str = "HANDOFF_TEST_POSTGRES_URL";
@@ -34,55 +33,6 @@ const GRACE_SECONDS: u64 = 30;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A fresh database on the test server, dropped when the test ends.
-struct Database {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl Database {
-    async fn create(admin: &str) -> Database {
-        let name = format!("handoff_instances_{}", uuid::Uuid::now_v7().simple());
-        let mut c = sqlx_postgres::PgConnection::connect(admin)
-            .await
-            .unwrap_or_else(|e| panic!("{ENV} is set but PostgreSQL cannot be reached: {e}"));
-        sqlx_core::query::query::<sqlx_postgres::Postgres>(&format!("CREATE DATABASE {name}"))
-            .execute(&mut c)
-            .await
-            .unwrap();
-        let mut url = sqlx_core::Url::parse(admin).unwrap();
-        url.set_path(&format!("/{name}"));
-        Database {
-            admin: admin.to_string(),
-            name,
-            url: url.to_string(),
-        }
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut c) = sqlx_postgres::PgConnection::connect(&admin).await {
-                    let _ = sqlx_core::query::query::<sqlx_postgres::Postgres>(&format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    ))
-                    .execute(&mut c)
-                    .await;
-                }
-            });
-        })
-        .join();
-    }
 }
 
 fn serve(dir: &Path, port: u16) -> Process {

@@ -438,7 +438,10 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
             wa_id: None,
         };
         assert!(
-            !store.finish_outbox("b", item, sent.clone()).await.unwrap(),
+            !store
+                .finish_outbox("b", item, sent.clone(), &[])
+                .await
+                .unwrap(),
             "b holds no lease"
         );
 
@@ -449,7 +452,8 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
                 item,
                 SendOutcome::Uncertain {
                     error: "timeout".into()
-                }
+                },
+                &[]
             )
             .await
             .unwrap());
@@ -470,14 +474,20 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
         assert_eq!(again.len(), 1, "{}: after grace", db.name());
         assert_eq!(again[0].attempts, 2);
         assert!(
-            !store.finish_outbox("a", item, sent.clone()).await.unwrap(),
+            !store
+                .finish_outbox("a", item, sent.clone(), &[])
+                .await
+                .unwrap(),
             "a's lease is gone"
         );
         let with_wa = SendOutcome::Sent {
             message_id: Some("wamid.x".into()),
             wa_id: Some("919800000099".into()),
         };
-        assert!(store.finish_outbox("b", &again[0], with_wa).await.unwrap());
+        assert!(store
+            .finish_outbox("b", &again[0], with_wa, &[])
+            .await
+            .unwrap());
         let l = lead(&store, &id).await;
         assert_eq!(
             (
@@ -510,7 +520,7 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
             .remove(0);
         let soon = Utc::now() + chrono::Duration::milliseconds(50);
         assert!(store
-            .finish_outbox("a", &item, SendOutcome::Deferred { at: soon })
+            .finish_outbox("a", &item, SendOutcome::Deferred { at: soon }, &[])
             .await
             .unwrap());
         assert!(
@@ -543,7 +553,8 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
                     at: later,
                     code: Some(130429),
                     error: "rate".into()
-                }
+                },
+                &[]
             )
             .await
             .unwrap());
@@ -582,7 +593,7 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
             message_id: Some("wamid.s".into()),
             wa_id: None,
         };
-        assert!(store.finish_outbox("a", &item, sent).await.unwrap());
+        assert!(store.finish_outbox("a", &item, sent, &[]).await.unwrap());
         let status = |name: &str, errors: Value| StatusRecord {
             message_id: "wamid.s".into(),
             status: name.into(),
@@ -592,13 +603,13 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
             outbox_id: Some(item.id.clone()),
         };
         let read = store
-            .apply_status("acme", &status("read", json!([])))
+            .apply_status("acme", &status("read", json!([])), &[])
             .await
             .unwrap();
         assert!(read.new && !read.fell_back, "{}", db.name());
         assert_eq!(read.outbox_id.as_deref(), Some(item.id.as_str()));
         store
-            .apply_status("acme", &status("delivered", json!([])))
+            .apply_status("acme", &status("delivered", json!([])), &[])
             .await
             .unwrap();
         assert_eq!(
@@ -609,7 +620,7 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
         );
         assert!(
             !store
-                .apply_status("acme", &status("read", json!([])))
+                .apply_status("acme", &status("read", json!([])), &[])
                 .await
                 .unwrap()
                 .new,
@@ -618,12 +629,12 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
 
         let window = json!([{"code": 131047, "title": "Re-engagement message", "message": "Re-engagement message"}]);
         let failed = store
-            .apply_status("acme", &status("failed", window.clone()))
+            .apply_status("acme", &status("failed", window.clone()), &[])
             .await
             .unwrap();
         assert!(failed.new && failed.fell_back, "{}", db.name());
         let again = store
-            .apply_status("acme", &status("failed", window))
+            .apply_status("acme", &status("failed", window), &[])
             .await
             .unwrap();
         assert!(
@@ -662,7 +673,7 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
             error: "131050: stopped marketing".into(),
             marketing_opt_out: true,
         };
-        assert!(store.finish_outbox("a", &template, out).await.unwrap());
+        assert!(store.finish_outbox("a", &template, out, &[]).await.unwrap());
         let l = lead(&store, &id).await;
         assert_eq!(l["thread"]["flag"], "delivery_failed", "{}", db.name());
         let consents = l["consents"].as_array().unwrap();
@@ -676,7 +687,11 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
             ..status("sent", json!([]))
         };
         assert_eq!(
-            store.apply_status("acme", &stray).await.unwrap().outbox_id,
+            store
+                .apply_status("acme", &stray, &[])
+                .await
+                .unwrap()
+                .outbox_id,
             None
         );
         let user = ConsentRecord {
@@ -960,18 +975,18 @@ async fn the_inbox_keeps_operators_sessions_threads_and_the_trail_alike() {
         );
 
         assert!(store
-            .set_thread_owner("acme", &lead, true, "Priya")
+            .set_thread_owner("acme", &lead, true, "Priya", None)
             .await
             .unwrap());
         assert!(
             !store
-                .set_thread_owner("globex", &lead, true, "Omar")
+                .set_thread_owner("globex", &lead, true, "Omar", None)
                 .await
                 .unwrap(),
             "{name}"
         );
         assert!(store
-            .reassign("acme", &lead, "events-senior", "Priya")
+            .reassign("acme", &lead, "events-senior", "Priya", false)
             .await
             .unwrap());
         assert!(store
@@ -980,7 +995,7 @@ async fn the_inbox_keeps_operators_sessions_threads_and_the_trail_alike() {
             .unwrap());
         let payload = serde_json::json!({"to": "+919800000500", "outcome": "session", "text": "Hi", "template": null, "sender": null, "by": "Priya"});
         let outbox = store
-            .queue_reply("acme", &lead, "Priya", &payload, "Hi")
+            .queue_reply("acme", &lead, "Priya", None, &payload, "Hi")
             .await
             .unwrap();
         assert!(outbox.is_some(), "{name}");
@@ -1008,5 +1023,715 @@ async fn the_inbox_keeps_operators_sessions_threads_and_the_trail_alike() {
             store.lead_state("globex", &lead).await.unwrap().is_none(),
             "{name}"
         );
+    }
+}
+
+// ---- Queues: assignment, availability, escalation, fallback.
+
+use handoff::queues::{Member, QueuePlan, Strategy};
+
+/// A decision that routes the thread to `queue`, a queue with members.
+fn routed(queue: &str) -> DecisionRecord {
+    DecisionRecord {
+        queue: Some(queue.into()),
+        managed: true,
+        ..decision(vec![])
+    }
+}
+
+/// An operator of `acme`, signed in (a live session) and marked available.
+async fn operator_on(store: &Store, email: &str, name: &str) -> String {
+    let op = store
+        .create_operator("acme", email, name, "$argon2id$fake")
+        .await
+        .unwrap();
+    store
+        .create_session(
+            &op.id,
+            &format!("token-{}", op.id),
+            "csrf",
+            Utc::now() + chrono::Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    store.set_available(&op.id, true).await.unwrap();
+    op.id
+}
+
+fn plan(name: &str, strategy: Strategy, capacity: u32, members: &[&str]) -> QueuePlan {
+    QueuePlan {
+        name: name.into(),
+        strategy,
+        capacity,
+        members: members
+            .iter()
+            .map(|m| Member::Operator(m.to_string()))
+            .collect(),
+        idle: Duration::from_secs(900),
+    }
+}
+
+/// The members' loads, by name, as the store reports them.
+async fn loads(store: &Store, plan: &QueuePlan) -> Vec<(String, u32, String)> {
+    store
+        .queue_members("acme", plan)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.candidate.name, m.candidate.load, m.status))
+        .collect()
+}
+
+async fn thread_of(store: &Store, id: &str) -> Value {
+    lead(store, id).await["thread"].clone()
+}
+
+async fn trail_kinds(store: &Store, id: &str) -> Vec<String> {
+    store
+        .thread_events("acme", id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn round_robin_spreads_threads_under_capacity_and_waiting_ones_go_to_who_comes_back() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let a = operator_on(&store, "a@acme.example", "Asha").await;
+        operator_on(&store, "b@acme.example", "Bilal").await;
+        let c = operator_on(&store, "c@acme.example", "Chen").await;
+        store.set_available(&c, false).await.unwrap();
+        let rr = plan(
+            "closers",
+            Strategy::RoundRobin,
+            2,
+            &["a@acme.example", "b@acme.example", "c@acme.example"],
+        );
+        let mut leads = Vec::new();
+        for i in 0..6 {
+            let phone = format!("+91984{i:07}");
+            let (r, _) = record(&store, person(&phone, "Lead"), routed("closers")).await;
+            leads.push(lead_id(&r));
+        }
+        assert_eq!(
+            thread_of(&store, &leads[0]).await["queue_state"],
+            "waiting",
+            "{name}"
+        );
+        let given = store.assign_waiting("acme", &rr).await.unwrap();
+        let who: Vec<&str> = given.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            who,
+            ["Asha", "Bilal", "Asha", "Bilal"],
+            "{name}: in turn, Chen is away"
+        );
+        assert_eq!(
+            store.waiting("acme", "closers", 50).await.unwrap().len(),
+            2,
+            "{name}: two wait: everyone present is full"
+        );
+        // Nobody new: a second pass gives nothing.
+        assert!(store.assign_waiting("acme", &rr).await.unwrap().is_empty());
+        // Chen comes back: the waiting threads go to him.
+        assert!(store.set_available(&c, true).await.unwrap());
+        let given = store.assign_waiting("acme", &rr).await.unwrap();
+        assert_eq!(given.len(), 2, "{name}");
+        assert!(given.iter().all(|g| g.name == "Chen"), "{name}: {given:?}");
+        assert_eq!(
+            loads(&store, &rr).await,
+            [
+                ("Asha".to_string(), 2, "available".to_string()),
+                ("Bilal".to_string(), 2, "available".to_string()),
+                ("Chen".to_string(), 2, "available".to_string())
+            ],
+            "{name}"
+        );
+        let t = thread_of(&store, &leads[0]).await;
+        assert_eq!(
+            (t["queue_state"].as_str(), t["assignee"].as_str()),
+            (Some("assigned"), Some("Asha")),
+            "{name}"
+        );
+        assert_eq!(
+            trail_kinds(&store, &leads[0]).await,
+            ["queued", "assign"],
+            "{name}"
+        );
+        // Closing one of Asha's frees a place, and only she has one.
+        assert!(store.close_thread("acme", &leads[0], "Asha").await.unwrap());
+        assert!(
+            !store.close_thread("acme", &leads[0], "Asha").await.unwrap(),
+            "{name}: done once"
+        );
+        let (r, _) = record(&store, person("+919849999999", "Late"), routed("closers")).await;
+        let given = store.assign_waiting("acme", &rr).await.unwrap();
+        assert_eq!(given.len(), 1);
+        assert_eq!(
+            (given[0].lead_id.as_str(), given[0].name.as_str()),
+            (lead_id(&r).as_str(), "Asha"),
+            "{name}"
+        );
+        let _ = a;
+    }
+}
+
+#[tokio::test]
+async fn least_loaded_gives_the_member_with_fewest_open_threads_ties_in_turn() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        for (email, who) in [
+            ("a@acme.example", "Asha"),
+            ("b@acme.example", "Bilal"),
+            ("c@acme.example", "Chen"),
+        ] {
+            operator_on(&store, email, who).await;
+        }
+        let ll = plan(
+            "seniors",
+            Strategy::LeastLoaded,
+            10,
+            &["a@acme.example", "b@acme.example", "c@acme.example"],
+        );
+        let mut by: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for i in 0..6 {
+            let (r, _) = record(
+                &store,
+                person(&format!("+91985{i:07}"), "Lead"),
+                routed("seniors"),
+            )
+            .await;
+            let given = store.assign_waiting("acme", &ll).await.unwrap();
+            assert_eq!(given.len(), 1, "{name}");
+            by.entry(given[0].name.clone())
+                .or_default()
+                .push(lead_id(&r));
+        }
+        let counts: Vec<usize> = by.values().map(Vec::len).collect();
+        assert_eq!(counts, [2, 2, 2], "{name}: evenly while loads tie");
+        // Bilal closes both of his: the next two are his, whatever the turn.
+        for id in &by["Bilal"] {
+            assert!(store.close_thread("acme", id, "Bilal").await.unwrap());
+        }
+        for i in 0..2 {
+            record(
+                &store,
+                person(&format!("+91986{i:07}"), "Lead"),
+                routed("seniors"),
+            )
+            .await;
+        }
+        let given = store.assign_waiting("acme", &ll).await.unwrap();
+        let who: Vec<&str> = given.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(who, ["Bilal", "Bilal"], "{name}");
+        // A load counts threads in every queue: a round-robin queue with
+        // capacity 2 passes over everyone now.
+        let rr = plan(
+            "closers",
+            Strategy::RoundRobin,
+            2,
+            &["a@acme.example", "b@acme.example"],
+        );
+        record(&store, person("+919869999999", "Lead"), routed("closers")).await;
+        assert!(
+            store.assign_waiting("acme", &rr).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_away_and_signed_out_operators_are_not_available() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let a = operator_on(&store, "a@acme.example", "Asha").await;
+        let mut p = plan(
+            "closers",
+            Strategy::RoundRobin,
+            5,
+            &["a@acme.example", "nobody@acme.example"],
+        );
+        p.idle = Duration::from_millis(400);
+        let status = |v: Vec<(String, u32, String)>| v.into_iter().map(|m| m.2).collect::<Vec<_>>();
+        assert_eq!(
+            status(loads(&store, &p).await),
+            ["available", "unknown"],
+            "{name}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            status(loads(&store, &p).await),
+            ["idle", "unknown"],
+            "{name}"
+        );
+        record(&store, person("+919870000001", "Lead"), routed("closers")).await;
+        assert!(
+            store.assign_waiting("acme", &p).await.unwrap().is_empty(),
+            "{name}: idle gets nothing"
+        );
+        // Activity again: she was idle, so waiting threads may go to her now.
+        assert!(store.touch_presence(&a, p.idle).await.unwrap(), "{name}");
+        assert!(
+            !store.touch_presence(&a, p.idle).await.unwrap(),
+            "{name}: not idle any more"
+        );
+        assert_eq!(
+            store.assign_waiting("acme", &p).await.unwrap().len(),
+            1,
+            "{name}"
+        );
+        assert!(store.set_available(&a, false).await.unwrap());
+        assert!(
+            !store.set_available(&a, false).await.unwrap(),
+            "{name}: no change"
+        );
+        assert!(!store.presence(&a).await.unwrap().available);
+        assert_eq!(
+            status(loads(&store, &p).await),
+            ["away", "unknown"],
+            "{name}"
+        );
+        store.set_available(&a, true).await.unwrap();
+        store.end_session(&format!("token-{a}")).await.unwrap();
+        assert_eq!(
+            status(loads(&store, &p).await),
+            ["signed_out", "unknown"],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn escalation_moves_a_thread_nobody_picked_up_once_and_survives_a_restart() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let a = operator_on(&store, "a@acme.example", "Asha").await;
+        let closers = plan("closers", Strategy::RoundRobin, 5, &["a@acme.example"]);
+        let (ignored, _) = record(
+            &store,
+            person("+919880000001", "Ignored"),
+            routed("closers"),
+        )
+        .await;
+        let (answered, _) = record(
+            &store,
+            person("+919880000002", "Answered"),
+            routed("closers"),
+        )
+        .await;
+        let (taken, _) = record(&store, person("+919880000003", "Taken"), routed("closers")).await;
+        let (ignored, answered, taken) = (lead_id(&ignored), lead_id(&answered), lead_id(&taken));
+        assert_eq!(
+            store.assign_waiting("acme", &closers).await.unwrap().len(),
+            3
+        );
+        let payload = json!({"to": "+919880000002", "outcome": "session", "text": "Hi", "template": null, "sender": null, "by": "Asha"});
+        let reply = store
+            .queue_reply("acme", &answered, "Asha", Some(&a), &payload, "Hi")
+            .await
+            .unwrap()
+            .unwrap();
+        let first = reply.first.expect("the first reply since it was queued");
+        assert_eq!(first.queue.as_deref(), Some("closers"), "{name}");
+        assert!(first.after < Duration::from_secs(60), "{name}");
+        let again = store
+            .queue_reply("acme", &answered, "Asha", Some(&a), &payload, "Hi again")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(again.first.is_none(), "{name}: only the first reply counts");
+        assert!(store
+            .set_thread_owner("acme", &taken, true, "Asha", Some(&a))
+            .await
+            .unwrap());
+        // Not yet due.
+        let past = Utc::now() - chrono::Duration::hours(1);
+        assert!(store
+            .escalate("acme", "closers", "seniors", past, "15m")
+            .await
+            .unwrap()
+            .is_empty());
+        // Restart: the clock is the stored time the thread was queued.
+        drop(store);
+        let store = db.open().await;
+        let due = Utc::now() + chrono::Duration::seconds(1);
+        let moved = store
+            .escalate("acme", "closers", "seniors", due, "15m")
+            .await
+            .unwrap();
+        assert_eq!(
+            moved,
+            std::slice::from_ref(&ignored),
+            "{name}: only the thread nobody picked up"
+        );
+        assert!(
+            store
+                .escalate("acme", "closers", "seniors", due, "15m")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}: it fires once"
+        );
+        let t = thread_of(&store, &ignored).await;
+        assert_eq!(
+            (
+                t["queue"].as_str(),
+                t["queue_state"].as_str(),
+                t["assignee"].as_str()
+            ),
+            (Some("seniors"), Some("waiting"), None),
+            "{name}"
+        );
+        let events = store.thread_events("acme", &ignored).await.unwrap();
+        let last = events.last().unwrap();
+        assert_eq!(last["kind"], "escalate", "{name}");
+        assert_eq!(
+            last["text"], "from closers to seniors: nobody picked it up within 15m",
+            "{name}"
+        );
+        assert_eq!(last["by"], "handoff");
+        // Asha's load dropped with it; the taken-over thread is hers.
+        let t = thread_of(&store, &taken).await;
+        assert_eq!(
+            (t["queue_state"].as_str(), t["assignee"].as_str()),
+            (Some("assigned"), Some("Asha")),
+            "{name}"
+        );
+        assert!(t["picked_up_at"].is_string(), "{name}");
+        assert_eq!(loads(&store, &closers).await[0].1, 2, "{name}");
+        // A later message from the lead, routed to closers again by the
+        // rules, does not undo the escalation.
+        record(
+            &store,
+            person("+919880000001", "Ignored"),
+            routed("closers"),
+        )
+        .await;
+        assert_eq!(
+            thread_of(&store, &ignored).await["queue"],
+            "seniors",
+            "{name}"
+        );
+        // Once done, a new message puts the thread back in its rules' queue.
+        assert!(store.close_thread("acme", &ignored, "Asha").await.unwrap());
+        record(
+            &store,
+            person("+919880000001", "Ignored"),
+            routed("closers"),
+        )
+        .await;
+        let t = thread_of(&store, &ignored).await;
+        assert_eq!(
+            (t["queue"].as_str(), t["queue_state"].as_str()),
+            (Some("closers"), Some("waiting")),
+            "{name}"
+        );
+        // The rules move a thread they routed; a person's move they keep.
+        record(&store, person("+919880000001", "Ignored"), routed("triage")).await;
+        assert_eq!(
+            thread_of(&store, &ignored).await["queue"],
+            "triage",
+            "{name}"
+        );
+        assert!(store
+            .reassign("acme", &ignored, "vip", "Asha", true)
+            .await
+            .unwrap());
+        record(
+            &store,
+            person("+919880000001", "Ignored"),
+            routed("closers"),
+        )
+        .await;
+        let t = thread_of(&store, &ignored).await;
+        assert_eq!(
+            (t["queue"].as_str(), t["queue_state"].as_str()),
+            (Some("vip"), Some("waiting")),
+            "{name}"
+        );
+        let waiting = handoff::store::inbox::ThreadFilter {
+            state: Some("waiting".into()),
+            limit: 50,
+            ..Default::default()
+        };
+        let listed = store.threads("acme", None, &waiting).await.unwrap();
+        assert_eq!(listed.len(), 1, "{name}");
+        assert_eq!(listed[0]["queue"], "vip", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_person_on_a_thread_outside_managed_queues_adds_nothing_to_their_load() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let a = operator_on(&store, "a@acme.example", "Asha").await;
+        // No queue at all, and a queue the account gives no members.
+        let (none, _) = record(&store, person("+919892000001", "None"), decision(vec![])).await;
+        let label = DecisionRecord {
+            queue: Some("events-phone".into()),
+            ..decision(vec![])
+        };
+        let (labelled, _) = record(&store, person("+919892000002", "Label"), label).await;
+        let payload = json!({"to": "+919892000001", "outcome": "session", "text": "Hi", "template": null, "sender": null, "by": "Asha"});
+        for id in [lead_id(&none), lead_id(&labelled)] {
+            assert!(store
+                .set_thread_owner("acme", &id, true, "Asha", Some(&a))
+                .await
+                .unwrap());
+            let reply = store
+                .queue_reply("acme", &id, "Asha", Some(&a), &payload, "Hi")
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(reply.first.is_none(), "{name}: not waiting in a queue");
+            let t = thread_of(&store, &id).await;
+            assert_eq!(
+                (t["queue_state"].as_str(), t["assignee"].as_str()),
+                (None, None),
+                "{name}"
+            );
+            assert!(
+                !store.close_thread("acme", &id, "Asha").await.unwrap(),
+                "{name}"
+            );
+        }
+        let p = plan("closers", Strategy::RoundRobin, 1, &["a@acme.example"]);
+        assert_eq!(loads(&store, &p).await[0].1, 0, "{name}");
+        assert!(store.queue_counts().await.unwrap().is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn an_agent_member_gets_its_threads_as_signed_webhooks() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let bot = QueuePlan {
+            members: vec![Member::Agent("qualifier".into())],
+            ..plan("ai", Strategy::RoundRobin, 100, &[])
+        };
+        let (r, _) = record(&store, person("+919890000001", "Lead"), routed("ai")).await;
+        let given = store.assign_waiting("acme", &bot).await.unwrap();
+        assert_eq!(given.len(), 1);
+        assert_eq!(given[0].member, "agent:qualifier", "{name}");
+        let l = lead(&store, &lead_id(&r)).await;
+        assert_eq!(l["thread"]["assignee"], "qualifier", "{name}");
+        let notify: Vec<&Value> = l["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "notify")
+            .collect();
+        assert_eq!(notify.len(), 1, "{name}");
+        assert_eq!(notify[0]["payload"]["event"], "thread.assigned", "{name}");
+        assert_eq!(notify[0]["payload"]["endpoint"], "qualifier", "{name}");
+    }
+}
+
+/// Claims the lead's WhatsApp message (other due messages are claimed and left).
+async fn claim_message(store: &Store, lead: &str) -> handoff::store::OutboxItem {
+    store
+        .claim_outbox("a", 50, LEASE, GRACE, MAX_AGE)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.lead_id == lead && i.kind == "whatsapp")
+        .expect("the lead's message is due")
+}
+
+#[tokio::test]
+async fn a_message_whatsapp_cannot_deliver_sends_the_lead_to_the_fallback_endpoints() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let fallback = ["sms".to_string(), "email".to_string()];
+        // Refused at once: not a WhatsApp user.
+        let (r, _) = record(
+            &store,
+            person("+919891000001", "Offline"),
+            decision(vec![message("+919891000001")]),
+        )
+        .await;
+        let item = claim_message(&store, &lead_id(&r)).await;
+        let failed = SendOutcome::Failed {
+            code: Some(131026),
+            error: "131026: message undeliverable".into(),
+            marketing_opt_out: false,
+        };
+        assert!(store
+            .finish_outbox("a", &item, failed, &fallback)
+            .await
+            .unwrap());
+        let l = lead(&store, &lead_id(&r)).await;
+        assert_eq!(l["thread"]["flag"], "delivery_failed", "{name}");
+        let sent: Vec<(String, String)> = l["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "notify")
+            .map(|o| {
+                (
+                    o["payload"]["endpoint"].as_str().unwrap().to_string(),
+                    o["payload"]["event"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("sms".to_string(), "lead.undeliverable".to_string()),
+                ("email".to_string(), "lead.undeliverable".to_string())
+            ],
+            "{name}"
+        );
+        let o = l["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == "notify")
+            .unwrap();
+        assert_eq!(
+            o["payload"]["context"]["undeliverable"]["code"], 131026,
+            "{name}"
+        );
+        assert_eq!(
+            trail_kinds(&store, &lead_id(&r)).await,
+            ["fallback"],
+            "{name}"
+        );
+        // Failed later, by a status webhook (the user blocked marketing).
+        let (r, _) = record(
+            &store,
+            person("+919891000002", "Blocked"),
+            decision(vec![message("+919891000002")]),
+        )
+        .await;
+        let item = claim_message(&store, &lead_id(&r)).await;
+        let sent = SendOutcome::Sent {
+            message_id: Some("wamid.fb".into()),
+            wa_id: None,
+        };
+        assert!(store
+            .finish_outbox("a", &item, sent, &fallback)
+            .await
+            .unwrap());
+        let status = StatusRecord {
+            message_id: "wamid.fb".into(),
+            status: "failed".into(),
+            at: Utc::now(),
+            recipient: "919891000002".into(),
+            errors: json!([{"code": 131050, "title": "user stopped marketing messages"}]),
+            outbox_id: Some(item.id.clone()),
+        };
+        store
+            .apply_status("acme", &status, &fallback[..1])
+            .await
+            .unwrap();
+        // Redelivered: nothing more.
+        store
+            .apply_status("acme", &status, &fallback[..1])
+            .await
+            .unwrap();
+        let l = lead(&store, &lead_id(&r)).await;
+        let sms: Vec<&Value> = l["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["kind"] == "notify")
+            .collect();
+        assert_eq!(sms.len(), 1, "{name}");
+        assert_eq!(
+            sms[0]["payload"]["context"]["undeliverable"]["code"], 131050,
+            "{name}"
+        );
+        // Without fallback endpoints only the flag.
+        let (r, _) = record(
+            &store,
+            person("+919891000003", "Flag"),
+            decision(vec![message("+919891000003")]),
+        )
+        .await;
+        let item = claim_message(&store, &lead_id(&r)).await;
+        let failed = SendOutcome::Failed {
+            code: Some(131026),
+            error: "x".into(),
+            marketing_opt_out: false,
+        };
+        store.finish_outbox("a", &item, failed, &[]).await.unwrap();
+        let l = lead(&store, &lead_id(&r)).await;
+        assert_eq!(l["thread"]["flag"], "delivery_failed");
+        assert!(
+            l["outbox"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["kind"] != "notify"),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_instances_never_give_a_member_more_than_capacity_or_a_thread_twice() {
+    let Some((_db, a, b)) = two_instances().await else {
+        return;
+    };
+    let emails = ["a@acme.example", "b@acme.example", "c@acme.example"];
+    for (i, email) in emails.iter().enumerate() {
+        operator_on(&a, email, &format!("Op{i}")).await;
+    }
+    let rr = plan("closers", Strategy::RoundRobin, 3, &emails);
+    let ll = plan("closers", Strategy::LeastLoaded, 3, &emails);
+    let mut leads = Vec::new();
+    for round in 0..15 {
+        for i in 0..4 {
+            let phone = format!("+91990{round:03}{i:04}");
+            let (r, _) = record(&a, person(&phone, "Race"), routed("closers")).await;
+            leads.push(lead_id(&r));
+        }
+        let (ga, gb, gc) = tokio::join!(
+            a.assign_waiting("acme", &rr),
+            b.assign_waiting("acme", &ll),
+            b.assign_waiting("acme", &rr)
+        );
+        let mut given: Vec<String> = ga
+            .unwrap()
+            .into_iter()
+            .chain(gb.unwrap())
+            .chain(gc.unwrap())
+            .map(|g| g.lead_id)
+            .collect();
+        let n = given.len();
+        given.sort();
+        given.dedup();
+        assert_eq!(given.len(), n, "round {round}: a thread given twice");
+        for (member, load, _) in loads(&a, &rr).await {
+            assert!(load <= 3, "round {round}: {member} holds {load} of 3");
+        }
+        // Someone closes a thread now and then, freeing a place.
+        if round % 2 == 1 {
+            for id in &leads {
+                if a.close_thread("acme", id, "Op").await.unwrap() {
+                    let t = thread_of(&a, id).await;
+                    assert_eq!(t["queue_state"], "done");
+                    break;
+                }
+            }
+        }
+    }
+    for id in &leads {
+        let assigns = trail_kinds(&a, id)
+            .await
+            .iter()
+            .filter(|k| *k == "assign")
+            .count();
+        assert!(assigns <= 1, "{id} assigned {assigns} times");
     }
 }

@@ -104,12 +104,27 @@ async fn run(state: Arc<AppState>, delivery: Arc<Delivery>) {
                 let outcome = attempt(&state, &delivery, &item, claimed).await;
                 count(&state, &item, &outcome);
                 let deferred = matches!(outcome, SendOutcome::Deferred { .. });
+                // Fallback endpoints are sent the lead when WhatsApp fails for good.
+                let ends = matches!(
+                    outcome,
+                    SendOutcome::Failed { .. } | SendOutcome::Fallback { .. }
+                );
+                let fallback = state
+                    .config
+                    .account(&item.account)
+                    .map(|a| a.fallback.clone())
+                    .unwrap_or_default();
                 match state
                     .store
-                    .finish_outbox(&delivery.owner, &item, outcome)
+                    .finish_outbox(&delivery.owner, &item, outcome, &fallback)
                     .await
                 {
-                    Ok(true) if !deferred => state.announce(&item.account, &item.lead_id),
+                    Ok(true) if !deferred => {
+                        if ends && !fallback.is_empty() {
+                            state.outbox.notify_one();
+                        }
+                        state.announce(&item.account, &item.lead_id)
+                    }
                     Ok(_) => {}
                     // The lease runs out and the message is claimed again.
                     Err(e) => {
@@ -441,7 +456,7 @@ async fn send_notify(
             }
         }
     }
-    let lead = match state.store.lead(&account.id, &item.lead_id).await {
+    let mut lead = match state.store.lead(&account.id, &item.lead_id).await {
         Ok(Some(lead)) => lead,
         Ok(None) => return failed("the lead no longer exists"),
         Err(e) => {
@@ -452,6 +467,16 @@ async fn send_notify(
             }
         }
     };
+    // What the event is about besides the lead (an assignment, a failed
+    // message) travels beside the lead record's own keys.
+    if let (Some(context), Some(data)) = (
+        item.payload.get("context").and_then(Value::as_object),
+        lead.as_object_mut(),
+    ) {
+        for (key, value) in context {
+            data.insert(key.clone(), value.clone());
+        }
+    }
     let endpoint = crate::notify::Endpoint {
         name: name.to_string(),
         url: config.url.clone(),

@@ -22,6 +22,8 @@ pub enum ApiError {
     /// A webhook whose signature does not verify.
     BadSignature(String),
     NotFound(String),
+    /// The request is valid but the thing is not in a state to do it.
+    Conflict(String),
     PayloadTooLarge,
     /// The body is sent as something other than JSON.
     UnsupportedMediaType(String),
@@ -64,6 +66,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::BadSignature(why) => (StatusCode::UNAUTHORIZED, "bad_signature", why, None),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what, None),
+            ApiError::Conflict(why) => (StatusCode::CONFLICT, "conflict", why, None),
             ApiError::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",

@@ -7,12 +7,20 @@
 //! SHA-256 of its token is stored. Every form carries the session's CSRF
 //! token (the sign-in form a token paired with a cookie), and a cross-site
 //! `Origin` is refused. An operator only ever sees their own account.
+//!
+//! In an account with queues the header shows whether the operator is
+//! available for new threads, with a button to change it; every page they
+//! open (and a ping the page sends each minute while they use it) is
+//! activity, and a marked-available operator without any for the account's
+//! `idle_minutes` gets no new threads. `/inbox/queues` shows who is in each
+//! queue and who waits.
 
 use super::error::ApiError;
 use super::threads::{self, ReplyInput, ThreadQuery};
 use super::AppState;
 use crate::config::Account;
 use crate::store::inbox::Session;
+use crate::store::queues::Presence;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::{Path, Query, State};
@@ -46,6 +54,9 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/inbox/events", get(events))
         .route("/inbox/threads/{id}", get(thread))
         .route("/inbox/threads/{id}/{action}", post(act))
+        .route("/inbox/queues", get(queues))
+        .route("/inbox/presence", post(presence))
+        .route("/inbox/presence/ping", post(ping))
         .route("/inbox/static/inbox.css", get(css))
         .route("/inbox/static/inbox.js", get(js))
 }
@@ -63,6 +74,7 @@ fn pages() -> &'static Environment<'static> {
             ("login.html", include_str!("inbox/login.html")),
             ("threads.html", include_str!("inbox/threads.html")),
             ("thread.html", include_str!("inbox/thread.html")),
+            ("queues.html", include_str!("inbox/queues.html")),
         ] {
             // The templates ship inside the binary; a syntax error in one is
             // a build-time bug that the inbox tests catch.
@@ -71,8 +83,27 @@ fn pages() -> &'static Environment<'static> {
             }
         }
         env.add_filter("when", when);
+        env.add_filter("ago", ago);
         env
     })
+}
+
+/// How long ago `2026-12-01T14:02:11Z` was: `under a minute`, `12 min`, `3 h 5 min`, `2 d`.
+fn ago(value: Option<String>) -> String {
+    let Some(value) = value else {
+        return String::new();
+    };
+    let Ok(t) = DateTime::parse_from_rfc3339(&value) else {
+        return value;
+    };
+    let minutes = (Utc::now() - t.with_timezone(&Utc)).num_minutes().max(0);
+    match minutes {
+        0 => "under a minute".to_string(),
+        1..=59 => format!("{minutes} min"),
+        60..=1439 if minutes % 60 == 0 => format!("{} h", minutes / 60),
+        60..=1439 => format!("{} h {} min", minutes / 60, minutes % 60),
+        _ => format!("{} d", minutes / 1440),
+    }
 }
 
 /// `2026-12-01T14:02:11Z` as `1 Dec 14:02 UTC`.
@@ -202,14 +233,98 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<(Session, Ac
     Ok((session, account))
 }
 
-/// The page context every signed-in page has.
-fn base(session: &Session, account: &Account, page: &str) -> serde_json::Map<String, Value> {
+/// Whether the request is a page refreshing itself on a live update (the
+/// operator did nothing).
+fn live(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-live")
+}
+
+/// The operator did something in the inbox: a marked-available operator
+/// who was idle may be given waiting threads again.
+async fn note_activity(state: &AppState, operator_id: &str, account: &Account) {
+    match state.store.touch_presence(operator_id, account.idle).await {
+        Ok(true) => state.queues.notify_one(),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "noting an operator's activity failed"),
+    }
+}
+
+/// The operator's availability as the header shows it.
+fn presence_view(presence: &Presence, idle: std::time::Duration) -> Value {
+    let idle_since = Utc::now() - chrono::Duration::from_std(idle).unwrap_or_default();
+    let active = presence
+        .seen_at
+        .as_deref()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+        .is_some_and(|s| s.with_timezone(&Utc) >= idle_since);
+    let (status, label) = match (presence.available, active) {
+        (true, true) => ("available", "Available"),
+        (true, false) => ("idle", "Available · idle"),
+        (false, _) => ("away", "Away"),
+    };
+    json!({"available": presence.available, "status": status, "label": label})
+}
+
+/// The page context every signed-in page has. Opening a page is activity,
+/// unless it is an open page refreshing itself.
+async fn base(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &Session,
+    account: &Account,
+    page: &str,
+) -> serde_json::Map<String, Value> {
+    if !live(headers) {
+        note_activity(state, &session.operator.id, account).await;
+    }
     let mut m = serde_json::Map::new();
     m.insert("operator".into(), json!(session.operator));
     m.insert("account_name".into(), json!(account.name));
     m.insert("csrf".into(), json!(session.csrf));
     m.insert("page".into(), json!(page));
+    if !account.queues.is_empty() {
+        let presence = match state.store.presence(&session.operator.id).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading an operator's availability failed");
+                Presence::default()
+            }
+        };
+        m.insert("presence".into(), presence_view(&presence, account.idle));
+        m.insert("idle_seconds".into(), json!(account.idle.as_secs()));
+    }
     m
+}
+
+/// Puts the last action's outcome (`error` or `notice`) in a page's
+/// context; true when there was one, whose cookie the page then clears.
+fn take_flash(headers: &HeaderMap, context: &mut serde_json::Map<String, Value>) -> bool {
+    let shown = flash(headers);
+    let (error, notice) = match &shown {
+        Some((true, text)) => (Some(text.clone()), None),
+        Some((false, text)) => (None, Some(text.clone())),
+        None => (None, None),
+    };
+    context.insert("error".into(), json!(error));
+    context.insert("notice".into(), json!(notice));
+    shown.is_some()
+}
+
+/// Renders a page that may show a flash, clearing its cookie when it did.
+fn render_with_flash(
+    headers: &HeaderMap,
+    name: &str,
+    mut context: serde_json::Map<String, Value>,
+) -> Response {
+    let shown = take_flash(headers, &mut context);
+    let mut response = render(name, Value::Object(context));
+    if shown {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(headers, FLASH_COOKIE, "", 0, "/inbox"),
+        );
+    }
+    response
 }
 
 /// The state a thread shows as: taken over, delivery failed, blocked, automated.
@@ -225,11 +340,13 @@ fn badge(state: &str, flag: Option<&str>, outcome: Option<&str>) -> (&'static st
     }
 }
 
-/// The queues this account's threads and playbooks use, for filters and reassignment.
-fn queues_of(state: &AppState, threads: &[Value]) -> Vec<String> {
+/// The queues this account's threads, playbooks and configuration use, for
+/// filters and reassignment.
+fn queues_of(state: &AppState, account: &Account, threads: &[Value]) -> Vec<String> {
     let mut queues: BTreeSet<String> = threads
         .iter()
         .filter_map(|t| t["queue"].as_str().map(str::to_string))
+        .chain(account.queues.keys().cloned())
         .collect();
     if let Some(r) = state.ruleset() {
         for p in r.playbooks.values() {
@@ -269,7 +386,7 @@ async fn list(
         .unwrap_or_default();
     // The rules' queues and those of the threads shown (a person may have
     // reassigned one to a queue no rule names).
-    let queues = queues_of(&state, &threads);
+    let queues = queues_of(&state, &account, &threads);
     let shown: Vec<Value> = threads
         .into_iter()
         .map(|mut t| {
@@ -293,7 +410,7 @@ async fn list(
                 .collect()
         })
         .unwrap_or_default();
-    let mut context = base(&session, &account, "threads");
+    let mut context = base(&state, &headers, &session, &account, "threads").await;
     context.insert("threads".into(), json!(shown));
     context.insert("queues".into(), json!(queues));
     context.insert("playbooks".into(), json!(playbooks));
@@ -303,14 +420,15 @@ async fn list(
             ["automated", "Automated"],
             ["human", "Taken over"],
             ["blocked", "Blocked"],
-            ["failed", "Delivery failed"]
+            ["failed", "Delivery failed"],
+            ["waiting", "Waiting"]
         ]),
     );
     context.insert(
         "filter".into(),
         json!({"q": filter.q, "queue": filter.queue, "state": filter.state, "playbook": filter.playbook}),
     );
-    Ok(render("threads.html", Value::Object(context)))
+    Ok(render_with_flash(&headers, "threads.html", context))
 }
 
 /// The outcome of the last action, from its cookie: `(is_error, text)`.
@@ -418,6 +536,36 @@ fn decision_view(d: &Value) -> Value {
     json!({"at": d["at"], "summary": summary, "rules": d["trace"]["rules"]})
 }
 
+/// The words for a kind of entry on a thread's trail (`takeover`, `release`, `reply`,
+/// `note`, `reassign`, `queued` and `done` read as they are).
+fn event_label(kind: &str) -> String {
+    match kind {
+        "assign" => "assigned".to_string(),
+        "escalate" => "escalated".to_string(),
+        "fallback" => "WhatsApp fallback".to_string(),
+        other => other.replace('_', " "),
+    }
+}
+
+/// Where the thread stands in its queue: waiting since when, whose it is
+/// and since when, or done; `null` without a queue.
+fn queue_view(account: &Account, thread: &Value) -> Value {
+    let Some(name) = thread["queue"].as_str() else {
+        return Value::Null;
+    };
+    let state = thread["queue_state"].as_str();
+    json!({
+        "name": name,
+        "managed": account.queues.contains_key(name),
+        "state": state,
+        "open": matches!(state, Some("waiting" | "assigned")),
+        "assignee": thread["assignee"],
+        "queued_at": thread["queued_at"],
+        "assigned_at": thread["assigned_at"],
+        "picked_up_at": thread["picked_up_at"],
+    })
+}
+
 async fn thread(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -493,7 +641,7 @@ async fn thread(
         .as_array()
         .map(|d| d.iter().map(decision_view).collect())
         .unwrap_or_default();
-    let mut context = base(&session, &account, "thread");
+    let mut context = base(&state, &headers, &session, &account, "thread").await;
     context.insert("lead_id".into(), json!(lead_id));
     context.insert("badge".into(), json!(b));
     context.insert("badge_label".into(), json!(label));
@@ -502,26 +650,20 @@ async fn thread(
     context.insert("window".into(), window_view(last_inbound));
     context.insert("outbound".into(), json!(outbound));
     context.insert("decisions".into(), json!(decisions));
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|mut e| {
+            let label = event_label(e["kind"].as_str().unwrap_or_default());
+            e["label"] = json!(label);
+            e
+        })
+        .collect();
     context.insert("events".into(), json!(events));
     context.insert("templates".into(), json!(templates));
-    context.insert("queues".into(), json!(queues_of(&state, &[])));
-    let shown = flash(&headers);
-    let (error, notice) = match &shown {
-        Some((true, text)) => (Some(text.clone()), None),
-        Some((false, text)) => (None, Some(text.clone())),
-        None => (None, None),
-    };
-    context.insert("error".into(), json!(error));
-    context.insert("notice".into(), json!(notice));
+    context.insert("queues".into(), json!(queues_of(&state, &account, &[])));
+    context.insert("queue".into(), queue_view(&account, thread));
     context.insert("lead".into(), lead);
-    let mut response = render("thread.html", Value::Object(context));
-    if shown.is_some() {
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            set_cookie(&headers, FLASH_COOKIE, "", 0, "/inbox"),
-        );
-    }
-    Ok(response)
+    Ok(render_with_flash(&headers, "thread.html", context))
 }
 
 /// The fields of every inbox form.
@@ -538,11 +680,16 @@ struct ActionForm {
 }
 
 fn back(headers: &HeaderMap, id: &str, result: Result<&str, String>) -> Response {
+    back_to(headers, &format!("/inbox/threads/{id}"), result)
+}
+
+/// Redirects to `location`, which then shows what the action did.
+fn back_to(headers: &HeaderMap, location: &str, result: Result<&str, String>) -> Response {
     let (kind, text) = match result {
         Ok(notice) => ("notice", notice.to_string()),
         Err(e) => ("error", e),
     };
-    let mut response = Redirect::to(&format!("/inbox/threads/{id}")).into_response();
+    let mut response = Redirect::to(location).into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
         set_cookie(
@@ -583,11 +730,12 @@ async fn act(
             let human = action == "takeover";
             match state
                 .store
-                .set_thread_owner(&account.id, &id, human, &actor)
+                .set_thread_owner(&account.id, &id, human, &actor, Some(&session.operator.id))
                 .await
             {
                 Ok(true) => {
                     state.announce(&account.id, &id);
+                    state.queues.notify_one();
                     Ok(if human {
                         "You have the thread: automation is paused on it."
                     } else {
@@ -613,7 +761,16 @@ async fn act(
             } else {
                 input
             };
-            match threads::reply(&state, &account, &id, &actor, &input).await {
+            match threads::reply(
+                &state,
+                &account,
+                &id,
+                &actor,
+                Some(&session.operator.id),
+                &input,
+            )
+            .await
+            {
                 Ok(_) => {
                     Ok("Sent: it goes out on WhatsApp now; automation is paused on this thread.")
                 }
@@ -621,15 +778,35 @@ async fn act(
             }
         }
         "reassign" => match threads::clean_queue(form.queue.as_deref()) {
-            Ok(queue) => match state.store.reassign(&account.id, &id, &queue, &actor).await {
+            Ok(queue) => match state
+                .store
+                .reassign(
+                    &account.id,
+                    &id,
+                    &queue,
+                    &actor,
+                    account.queues.contains_key(&queue),
+                )
+                .await
+            {
                 Ok(true) => {
                     state.announce(&account.id, &id);
+                    state.queues.notify_one();
                     Ok("Reassigned.")
                 }
                 Ok(false) => Err(format!("no lead `{id}`")),
                 Err(e) => Err(api_message(e.into())),
             },
             Err(e) => Err(api_message(e)),
+        },
+        "done" => match state.store.close_thread(&account.id, &id, &actor).await {
+            Ok(true) => {
+                state.announce(&account.id, &id);
+                state.queues.notify_one();
+                Ok("Done: the thread left its queue. A new message from the lead puts it back.")
+            }
+            Ok(false) => Err("the thread is not open in a queue".to_string()),
+            Err(e) => Err(api_message(e.into())),
         },
         "note" => match threads::clean_text(form.text.as_deref(), "text", threads::MAX_TEXT) {
             Ok(text) => match state.store.add_note(&account.id, &id, &actor, &text).await {
@@ -651,6 +828,148 @@ async fn act(
         }
     };
     Ok(back(&headers, &id, result))
+}
+
+/// Where a form in the header goes back to: the inbox page it was sent
+/// from (the `Referer`, when it is of this site), else the thread list.
+fn came_from(headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    headers
+        .get(header::REFERER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.split_once("://"))
+        .and_then(|(_, rest)| {
+            let (authority, path) = rest.split_at(rest.find('/')?);
+            (!host.is_empty() && authority == host).then_some(path)
+        })
+        .map(|path| path.split('#').next().unwrap_or_default())
+        .filter(|path| {
+            let inbox =
+                *path == "/inbox" || path.starts_with("/inbox/") || path.starts_with("/inbox?");
+            inbox && !path.starts_with("/inbox/login") && !path.contains('\\')
+        })
+        .map_or_else(|| "/inbox".to_string(), str::to_string)
+}
+
+#[derive(Deserialize, Default)]
+struct PresenceForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    available: String,
+}
+
+/// `POST /inbox/presence`: the operator marks themselves available for
+/// new threads (`available=1`) or away (`available=0`).
+async fn presence(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(form): Form<PresenceForm>,
+) -> Result<Response, Refusal> {
+    let (session, _) = signed_in(&state, &headers).await?;
+    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+        return Err(Refusal::Forbidden);
+    }
+    let available = match form.available.as_str() {
+        "1" => true,
+        "0" => false,
+        _ => {
+            return Ok(back_to(
+                &headers,
+                &came_from(&headers),
+                Err("say `available=1` or `available=0`".to_string()),
+            ))
+        }
+    };
+    let result = match state
+        .store
+        .set_available(&session.operator.id, available)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(operator = %session.operator.id, available, "an operator changed their availability");
+            // Someone available may take waiting threads now.
+            state.queues.notify_one();
+            Ok(if available {
+                "You are available: threads waiting in your queues come to you."
+            } else {
+                "You are away: no new threads come to you. Threads you have stay yours."
+            })
+        }
+        Err(e) => Err(api_message(e.into())),
+    };
+    Ok(back_to(&headers, &came_from(&headers), result))
+}
+
+/// `POST /inbox/presence/ping`: an open page says the operator is using it
+/// (sent at most once a minute, and only after some activity). 204.
+async fn ping(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    let (session, account) = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(Refusal::SignIn) => return StatusCode::UNAUTHORIZED.into_response(),
+        Err(r) => return r.into_response(),
+    };
+    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+        return Refusal::Forbidden.into_response();
+    }
+    note_activity(&state, &session.operator.id, &account).await;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// What a member's status reads as on the queues page.
+fn member_status(status: &str) -> &'static str {
+    match status {
+        "available" => "Available",
+        "idle" => "Idle",
+        "away" => "Away",
+        "signed_out" => "Signed out",
+        "unknown" => "No such operator",
+        "agent" => "AI agent",
+        _ => "Unknown",
+    }
+}
+
+/// `GET /inbox/queues`: each queue of the account with members: how it
+/// assigns, whether it is open, who is in it and how busy, who waits.
+async fn queues(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let (session, account) = signed_in(&state, &headers).await?;
+    let mut shown = Vec::new();
+    for (name, queue) in &account.queues {
+        let mut q = match super::queues::overview(&state, &account, name, queue).await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(queue = %name, error = ?e, "showing a queue failed");
+                shown.push(json!({"name": name, "failed": true}));
+                continue;
+            }
+        };
+        q["strategy_label"] = json!(match queue.strategy {
+            crate::queues::Strategy::RoundRobin => "round robin: each member in turn",
+            crate::queues::Strategy::LeastLoaded =>
+                "least loaded: the member with the fewest open threads",
+        });
+        if let Some(members) = q["members"].as_array_mut() {
+            for m in members {
+                let label = member_status(m["status"].as_str().unwrap_or_default());
+                m["status_label"] = json!(label);
+                m["you"] = json!(m["key"] == session.operator.id.as_str());
+            }
+        }
+        shown.push(q);
+    }
+    let mut context = base(&state, &headers, &session, &account, "queues").await;
+    context.insert("queues".into(), json!(shown));
+    Ok(render_with_flash(&headers, "queues.html", context))
 }
 
 #[derive(Deserialize, Default)]
@@ -768,6 +1087,16 @@ async fn login(
         );
     }
     tracing::info!(operator = %operator.id, account = %operator.account, "an operator signed in");
+    // Signing in is activity: one who left themselves available gets
+    // threads again.
+    if let Some(account) = state
+        .config
+        .accounts
+        .iter()
+        .find(|a| a.id == operator.account)
+    {
+        note_activity(&state, &operator.id, account).await;
+    }
     let mut response = Redirect::to("/inbox").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,

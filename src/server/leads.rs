@@ -229,6 +229,7 @@ pub(crate) fn decide_for(
     playbook: &str,
     state: &LeadState,
     lead_updates: &[String],
+    managed: &[String],
 ) -> DecisionRecord {
     let playbook = state
         .lead
@@ -245,7 +246,9 @@ pub(crate) fn decide_for(
     match ruleset.explain(playbook, &state.lead, &situation) {
         Ok((decision, trace)) => {
             let trace = serde_json::to_value(&trace).unwrap_or(Value::Null);
-            record_for(ruleset, &decision, trace, state, lead_updates)
+            let mut record = record_for(ruleset, &decision, trace, state, lead_updates);
+            record.managed = record.queue.as_ref().is_some_and(|q| managed.contains(q));
+            record
         }
         // The playbook was checked when the request came in and rulesets
         // are only ever swapped whole, so this is a race with a reload that
@@ -308,6 +311,7 @@ fn record_for(
             .clone()
             .or_else(|| decision.actions.assign.clone()),
         takeover: decision.actions.takeover.is_some(),
+        managed: false,
         response: json!({"created": state.created, "decision": decision_json}),
         decision: decision_json,
     }
@@ -430,13 +434,17 @@ pub async fn create(
     event.dedup = idempotency;
     let channel_label = event.channel.clone().unwrap_or_default();
     let updates = account.lead_updates.clone();
+    let managed: Vec<String> = account.queues.keys().cloned().collect();
     let recorded = state
         .store
         .record(&account.id, event, move |lead| {
-            decide_for(&ruleset, &playbook, lead, &updates)
+            decide_for(&ruleset, &playbook, lead, &updates, &managed)
         })
         .await?;
     state.outbox.notify_one();
+    if !account.queues.is_empty() {
+        state.queues.notify_one();
+    }
     Ok(match recorded {
         Recorded::New {
             lead_id, response, ..
@@ -581,13 +589,18 @@ async fn thread_state(
     };
     if state
         .store
-        .set_thread_owner(&account.id, &id, human, "api")
+        .set_thread_owner(&account.id, &id, human, "api", None)
         .await?
     {
         if let Some(queue) = &queue {
-            state.store.reassign(&account.id, &id, queue, "api").await?;
+            let managed = account.queues.contains_key(queue);
+            state
+                .store
+                .reassign(&account.id, &id, queue, "api", managed)
+                .await?;
         }
         state.announce(&account.id, &id);
+        state.queues.notify_one();
         Ok(Json(
             json!({"lead_id": id, "thread": if human { "human" } else { "automated" }}),
         ))

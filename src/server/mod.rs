@@ -8,6 +8,7 @@ pub mod inbox;
 mod leads;
 pub mod metrics;
 pub mod openapi;
+pub mod queues;
 pub mod threads;
 mod webhooks;
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub work: tokio::sync::Notify,
     /// Wakes the delivery worker when messages are queued.
     pub outbox: tokio::sync::Notify,
+    /// Wakes the queue worker: a thread waits, or someone became available.
+    pub queues: tokio::sync::Notify,
     /// Changes on threads, for the inbox's live updates.
     pub thread_changes: tokio::sync::broadcast::Sender<threads::ThreadChanged>,
     pub metrics: metrics::Metrics,
@@ -102,7 +105,11 @@ impl AppState {
 
     fn warn_unknown_senders(&self, ruleset: &Ruleset) {
         for account in &self.config.accounts {
-            for warning in Self::unknown_senders(account, ruleset) {
+            let unmanaged = queues::unmanaged(account, ruleset);
+            for warning in Self::unknown_senders(account, ruleset)
+                .into_iter()
+                .chain(unmanaged)
+            {
                 tracing::warn!(account = %account.id, "{warning}");
             }
         }
@@ -179,6 +186,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/leads/{id}/notes", post(threads::api_note))
         .route("/v1/leads/{id}/reassign", post(threads::api_reassign))
         .route("/v1/leads/{id}/templates", get(threads::api_templates))
+        .route("/v1/leads/{id}/close", post(queues::api_close))
+        .route("/v1/queues", get(queues::list))
         .merge(inbox::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -223,6 +232,7 @@ async fn observe(
 async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let webhooks = state.store.webhook_counts().await.unwrap_or_default();
     let outbox = state.store.outbox_counts().await.unwrap_or_default();
+    let (waiting, assigned) = queue_gauges(&state).await;
     let hash = state
         .ruleset()
         .map(|r| r.hash[..12].to_string())
@@ -250,6 +260,16 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
                 .collect(),
         ),
         (
+            "handoff_threads_waiting",
+            "Threads waiting in a queue with members for someone to be given them, by account and queue.",
+            waiting,
+        ),
+        (
+            "handoff_threads_assigned",
+            "Open threads given to a queue's members, by account and queue.",
+            assigned,
+        ),
+        (
             "handoff_rules_loaded",
             "The ruleset in force (value 1), by hash.",
             vec![(format!("ruleset=\"{hash}\""), 1.0)],
@@ -267,6 +287,36 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// Waiting and assigned threads per configured queue (zero included), and
+/// per queue a person moved threads to outside the configuration.
+async fn queue_gauges(state: &AppState) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
+    let mut counts: std::collections::BTreeMap<(String, String), [f64; 2]> = state
+        .config
+        .accounts
+        .iter()
+        .flat_map(|a| {
+            a.queues
+                .keys()
+                .map(|q| ((a.id.clone(), q.clone()), [0.0; 2]))
+        })
+        .collect();
+    for (account, queue, queue_state, n) in state.store.queue_counts().await.unwrap_or_default() {
+        let slot = counts.entry((account, queue)).or_default();
+        slot[usize::from(queue_state == "assigned")] += n as f64;
+    }
+    let label = |a: &str, q: &str| {
+        format!(
+            "account=\"{}\",queue=\"{}\"",
+            a.replace(['\\', '"'], ""),
+            q.replace(['\\', '"'], "")
+        )
+    };
+    counts
+        .iter()
+        .map(|((a, q), [w, s])| ((label(a, q), *w), (label(a, q), *s)))
+        .unzip()
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -299,7 +349,11 @@ async fn rulesets(
     let warnings = rules
         .ruleset
         .as_ref()
-        .map(|r| AppState::unknown_senders(account, r))
+        .map(|r| {
+            let mut w = AppState::unknown_senders(account, r);
+            w.extend(queues::unmanaged(account, r));
+            w
+        })
         .unwrap_or_default();
     Ok(Json(json!({
         "ruleset": rules.ruleset.as_ref().map(|r| r.hash.clone()),
@@ -358,6 +412,7 @@ pub async fn state(config: Config) -> Result<Arc<AppState>, String> {
         }),
         work: tokio::sync::Notify::new(),
         outbox: tokio::sync::Notify::new(),
+        queues: tokio::sync::Notify::new(),
         thread_changes: tokio::sync::broadcast::channel(1024).0,
         metrics: metrics::Metrics::default(),
     });
@@ -390,6 +445,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     spawn_rules_watch(state.clone());
     webhooks::spawn_worker(state.clone());
+    queues::spawn_worker(state.clone());
     let local = listener.local_addr()?;
     let (routes, sandboxes) = whatsapp_routes(&state, local).map_err(std::io::Error::other)?;
     delivery::spawn_worker(

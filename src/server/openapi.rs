@@ -114,6 +114,8 @@ fn paths() -> Value {
         ("/v1/leads/{id}/reassign", json!({"post": reassign_op()})),
         ("/v1/leads/{id}/templates", json!({"get": templates_op()})),
         ("/v1/threads", json!({"get": threads_op()})),
+        ("/v1/queues", json!({"get": queues_op()})),
+        ("/v1/leads/{id}/close", json!({"post": close_op()})),
         ("/v1/dry-run", json!({"post": dry_run()})),
         ("/v1/rulesets", json!({"get": rulesets()})),
         ("/v1/rulesets/reload", json!({"post": reload()})),
@@ -403,6 +405,37 @@ fn reassign_op() -> Value {
     )
 }
 
+fn queues_op() -> Value {
+    json!({
+        "operationId": "listQueues",
+        "tags": ["threads"],
+        "summary": "The account's queues with members: who is available, each member's load, and the threads waiting.",
+        "description": "A member is available when signed in to the inbox, marked available there and active within the account's `idle_minutes`; an agent always is. A load counts the member's open threads in every queue.",
+        "responses": responses(vec![
+            ("200", json!({"description": "Each queue, by name.", "content": {"application/json": {"schema": schema("QueueList")}}})),
+            ("401", response("Unauthorized")),
+            ("500", response("Internal")),
+        ])
+    })
+}
+
+fn close_op() -> Value {
+    json!({
+        "operationId": "closeThread",
+        "tags": ["threads"],
+        "summary": "The thread is done: it leaves its member's load, and waiting threads may go to them.",
+        "description": "A new message from the lead puts the thread back in its queue.",
+        "parameters": [parameter("LeadId")],
+        "responses": responses(vec![
+            ("200", json!({"description": "Closed.", "content": {"application/json": {"schema": schema("CloseResult"), "example": {"lead_id": "0194c0de-7f3a-7000-8000-000000000001", "queue_state": "done"}}}})),
+            ("401", response("Unauthorized")),
+            ("404", response("NotFound")),
+            ("409", response("Conflict")),
+            ("500", response("Internal")),
+        ])
+    })
+}
+
 fn templates_op() -> Value {
     json!({
         "operationId": "threadTemplates",
@@ -426,7 +459,7 @@ fn threads_op() -> Value {
         "summary": "An account's threads, newest activity first.",
         "parameters": [
             filter("queue", "Only this queue."),
-            {"name": "state", "in": "query", "required": false, "description": "`automated`, `human` (taken over), `blocked` (the last decision's handoff was blocked) or `failed` (a WhatsApp message failed for good).", "schema": {"type": "string", "enum": ["automated", "human", "blocked", "failed"]}},
+            {"name": "state", "in": "query", "required": false, "description": "`automated`, `human` (taken over), `blocked` (the last decision's handoff was blocked), `failed` (a WhatsApp message failed for good) or `waiting` (in a queue, nobody has it yet).", "schema": {"type": "string", "enum": ["automated", "human", "blocked", "failed", "waiting"]}},
             filter("playbook", "Only this playbook."),
             filter("q", "A fragment of the name or phone."),
             {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}}
@@ -731,6 +764,12 @@ fn component_responses() -> Value {
         ),
         "Unauthorized": unauthorized,
         "BadSignature": bad_signature,
+        "Conflict": error_response(
+            "The thread is not in a state for this (code `conflict`).",
+            "conflict",
+            "the thread of `0194c0de-7f3a-7000-8000-000000000001` is not open in a queue (it is done already, or its queue has no members)",
+            None,
+        ),
         "NotFound": error_response(
             "No such lead, account or form for this caller (code `not_found`).",
             "not_found",
@@ -1016,6 +1055,57 @@ fn schemas() -> Value {
         }),
     );
     add(
+        "CloseResult",
+        json!({
+            "type": "object",
+            "required": ["lead_id", "queue_state"],
+            "additionalProperties": false,
+            "properties": {"lead_id": {"type": "string"}, "queue_state": {"type": "string", "enum": ["done"]}}
+        }),
+    );
+    add(
+        "QueueList",
+        json!({
+            "type": "object",
+            "required": ["queues"],
+            "additionalProperties": false,
+            "properties": {"queues": {"type": "array", "items": {
+                "type": "object",
+                "required": ["name", "strategy", "capacity", "open", "has_hours", "escalate_after", "escalate_to", "members", "available", "waiting"],
+                "additionalProperties": false,
+                "properties": {
+                    "name": {"type": "string"},
+                    "strategy": {"type": "string", "enum": ["round_robin", "least_loaded"]},
+                    "capacity": {"type": "integer", "minimum": 1, "description": "Open threads a member may hold before the queue passes them over."},
+                    "open": {"type": "boolean", "description": "Within the queue's business hours now (its own, else its playbook's). Outside them nothing is assigned and the escalation clock stands still."},
+                    "has_hours": {"type": "boolean"},
+                    "escalate_after": nullable_text("Business time a thread may wait without a human reply or takeover, as `15m`."),
+                    "escalate_to": nullable_text("The queue it then moves to."),
+                    "available": {"type": "integer", "description": "Members who can be given a thread now."},
+                    "members": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["key", "name", "available", "load", "member", "status"],
+                        "additionalProperties": false,
+                        "properties": {
+                            "key": {"type": "string", "description": "The operator's ID, or `agent:<endpoint>`."},
+                            "name": {"type": "string"},
+                            "member": {"type": "string", "description": "As configured: the email, or the agent's endpoint."},
+                            "available": {"type": "boolean"},
+                            "load": {"type": "integer", "description": "Open threads given to them, in every queue."},
+                            "status": {"type": "string", "enum": ["available", "idle", "away", "signed_out", "unknown", "agent"]}
+                        }
+                    }},
+                    "waiting": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["lead_id", "name", "queued_at"],
+                        "additionalProperties": false,
+                        "properties": {"lead_id": {"type": "string"}, "name": nullable("string"), "queued_at": {"type": "string", "format": "date-time"}}
+                    }}
+                }
+            }}}
+        }),
+    );
+    add(
         "ReassignResult",
         json!({
             "type": "object",
@@ -1057,7 +1147,7 @@ fn schemas() -> Value {
             "additionalProperties": false,
             "properties": {"threads": {"type": "array", "items": {
                 "type": "object",
-                "required": ["lead_id", "name", "phone", "channel", "playbook", "state", "queue", "flag", "taken_by", "outcome", "last_inbound_at", "last_text", "activity_at", "unread"],
+                "required": ["lead_id", "name", "phone", "channel", "playbook", "state", "queue", "flag", "taken_by", "queue_state", "queued_at", "assignee", "outcome", "last_inbound_at", "last_text", "activity_at", "unread"],
                 "additionalProperties": false,
                 "properties": {
                     "lead_id": {"type": "string"},
@@ -1066,6 +1156,9 @@ fn schemas() -> Value {
                     "queue": nullable("string"),
                     "flag": nullable_text("`delivery_failed` when a WhatsApp message failed for good."),
                     "taken_by": nullable_text("Who took the thread over."),
+                    "queue_state": {"type": ["string", "null"], "enum": ["waiting", "assigned", "done", null], "description": "In a queue with members: `waiting` (nobody has it yet), `assigned`, or `done` (closed; a new message from the lead puts it back). Null in a queue without members."},
+                    "queued_at": {"type": ["string", "null"], "format": "date-time", "description": "When it entered its queue: the escalation clock starts here."},
+                    "assignee": nullable_text("The member who has it: an operator's name, or an agent's endpoint."),
                     "outcome": nullable_text("The last decision's handoff outcome."),
                     "last_inbound_at": {"type": ["string", "null"], "format": "date-time"},
                     "last_text": nullable_text("The latest message of the transcript."),
@@ -1381,11 +1474,16 @@ fn schemas() -> Value {
         "Thread",
         json!({
             "type": "object",
-            "required": ["state", "queue", "last_inbound_at", "flag", "flag_reason"],
+            "required": ["state", "queue", "last_inbound_at", "flag", "flag_reason", "queue_state", "queued_at", "assignee", "assigned_at", "picked_up_at"],
             "additionalProperties": false,
             "properties": {
                 "state": {"type": "string", "enum": ["automated", "human"]},
                 "queue": nullable("string"),
+                "queue_state": {"type": ["string", "null"], "enum": ["waiting", "assigned", "done", null], "description": "In a queue with members: `waiting` (nobody has it yet), `assigned`, or `done` (closed; a new message from the lead puts it back). Null in a queue without members."},
+                "queued_at": {"type": ["string", "null"], "format": "date-time", "description": "When it entered its queue: the escalation clock starts here."},
+                "assignee": nullable_text("The member who has it: an operator's name, or an agent's endpoint."),
+                "assigned_at": {"type": ["string", "null"], "format": "date-time"},
+                "picked_up_at": {"type": ["string", "null"], "format": "date-time", "description": "The first human reply or takeover since it entered its queue: the escalation clock stops."},
                 "last_inbound_at": {"type": ["string", "null"], "format": "date-time", "description": "The lead's last WhatsApp message (it opens the 24-hour window)."},
                 "flag": {"type": ["string", "null"], "enum": ["delivery_failed", null], "description": "Set when a WhatsApp message to the lead failed for good: an operator should reach them another way."},
                 "flag_reason": nullable_text("Why, with Meta's code.")
@@ -1667,6 +1765,8 @@ mod tests {
         ("post", "/v1/leads/{id}/reassign"),
         ("get", "/v1/leads/{id}/templates"),
         ("get", "/v1/threads"),
+        ("get", "/v1/queues"),
+        ("post", "/v1/leads/{id}/close"),
         ("post", "/v1/dry-run"),
         ("get", "/v1/rulesets"),
         ("post", "/v1/rulesets/reload"),

@@ -115,6 +115,7 @@ pub async fn reply(
     account: &Account,
     lead_id: &str,
     actor: &str,
+    operator: Option<&str>,
     input: &ReplyInput,
 ) -> Result<Value, ApiError> {
     let text = input
@@ -200,14 +201,21 @@ pub async fn reply(
             )
         }
     };
-    let outbox = state
+    let queued = state
         .store
-        .queue_reply(&account.id, &lead.id, actor, &payload, &said)
+        .queue_reply(&account.id, &lead.id, actor, operator, &payload, &said)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no lead `{lead_id}`")))?;
+    if let Some(first) = &queued.first {
+        state
+            .metrics
+            .first_reply(first.queue.as_deref().unwrap_or(""), first.after);
+    }
     state.outbox.notify_one();
     state.announce(&account.id, &lead.id);
-    Ok(json!({"lead_id": lead.id, "outbox_id": outbox, "thread": "human", "message": payload}))
+    Ok(
+        json!({"lead_id": lead.id, "outbox_id": queued.outbox_id, "thread": "human", "message": payload}),
+    )
 }
 
 /// Checks a person's name or note: trimmed, not empty, no control characters.
@@ -328,7 +336,9 @@ pub async fn api_reply(
     super::error::require_json(&headers)?;
     let input: ReplyInput = super::leads::parse_body(body)?;
     let actor = api_actor(input.by.as_deref())?;
-    Ok(Json(reply(&state, &account, &id, &actor, &input).await?))
+    Ok(Json(
+        reply(&state, &account, &id, &actor, None, &input).await?,
+    ))
 }
 
 /// The body of a note or a reassignment through the API.
@@ -386,14 +396,16 @@ pub async fn api_reassign(
     let input: ReassignInput = super::leads::parse_body(body)?;
     let actor = api_actor(input.by.as_deref())?;
     let queue = clean_queue(input.queue.as_deref())?;
+    let managed = account.queues.contains_key(&queue);
     if !state
         .store
-        .reassign(&account.id, &id, &queue, &actor)
+        .reassign(&account.id, &id, &queue, &actor, managed)
         .await?
     {
         return Err(ApiError::NotFound(format!("no lead `{id}`")));
     }
     state.announce(&account.id, &id);
+    state.queues.notify_one();
     Ok(Json(json!({"lead_id": id, "queue": queue})))
 }
 

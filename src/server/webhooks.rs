@@ -520,7 +520,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                     };
                     let applied = state
                         .store
-                        .apply_status(&account.id, &record)
+                        .apply_status(&account.id, &record, &account.fallback)
                         .await
                         .map_err(|e| Refused::Retry(e.to_string()))?;
                     if applied.new {
@@ -530,7 +530,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                             1,
                         );
                     }
-                    if applied.fell_back {
+                    if applied.fell_back || (applied.new && record.status == "failed") {
                         state.outbox.notify_one();
                     }
                     if let Some(lead) = &applied.lead_id {
@@ -681,13 +681,17 @@ async fn record(
     let playbook = pick_playbook_named(account, &ruleset, playbook.as_deref(), channel)
         .map_err(|e| e.to_string())?;
     let updates = account.lead_updates.clone();
+    let managed: Vec<String> = account.queues.keys().cloned().collect();
     let recorded = state
         .store
         .record(&account.id, event, move |lead| {
-            decide_for(&ruleset, &playbook, lead, &updates)
+            decide_for(&ruleset, &playbook, lead, &updates, &managed)
         })
         .await;
     state.outbox.notify_one();
+    if !account.queues.is_empty() {
+        state.queues.notify_one();
+    }
     recorded
         .map(|recorded| {
             if let crate::store::Recorded::New {

@@ -38,7 +38,8 @@ pub struct Session {
 pub struct ThreadFilter {
     pub queue: Option<String>,
     /// `automated`, `human` (taken over), `blocked` (the last decision could
-    /// not hand off: no opt-in, window closed) or `failed` (delivery failed).
+    /// not hand off: no opt-in, window closed), `failed` (delivery failed)
+    /// or `waiting` (in a queue, nobody has it yet).
     pub state: Option<String>,
     pub playbook: Option<String>,
     /// A fragment of the name or phone.
@@ -47,7 +48,15 @@ pub struct ThreadFilter {
 }
 
 /// The thread states a list can be filtered by.
-pub const THREAD_STATES: [&str; 4] = ["automated", "human", "blocked", "failed"];
+pub const THREAD_STATES: [&str; 5] = ["automated", "human", "blocked", "failed", "waiting"];
+
+/// A person's reply, queued.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplyQueued {
+    pub outbox_id: String,
+    /// Set when this is the first human reply since the thread entered its queue.
+    pub first: Option<super::queues::FirstReply>,
+}
 
 impl Store {
     /// Adds an operator; fails when the email is taken.
@@ -134,40 +143,49 @@ impl Store {
     }
 
     /// A person takes the thread over (`human`) or gives it back, on the
-    /// thread's trail; false when the account has no such lead.
+    /// thread's trail; false when the account has no such lead. A takeover
+    /// picks the thread up (its escalation clock stops), and one by an
+    /// `operator` (their ID) gives them the thread when it is in a queue
+    /// with members.
     pub async fn set_thread_owner(
         &self,
         account: &str,
         lead_id: &str,
         human: bool,
         actor: &str,
+        operator: Option<&str>,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, db => db.set_thread_owner(account, lead_id, human, actor).await)
+        on_backend!(self, db => db.set_thread_owner(account, lead_id, human, actor, operator).await)
     }
 
-    /// Moves the thread to another queue, on the thread's trail.
+    /// Moves the thread to another queue, on the thread's trail. In a
+    /// `managed` queue (one with members) it waits there to be assigned.
     pub async fn reassign(
         &self,
         account: &str,
         lead_id: &str,
         queue: &str,
         actor: &str,
+        managed: bool,
     ) -> Result<bool, StoreError> {
-        on_backend!(self, db => db.reassign(account, lead_id, queue, actor).await)
+        on_backend!(self, db => db.reassign(account, lead_id, queue, actor, managed).await)
     }
 
     /// Queues a person's WhatsApp reply (sent even though the thread is
     /// taken over), writes it to the transcript and takes the thread over,
-    /// in one transaction. Returns the outbox ID; `None` when the account has
-    /// no such lead.
+    /// in one transaction. The reply picks the thread up; one by an
+    /// `operator` (their ID) gives them a thread of a queue with members
+    /// unless a member has it.
+    /// `None` when the account has no such lead.
     pub async fn queue_reply(
         &self,
         account: &str,
         lead_id: &str,
         actor: &str,
+        operator: Option<&str>,
         payload: &Value,
         text: &str,
-    ) -> Result<Option<String>, StoreError> {
-        on_backend!(self, db => db.queue_reply(account, lead_id, actor, payload, text).await)
+    ) -> Result<Option<ReplyQueued>, StoreError> {
+        on_backend!(self, db => db.queue_reply(account, lead_id, actor, operator, payload, text).await)
     }
 }

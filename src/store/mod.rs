@@ -19,8 +19,10 @@ use std::time::Duration;
 
 pub mod postgres;
 mod postgres_inbox;
+mod postgres_queues;
 pub mod sqlite;
 mod sqlite_inbox;
+mod sqlite_queues;
 
 /// A store error; the server answers 500 and logs it.
 #[derive(Clone, Debug)]
@@ -63,8 +65,9 @@ macro_rules! on_backend {
     };
 }
 
-// After the macro: the inbox's methods dispatch with it too.
+// After the macro: the inbox's and the queues' methods dispatch with it too.
 pub mod inbox;
+pub mod queues;
 
 /// An event that adds to a lead: who (identities), what they said, what they
 /// consented to, and the source ID that makes it safe to receive twice.
@@ -127,6 +130,9 @@ pub struct DecisionRecord {
     /// The queue the thread moves to, and whether a person takes it over.
     pub queue: Option<String>,
     pub takeover: bool,
+    /// Whether the account gives `queue` members: the thread then waits in
+    /// it to be assigned (see [`queues`]).
+    pub managed: bool,
     /// The response to give (and to replay for a duplicate).
     pub response: Value,
 }
@@ -336,12 +342,16 @@ impl Store {
     /// message: Meta's ID, the furthest status, and for a failure what it
     /// means (a template in place of a message the closed window refused, a
     /// marketing opt-out, a flagged thread). A redelivered status changes nothing.
+    ///
+    /// A message WhatsApp will never deliver also sends the lead record to
+    /// each of the account's `fallback` endpoints (`lead.undeliverable`).
     pub async fn apply_status(
         &self,
         account: &str,
         status: &StatusRecord,
+        fallback: &[String],
     ) -> Result<StatusApplied, StoreError> {
-        on_backend!(self, db => db.apply_status(account, status).await)
+        on_backend!(self, db => db.apply_status(account, status, fallback).await)
     }
 
     /// Claims up to `limit` messages due for delivery for `owner`, for
@@ -361,14 +371,17 @@ impl Store {
             .await)
     }
 
-    /// Records how an attempt ended, if `owner` still holds the message's lease.
+    /// Records how an attempt ended, if `owner` still holds the message's
+    /// lease. A WhatsApp message that failed for good flags its thread and
+    /// sends the lead record to each of the `fallback` endpoints.
     pub async fn finish_outbox(
         &self,
         owner: &str,
         item: &OutboxItem,
         outcome: SendOutcome,
+        fallback: &[String],
     ) -> Result<bool, StoreError> {
-        on_backend!(self, db => db.finish_outbox(owner, item, outcome).await)
+        on_backend!(self, db => db.finish_outbox(owner, item, outcome, fallback).await)
     }
 
     /// Outbox messages by kind and state, for metrics.

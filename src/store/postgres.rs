@@ -28,6 +28,16 @@
 //!   do not wait for), then the rows it changes. Writes that touch a lead's
 //!   rows without its identities (a status, a delivery outcome, a takeover)
 //!   lock the surviving lead first, then the outbox row.
+//! - **Queues.** An assignment or escalation pass takes the account's
+//!   queue lock first (`pg_advisory_xact_lock` with two 32-bit keys: a key
+//!   space PostgreSQL keeps apart from the single 64-bit keys of the
+//!   identities and of the migrator, so they never collide), then the lead
+//!   rows of the threads it changes (ascending, in one statement), then
+//!   those threads, each update guarded by the state it expects. Passes of
+//!   one account thus run one after the other: no member is given more than
+//!   their capacity and no thread goes to two people. Nothing else takes the
+//!   queue lock (a lead's event routes its thread under the lead's lock
+//!   alone), and nothing that holds a lead row waits for it.
 //! - **Claims.** The outbox and webhook events are claimed with
 //!   `FOR UPDATE SKIP LOCKED` plus a lease, so two instances' workers never
 //!   hold the same message or event; a claim never waits for a lock.
@@ -38,6 +48,8 @@
 //! (`TEXT`, not `JSONB`): it reads back byte for byte as from SQLite, and
 //! JSONB would refuse a `\u0000` that SQLite keeps; nothing queries inside it.
 
+use super::postgres_queues::trail;
+use super::queues::SYSTEM_ACTOR;
 use super::{
     new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, OutboxItem,
     PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
@@ -84,6 +96,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "inbox",
         include_str!("../../migrations/postgres/0002_inbox.sql"),
+    ),
+    (
+        3,
+        "queues",
+        include_str!("../../migrations/postgres/0003_queues.sql"),
     ),
 ];
 
@@ -162,20 +179,26 @@ macro_rules! retrying {
         }
     }};
 }
+pub(super) use retrying;
 
 /// The advisory-lock key of an identity: 64 bits of a hash of the account,
 /// kind and value. Two identities sharing a key only wait for each other.
 fn lock_key(account: &str, kind: &str, value: &str) -> i64 {
+    i64::from_ne_bytes(lock_hash(&["handoff identity", account, kind, value]).to_ne_bytes())
+}
+
+/// 64 bits of a hash of `parts`, for advisory-lock keys.
+pub(super) fn lock_hash(parts: &[&str]) -> u64 {
     // FNV-1a: stable across builds and processes, which every instance needs.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in ["handoff identity", account, kind, value] {
+    for part in parts {
         // 0xff never occurs in UTF-8, so the parts cannot run into each other.
         for b in part.bytes().chain([0xff]) {
             hash ^= u64::from(b);
             hash = hash.wrapping_mul(0x0100_0000_01b3);
         }
     }
-    i64::from_ne_bytes(hash.to_ne_bytes())
+    hash
 }
 
 /// The migrations compiled into the binary, for sqlx's migrator.
@@ -491,13 +514,19 @@ impl Postgres {
         &self,
         account: &str,
         status: &StatusRecord,
+        fallback: &[String],
     ) -> Result<StatusApplied, StoreError> {
-        retrying!(self.apply_status_once(account, status))
+        retrying!(self.apply_status_once(account, status, fallback))
     }
 
-    async fn apply_status_once(&self, account: &str, status: &StatusRecord) -> Sql<StatusApplied> {
+    async fn apply_status_once(
+        &self,
+        account: &str,
+        status: &StatusRecord,
+        fallback: &[String],
+    ) -> Sql<StatusApplied> {
         let mut tx = self.worker.begin().await?;
-        let applied = apply_status(&mut tx, account, status).await?;
+        let applied = apply_status(&mut tx, account, status, fallback).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -581,8 +610,9 @@ impl Postgres {
         owner: &str,
         item: &OutboxItem,
         outcome: SendOutcome,
+        fallback: &[String],
     ) -> Result<bool, StoreError> {
-        retrying!(self.finish_outbox_once(owner, item, &outcome))
+        retrying!(self.finish_outbox_once(owner, item, &outcome, fallback))
     }
 
     async fn finish_outbox_once(
@@ -590,9 +620,10 @@ impl Postgres {
         owner: &str,
         item: &OutboxItem,
         outcome: &SendOutcome,
+        fallback: &[String],
     ) -> Sql<bool> {
         let mut tx = self.delivery.begin().await?;
-        let finished = finish_outbox(&mut tx, owner, item, outcome).await?;
+        let finished = finish_outbox(&mut tx, owner, item, outcome, fallback).await?;
         tx.commit().await?;
         Ok(finished)
     }
@@ -843,14 +874,17 @@ async fn record_event(
         .execute(&mut *c)
         .await?;
     let decision_id = insert_decision(c, account, &lead_id, now, &record).await?;
-    if record.queue.is_some() || record.takeover {
-        q("UPDATE threads SET queue = COALESCE($1, queue), state = CASE WHEN $2 THEN 'human' ELSE state END, updated_at = $3 WHERE lead_id = $4")
-            .bind(&record.queue)
-            .bind(record.takeover)
+    if record.takeover {
+        q("UPDATE threads SET state = 'human', updated_at = $1 WHERE lead_id = $2")
             .bind(now)
             .bind(&lead_id)
             .execute(&mut *c)
             .await?;
+    }
+    // The account's queue lock is not taken: the thread row's guards are
+    // enough, and a write holding a lead must not wait for that lock.
+    if let Some(queue) = &record.queue {
+        route_thread(c, account, &lead_id, queue, &record, now).await?;
     }
     let response = finish_response(c, account, event, &record, &lead_id, &decision_id).await?;
     Ok(Recorded::New {
@@ -858,6 +892,54 @@ async fn record_event(
         decision_id,
         response,
     })
+}
+
+/// Moves a known lead's thread to the queue its decision names. In a queue
+/// with members it waits to be assigned, its escalation clock started; a
+/// thread already open in that queue stays as it is, and one a person or an
+/// escalation moved is not moved back by the rules.
+async fn route_thread(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    queue: &str,
+    record: &DecisionRecord,
+    now: DateTime<Utc>,
+) -> Sql<()> {
+    let r = q("SELECT queue, queue_state, routed_by FROM threads WHERE lead_id = $1")
+        .bind(lead_id)
+        .fetch_one(&mut *c)
+        .await?;
+    let current: Option<String> = r.try_get(0)?;
+    let queue_state: Option<String> = r.try_get(1)?;
+    let routed_by: Option<String> = r.try_get(2)?;
+    let open = matches!(queue_state.as_deref(), Some("waiting" | "assigned"));
+    if open && (current.as_deref() == Some(queue) || routed_by.as_deref() != Some("rule")) {
+        return Ok(());
+    }
+    if record.managed {
+        q("UPDATE threads SET queue = $1, queue_state = 'waiting', queued_at = $2, routed_by = 'rule', \
+           assignee = NULL, assigned_at = NULL, picked_up_at = NULL, updated_at = $2 WHERE lead_id = $3")
+            .bind(queue)
+            .bind(now)
+            .bind(lead_id)
+            .execute(&mut *c)
+            .await?;
+        let text = super::sqlite::queued_text(queue, record);
+        trail(c, account, lead_id, SYSTEM_ACTOR, "queued", Some(&text)).await?;
+    } else {
+        q("UPDATE threads SET queue = $1, queue_state = CASE WHEN $2 THEN NULL ELSE queue_state END, \
+           assignee = CASE WHEN $2 THEN NULL ELSE assignee END, \
+           assigned_at = CASE WHEN $2 THEN NULL ELSE assigned_at END, queued_at = CASE WHEN $2 THEN NULL ELSE queued_at END, \
+           picked_up_at = CASE WHEN $2 THEN NULL ELSE picked_up_at END, updated_at = $3 WHERE lead_id = $4")
+            .bind(queue)
+            .bind(open)
+            .bind(now)
+            .bind(lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Records an event for a person seen for the first time: the lead, its
@@ -892,15 +974,24 @@ async fn record_new(
         .await?;
     insert_rows(c, account, &lead_id, event).await?;
     let decision_id = insert_decision(c, account, &lead_id, now, &record).await?;
-    q("INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)")
+    let waits = record.managed && record.queue.is_some();
+    q("INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at, queue_state, queued_at, routed_by) \
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
         .bind(&lead_id)
         .bind(account)
         .bind(if record.takeover || event.human_activity { "human" } else { "automated" })
         .bind(&record.queue)
         .bind(event.inbound_at)
         .bind(now)
+        .bind(waits.then_some("waiting"))
+        .bind(waits.then_some(now))
+        .bind(record.queue.as_ref().map(|_| "rule"))
         .execute(&mut *c)
         .await?;
+    if let (true, Some(queue)) = (waits, &record.queue) {
+        let text = super::sqlite::queued_text(queue, &record);
+        trail(c, account, &lead_id, SYSTEM_ACTOR, "queued", Some(&text)).await?;
+    }
     let response = finish_response(c, account, event, &record, &lead_id, &decision_id).await?;
     Ok((response, lead_id, decision_id))
 }
@@ -1269,14 +1360,55 @@ fn status_rank(status: Option<&str>) -> u8 {
     }
 }
 
-async fn flag_thread(c: &mut PgConnection, lead_id: &str, reason: &str) -> Sql<()> {
-    q("UPDATE threads SET flag = 'delivery_failed', flag_reason = $1, updated_at = $2 WHERE lead_id = $3")
-        .bind(reason)
-        .bind(Utc::now())
-        .bind(lead_id)
-        .execute(&mut *c)
+/// Flags the thread of a lead WhatsApp could not reach, and sends the lead
+/// record to the account's fallback endpoints (an SMS or email provider),
+/// under the failed message's decision, with what failed. The caller holds
+/// the lead's lock and the message's row.
+async fn flag_thread(
+    c: &mut PgConnection,
+    outbox_id: &str,
+    code: Option<i64>,
+    reason: &str,
+    fallback: &[String],
+) -> Sql<()> {
+    let now = Utc::now();
+    q(
+        "UPDATE threads SET flag = 'delivery_failed', flag_reason = $1, updated_at = $2 \
+       WHERE lead_id = (SELECT lead_id FROM outbox WHERE id = $3)",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(outbox_id)
+    .execute(&mut *c)
+    .await?;
+    if fallback.is_empty() {
+        return Ok(());
+    }
+    let r = q("SELECT account_id, lead_id FROM outbox WHERE id = $1")
+        .bind(outbox_id)
+        .fetch_one(&mut *c)
         .await?;
-    Ok(())
+    let (account, lead_id): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+    for endpoint in fallback {
+        let payload = serde_json::json!({
+            "endpoint": endpoint,
+            "event": "lead.undeliverable",
+            "context": {"undeliverable": {"message": outbox_id, "code": code, "error": reason}},
+        });
+        q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, updated_at) \
+           SELECT $1, account_id, lead_id, decision_id, 'notify', $2, $3, $3 FROM outbox WHERE id = $4")
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(payload.to_string())
+            .bind(now)
+            .bind(outbox_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    let text = format!(
+        "WhatsApp cannot deliver ({reason}); the lead went to {}",
+        fallback.join(", ")
+    );
+    trail(c, &account, &lead_id, SYSTEM_ACTOR, "fallback", Some(&text)).await
 }
 
 /// The marketing opt-out Meta reported for a lead (131050).
@@ -1356,6 +1488,7 @@ async fn apply_status(
     c: &mut PgConnection,
     account: &str,
     status: &StatusRecord,
+    fallback: &[String],
 ) -> Sql<StatusApplied> {
     // The same status arriving at two instances: the second waits here and inserts nothing.
     let new = q("INSERT INTO whatsapp_statuses (account_id, message_id, status, at, recipient, errors, outbox_id) \
@@ -1451,7 +1584,7 @@ async fn apply_status(
         marketing_opt_out(c, account, &lead_id, &error).await?;
     }
     if !applied.fell_back {
-        flag_thread(c, &lead_id, &error).await?;
+        flag_thread(c, &id, code, &error, fallback).await?;
     }
     Ok(applied)
 }
@@ -1461,6 +1594,7 @@ async fn finish_outbox(
     owner: &str,
     item: &OutboxItem,
     outcome: &SendOutcome,
+    fallback: &[String],
 ) -> Sql<bool> {
     // Meta's ID for the user becomes an identity below: its lock comes first,
     // as in every write that adds identities.
@@ -1548,7 +1682,7 @@ async fn finish_outbox(
             // An operator must reach a buyer WhatsApp could not; a CRM that
             // refused is the account's to fix (metrics and logs say so).
             if item.kind == "whatsapp" {
-                flag_thread(c, &lead_id, error).await?;
+                flag_thread(c, &item.id, *code, error, fallback).await?;
             }
         }
         SendOutcome::Fallback {
@@ -1558,7 +1692,7 @@ async fn finish_outbox(
         } => {
             end_outbox(c, &item.id, "failed", Some(*code), Some(error), now).await?;
             if !queue_fallback(c, &item.id, payload).await? {
-                flag_thread(c, &lead_id, error).await?;
+                flag_thread(c, &item.id, Some(*code), error, fallback).await?;
             }
         }
         SendOutcome::Cancelled { reason } => {
@@ -1699,7 +1833,9 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     }
     let thread = match rows_of(
         c,
-        "SELECT state, queue, last_inbound_at, flag, flag_reason FROM threads WHERE lead_id = $1",
+        "SELECT t.state, t.queue, t.last_inbound_at, t.flag, t.flag_reason, t.queue_state, t.queued_at, \
+           CASE WHEN t.assignee LIKE 'agent:%' THEN substr(t.assignee, 7) ELSE (SELECT o.name FROM operators o WHERE o.id = t.assignee) END, \
+           t.assigned_at, t.picked_up_at FROM threads t WHERE t.lead_id = $1",
         &id,
     )
     .await?
@@ -1709,6 +1845,9 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
             "state": r.try_get::<String, _>(0)?, "queue": r.try_get::<Option<String>, _>(1)?,
             "last_inbound_at": time_or_null(r.try_get(2)?),
             "flag": r.try_get::<Option<String>, _>(3)?, "flag_reason": r.try_get::<Option<String>, _>(4)?,
+            "queue_state": r.try_get::<Option<String>, _>(5)?, "queued_at": time_or_null(r.try_get(6)?),
+            "assignee": r.try_get::<Option<String>, _>(7)?, "assigned_at": time_or_null(r.try_get(8)?),
+            "picked_up_at": time_or_null(r.try_get(9)?),
         }),
         None => Value::Null,
     };

@@ -2,15 +2,17 @@
 //! as [`super::sqlite_inbox`]. Writes that touch a thread lock its lead
 //! first, as every other write does.
 
-use super::inbox::{Operator, OperatorLogin, Session, ThreadFilter};
+use super::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
 use super::postgres::{
     load_state, lock_survivor, q, survivor, text_or_null, time_or_null, time_text, Postgres, Sql,
 };
+use super::postgres_queues::trail;
+use super::queues::FirstReply;
 use super::{LeadState, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx_core::row::Row;
-use sqlx_postgres::{PgConnection, PgRow};
+use sqlx_postgres::PgRow;
 
 fn operator_row(r: &PgRow) -> Sql<Operator> {
     Ok(Operator {
@@ -19,27 +21,6 @@ fn operator_row(r: &PgRow) -> Sql<Operator> {
         email: r.try_get("email")?,
         name: r.try_get("name")?,
     })
-}
-
-/// Writes one entry of the thread's trail.
-async fn trail(
-    c: &mut PgConnection,
-    account: &str,
-    lead_id: &str,
-    actor: &str,
-    kind: &str,
-    text: Option<&str>,
-) -> Sql<()> {
-    q("INSERT INTO thread_events (account_id, lead_id, at, actor, kind, text) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(account)
-        .bind(lead_id)
-        .bind(Utc::now())
-        .bind(actor)
-        .bind(kind)
-        .bind(text)
-        .execute(&mut *c)
-        .await?;
-    Ok(())
 }
 
 impl Postgres {
@@ -153,7 +134,8 @@ impl Postgres {
             .map(|q| format!("%{}%", q.trim().replace(['%', '_'], "")));
         let rows = q("SELECT * FROM ( \
                    SELECT l.id, l.name, l.phone, l.channel, l.playbook, l.updated_at AS activity_at, \
-                     t.state, t.queue, t.flag, t.last_inbound_at, t.taken_by, \
+                     t.state, t.queue, t.flag, t.last_inbound_at, t.taken_by, t.queue_state, t.queued_at, \
+                     CASE WHEN t.assignee LIKE 'agent:%' THEN substr(t.assignee, 7) ELSE (SELECT o.name FROM operators o WHERE o.id = t.assignee) END AS assignee, \
                      (SELECT d.decision::json -> 'handoff' ->> 'outcome' FROM decisions d \
                         WHERE d.lead_id = l.id ORDER BY d.at DESC, d.id DESC LIMIT 1) AS outcome, \
                      (SELECT m.text FROM messages m WHERE m.lead_id = l.id ORDER BY m.at DESC, m.id DESC LIMIT 1) AS last_text, \
@@ -166,6 +148,7 @@ impl Postgres {
                  ) AS x WHERE ($6::text IS NULL \
                      OR ($6 = 'human' AND state = 'human') \
                      OR ($6 = 'failed' AND flag IS NOT NULL) \
+                     OR ($6 = 'waiting' AND queue_state = 'waiting') \
                      OR ($6 = 'blocked' AND outcome LIKE 'blocked%') \
                      OR ($6 = 'automated' AND state = 'automated' AND flag IS NULL AND COALESCE(outcome, '') NOT LIKE 'blocked%')) \
                  ORDER BY activity_at DESC, id DESC LIMIT $7")
@@ -192,6 +175,9 @@ impl Postgres {
                 "queue": text_or_null(r.try_get("queue")?),
                 "flag": text_or_null(r.try_get("flag")?),
                 "taken_by": text_or_null(r.try_get("taken_by")?),
+                "queue_state": text_or_null(r.try_get("queue_state")?),
+                "queued_at": time_or_null(r.try_get("queued_at")?),
+                "assignee": text_or_null(r.try_get("assignee")?),
                 "outcome": text_or_null(r.try_get("outcome")?),
                 "last_inbound_at": time_or_null(r.try_get("last_inbound_at")?),
                 "last_text": text_or_null(r.try_get("last_text")?),
@@ -275,20 +261,35 @@ impl Postgres {
         lead_id: &str,
         human: bool,
         actor: &str,
+        operator: Option<&str>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
             return Ok(false);
         };
+        let now = Utc::now();
         let changed = q("UPDATE threads SET state = $1, taken_by = $2, updated_at = $3 WHERE lead_id = $4 AND account_id = $5")
             .bind(if human { "human" } else { "automated" })
             .bind(human.then_some(actor))
-            .bind(Utc::now())
+            .bind(now)
             .bind(&id)
             .bind(account)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        if changed == 1 && human {
+            // A person has it: the escalation clock stops, and an
+            // operator who takes it over is the one it is given to.
+            q("UPDATE threads SET picked_up_at = COALESCE(picked_up_at, $1), \
+               assignee = CASE WHEN queue_state IS NOT NULL THEN COALESCE($2, assignee) ELSE assignee END, \
+               assigned_at = CASE WHEN queue_state IS NOT NULL AND $2 IS NOT NULL AND (assignee IS NULL OR assignee <> $2 OR queue_state IS DISTINCT FROM 'assigned') THEN $1 ELSE assigned_at END, \
+               queue_state = CASE WHEN queue_state IS NOT NULL AND $2 IS NOT NULL THEN 'assigned' ELSE queue_state END WHERE lead_id = $3")
+                .bind(now)
+                .bind(operator)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+        }
         if changed == 1 {
             let kind = if human { "takeover" } else { "release" };
             trail(&mut tx, account, &id, actor, kind, None).await?;
@@ -303,18 +304,25 @@ impl Postgres {
         lead_id: &str,
         queue: &str,
         actor: &str,
+        managed: bool,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
             return Ok(false);
         };
-        let changed = q(
-            "UPDATE threads SET queue = $1, updated_at = $2 WHERE lead_id = $3 AND account_id = $4",
-        )
+        // Into a queue with members it waits afresh (its escalation
+        // clock restarts); into a label it leaves whoever had it.
+        let changed = q("UPDATE threads SET queue = $1, updated_at = $2, \
+               queue_state = CASE WHEN $5 THEN 'waiting' ELSE NULL END, \
+               queued_at = CASE WHEN $5 THEN $2 ELSE NULL END, routed_by = $6, \
+               assignee = NULL, assigned_at = NULL, picked_up_at = NULL \
+               WHERE lead_id = $3 AND account_id = $4")
         .bind(queue)
         .bind(Utc::now())
         .bind(&id)
         .bind(account)
+        .bind(managed)
+        .bind(actor)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -330,9 +338,10 @@ impl Postgres {
         account: &str,
         lead_id: &str,
         actor: &str,
+        operator: Option<&str>,
         payload: &Value,
         text: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<ReplyQueued>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
             return Ok(None);
@@ -358,11 +367,33 @@ impl Postgres {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        // A person replied: automation stays quiet on this thread until it is released.
-        q("UPDATE threads SET state = 'human', taken_by = COALESCE(taken_by, $1), updated_at = $2 WHERE lead_id = $3")
+        let r = q("SELECT queue, queued_at, picked_up_at FROM threads WHERE lead_id = $1")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let queue: Option<String> = r.try_get(0)?;
+        let queued_at: Option<DateTime<Utc>> = r.try_get(1)?;
+        let picked_up: Option<DateTime<Utc>> = r.try_get(2)?;
+        let first = match (picked_up, queued_at) {
+            (None, Some(since)) => Some(FirstReply {
+                queue,
+                after: (Utc::now() - since).to_std().unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        // A person replied: automation stays quiet on this thread until
+        // it is released; the thread is picked up, and an operator
+        // replying to a thread nobody has in a queue with members is given it.
+        q("UPDATE threads SET state = 'human', taken_by = COALESCE(taken_by, $1), updated_at = $2, \
+           picked_up_at = COALESCE(picked_up_at, $2), \
+           assigned_at = CASE WHEN queue_state IS NOT NULL AND $4 IS NOT NULL AND (assignee IS NULL OR queue_state IS DISTINCT FROM 'assigned') THEN $2 ELSE assigned_at END, \
+           assignee = CASE WHEN queue_state IS NOT NULL AND $4 IS NOT NULL AND (assignee IS NULL OR queue_state IS DISTINCT FROM 'assigned') THEN $4 ELSE assignee END, \
+           queue_state = CASE WHEN queue_state IS NOT NULL AND $4 IS NOT NULL THEN 'assigned' ELSE queue_state END \
+           WHERE lead_id = $3")
             .bind(actor)
             .bind(now)
             .bind(&id)
+            .bind(operator)
             .execute(&mut *tx)
             .await?;
         q("UPDATE leads SET updated_at = $1 WHERE id = $2")
@@ -372,6 +403,6 @@ impl Postgres {
             .await?;
         trail(&mut tx, account, &id, actor, "reply", Some(text)).await?;
         tx.commit().await?;
-        Ok(Some(outbox_id))
+        Ok(Some(ReplyQueued { outbox_id, first }))
     }
 }

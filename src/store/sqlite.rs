@@ -51,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_inbox",
         include_str!("../../migrations/sqlite/0004_inbox.sql"),
     ),
+    (
+        "0005_queues",
+        include_str!("../../migrations/sqlite/0005_queues.sql"),
+    ),
 ];
 
 /// How the writer thread answers a write once its transaction has ended.
@@ -435,9 +439,10 @@ impl Sqlite {
         &self,
         account: &str,
         status: &StatusRecord,
+        fallback: &[String],
     ) -> Result<StatusApplied, StoreError> {
-        let (account, status) = (account.to_string(), status.clone());
-        self.write(move |c| apply_status(c, &account, &status))
+        let (account, status, fallback) = (account.to_string(), status.clone(), fallback.to_vec());
+        self.write(move |c| apply_status(c, &account, &status, &fallback))
             .await
     }
 
@@ -459,9 +464,10 @@ impl Sqlite {
         owner: &str,
         item: &OutboxItem,
         outcome: SendOutcome,
+        fallback: &[String],
     ) -> Result<bool, StoreError> {
-        let (owner, item) = (owner.to_string(), item.clone());
-        self.write(move |c| finish_outbox(c, &owner, &item, outcome))
+        let (owner, item, fallback) = (owner.to_string(), item.clone(), fallback.to_vec());
+        self.write(move |c| finish_outbox(c, &owner, &item, outcome, &fallback))
             .await
     }
 
@@ -644,11 +650,12 @@ fn record_event(
     c.prepare_cached("UPDATE leads SET playbook = COALESCE(playbook, ?1) WHERE id = ?2")?
         .execute(params![record.playbook, lead_id])?;
     let decision_id = insert_decision(c, account, &lead_id, &now, &record)?;
-    if record.queue.is_some() || record.takeover {
-        c.prepare_cached(
-            "UPDATE threads SET queue = COALESCE(?1, queue), state = CASE WHEN ?2 THEN 'human' ELSE state END, updated_at = ?3 WHERE lead_id = ?4",
-        )?
-        .execute(params![record.queue, record.takeover, now, lead_id])?;
+    if record.takeover {
+        c.prepare_cached("UPDATE threads SET state = 'human', updated_at = ?1 WHERE lead_id = ?2")?
+            .execute(params![now, lead_id])?;
+    }
+    if let Some(queue) = &record.queue {
+        route_thread(c, account, &lead_id, queue, &record, &now)?;
     }
     let response = finish_response(c, account, event, &now, &record, &lead_id, &decision_id)?;
     Ok(Recorded::New {
@@ -656,6 +663,60 @@ fn record_event(
         decision_id,
         response,
     })
+}
+
+/// Moves a known lead's thread to the queue its decision names. In a queue
+/// with members it waits to be assigned, its escalation clock started; a
+/// thread already open in that queue stays as it is, and one a person or an
+/// escalation moved is not moved back by the rules.
+fn route_thread(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    queue: &str,
+    record: &DecisionRecord,
+    now: &str,
+) -> Result<(), StoreError> {
+    let (current, queue_state, routed_by): (Option<String>, Option<String>, Option<String>) = c
+        .prepare_cached("SELECT queue, queue_state, routed_by FROM threads WHERE lead_id = ?1")?
+        .query_row(params![lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let open = matches!(queue_state.as_deref(), Some("waiting" | "assigned"));
+    if open && (current.as_deref() == Some(queue) || routed_by.as_deref() != Some("rule")) {
+        return Ok(());
+    }
+    if record.managed {
+        c.prepare_cached(
+            "UPDATE threads SET queue = ?1, queue_state = 'waiting', queued_at = ?2, routed_by = 'rule', \
+             assignee = NULL, assigned_at = NULL, picked_up_at = NULL, updated_at = ?2 WHERE lead_id = ?3",
+        )?
+        .execute(params![queue, now, lead_id])?;
+        super::sqlite_queues::trail(
+            c,
+            account,
+            lead_id,
+            super::queues::SYSTEM_ACTOR,
+            "queued",
+            Some(&queued_text(queue, record)),
+        )?;
+    } else {
+        c.prepare_cached(
+            "UPDATE threads SET queue = ?1, queue_state = CASE WHEN ?2 THEN NULL ELSE queue_state END, \
+             assignee = CASE WHEN ?2 THEN NULL ELSE assignee END, \
+           assigned_at = CASE WHEN ?2 THEN NULL ELSE assigned_at END, queued_at = CASE WHEN ?2 THEN NULL ELSE queued_at END, \
+           picked_up_at = CASE WHEN ?2 THEN NULL ELSE picked_up_at END, updated_at = ?3 WHERE lead_id = ?4",
+        )?
+        .execute(params![queue, open, now, lead_id])?;
+    }
+    Ok(())
+}
+
+/// The trail's words for a thread the rules put in a queue.
+pub(super) fn queued_text(queue: &str, record: &DecisionRecord) -> String {
+    if record.rules.is_empty() {
+        format!("in {queue}")
+    } else {
+        format!("in {queue} (rules: {})", record.rules.join(", "))
+    }
 }
 
 /// The lead `id` is now: itself, or the lead it was merged into; `None`
@@ -717,15 +778,32 @@ fn record_new(
     ])?;
     insert_rows(c, account, &lead_id, event)?;
     let decision_id = insert_decision(c, account, &lead_id, now, &record)?;
-    c.prepare_cached("INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![
-            lead_id,
+    let waits = record.managed && record.queue.is_some();
+    c.prepare_cached(
+        "INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at, queue_state, queued_at, routed_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        lead_id,
+        account,
+        if record.takeover || event.human_activity { "human" } else { "automated" },
+        record.queue,
+        event.inbound_at.map(time_text),
+        now,
+        waits.then_some("waiting"),
+        waits.then_some(now),
+        record.queue.as_ref().map(|_| "rule"),
+    ])?;
+    if let (true, Some(queue)) = (waits, &record.queue) {
+        super::sqlite_queues::trail(
+            c,
             account,
-            if record.takeover || event.human_activity { "human" } else { "automated" },
-            record.queue,
-            event.inbound_at.map(time_text),
-            now,
-        ])?;
+            &lead_id,
+            super::queues::SYSTEM_ACTOR,
+            "queued",
+            Some(&queued_text(queue, &record)),
+        )?;
+    }
     let response = finish_response(c, account, event, now, &record, &lead_id, &decision_id)?;
     Ok((response, lead_id, decision_id))
 }
@@ -1152,11 +1230,52 @@ fn claim_outbox(
     Ok(items)
 }
 
-fn flag_thread(c: &Connection, lead_id: &str, reason: &str) -> Result<(), StoreError> {
+/// Flags the thread of a lead WhatsApp could not reach, and sends the lead
+/// record to the account's fallback endpoints (an SMS or email provider),
+/// under the failed message's decision, with what failed.
+fn flag_thread(
+    c: &Connection,
+    outbox_id: &str,
+    code: Option<i64>,
+    reason: &str,
+    fallback: &[String],
+) -> Result<(), StoreError> {
+    let now = now_text();
     c.prepare_cached(
-        "UPDATE threads SET flag = 'delivery_failed', flag_reason = ?1, updated_at = ?2 WHERE lead_id = ?3",
+        "UPDATE threads SET flag = 'delivery_failed', flag_reason = ?1, updated_at = ?2 \
+         WHERE lead_id = (SELECT lead_id FROM outbox WHERE id = ?3)",
     )?
-    .execute(params![reason, now_text(), lead_id])?;
+    .execute(params![reason, now, outbox_id])?;
+    if fallback.is_empty() {
+        return Ok(());
+    }
+    let (account, lead_id): (String, String) = c
+        .prepare_cached("SELECT account_id, lead_id FROM outbox WHERE id = ?1")?
+        .query_row(params![outbox_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    for endpoint in fallback {
+        let payload = serde_json::json!({
+            "endpoint": endpoint,
+            "event": "lead.undeliverable",
+            "context": {"undeliverable": {"message": outbox_id, "code": code, "error": reason}},
+        });
+        c.prepare_cached(
+            "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, updated_at) \
+             SELECT ?1, account_id, lead_id, decision_id, 'notify', ?2, ?3, ?3 FROM outbox WHERE id = ?4",
+        )?
+        .execute(params![uuid::Uuid::now_v7().to_string(), payload.to_string(), now, outbox_id])?;
+    }
+    let text = format!(
+        "WhatsApp cannot deliver ({reason}); the lead went to {}",
+        fallback.join(", ")
+    );
+    super::sqlite_queues::trail(
+        c,
+        &account,
+        &lead_id,
+        super::queues::SYSTEM_ACTOR,
+        "fallback",
+        Some(&text),
+    )?;
     Ok(())
 }
 
@@ -1207,6 +1326,7 @@ fn apply_status(
     c: &Connection,
     account: &str,
     status: &StatusRecord,
+    fallback: &[String],
 ) -> Result<StatusApplied, StoreError> {
     let new = c
         .prepare_cached(
@@ -1304,7 +1424,7 @@ fn apply_status(
         marketing_opt_out(c, account, &lead_id, &error)?;
     }
     if !applied.fell_back {
-        flag_thread(c, &lead_id, &error)?;
+        flag_thread(c, &id, code, &error, fallback)?;
     }
     Ok(applied)
 }
@@ -1314,6 +1434,7 @@ fn finish_outbox(
     owner: &str,
     item: &OutboxItem,
     outcome: SendOutcome,
+    fallback: &[String],
 ) -> Result<bool, StoreError> {
     let held: Option<(String, Option<String>)> = c
         .prepare_cached("SELECT state, lease_owner FROM outbox WHERE id = ?1")?
@@ -1379,7 +1500,7 @@ fn finish_outbox(
             // An operator must reach a buyer WhatsApp could not; a CRM that
             // refused is the account's to fix (metrics and logs say so).
             if item.kind == "whatsapp" {
-                flag_thread(c, &item.lead_id, &error)?;
+                flag_thread(c, &item.id, code, &error, fallback)?;
             }
         }
         SendOutcome::Fallback {
@@ -1389,7 +1510,7 @@ fn finish_outbox(
         } => {
             end("failed", Some(code), Some(&error))?;
             if !queue_fallback(c, &item.id, &payload)? {
-                flag_thread(c, &item.lead_id, &error)?;
+                flag_thread(c, &item.id, Some(code), &error, fallback)?;
             }
         }
         SendOutcome::Cancelled { reason } => end("cancelled", None, Some(&reason))?,
@@ -1487,13 +1608,18 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
     )?;
     let thread = json_rows(
         c,
-        "SELECT state, queue, last_inbound_at, flag, flag_reason FROM threads WHERE lead_id = ?1",
+        "SELECT t.state, t.queue, t.last_inbound_at, t.flag, t.flag_reason, t.queue_state, t.queued_at, \
+           CASE WHEN t.assignee LIKE 'agent:%' THEN substr(t.assignee, 7) ELSE (SELECT o.name FROM operators o WHERE o.id = t.assignee) END, \
+           t.assigned_at, t.picked_up_at FROM threads t WHERE t.lead_id = ?1",
         &id,
         |r| {
             Ok(serde_json::json!({
                 "state": r.get::<_, String>(0)?, "queue": r.get::<_, Option<String>>(1)?,
                 "last_inbound_at": r.get::<_, Option<String>>(2)?,
                 "flag": r.get::<_, Option<String>>(3)?, "flag_reason": r.get::<_, Option<String>>(4)?,
+                "queue_state": r.get::<_, Option<String>>(5)?, "queued_at": r.get::<_, Option<String>>(6)?,
+                "assignee": r.get::<_, Option<String>>(7)?, "assigned_at": r.get::<_, Option<String>>(8)?,
+                "picked_up_at": r.get::<_, Option<String>>(9)?,
             }))
         },
     )?

@@ -1,10 +1,12 @@
 //! The inbox's SQL for SQLite (see [`super::inbox`]).
 
-use super::inbox::{Operator, OperatorLogin, Session, ThreadFilter};
+use super::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
+use super::queues::FirstReply;
 use super::sqlite::{json_rows, load_state, now_text, parse_time, survivor, time_text, Sqlite};
+use super::sqlite_queues::trail;
 use super::{LeadState, StoreError};
 use chrono::{DateTime, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -15,22 +17,6 @@ fn operator_row(r: &rusqlite::Row) -> rusqlite::Result<Operator> {
         email: r.get("email")?,
         name: r.get("name")?,
     })
-}
-
-/// Writes one entry of the thread's trail.
-fn trail(
-    c: &Connection,
-    account: &str,
-    lead_id: &str,
-    actor: &str,
-    kind: &str,
-    text: Option<&str>,
-) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT INTO thread_events (account_id, lead_id, at, actor, kind, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![account, lead_id, now_text(), actor, kind, text])?;
-    Ok(())
 }
 
 impl Sqlite {
@@ -174,7 +160,8 @@ impl Sqlite {
             let mut stmt = c.prepare_cached(
                 "SELECT * FROM ( \
                    SELECT l.id, l.name, l.phone, l.channel, l.playbook, l.updated_at AS activity_at, \
-                     t.state, t.queue, t.flag, t.last_inbound_at, t.taken_by, \
+                     t.state, t.queue, t.flag, t.last_inbound_at, t.taken_by, t.queue_state, t.queued_at, \
+                     CASE WHEN t.assignee LIKE 'agent:%' THEN substr(t.assignee, 7) ELSE (SELECT o.name FROM operators o WHERE o.id = t.assignee) END AS assignee, \
                      (SELECT json_extract(d.decision, '$.handoff.outcome') FROM decisions d \
                         WHERE d.lead_id = l.id ORDER BY d.at DESC, d.id DESC LIMIT 1) AS outcome, \
                      (SELECT m.text FROM messages m WHERE m.lead_id = l.id ORDER BY m.at DESC, m.id DESC LIMIT 1) AS last_text, \
@@ -187,6 +174,7 @@ impl Sqlite {
                  ) WHERE (?6 IS NULL \
                      OR (?6 = 'human' AND state = 'human') \
                      OR (?6 = 'failed' AND flag IS NOT NULL) \
+                     OR (?6 = 'waiting' AND queue_state = 'waiting') \
                      OR (?6 = 'blocked' AND outcome LIKE 'blocked%') \
                      OR (?6 = 'automated' AND state = 'automated' AND flag IS NULL AND COALESCE(outcome, '') NOT LIKE 'blocked%')) \
                  ORDER BY activity_at DESC, id DESC LIMIT ?7",
@@ -214,6 +202,9 @@ impl Sqlite {
                         "queue": r.get::<_, Option<String>>("queue")?,
                         "flag": r.get::<_, Option<String>>("flag")?,
                         "taken_by": r.get::<_, Option<String>>("taken_by")?,
+                        "queue_state": r.get::<_, Option<String>>("queue_state")?,
+                        "queued_at": r.get::<_, Option<String>>("queued_at")?,
+                        "assignee": r.get::<_, Option<String>>("assignee")?,
                         "outcome": r.get::<_, Option<String>>("outcome")?,
                         "last_inbound_at": r.get::<_, Option<String>>("last_inbound_at")?,
                         "last_text": r.get::<_, Option<String>>("last_text")?,
@@ -307,13 +298,16 @@ impl Sqlite {
         lead_id: &str,
         human: bool,
         actor: &str,
+        operator: Option<&str>,
     ) -> Result<bool, StoreError> {
         let (account, lead_id, actor) =
             (account.to_string(), lead_id.to_string(), actor.to_string());
+        let operator = operator.map(str::to_string);
         self.write(move |c| {
             let Some(id) = survivor(c, &account, &lead_id)? else {
                 return Ok(false);
             };
+            let now = now_text();
             let changed = c
                 .prepare_cached(
                     "UPDATE threads SET state = ?1, taken_by = ?2, updated_at = ?3 WHERE lead_id = ?4 AND account_id = ?5",
@@ -321,10 +315,21 @@ impl Sqlite {
                 .execute(params![
                     if human { "human" } else { "automated" },
                     human.then_some(actor.as_str()),
-                    now_text(),
+                    now,
                     id,
                     account
                 ])?;
+            if changed == 1 && human {
+                // A person has it: the escalation clock stops, and an
+                // operator who takes it over is the one it is given to.
+                c.prepare_cached(
+                    "UPDATE threads SET picked_up_at = COALESCE(picked_up_at, ?1), \
+                     assignee = CASE WHEN queue_state IS NOT NULL THEN COALESCE(?2, assignee) ELSE assignee END, \
+                     assigned_at = CASE WHEN queue_state IS NOT NULL AND ?2 IS NOT NULL AND (assignee IS NULL OR assignee <> ?2 OR queue_state IS NOT 'assigned') THEN ?1 ELSE assigned_at END, \
+                     queue_state = CASE WHEN queue_state IS NOT NULL AND ?2 IS NOT NULL THEN 'assigned' ELSE queue_state END WHERE lead_id = ?3",
+                )?
+                .execute(params![now, operator, id])?;
+            }
             if changed == 1 {
                 trail(c, &account, &id, &actor, if human { "takeover" } else { "release" }, None)?;
             }
@@ -339,6 +344,7 @@ impl Sqlite {
         lead_id: &str,
         queue: &str,
         actor: &str,
+        managed: bool,
     ) -> Result<bool, StoreError> {
         let (account, lead_id, queue, actor) = (
             account.to_string(),
@@ -350,9 +356,17 @@ impl Sqlite {
             let Some(id) = survivor(c, &account, &lead_id)? else {
                 return Ok(false);
             };
+            // Into a queue with members it waits afresh (its escalation
+            // clock restarts); into a label it leaves whoever had it.
             let changed = c
-                .prepare_cached("UPDATE threads SET queue = ?1, updated_at = ?2 WHERE lead_id = ?3 AND account_id = ?4")?
-                .execute(params![queue, now_text(), id, account])?;
+                .prepare_cached(
+                    "UPDATE threads SET queue = ?1, updated_at = ?2, \
+                     queue_state = CASE WHEN ?5 THEN 'waiting' ELSE NULL END, \
+                     queued_at = CASE WHEN ?5 THEN ?2 ELSE NULL END, routed_by = ?6, \
+                     assignee = NULL, assigned_at = NULL, picked_up_at = NULL \
+                     WHERE lead_id = ?3 AND account_id = ?4",
+                )?
+                .execute(params![queue, now_text(), id, account, managed, actor])?;
             if changed == 1 {
                 trail(c, &account, &id, &actor, "reassign", Some(&queue))?;
             }
@@ -366,9 +380,10 @@ impl Sqlite {
         account: &str,
         lead_id: &str,
         actor: &str,
+        operator: Option<&str>,
         payload: &Value,
         text: &str,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<ReplyQueued>, StoreError> {
         let (account, lead_id, actor, payload, text) = (
             account.to_string(),
             lead_id.to_string(),
@@ -376,6 +391,7 @@ impl Sqlite {
             payload.to_string(),
             text.to_string(),
         );
+        let operator = operator.map(str::to_string);
         self.write(move |c| {
             let Some(id) = survivor(c, &account, &lead_id)? else {
                 return Ok(None);
@@ -393,15 +409,32 @@ impl Sqlite {
                 "INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES (?1, ?2, 'whatsapp', ?3, ?4, ?5)",
             )?
             .execute(params![account, id, format!("operator:{actor}"), text, now])?;
-            // A person replied: automation stays quiet on this thread until it is released.
+            let (queue, queued_at, picked_up): (Option<String>, Option<String>, Option<String>) = c
+                .prepare_cached("SELECT queue, queued_at, picked_up_at FROM threads WHERE lead_id = ?1")?
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            let first = match (picked_up, parse_time(queued_at)) {
+                (None, Some(since)) => Some(FirstReply {
+                    queue,
+                    after: (Utc::now() - since).to_std().unwrap_or_default(),
+                }),
+                _ => None,
+            };
+            // A person replied: automation stays quiet on this thread until
+            // it is released; the thread is picked up, and an operator
+            // replying to a thread nobody has in a queue with members is given it.
             c.prepare_cached(
-                "UPDATE threads SET state = 'human', taken_by = COALESCE(taken_by, ?1), updated_at = ?2 WHERE lead_id = ?3",
+                "UPDATE threads SET state = 'human', taken_by = COALESCE(taken_by, ?1), updated_at = ?2, \
+                 picked_up_at = COALESCE(picked_up_at, ?2), \
+                 assigned_at = CASE WHEN queue_state IS NOT NULL AND ?4 IS NOT NULL AND (assignee IS NULL OR queue_state IS NOT 'assigned') THEN ?2 ELSE assigned_at END, \
+                 assignee = CASE WHEN queue_state IS NOT NULL AND ?4 IS NOT NULL AND (assignee IS NULL OR queue_state IS NOT 'assigned') THEN ?4 ELSE assignee END, \
+                 queue_state = CASE WHEN queue_state IS NOT NULL AND ?4 IS NOT NULL THEN 'assigned' ELSE queue_state END \
+                 WHERE lead_id = ?3",
             )?
-            .execute(params![actor, now, id])?;
+            .execute(params![actor, now, id, operator])?;
             c.prepare_cached("UPDATE leads SET updated_at = ?1 WHERE id = ?2")?
                 .execute(params![now, id])?;
             trail(c, &account, &id, &actor, "reply", Some(&text))?;
-            Ok(Some(outbox_id))
+            Ok(Some(ReplyQueued { outbox_id, first }))
         })
         .await
     }

@@ -2,6 +2,7 @@
 //! (`crash`, `instances`): each process ends with its handle, however the
 //! test ends.
 
+use sqlx_core::connection::Connection;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -36,6 +37,7 @@ pub fn free_port() -> u16 {
 
 /// Starts `handoff sandbox` sending its webhooks, signed with `secret`, to
 /// `webhook`; returns it and its base URL.
+#[allow(dead_code)] // not every test that starts the server needs a sandbox
 pub fn sandbox(webhook: &str, secret: &str) -> (Process, String) {
     // Owned at once, so a failed start still ends the process.
     let mut child = Process(
@@ -78,4 +80,57 @@ pub fn serve(dir: &Path, port: u16, env: &[(&str, &str)]) -> Process {
     let line = first_line(&mut child);
     assert!(line.starts_with("handoff listening on "), "{line}");
     child
+}
+
+#[allow(dead_code)] // only the PostgreSQL tests make databases
+/// A fresh database on the test server, dropped when the test ends.
+pub struct Database {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+#[allow(dead_code)]
+impl Database {
+    pub async fn create(admin: &str) -> Database {
+        let name = format!("handoff_test_{}", uuid::Uuid::now_v7().simple());
+        let mut c = sqlx_postgres::PgConnection::connect(admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("HANDOFF_TEST_POSTGRES_URL is set but PostgreSQL cannot be reached: {e}")
+            });
+        sqlx_core::query::query::<sqlx_postgres::Postgres>(&format!("CREATE DATABASE {name}"))
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let mut url = sqlx_core::Url::parse(admin).unwrap();
+        url.set_path(&format!("/{name}"));
+        Database {
+            admin: admin.to_string(),
+            name,
+            url: url.to_string(),
+        }
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                if let Ok(mut c) = sqlx_postgres::PgConnection::connect(&admin).await {
+                    let _ = sqlx_core::query::query::<sqlx_postgres::Postgres>(&format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    ))
+                    .execute(&mut c)
+                    .await;
+                }
+            });
+        })
+        .join();
+    }
 }

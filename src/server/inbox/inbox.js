@@ -19,7 +19,56 @@
     show();
   }
 
-  if (page !== "threads" && page !== "thread") return;
+  // Availability: while the operator uses the page, say so to the server at
+  // most once a minute, so that someone marked available who walked away
+  // (idle) gets no new threads, and gets them again on coming back.
+  if (body.dataset.csrf && body.dataset.idle) {
+    var idleMs = Number(body.dataset.idle) * 1000;
+    var status = document.getElementById("presence-status");
+    var lastActivity = Date.now();
+    var activeSincePing = false;
+    var shownIdle = !!status && status.classList.contains("idle");
+    var ping = function () {
+      activeSincePing = false;
+      var form = new URLSearchParams();
+      form.set("csrf", body.dataset.csrf);
+      fetch("/inbox/presence/ping", { method: "POST", body: form, credentials: "same-origin" })
+        .catch(function () { activeSincePing = true; });
+    };
+    var showIdle = function (idle) {
+      if (!status || idle === shownIdle) return;
+      if (!status.classList.contains("available") && !status.classList.contains("idle")) return;
+      shownIdle = idle;
+      status.classList.toggle("idle", idle);
+      status.classList.toggle("available", !idle);
+      status.textContent = idle ? "Available · idle" : "Available";
+    };
+    var noted = 0;
+    var activity = function () {
+      var now = Date.now();
+      // Pointer moves come by the hundred: one a second is plenty.
+      if (now - noted < 1000) return;
+      noted = now;
+      lastActivity = now;
+      activeSincePing = true;
+      // Back after being idle: say so now, not within the minute.
+      if (shownIdle) {
+        showIdle(false);
+        ping();
+      }
+    };
+    ["pointerdown", "keydown", "mousemove"].forEach(function (kind) {
+      document.addEventListener(kind, activity, { passive: true });
+    });
+    // Scrolls do not bubble: listen while they go down to the element.
+    document.addEventListener("scroll", activity, { passive: true, capture: true });
+    setInterval(function () {
+      if (activeSincePing) ping();
+      if (idleMs > 0 && Date.now() - lastActivity >= idleMs) showIdle(true);
+    }, 60000);
+  }
+
+  if (page !== "threads" && page !== "thread" && page !== "queues") return;
   var pending = false;
   function refresh() {
     if (pending) return;
@@ -35,6 +84,9 @@
       })
       .catch(function () { pending = false; });
   }
+  // Members come, go and idle without any thread changing: the queues page
+  // looks again every half minute too.
+  if (page === "queues") setInterval(refresh, 30000);
   if (!window.EventSource) return;
   var events = new EventSource("/inbox/events");
   // A browser keeps only a few connections per server: let this one go
@@ -42,6 +94,6 @@
   window.addEventListener("pagehide", function () { events.close(); });
   events.addEventListener("thread", function (e) {
     var changed = JSON.parse(e.data);
-    if (page === "threads" || changed.lead_id === body.dataset.lead) refresh();
+    if (page === "threads" || page === "queues" || changed.lead_id === body.dataset.lead) refresh();
   });
 })();

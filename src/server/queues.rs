@@ -1,0 +1,262 @@
+//! The queue worker and the queues' API. The worker gives waiting threads
+//! to available members and escalates threads nobody picked up; it runs
+//! every second, and at once when a thread starts waiting or someone
+//! becomes available. Each pass is one store transaction per queue, safe
+//! with several instances on one database. Timers are times stored on the
+//! thread (when it entered its queue), so they survive restarts.
+
+use super::error::ApiError;
+use super::AppState;
+use crate::config::{Account, QueueConfig};
+use crate::dsl::ast::ActionKind;
+use crate::queues::{business_cutoff, show_duration, QueueHours, QueuePlan};
+use crate::ruleset::Ruleset;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use chrono::Utc;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the worker looks at every queue when nothing wakes it.
+const TICK: Duration = Duration::from_secs(1);
+
+/// What an assignment pass needs to know about a queue.
+pub fn plan(account: &Account, name: &str, queue: &QueueConfig) -> QueuePlan {
+    QueuePlan {
+        name: name.to_string(),
+        strategy: queue.strategy,
+        capacity: queue.capacity,
+        members: queue.members.clone(),
+        idle: account.idle,
+    }
+}
+
+/// Whether a rule of the playbook routes to `queue`.
+fn routes_to(actions: &[ActionKind], queue: &str) -> bool {
+    actions.iter().any(|a| match a {
+        ActionKind::Assign(q) | ActionKind::Takeover(q) => q.node == queue,
+        _ => false,
+    })
+}
+
+/// The playbooks `account` may use, by name.
+fn usable<'r>(
+    account: &'r Account,
+    ruleset: &'r Ruleset,
+) -> impl Iterator<Item = (&'r String, &'r crate::ruleset::LoadedPlaybook)> {
+    ruleset
+        .playbooks
+        .iter()
+        .filter(|(name, _)| account.playbooks.is_empty() || account.playbooks.contains(name))
+}
+
+/// A queue's business hours: its own, else those of the first playbook
+/// (by name) whose rules route to it; `None` when it is always open.
+pub fn hours(
+    account: &Account,
+    ruleset: Option<&Ruleset>,
+    name: &str,
+    queue: &QueueConfig,
+) -> Option<QueueHours> {
+    if let Some(h) = &queue.hours {
+        return Some(h.clone());
+    }
+    let ruleset = ruleset?;
+    usable(account, ruleset)
+        .find(|(_, p)| {
+            p.compiled.rules.iter().any(|r| routes_to(&r.actions, name))
+                || p.compiled
+                    .otherwise
+                    .as_ref()
+                    .is_some_and(|o| routes_to(o, name))
+        })
+        .and_then(|(_, p)| {
+            p.compiled.schema.hours.clone().map(|hours| QueueHours {
+                hours,
+                timezone: p.compiled.schema.timezone,
+            })
+        })
+}
+
+/// The queues the account's rules route to that it gives no members: their
+/// threads are labelled but never assigned. Only said for accounts that
+/// configure queues at all.
+pub fn unmanaged(account: &Account, ruleset: &Ruleset) -> Vec<String> {
+    if account.queues.is_empty() {
+        return Vec::new();
+    }
+    let mut found = std::collections::BTreeSet::new();
+    for (name, p) in usable(account, ruleset) {
+        let actions = p
+            .compiled
+            .rules
+            .iter()
+            .flat_map(|r| r.actions.iter())
+            .chain(p.compiled.otherwise.iter().flatten());
+        for a in actions {
+            if let ActionKind::Assign(q) | ActionKind::Takeover(q) = a {
+                if !account.queues.contains_key(&q.node) {
+                    found.insert(format!(
+                        "playbook `{name}` routes to `{}`, which account `{}` gives no members in `accounts.queues`: its threads are not assigned",
+                        q.node, account.id
+                    ));
+                }
+            }
+        }
+    }
+    found.into_iter().collect()
+}
+
+/// Starts the worker.
+pub fn spawn_worker(state: Arc<AppState>) {
+    if state.config.accounts.iter().all(|a| a.queues.is_empty()) {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            let again = pass(&state).await;
+            if !again {
+                tokio::select! {
+                    _ = state.queues.notified() => {}
+                    _ = tokio::time::sleep(TICK) => {}
+                }
+            }
+        }
+    });
+}
+
+/// One look at every queue: escalations first (their threads then wait in
+/// the next queue), then assignments. True when escalations moved threads
+/// and another pass should follow at once.
+async fn pass(state: &Arc<AppState>) -> bool {
+    let ruleset = state.ruleset();
+    let now = Utc::now();
+    let mut again = false;
+    for account in &state.config.accounts {
+        for (name, queue) in &account.queues {
+            let hours = hours(account, ruleset.as_deref(), name, queue);
+            if let Some((after, to)) = &queue.escalate {
+                if let Some(cutoff) = business_cutoff(now, *after, hours.as_ref()) {
+                    match state
+                        .store
+                        .escalate(&account.id, name, to, cutoff, &show_duration(*after))
+                        .await
+                    {
+                        Ok(moved) => {
+                            for lead in &moved {
+                                tracing::info!(account = %account.id, lead = %lead, from = %name, to = %to, "thread escalated");
+                                state.announce(&account.id, lead);
+                            }
+                            if !moved.is_empty() {
+                                state.metrics.add(
+                                    "handoff_escalations_total",
+                                    &[("account", &account.id), ("queue", name), ("to", to)],
+                                    moved.len() as u64,
+                                );
+                                again = true;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(account = %account.id, queue = %name, error = %e, "escalation pass failed")
+                        }
+                    }
+                }
+            }
+            if !hours.as_ref().is_none_or(|h| h.contains(now)) {
+                continue;
+            }
+            match state
+                .store
+                .assign_waiting(&account.id, &plan(account, name, queue))
+                .await
+            {
+                Ok(assigned) => {
+                    if assigned.is_empty() {
+                        continue;
+                    }
+                    state.metrics.add(
+                        "handoff_assignments_total",
+                        &[("account", &account.id), ("queue", name)],
+                        assigned.len() as u64,
+                    );
+                    for a in &assigned {
+                        tracing::info!(account = %account.id, lead = %a.lead_id, queue = %name, member = %a.member, "thread assigned");
+                        state.announce(&account.id, &a.lead_id);
+                    }
+                    if assigned.iter().any(|a| a.member.starts_with("agent:")) {
+                        state.outbox.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(account = %account.id, queue = %name, error = %e, "assignment pass failed")
+                }
+            }
+        }
+    }
+    again
+}
+
+/// A queue as the inbox and the API show it: its settings, whether it is
+/// open now, its members' availability and load, and who waits.
+pub async fn overview(
+    state: &AppState,
+    account: &Account,
+    name: &str,
+    queue: &QueueConfig,
+) -> Result<Value, ApiError> {
+    let ruleset = state.ruleset();
+    let hours = hours(account, ruleset.as_deref(), name, queue);
+    let members = state
+        .store
+        .queue_members(&account.id, &plan(account, name, queue))
+        .await?;
+    let waiting = state.store.waiting(&account.id, name, 100).await?;
+    Ok(json!({
+        "name": name,
+        "strategy": queue.strategy,
+        "capacity": queue.capacity,
+        "open": hours.as_ref().is_none_or(|h| h.contains(Utc::now())),
+        "has_hours": hours.is_some(),
+        "escalate_after": queue.escalate.as_ref().map(|(after, _)| show_duration(*after)),
+        "escalate_to": queue.escalate.as_ref().map(|(_, to)| to),
+        "members": members,
+        "available": members.iter().filter(|m| m.candidate.available).count(),
+        "waiting": waiting,
+    }))
+}
+
+/// `GET /v1/queues`: every queue of the account with members.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.authenticate(&headers)?;
+    let mut queues = Vec::new();
+    for (name, queue) in &account.queues {
+        queues.push(overview(&state, account, name, queue).await?);
+    }
+    Ok(Json(json!({ "queues": queues })))
+}
+
+/// `POST /v1/leads/{id}/close`: the thread is done; its member's load drops.
+pub async fn api_close(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let account = state.authenticate(&headers)?;
+    if state.store.lead(&account.id, &id).await?.is_none() {
+        return Err(ApiError::NotFound(format!("no lead `{id}`")));
+    }
+    let closed = state.store.close_thread(&account.id, &id, "api").await?;
+    if !closed {
+        return Err(ApiError::Conflict(format!(
+            "the thread of `{id}` is not open in a queue (it is done already, or its queue has no members)"
+        )));
+    }
+    state.announce(&account.id, &id);
+    state.queues.notify_one();
+    Ok(Json(json!({"lead_id": id, "queue_state": "done"})))
+}

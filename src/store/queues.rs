@@ -1,0 +1,211 @@
+//! What queues keep: which threads wait in a queue and since when, who each
+//! is given to, whether a person picked it up, and which operators are
+//! available. An assignment pass and an escalation pass each run in one
+//! transaction; with several instances on PostgreSQL they take the
+//! account's queue lock, so no member is given more than their capacity and
+//! no thread goes to two people.
+//!
+//! A thread's `queue_state`: `waiting` (in a queue with members, nobody has
+//! it yet), `assigned` (a member has it), `done` (a person closed it; a new
+//! message from the lead puts it back in its queue), or none (its queue is a
+//! label the account gives no members).
+
+use super::{Backend, Store, StoreError};
+use crate::queues::{Candidate, Member, QueuePlan};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Who does system actions on a thread's trail (rules, assignment, escalation).
+pub const SYSTEM_ACTOR: &str = "handoff";
+
+/// A thread given to a member by an assignment pass.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Assigned {
+    pub lead_id: String,
+    pub queue: String,
+    /// The operator's ID, or `agent:<endpoint>`.
+    pub member: String,
+    pub name: String,
+}
+
+/// A member of a queue as the inbox and the API show them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct MemberView {
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// The email for an operator; the endpoint for an agent.
+    pub member: String,
+    /// `available`, `idle` (marked available, no recent activity), `away`,
+    /// `signed_out`, `unknown` (no operator has this email) or `agent`.
+    pub status: String,
+}
+
+/// A thread waiting in a queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Waiting {
+    pub lead_id: String,
+    pub name: Option<String>,
+    pub queued_at: String,
+}
+
+/// The first human reply on a thread since it entered its queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FirstReply {
+    pub queue: Option<String>,
+    pub after: Duration,
+}
+
+/// An operator's availability.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Presence {
+    pub available: bool,
+    pub seen_at: Option<String>,
+}
+
+impl Store {
+    /// Gives the queue's waiting threads, oldest first, to available members
+    /// under capacity, by the queue's strategy; each on the thread's trail.
+    /// An agent member's threads are sent to its endpoint (`thread.assigned`).
+    pub async fn assign_waiting(
+        &self,
+        account: &str,
+        plan: &QueuePlan,
+    ) -> Result<Vec<Assigned>, StoreError> {
+        on_backend!(self, db => db.assign_waiting(account, plan).await)
+    }
+
+    /// Moves threads of `queue` that no person picked up and that entered it
+    /// at or before `cutoff` to the queue `to` (waiting there), each on its
+    /// trail. `after` is the configured time, for the trail. Returns the leads moved.
+    pub async fn escalate(
+        &self,
+        account: &str,
+        queue: &str,
+        to: &str,
+        cutoff: DateTime<Utc>,
+        after: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        on_backend!(self, db => db.escalate(account, queue, to, cutoff, after).await)
+    }
+
+    /// Marks an operator available or away; true when it changed.
+    pub async fn set_available(
+        &self,
+        operator_id: &str,
+        available: bool,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.set_available(operator_id, available).await)
+    }
+
+    /// Notes an operator's activity in the inbox. True when they are marked
+    /// available and were idle until now (longer than `idle` without
+    /// activity): waiting threads may go to them.
+    pub async fn touch_presence(
+        &self,
+        operator_id: &str,
+        idle: Duration,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.touch_presence(operator_id, idle).await)
+    }
+
+    /// An operator's availability.
+    pub async fn presence(&self, operator_id: &str) -> Result<Presence, StoreError> {
+        on_backend!(self, db => db.presence(operator_id).await)
+    }
+
+    /// The queue's members as they are now: availability and load.
+    pub async fn queue_members(
+        &self,
+        account: &str,
+        plan: &QueuePlan,
+    ) -> Result<Vec<MemberView>, StoreError> {
+        on_backend!(self, db => db.queue_members(account, plan).await)
+    }
+
+    /// The threads waiting in a queue, oldest first.
+    pub async fn waiting(
+        &self,
+        account: &str,
+        queue: &str,
+        limit: i64,
+    ) -> Result<Vec<Waiting>, StoreError> {
+        on_backend!(self, db => db.waiting(account, queue, limit).await)
+    }
+
+    /// A person closes the thread: it leaves its member's load (a new
+    /// message from the lead puts it back in its queue). False when it was
+    /// not open in a queue, or the account has no such lead.
+    pub async fn close_thread(
+        &self,
+        account: &str,
+        lead_id: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        on_backend!(self, db => db.close_thread(account, lead_id, actor).await)
+    }
+
+    /// Threads by account, queue and queue state, for metrics.
+    pub async fn queue_counts(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+        on_backend!(self, db => db.queue_counts().await)
+    }
+}
+
+/// An operator of the account as the queues' queries read them.
+pub(super) struct OperatorRow {
+    pub id: String,
+    pub name: String,
+    /// Marked available in the inbox.
+    pub available: bool,
+    pub seen_at: Option<DateTime<Utc>>,
+    /// Has a live session.
+    pub signed_in: bool,
+}
+
+/// The plan's members in configured order, with their status and load:
+/// `operators` by email, `loads` by member key; active means seen at or
+/// after `idle_since`. One reading for both backends.
+pub(super) fn member_views(
+    plan: &QueuePlan,
+    operators: &HashMap<String, OperatorRow>,
+    loads: &HashMap<String, u32>,
+    idle_since: DateTime<Utc>,
+) -> Vec<MemberView> {
+    let view = |key: String, name: String, member: &str, status: &str| MemberView {
+        candidate: Candidate {
+            load: loads.get(&key).copied().unwrap_or(0),
+            available: status == "available" || status == "agent",
+            key,
+            name,
+        },
+        member: member.to_string(),
+        status: status.to_string(),
+    };
+    plan.members
+        .iter()
+        .map(|m| match m {
+            Member::Agent(endpoint) => view(
+                format!("agent:{endpoint}"),
+                endpoint.clone(),
+                endpoint,
+                "agent",
+            ),
+            Member::Operator(email) => match operators.get(email) {
+                None => view(format!("unknown:{email}"), email.clone(), email, "unknown"),
+                Some(op) => {
+                    let status = if !op.signed_in {
+                        "signed_out"
+                    } else if !op.available {
+                        "away"
+                    } else if op.seen_at.is_none_or(|s| s < idle_since) {
+                        "idle"
+                    } else {
+                        "available"
+                    };
+                    view(op.id.clone(), op.name.clone(), email, status)
+                }
+            },
+        })
+        .collect()
+}
