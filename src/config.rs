@@ -891,6 +891,19 @@ impl Config {
             demo_key = Some(Secret::new(key));
         }
         let delivery = delivery_config(&parsed.delivery, &accounts)?;
+        if delivery.sandbox {
+            // The sandbox signs its status webhooks with the account's app
+            // secret, as Meta does; an account without one gets a random one
+            // for this process, or its statuses would be refused.
+            for account in accounts
+                .iter_mut()
+                .filter(|a| a.meta_app_secrets.is_empty())
+            {
+                account
+                    .meta_app_secrets
+                    .push(Secret::new(hex::encode(rand::random::<[u8; 16]>())));
+            }
+        }
         Ok(Config {
             listen,
             database,
@@ -1116,6 +1129,22 @@ mod tests {
         // The demo account has none.
         let demo = Config::load(None, &env(&[]), &Overrides::default()).unwrap();
         assert!(demo.accounts[0].queues.is_empty() && demo.accounts[0].fallback.is_empty());
+    }
+
+    #[test]
+    fn in_sandbox_mode_an_account_without_an_app_secret_gets_one_for_the_sandbox() {
+        let c = with_account("").unwrap();
+        assert!(c.delivery.sandbox);
+        assert_eq!(c.accounts[0].meta_app_secrets.len(), 1);
+        let c = with_account(
+            "[[accounts.whatsapp]]\nkey = \"main\"\nphone_number_id = \"1065\"\ntoken = \"env:S\"\n",
+        )
+        .unwrap();
+        assert!(!c.delivery.sandbox);
+        assert!(
+            c.accounts[0].meta_app_secrets.is_empty(),
+            "real webhooks need the real secret"
+        );
     }
 
     #[test]

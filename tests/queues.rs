@@ -553,3 +553,32 @@ async fn two_instances_on_postgresql_never_give_a_member_more_than_capacity() {
     let (loads, waiting) = loads_within(&b, "floor", 3).await;
     assert_eq!((loads, waiting), (vec![3, 3, 3], 18));
 }
+
+#[test]
+fn the_example_configuration_gives_the_events_playbooks_closers_members() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let env = [("HANDOFF_DEMO_KEY".to_string(), "hk_example".to_string())].into();
+    let config = handoff::config::Config::load(
+        Some(&root.join("examples/queues.toml")),
+        &env,
+        &handoff::config::Overrides::default(),
+    )
+    .unwrap();
+    let account = &config.accounts[0];
+    let names: Vec<&str> = account.queues.keys().map(String::as_str).collect();
+    assert_eq!(names, ["events-closers", "events-senior-closers"]);
+    let ruleset = handoff::ruleset::load(&root.join("rules"), None)
+        .ruleset
+        .expect("the bundled rules load");
+    // Both are queues the events playbook routes to, not typos.
+    let unmanaged = handoff::server::queues::unmanaged(account, &ruleset).join("\n");
+    assert!(unmanaged.contains("`events-triage`"), "{unmanaged}");
+    for name in names {
+        assert!(!unmanaged.contains(&format!("`{name}`")), "{unmanaged}");
+    }
+    let closers = &account.queues["events-closers"];
+    assert!(
+        closers.hours.as_ref().unwrap().contains(chrono::Utc::now()),
+        "open around the clock"
+    );
+}

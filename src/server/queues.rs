@@ -80,33 +80,37 @@ pub fn hours(
         })
 }
 
-/// The queues the account's rules route to that it gives no members: their
-/// threads are labelled but never assigned. Only said for accounts that
-/// configure queues at all.
+/// For each playbook, the queues its rules route to that the account gives
+/// no members: their threads are labelled but never assigned. Only said for
+/// accounts that configure queues at all.
 pub fn unmanaged(account: &Account, ruleset: &Ruleset) -> Vec<String> {
     if account.queues.is_empty() {
         return Vec::new();
     }
-    let mut found = std::collections::BTreeSet::new();
+    let mut found = Vec::new();
     for (name, p) in usable(account, ruleset) {
-        let actions = p
+        let queues: std::collections::BTreeSet<&str> = p
             .compiled
             .rules
             .iter()
             .flat_map(|r| r.actions.iter())
-            .chain(p.compiled.otherwise.iter().flatten());
-        for a in actions {
-            if let ActionKind::Assign(q) | ActionKind::Takeover(q) = a {
-                if !account.queues.contains_key(&q.node) {
-                    found.insert(format!(
-                        "playbook `{name}` routes to `{}`, which account `{}` gives no members in `accounts.queues`: its threads are not assigned",
-                        q.node, account.id
-                    ));
-                }
-            }
+            .chain(p.compiled.otherwise.iter().flatten())
+            .filter_map(|a| match a {
+                ActionKind::Assign(q) | ActionKind::Takeover(q) => Some(q.node.as_str()),
+                _ => None,
+            })
+            .filter(|q| !account.queues.contains_key(*q))
+            .collect();
+        if !queues.is_empty() {
+            let list: Vec<String> = queues.iter().map(|q| format!("`{q}`")).collect();
+            found.push(format!(
+                "playbook `{name}` routes to queues account `{}` gives no members in `accounts.queues`, so their threads are not assigned: {}",
+                account.id,
+                list.join(", ")
+            ));
         }
     }
-    found.into_iter().collect()
+    found
 }
 
 /// Starts the worker.
