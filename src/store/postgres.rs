@@ -859,7 +859,8 @@ async fn record_event(
             .await?;
     }
     if event.human_activity {
-        q("UPDATE threads SET state = 'human', updated_at = $1 WHERE lead_id = $2")
+        // A person wrote from the business's phone: the thread is picked up.
+        q("UPDATE threads SET state = 'human', picked_up_at = COALESCE(picked_up_at, $1), updated_at = $1 WHERE lead_id = $2")
             .bind(now)
             .bind(&lead_id)
             .execute(&mut *c)

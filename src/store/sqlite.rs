@@ -641,8 +641,11 @@ fn record_event(
         .execute(params![at, lead_id])?;
     }
     if event.human_activity {
-        c.prepare_cached("UPDATE threads SET state = 'human', updated_at = ?1 WHERE lead_id = ?2")?
-            .execute(params![now, lead_id])?;
+        // A person wrote from the business's phone: the thread is picked up.
+        c.prepare_cached(
+            "UPDATE threads SET state = 'human', picked_up_at = COALESCE(picked_up_at, ?1), updated_at = ?1 WHERE lead_id = ?2",
+        )?
+        .execute(params![now, lead_id])?;
     }
     let state = load_state(c, &lead_id, false)?;
     let record = decide(&state);
