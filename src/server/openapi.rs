@@ -1095,7 +1095,7 @@ fn schemas() -> Value {
                             "status": {"type": "string", "enum": ["available", "idle", "away", "signed_out", "unknown", "agent"]}
                         }
                     }},
-                    "waiting": {"type": "array", "items": {
+                    "waiting": {"type": "array", "description": "The threads waiting, oldest first (at most 100; `handoff_threads_waiting` counts them all).", "items": {
                         "type": "object",
                         "required": ["lead_id", "name", "queued_at"],
                         "additionalProperties": false,

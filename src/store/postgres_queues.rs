@@ -261,7 +261,8 @@ impl Postgres {
                 name: list[i].name.clone(),
             });
         }
-        if let Some(last) = &last {
+        // Only a pass that gave threads out moves the turn.
+        if let (false, Some(last)) = (done.is_empty(), &last) {
             q(
                 "INSERT INTO queue_cursors (account_id, queue, last_member) VALUES ($1, $2, $3) \
                ON CONFLICT (account_id, queue) DO UPDATE SET last_member = excluded.last_member",

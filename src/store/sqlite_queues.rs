@@ -113,14 +113,15 @@ impl Sqlite {
             if waiting.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut cands = members(c, &account, &plan)?;
+            let mut list: Vec<Candidate> = members(c, &account, &plan)?
+                .into_iter()
+                .map(|m| m.candidate)
+                .collect();
             let mut last: Option<String> = c
                 .prepare_cached("SELECT last_member FROM queue_cursors WHERE account_id = ?1 AND queue = ?2")?
                 .query_row(params![account, plan.name], |r| r.get(0))
                 .optional()?;
             let mut done = Vec::new();
-            let list: Vec<Candidate> = cands.iter().map(|m| m.candidate.clone()).collect();
-            let mut list = list;
             for lead_id in waiting {
                 let Some(i) = pick(plan.strategy, &list, plan.capacity, last.as_deref()) else {
                     break;
@@ -136,7 +137,6 @@ impl Sqlite {
                     continue;
                 }
                 list[i].load += 1;
-                cands[i].candidate.load = list[i].load;
                 last = Some(list[i].key.clone());
                 let text = format!(
                     "to {} ({}; {} of {} open)",
@@ -156,7 +156,8 @@ impl Sqlite {
                     name: list[i].name.clone(),
                 });
             }
-            if let Some(last) = &last {
+            // Only a pass that gave threads out moves the turn.
+        if let (false, Some(last)) = (done.is_empty(), &last) {
                 c.prepare_cached(
                     "INSERT INTO queue_cursors (account_id, queue, last_member) VALUES (?1, ?2, ?3) \
                      ON CONFLICT (account_id, queue) DO UPDATE SET last_member = excluded.last_member",
