@@ -18,6 +18,8 @@ const ENV: &str = "HANDOFF_TEST_POSTGRES_URL";
 const LEASE: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(600);
 const MAX_AGE: Duration = Duration::from_secs(86_400);
+static NO_FALLBACKS: std::collections::BTreeMap<String, Vec<String>> =
+    std::collections::BTreeMap::new();
 
 /// A database for one test: a SQLite file, or a PostgreSQL schema dropped
 /// when the test ends (however it ends).
@@ -414,7 +416,7 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
         .await;
         let id = lead_id(&r);
         let claimed = store
-            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
             .await
             .unwrap();
         assert_eq!(claimed.len(), 1, "{}", db.name());
@@ -426,7 +428,7 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
         assert_eq!(item.payload["to"], "+919800000004");
         assert!(
             store
-                .claim_outbox("b", 10, LEASE, GRACE, MAX_AGE)
+                .claim_outbox("b", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -459,7 +461,7 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
             .unwrap());
         assert!(
             store
-                .claim_outbox("b", 10, LEASE, GRACE, MAX_AGE)
+                .claim_outbox("b", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -468,7 +470,14 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
         let again = store
-            .claim_outbox("b", 10, LEASE, Duration::from_millis(10), MAX_AGE)
+            .claim_outbox(
+                "b",
+                10,
+                LEASE,
+                Duration::from_millis(10),
+                MAX_AGE,
+                &NO_FALLBACKS,
+            )
             .await
             .unwrap();
         assert_eq!(again.len(), 1, "{}: after grace", db.name());
@@ -514,7 +523,7 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
         )
         .await;
         let item = store
-            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
             .await
             .unwrap()
             .remove(0);
@@ -525,7 +534,7 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
             .unwrap());
         assert!(
             store
-                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -534,7 +543,7 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
         );
         tokio::time::sleep(Duration::from_millis(80)).await;
         let item = store
-            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
             .await
             .unwrap()
             .remove(0);
@@ -559,7 +568,7 @@ async fn an_outbox_claim_is_leased_and_an_uncertain_send_waits_the_grace_period(
             .await
             .unwrap());
         assert!(store
-            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
             .await
             .unwrap()
             .is_empty());
@@ -585,7 +594,7 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
         .await;
         let id = lead_id(&r);
         let item = store
-            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
             .await
             .unwrap()
             .remove(0);
@@ -663,7 +672,7 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
 
         // The template is claimed next; 131050 fails it and is an opt-out on record.
         let template = store
-            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+            .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
             .await
             .unwrap()
             .remove(0);
@@ -736,7 +745,7 @@ async fn a_takeover_cancels_the_automated_messages_still_waiting() {
         );
         assert!(
             store
-                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
                 .await
                 .unwrap()
                 .is_empty(),
@@ -762,7 +771,7 @@ async fn a_takeover_cancels_the_automated_messages_still_waiting() {
         assert!(!state.unwrap().human, "{}: given back", db.name());
         assert_eq!(
             store
-                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE)
+                .claim_outbox("a", 10, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
                 .await
                 .unwrap()
                 .len(),
@@ -869,8 +878,8 @@ async fn two_instances_never_claim_the_same_message_or_webhook_event() {
     let mut hooks = BTreeSet::new();
     loop {
         let (ca, cb, wa, wb) = tokio::join!(
-            a.claim_outbox("a", 7, LEASE, GRACE, MAX_AGE),
-            b.claim_outbox("b", 7, LEASE, GRACE, MAX_AGE),
+            a.claim_outbox("a", 7, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS),
+            b.claim_outbox("b", 7, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS),
             a.due_webhooks(7, LEASE),
             b.due_webhooks(7, LEASE)
         );
@@ -1559,7 +1568,7 @@ async fn an_agent_member_gets_its_threads_as_signed_webhooks() {
 /// Claims the lead's WhatsApp message (other due messages are claimed and left).
 async fn claim_message(store: &Store, lead: &str) -> handoff::store::OutboxItem {
     store
-        .claim_outbox("a", 50, LEASE, GRACE, MAX_AGE)
+        .claim_outbox("a", 50, LEASE, GRACE, MAX_AGE, &NO_FALLBACKS)
         .await
         .unwrap()
         .into_iter()
@@ -1671,6 +1680,38 @@ async fn a_message_whatsapp_cannot_deliver_sends_the_lead_to_the_fallback_endpoi
         assert_eq!(
             sms[0]["payload"]["context"]["undeliverable"]["code"], 131050,
             "{name}"
+        );
+        // Never sent in time (the number's token was refused all day, say):
+        // the same, when the claim gives it up.
+        let (r, _) = record(
+            &store,
+            person("+919891000004", "Expired"),
+            decision(vec![message("+919891000004")]),
+        )
+        .await;
+        let fallbacks: std::collections::BTreeMap<String, Vec<String>> =
+            [("acme".to_string(), vec!["sms".to_string()])].into();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store
+            .claim_outbox("a", 0, LEASE, GRACE, Duration::from_millis(10), &fallbacks)
+            .await
+            .unwrap();
+        let l = lead(&store, &lead_id(&r)).await;
+        assert_eq!(l["thread"]["flag"], "delivery_failed", "{name}");
+        assert!(
+            l["thread"]["flag_reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("not delivered within"),
+            "{name}: {}",
+            l["thread"]
+        );
+        let out = l["outbox"].as_array().unwrap();
+        assert_eq!(out[0]["state"], "failed", "{name}");
+        assert!(
+            out.iter()
+                .any(|o| o["kind"] == "notify" && o["payload"]["endpoint"] == "sms"),
+            "{name}: {out:?}"
         );
         // Without fallback endpoints only the flag.
         let (r, _) = record(

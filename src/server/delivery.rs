@@ -64,6 +64,12 @@ pub fn spawn_worker(state: Arc<AppState>, delivery: Delivery) {
 async fn run(state: Arc<AppState>, delivery: Arc<Delivery>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let d = &state.config.delivery;
+    let fallbacks: std::collections::BTreeMap<String, Vec<String>> = state
+        .config
+        .accounts
+        .iter()
+        .map(|a| (a.id.clone(), a.fallback.clone()))
+        .collect();
     loop {
         let free = slots.available_permits();
         if free == 0 {
@@ -75,7 +81,14 @@ async fn run(state: Arc<AppState>, delivery: Arc<Delivery>) {
         }
         let items = match state
             .store
-            .claim_outbox(&delivery.owner, free as i64, d.lease, d.grace, d.max_age)
+            .claim_outbox(
+                &delivery.owner,
+                free as i64,
+                d.lease,
+                d.grace,
+                d.max_age,
+                &fallbacks,
+            )
             .await
         {
             Ok(items) => items,

@@ -358,7 +358,9 @@ impl Store {
     /// `lease`. Messages whose send may have reached Meta are claimed again
     /// only once `grace` has passed since that send without a status.
     /// Automated WhatsApp messages of threads a person took over are
-    /// cancelled, and messages older than `max_age` fail, on the way.
+    /// cancelled, and messages older than `max_age` fail, on the way; a
+    /// WhatsApp message that fails so flags its thread and goes to its
+    /// account's endpoints in `fallbacks` (account -> endpoint names).
     pub async fn claim_outbox(
         &self,
         owner: &str,
@@ -366,8 +368,9 @@ impl Store {
         lease: Duration,
         grace: Duration,
         max_age: Duration,
+        fallbacks: &std::collections::BTreeMap<String, Vec<String>>,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        on_backend!(self, db => db.claim_outbox(owner, limit, lease, grace, max_age)
+        on_backend!(self, db => db.claim_outbox(owner, limit, lease, grace, max_age, fallbacks)
             .await)
     }
 

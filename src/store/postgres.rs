@@ -538,8 +538,9 @@ impl Postgres {
         lease: Duration,
         grace: Duration,
         max_age: Duration,
+        fallbacks: &std::collections::BTreeMap<String, Vec<String>>,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        retrying!(self.claim_outbox_once(owner, limit, lease, grace, max_age))
+        retrying!(self.claim_outbox_once(owner, limit, lease, grace, max_age, fallbacks))
     }
 
     async fn claim_outbox_once(
@@ -549,6 +550,7 @@ impl Postgres {
         lease: Duration,
         grace: Duration,
         max_age: Duration,
+        fallbacks: &std::collections::BTreeMap<String, Vec<String>>,
     ) -> Sql<Vec<OutboxItem>> {
         let mut tx = self.delivery.begin().await?;
         let now = Utc::now();
@@ -561,13 +563,23 @@ impl Postgres {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = $1 \
+        let expired = q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = $1 \
            WHERE id = ANY (ARRAY (SELECT id FROM outbox WHERE state = 'pending' AND created_at < $2 \
-             ORDER BY state, created_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED))")
+             ORDER BY state, created_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED)) RETURNING id, account_id, kind")
             .bind(now)
             .bind(ago(max_age))
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await?;
+        // A buyer who never got their message must still be reached.
+        for row in &expired {
+            let (id, account, kind): (String, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if kind == "whatsapp" {
+                let fallback = fallbacks.get(&account).map_or(&[][..], Vec::as_slice);
+                let reason = super::sqlite::expired_reason(max_age);
+                flag_thread(&mut tx, &id, None, &reason, fallback).await?;
+            }
+        }
         // Pending and stale sending messages are looked up apart, each the
         // oldest first along `outbox_pending`: one query with an OR sorted
         // the whole backlog on every claim (20 ms at 20,000 waiting).

@@ -22,6 +22,7 @@ use crate::engine::Lead;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -453,9 +454,10 @@ impl Sqlite {
         lease: Duration,
         grace: Duration,
         max_age: Duration,
+        fallbacks: &BTreeMap<String, Vec<String>>,
     ) -> Result<Vec<OutboxItem>, StoreError> {
-        let owner = owner.to_string();
-        self.write(move |c| claim_outbox(c, &owner, limit, lease, grace, max_age))
+        let (owner, fallbacks) = (owner.to_string(), fallbacks.clone());
+        self.write(move |c| claim_outbox(c, &owner, limit, lease, grace, max_age, &fallbacks))
             .await
     }
 
@@ -1179,6 +1181,14 @@ fn status_rank(status: Option<&str>) -> u8 {
     }
 }
 
+/// Why a message that waited too long failed, for its thread's flag.
+pub(super) fn expired_reason(max_age: Duration) -> String {
+    format!(
+        "not delivered within {} (delivery.max_age_hours)",
+        crate::queues::show_duration(max_age)
+    )
+}
+
 fn seconds_ago(d: Duration) -> String {
     time_text(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default())
 }
@@ -1190,6 +1200,7 @@ fn claim_outbox(
     lease: Duration,
     grace: Duration,
     max_age: Duration,
+    fallbacks: &BTreeMap<String, Vec<String>>,
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let now = now_text();
     // Automation stops talking the moment a person takes the thread over.
@@ -1199,11 +1210,21 @@ fn claim_outbox(
          AND lead_id IN (SELECT lead_id FROM threads WHERE state = 'human')",
     )?
     .execute(params![now])?;
-    c.prepare_cached(
-        "UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = ?1 \
-         WHERE state = 'pending' AND created_at < ?2",
-    )?
-    .execute(params![now, seconds_ago(max_age)])?;
+    let expired: Vec<(String, String, String)> = {
+        let mut stmt = c.prepare_cached(
+            "UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = ?1 \
+             WHERE state = 'pending' AND created_at < ?2 RETURNING id, account_id, kind",
+        )?;
+        let rows = stmt.query_map(params![now, seconds_ago(max_age)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        rows.collect::<Result<_, _>>()?
+    };
+    // A buyer who never got their message must still be reached.
+    for (id, account, _) in expired.iter().filter(|e| e.2 == "whatsapp") {
+        let fallback = fallbacks.get(account).map_or(&[][..], Vec::as_slice);
+        flag_thread(c, id, None, &expired_reason(max_age), fallback)?;
+    }
     let mut stmt = c.prepare_cached(
         "SELECT id, account_id, lead_id, kind, payload, attempts, created_at FROM outbox \
          WHERE (state = 'pending' AND (next_attempt IS NULL OR next_attempt <= ?1)) \
