@@ -471,6 +471,25 @@ fn queue_configs(
             },
         );
     }
+    // A thread nobody picks up would go round a loop of escalations forever.
+    for start in out.keys() {
+        let mut path = vec![start.as_str()];
+        let mut at = start.as_str();
+        while let Some((_, to)) = out.get(at).and_then(|q| q.escalate.as_ref()) {
+            if to == start {
+                path.push(to);
+                return err(format!(
+                    "accounts[{i}].queues: escalation goes round in a loop ({}); end it at a queue without `escalate_to`",
+                    path.join(" -> ")
+                ));
+            }
+            if path.contains(&to.as_str()) {
+                break;
+            }
+            path.push(to);
+            at = to;
+        }
+    }
     Ok(out)
 }
 
@@ -1164,6 +1183,7 @@ mod tests {
             ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nhours = \"mon-fri 18:00-09:00\"\ntimezone = \"UTC\"\n", "queues.q.hours: business hours close"),
             ("[accounts.queues.\"a b\"]\nmembers = [\"a@x.io\"]\n", "letters, digits"),
             ("[accounts.queues.q]\nmembers = [\"a@x.io\"]\nsize = 3\n", "unknown field `size`"),
+            ("[accounts.queues.a]\nmembers = [\"a@x.io\"]\nescalate_after = \"5m\"\nescalate_to = \"b\"\n[accounts.queues.b]\nmembers = [\"b@x.io\"]\nescalate_after = \"5m\"\nescalate_to = \"a\"\n", "loop (a -> b -> a)"),
             ("fallback = [\"sms\"]\n", "accounts[0].fallback[0] names `sms`"),
             ("idle_minutes = 0\n", "idle_minutes is 0"),
         ];
