@@ -106,6 +106,23 @@ members = ["agent:qualifier"]
     }
 }
 
+/// What `handoff operator list` prints for the account.
+fn operator_list(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+        .args(["operator", "list", "--account", "acme", "--config"])
+        .arg(dir.join("handoff.toml"))
+        .env("QUEUES_KEY", KEY)
+        .env("AGENT_SECRET", AGENT_SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 fn serve(dir: &Path, port: u16) -> Process {
     processes::serve(
         dir,
@@ -265,9 +282,27 @@ async fn threads_go_to_who_is_available_wait_for_who_comes_back_and_escalate_onc
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let server = serve(dir.path(), port);
+    let listed = operator_list(dir.path());
+    assert!(
+        listed
+            .lines()
+            .filter(|l| l.contains(" away ") && l.ends_with("never"))
+            .count()
+            == 3,
+        "{listed}"
+    );
     let asha = sign_in(&base, "asha@acme.example").await;
     let bilal = sign_in(&base, "bilal@acme.example").await;
     asha.available(&base, true).await;
+    let listed = operator_list(dir.path());
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("asha@acme.example"))
+        .unwrap();
+    assert!(
+        line.contains(" available ") && line.contains(" UTC"),
+        "{listed}"
+    );
 
     // Asha is available, Bilal is not: the first thread is hers, the second
     // waits (her capacity is one open thread).

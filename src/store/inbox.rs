@@ -70,6 +70,14 @@ impl Store {
         on_backend!(self, db => db.create_operator(account, email, name, password_hash)                     .await)
     }
 
+    /// An account's operators by email, each with their availability.
+    pub async fn operators(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(Operator, super::queues::Presence)>, StoreError> {
+        on_backend!(self, db => db.operators(account).await)
+    }
+
     /// The operator with this email, with their password hash.
     pub async fn operator_login(&self, email: &str) -> Result<Option<OperatorLogin>, StoreError> {
         on_backend!(self, db => db.operator_login(email).await)

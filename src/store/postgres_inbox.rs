@@ -56,6 +56,30 @@ impl Postgres {
         Ok(operator)
     }
 
+    pub async fn operators(
+        &self,
+        account: &str,
+    ) -> Result<Vec<(Operator, super::queues::Presence)>, StoreError> {
+        let rows = q("SELECT o.id, o.account_id, o.email, o.name, COALESCE(p.available, FALSE) AS available, p.seen_at \
+                      FROM operators o LEFT JOIN presence p ON p.operator_id = o.id WHERE o.account_id = $1 ORDER BY o.email")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push((
+                operator_row(r)?,
+                super::queues::Presence {
+                    available: r.try_get("available")?,
+                    seen_at: r
+                        .try_get::<Option<DateTime<Utc>>, _>("seen_at")?
+                        .map(time_text),
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     pub async fn operator_login(&self, email: &str) -> Result<Option<OperatorLogin>, StoreError> {
         let row =
             q("SELECT id, account_id, email, name, password_hash FROM operators WHERE email = $1")

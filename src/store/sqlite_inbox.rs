@@ -61,6 +61,30 @@ impl Sqlite {
         .await
     }
 
+    pub async fn operators(
+        self: &Arc<Self>,
+        account: &str,
+    ) -> Result<Vec<(Operator, super::queues::Presence)>, StoreError> {
+        let account = account.to_string();
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT o.id, o.account_id, o.email, o.name, COALESCE(p.available, 0), p.seen_at \
+                 FROM operators o LEFT JOIN presence p ON p.operator_id = o.id WHERE o.account_id = ?1 ORDER BY o.email",
+            )?;
+            let rows = stmt.query_map(params![account], |r| {
+                Ok((
+                    operator_row(r)?,
+                    super::queues::Presence {
+                        available: r.get::<_, i64>(4)? == 1,
+                        seen_at: r.get(5)?,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     pub async fn operator_login(
         self: &Arc<Self>,
         email: &str,
