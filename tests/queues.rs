@@ -89,28 +89,19 @@ members = ["agent:qualifier"]
         ("bilal@acme.example", "Bilal"),
         ("chen@acme.example", "Chen"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
-            .args(["operator", "add", "--account", "acme", "--email", email])
-            .args(["--name", name, "--config"])
-            .arg(dir.join("handoff.toml"))
-            .env("HANDOFF_OPERATOR_PASSWORD", PASSWORD)
-            .env("QUEUES_KEY", KEY)
-            .env("AGENT_SECRET", AGENT_SECRET)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        operator(dir, &["add", "--email", email, "--name", name]);
     }
 }
 
-/// What `handoff operator list` prints for the account.
-fn operator_list(dir: &Path) -> String {
+/// Runs `handoff operator <args> --account acme` on the directory's
+/// configuration; what it printed.
+fn operator(dir: &Path, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .args(["operator", "list", "--account", "acme", "--config"])
+        .arg("operator")
+        .args(args)
+        .args(["--account", "acme", "--config"])
         .arg(dir.join("handoff.toml"))
+        .env("HANDOFF_OPERATOR_PASSWORD", PASSWORD)
         .env("QUEUES_KEY", KEY)
         .env("AGENT_SECRET", AGENT_SECRET)
         .output()
@@ -121,6 +112,11 @@ fn operator_list(dir: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// What `handoff operator list` prints for the account.
+fn operator_list(dir: &Path) -> String {
+    operator(dir, &["list"])
 }
 
 fn serve(dir: &Path, port: u16) -> Process {
