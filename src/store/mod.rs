@@ -425,6 +425,20 @@ impl Store {
     }
 }
 
+/// How far along a Meta status is; statuses only move forward
+/// (both backends keep the furthest).
+pub(super) fn status_rank(status: Option<&str>) -> u8 {
+    match status {
+        None => 0,
+        Some("accepted") => 1,
+        Some("sent") => 2,
+        Some("delivered") => 3,
+        Some("read") => 4,
+        Some("failed") => 5,
+        Some(_) => 0,
+    }
+}
+
 /// Whether `url` names a PostgreSQL database.
 pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")

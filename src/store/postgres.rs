@@ -576,7 +576,7 @@ impl Postgres {
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
             if kind == "whatsapp" {
                 let fallback = fallbacks.get(&account).map_or(&[][..], Vec::as_slice);
-                let reason = super::sqlite::expired_reason(max_age);
+                let reason = super::queues::expired_reason(max_age);
                 flag_thread(&mut tx, &id, None, &reason, fallback).await?;
             }
         }
@@ -938,7 +938,7 @@ async fn route_thread(
             .bind(lead_id)
             .execute(&mut *c)
             .await?;
-        let text = super::sqlite::queued_text(queue, record);
+        let text = super::queues::queued_text(queue, record);
         trail(c, account, lead_id, SYSTEM_ACTOR, "queued", Some(&text)).await?;
     } else {
         q("UPDATE threads SET queue = $1, queue_state = CASE WHEN $2 THEN NULL ELSE queue_state END, \
@@ -1002,7 +1002,7 @@ async fn record_new(
         .execute(&mut *c)
         .await?;
     if let (true, Some(queue)) = (waits, &record.queue) {
-        let text = super::sqlite::queued_text(queue, &record);
+        let text = super::queues::queued_text(queue, &record);
         trail(c, account, &lead_id, SYSTEM_ACTOR, "queued", Some(&text)).await?;
     }
     let response = finish_response(c, account, event, &record, &lead_id, &decision_id).await?;
@@ -1360,19 +1360,6 @@ pub(super) async fn load_state(
     })
 }
 
-/// How far along a Meta status is; statuses only move forward.
-fn status_rank(status: Option<&str>) -> u8 {
-    match status {
-        None => 0,
-        Some("accepted") => 1,
-        Some("sent") => 2,
-        Some("delivered") => 3,
-        Some("read") => 4,
-        Some("failed") => 5,
-        Some(_) => 0,
-    }
-}
-
 /// Flags the thread of a lead WhatsApp could not reach, and sends the lead
 /// record to the account's fallback endpoints (an SMS or email provider),
 /// under the failed message's decision, with what failed. The caller holds
@@ -1403,11 +1390,7 @@ async fn flag_thread(
         .await?;
     let (account, lead_id): (String, String) = (r.try_get(0)?, r.try_get(1)?);
     for endpoint in fallback {
-        let payload = serde_json::json!({
-            "endpoint": endpoint,
-            "event": "lead.undeliverable",
-            "context": {"undeliverable": {"message": outbox_id, "code": code, "error": reason}},
-        });
+        let payload = super::queues::fallback_payload(endpoint, outbox_id, code, reason);
         q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, updated_at) \
            SELECT $1, account_id, lead_id, decision_id, 'notify', $2, $3, $3 FROM outbox WHERE id = $4")
             .bind(uuid::Uuid::now_v7().to_string())
@@ -1417,10 +1400,7 @@ async fn flag_thread(
             .execute(&mut *c)
             .await?;
     }
-    let text = format!(
-        "WhatsApp cannot deliver ({reason}); the lead went to {}",
-        fallback.join(", ")
-    );
+    let text = super::queues::fallback_text(reason, fallback);
     trail(c, &account, &lead_id, SYSTEM_ACTOR, "fallback", Some(&text)).await
 }
 
@@ -1544,11 +1524,12 @@ async fn apply_status(
         lead_id: Some(lead_id.clone()),
     };
     if status.status != "failed" {
-        let furthest = if status_rank(Some(&status.status)) > status_rank(delivery.as_deref()) {
-            Some(status.status.clone())
-        } else {
-            delivery
-        };
+        let furthest =
+            if super::status_rank(Some(&status.status)) > super::status_rank(delivery.as_deref()) {
+                Some(status.status.clone())
+            } else {
+                delivery
+            };
         // Meta has it: a send we were unsure of, or were about to retry, is done.
         q(
             "UPDATE outbox SET message_id = COALESCE(message_id, $1), delivery = $2, \

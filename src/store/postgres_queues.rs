@@ -14,12 +14,12 @@ use super::postgres::{
     lock_hash, lock_survivor, q, retryable, retrying, time_text, Postgres, Sql, RETRIES,
 };
 use super::queues::{
-    member_views, Assigned, MemberView, OperatorRow, Presence, Waiting, SYSTEM_ACTOR,
+    agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView, OperatorRow,
+    Presence, Waiting, SYSTEM_ACTOR,
 };
 use super::StoreError;
 use crate::queues::{pick, Candidate, QueuePlan};
 use chrono::{DateTime, SubsecRound, Utc};
-use serde_json::json;
 use sqlx_core::row::Row;
 use sqlx_postgres::PgConnection;
 use std::collections::{HashMap, HashSet};
@@ -132,11 +132,7 @@ async fn notify_agent(
     endpoint: &str,
     queue: &str,
 ) -> Sql<()> {
-    let payload = json!({
-        "endpoint": endpoint,
-        "event": "thread.assigned",
-        "context": {"assignment": {"queue": queue, "agent": endpoint}},
-    });
+    let payload = agent_payload(endpoint, queue);
     q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, updated_at) \
        SELECT $1, $2, $3, d.id, 'notify', $4, $5, $5 FROM decisions d WHERE d.lead_id = $3 ORDER BY d.at DESC, d.id DESC LIMIT 1")
         .bind(uuid::Uuid::now_v7().to_string())
@@ -235,13 +231,7 @@ impl Postgres {
             }
             list[i].load += 1;
             last = Some(list[i].key.clone());
-            let text = format!(
-                "to {} ({}; {} of {} open)",
-                list[i].name,
-                plan.strategy.as_str(),
-                list[i].load,
-                plan.capacity
-            );
+            let text = assigned_text(&list[i], plan);
             trail(
                 &mut tx,
                 account,
@@ -323,7 +313,7 @@ impl Postgres {
                 .await?
                 .rows_affected();
             if changed == 1 {
-                let text = format!("from {queue} to {to}: nobody picked it up within {after}");
+                let text = escalated_text(queue, to, after);
                 trail(
                     &mut tx,
                     account,

@@ -209,3 +209,71 @@ pub(super) fn member_views(
         })
         .collect()
 }
+
+// What both backends write, in one place: the trail's words and the
+// payloads of the webhooks queues and fallbacks send.
+
+/// The trail's words for a thread the rules put in a queue.
+pub(super) fn queued_text(queue: &str, record: &super::DecisionRecord) -> String {
+    if record.rules.is_empty() {
+        format!("in {queue}")
+    } else {
+        format!("in {queue} (rules: {})", record.rules.join(", "))
+    }
+}
+
+/// The trail's words for a thread given to `member`, now holding `load`.
+pub(super) fn assigned_text(member: &Candidate, plan: &QueuePlan) -> String {
+    format!(
+        "to {} ({}; {} of {} open)",
+        member.name,
+        plan.strategy.as_str(),
+        member.load,
+        plan.capacity
+    )
+}
+
+/// The trail's words for an escalation.
+pub(super) fn escalated_text(queue: &str, to: &str, after: &str) -> String {
+    format!("from {queue} to {to}: nobody picked it up within {after}")
+}
+
+/// Why a message that waited too long failed, for its thread's flag.
+pub(super) fn expired_reason(max_age: Duration) -> String {
+    format!(
+        "not delivered within {} (delivery.max_age_hours)",
+        crate::queues::show_duration(max_age)
+    )
+}
+
+/// The outbox payload of an agent's copy of a thread given to it.
+pub(super) fn agent_payload(endpoint: &str, queue: &str) -> serde_json::Value {
+    serde_json::json!({
+        "endpoint": endpoint,
+        "event": "thread.assigned",
+        "context": {"assignment": {"queue": queue, "agent": endpoint}},
+    })
+}
+
+/// The outbox payload telling a fallback endpoint that WhatsApp message
+/// `outbox_id` will never reach the lead.
+pub(super) fn fallback_payload(
+    endpoint: &str,
+    outbox_id: &str,
+    code: Option<i64>,
+    reason: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "endpoint": endpoint,
+        "event": "lead.undeliverable",
+        "context": {"undeliverable": {"message": outbox_id, "code": code, "error": reason}},
+    })
+}
+
+/// The trail's words for a lead sent to the fallback endpoints.
+pub(super) fn fallback_text(reason: &str, fallback: &[String]) -> String {
+    format!(
+        "WhatsApp cannot deliver ({reason}); the lead went to {}",
+        fallback.join(", ")
+    )
+}

@@ -701,7 +701,7 @@ fn route_thread(
             lead_id,
             super::queues::SYSTEM_ACTOR,
             "queued",
-            Some(&queued_text(queue, record)),
+            Some(&super::queues::queued_text(queue, record)),
         )?;
     } else {
         c.prepare_cached(
@@ -713,15 +713,6 @@ fn route_thread(
         .execute(params![queue, open, now, lead_id])?;
     }
     Ok(())
-}
-
-/// The trail's words for a thread the rules put in a queue.
-pub(super) fn queued_text(queue: &str, record: &DecisionRecord) -> String {
-    if record.rules.is_empty() {
-        format!("in {queue}")
-    } else {
-        format!("in {queue} (rules: {})", record.rules.join(", "))
-    }
 }
 
 /// The lead `id` is now: itself, or the lead it was merged into; `None`
@@ -806,7 +797,7 @@ fn record_new(
             &lead_id,
             super::queues::SYSTEM_ACTOR,
             "queued",
-            Some(&queued_text(queue, &record)),
+            Some(&super::queues::queued_text(queue, &record)),
         )?;
     }
     let response = finish_response(c, account, event, now, &record, &lead_id, &decision_id)?;
@@ -1168,27 +1159,6 @@ pub(super) fn load_state(
     })
 }
 
-/// How far along a Meta status is; statuses only move forward.
-fn status_rank(status: Option<&str>) -> u8 {
-    match status {
-        None => 0,
-        Some("accepted") => 1,
-        Some("sent") => 2,
-        Some("delivered") => 3,
-        Some("read") => 4,
-        Some("failed") => 5,
-        Some(_) => 0,
-    }
-}
-
-/// Why a message that waited too long failed, for its thread's flag.
-pub(super) fn expired_reason(max_age: Duration) -> String {
-    format!(
-        "not delivered within {} (delivery.max_age_hours)",
-        crate::queues::show_duration(max_age)
-    )
-}
-
 fn seconds_ago(d: Duration) -> String {
     time_text(Utc::now() - chrono::Duration::from_std(d).unwrap_or_default())
 }
@@ -1223,7 +1193,13 @@ fn claim_outbox(
     // A buyer who never got their message must still be reached.
     for (id, account, _) in expired.iter().filter(|e| e.2 == "whatsapp") {
         let fallback = fallbacks.get(account).map_or(&[][..], Vec::as_slice);
-        flag_thread(c, id, None, &expired_reason(max_age), fallback)?;
+        flag_thread(
+            c,
+            id,
+            None,
+            &super::queues::expired_reason(max_age),
+            fallback,
+        )?;
     }
     let mut stmt = c.prepare_cached(
         "SELECT id, account_id, lead_id, kind, payload, attempts, created_at FROM outbox \
@@ -1277,21 +1253,14 @@ fn flag_thread(
         .prepare_cached("SELECT account_id, lead_id FROM outbox WHERE id = ?1")?
         .query_row(params![outbox_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     for endpoint in fallback {
-        let payload = serde_json::json!({
-            "endpoint": endpoint,
-            "event": "lead.undeliverable",
-            "context": {"undeliverable": {"message": outbox_id, "code": code, "error": reason}},
-        });
+        let payload = super::queues::fallback_payload(endpoint, outbox_id, code, reason);
         c.prepare_cached(
             "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, updated_at) \
              SELECT ?1, account_id, lead_id, decision_id, 'notify', ?2, ?3, ?3 FROM outbox WHERE id = ?4",
         )?
         .execute(params![uuid::Uuid::now_v7().to_string(), payload.to_string(), now, outbox_id])?;
     }
-    let text = format!(
-        "WhatsApp cannot deliver ({reason}); the lead went to {}",
-        fallback.join(", ")
-    );
+    let text = super::queues::fallback_text(reason, fallback);
     super::sqlite_queues::trail(
         c,
         &account,
@@ -1403,11 +1372,12 @@ fn apply_status(
         lead_id: Some(lead_id.clone()),
     };
     if status.status != "failed" {
-        let furthest = if status_rank(Some(&status.status)) > status_rank(delivery.as_deref()) {
-            Some(status.status.clone())
-        } else {
-            delivery
-        };
+        let furthest =
+            if super::status_rank(Some(&status.status)) > super::status_rank(delivery.as_deref()) {
+                Some(status.status.clone())
+            } else {
+                delivery
+            };
         // Meta has it: a send we were unsure of, or were about to retry, is done.
         c.prepare_cached(
             "UPDATE outbox SET message_id = COALESCE(message_id, ?1), delivery = ?2, \

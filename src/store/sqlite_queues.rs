@@ -2,14 +2,14 @@
 //! makes every pass serial, so capacity holds without further locking.
 
 use super::queues::{
-    member_views, Assigned, MemberView, OperatorRow, Presence, Waiting, SYSTEM_ACTOR,
+    agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView, OperatorRow,
+    Presence, Waiting, SYSTEM_ACTOR,
 };
 use super::sqlite::{now_text, parse_time, survivor, time_text, Sqlite};
 use super::StoreError;
 use crate::queues::{pick, Candidate, QueuePlan};
 use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,11 +80,7 @@ fn notify_agent(
     endpoint: &str,
     queue: &str,
 ) -> Result<(), StoreError> {
-    let payload = json!({
-        "endpoint": endpoint,
-        "event": "thread.assigned",
-        "context": {"assignment": {"queue": queue, "agent": endpoint}},
-    });
+    let payload = agent_payload(endpoint, queue);
     let now = now_text();
     c.prepare_cached(
         "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, updated_at) \
@@ -138,13 +134,7 @@ impl Sqlite {
                 }
                 list[i].load += 1;
                 last = Some(list[i].key.clone());
-                let text = format!(
-                    "to {} ({}; {} of {} open)",
-                    list[i].name,
-                    plan.strategy.as_str(),
-                    list[i].load,
-                    plan.capacity
-                );
+                let text = assigned_text(&list[i], &plan);
                 trail(c, &account, &lead_id, SYSTEM_ACTOR, "assign", Some(&text))?;
                 if let Some(endpoint) = list[i].key.strip_prefix("agent:") {
                     notify_agent(c, &account, &lead_id, endpoint, &plan.name)?;
@@ -204,7 +194,7 @@ impl Sqlite {
                     )?
                     .execute(params![to, now, lead_id, queue])?;
                 if changed == 1 {
-                    let text = format!("from {queue} to {to}: nobody picked it up within {after}");
+                    let text = escalated_text(&queue, &to, &after);
                     trail(c, &account, &lead_id, SYSTEM_ACTOR, "escalate", Some(&text))?;
                     moved.push(lead_id);
                 }
