@@ -122,14 +122,13 @@ async fn run(state: Arc<AppState>, delivery: Arc<Delivery>) {
                     outcome,
                     SendOutcome::Failed { .. } | SendOutcome::Fallback { .. }
                 );
-                let fallback = state
+                let fallback: &[String] = state
                     .config
                     .account(&item.account)
-                    .map(|a| a.fallback.clone())
-                    .unwrap_or_default();
+                    .map_or(&[], |a| &a.fallback);
                 match state
                     .store
-                    .finish_outbox(&delivery.owner, &item, outcome, &fallback)
+                    .finish_outbox(&delivery.owner, &item, outcome, fallback)
                     .await
                 {
                     Ok(true) if !deferred => {
