@@ -613,3 +613,38 @@ fn the_example_configuration_gives_the_events_playbooks_closers_members() {
         "open around the clock"
     );
 }
+
+#[test]
+fn the_readme_queue_configuration_loads() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = &readme[readme.find("## Queues").expect("a Queues section")..];
+    let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("handoff.toml");
+    std::fs::write(&file, block).unwrap();
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string();
+    let env = [
+        ("ACME_KEY".to_string(), "hk_readme".to_string()),
+        ("SMS_WEBHOOK_SECRET".to_string(), secret.clone()),
+        ("AGENT_WEBHOOK_SECRET".to_string(), secret),
+    ]
+    .into();
+    let config =
+        handoff::config::Config::load(Some(&file), &env, &handoff::config::Overrides::default())
+            .unwrap_or_else(|e| panic!("the README's example: {e}"));
+    let account = &config.accounts[0];
+    assert_eq!(account.fallback, ["sms"]);
+    assert_eq!(
+        account.queues["events-closers"]
+            .escalate
+            .as_ref()
+            .map(|e| e.1.as_str()),
+        Some("events-senior-closers")
+    );
+    assert_eq!(
+        account.queues["ai-qualifier"].members,
+        [handoff::queues::Member::Agent("qualifier-bot".into())]
+    );
+}
