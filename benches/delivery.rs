@@ -8,6 +8,7 @@
 //! the same run is made again with the store on PostgreSQL (a fresh schema,
 //! dropped afterwards). Bounded: a fixed number of leads.
 
+mod support;
 use handoff::config::{Config, Overrides};
 use handoff::whatsapp::{Sandbox, SandboxConfig, SandboxTemplate};
 use serde_json::{json, Value};
@@ -34,18 +35,6 @@ fn lead(i: usize) -> Value {
     })
 }
 
-/// Runs one statement on the PostgreSQL server at `url`.
-async fn postgres(url: &str, sql: &str) {
-    use sqlx_core::connection::Connection;
-    let mut c = sqlx_postgres::PgConnection::connect(url)
-        .await
-        .expect("HANDOFF_BENCH_POSTGRES_URL: cannot connect");
-    sqlx_core::query::query::<sqlx_postgres::Postgres>(sql)
-        .execute(&mut c)
-        .await
-        .expect("statement");
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--test" || a == "--quick");
     let per_number = if quick { 100 } else { 800 };
@@ -61,20 +50,9 @@ fn main() {
             per_number,
         )
         .await;
-        match std::env::var("HANDOFF_BENCH_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => {
-                let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
-                postgres(&url, &format!("CREATE SCHEMA {schema}")).await;
-                let sep = if url.contains('?') { '&' } else { '?' };
-                run(
-                    "PostgreSQL",
-                    format!("{url}{sep}options=-c%20search_path%3D{schema}"),
-                    per_number,
-                )
-                .await;
-                postgres(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
-            }
-            _ => eprintln!("skipping PostgreSQL: set HANDOFF_BENCH_POSTGRES_URL=postgres://... to measure delivery on it too"),
+        if let Some(schema) = support::Schema::create("delivery").await {
+            run("PostgreSQL", schema.url.clone(), per_number).await;
+            schema.drop().await;
         }
     });
 }

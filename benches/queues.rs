@@ -7,6 +7,7 @@
 //! the same runs are made on PostgreSQL too (a fresh schema, dropped
 //! afterwards). Bounded: a fixed number of threads.
 
+mod support;
 use chrono::Utc;
 use handoff::queues::{Member, QueuePlan, Strategy};
 use handoff::store::{DecisionRecord, LeadEvent, Store};
@@ -158,18 +159,6 @@ async fn run(label: &str, url: &str, threads: usize) {
     );
 }
 
-/// Runs one statement on the PostgreSQL server at `url`.
-async fn postgres(url: &str, sql: &str) {
-    use sqlx_core::connection::Connection;
-    let mut c = sqlx_postgres::PgConnection::connect(url)
-        .await
-        .expect("HANDOFF_BENCH_POSTGRES_URL: cannot connect");
-    sqlx_core::query::query::<sqlx_postgres::Postgres>(sql)
-        .execute(&mut c)
-        .await
-        .expect("statement");
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--test" || a == "--quick");
     let threads = if quick { 200 } else { 5_000 };
@@ -181,13 +170,9 @@ fn main() {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
         run("SQLite", &url, threads).await;
-        if let Ok(base) = std::env::var("HANDOFF_BENCH_POSTGRES_URL") {
-            let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
-            postgres(&base, &format!("CREATE SCHEMA {schema}")).await;
-            let sep = if base.contains('?') { '&' } else { '?' };
-            let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-            run("PostgreSQL", &url, threads).await;
-            postgres(&base, &format!("DROP SCHEMA {schema} CASCADE")).await;
+        if let Some(schema) = support::Schema::create("queue passes").await {
+            run("PostgreSQL", &schema.url, threads).await;
+            schema.drop().await;
         }
     });
 }

@@ -8,6 +8,7 @@
 //! Run: `cargo bench --bench serve`. The README gives the figures. Bounded:
 //! a fixed number of requests, loopback only.
 
+mod support;
 use handoff::config::{Config, Overrides};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -148,18 +149,6 @@ async fn start(root: &std::path::Path, database: String) -> String {
     base
 }
 
-/// Runs one statement on the PostgreSQL server at `url`.
-async fn postgres(url: &str, sql: &str) {
-    use sqlx_core::connection::Connection;
-    let mut c = sqlx_postgres::PgConnection::connect(url)
-        .await
-        .expect("HANDOFF_BENCH_POSTGRES_URL: cannot connect");
-    sqlx_core::query::query::<sqlx_postgres::Postgres>(sql)
-        .execute(&mut c)
-        .await
-        .expect("statement");
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -204,21 +193,15 @@ fn main() {
         // The same on PostgreSQL: a server of its own (and its own delivery
         // worker) on a fresh schema; the SQLite server's worker still sends
         // in the background, at its number's 80 messages a second.
-        let on_postgres = match std::env::var("HANDOFF_BENCH_POSTGRES_URL") {
-            Ok(url) if !url.is_empty() => {
-                let schema = format!("bench_{}", uuid::Uuid::now_v7().simple());
-                postgres(&url, &format!("CREATE SCHEMA {schema}")).await;
-                let sep = if url.contains('?') { '&' } else { '?' };
-                let pg = start(&root, format!("{url}{sep}options=-c%20search_path%3D{schema}")).await;
+        let on_postgres = match support::Schema::create("intake").await {
+            Some(schema) => {
+                let pg = start(&root, schema.url.clone()).await;
                 load(&client, &format!("{pg}/v1/leads"), 500, Arc::new(|i| lead(1_000_000 + i))).await;
                 let run = load(&client, &format!("{pg}/v1/leads"), n, Arc::new(lead)).await;
-                postgres(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+                schema.drop().await;
                 Some(run)
             }
-            _ => {
-                eprintln!("skipping PostgreSQL: set HANDOFF_BENCH_POSTGRES_URL=postgres://... to measure intake on it too");
-                None
-            }
+            None => None,
         };
         println!("\n== handoff serve on loopback, {CONNECTIONS} concurrent connections ==");
         println!("{}", leads.line("POST /v1/leads (durable, SQLite)"));
