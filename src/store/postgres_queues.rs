@@ -14,8 +14,8 @@ use super::postgres::{
     lock_hash, lock_survivor, q, retryable, retrying, time_text, Postgres, Sql, RETRIES,
 };
 use super::queues::{
-    agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView, OperatorRow,
-    Presence, Waiting, SYSTEM_ACTOR,
+    activity, agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView,
+    OperatorRow, Presence, Waiting, SYSTEM_ACTOR,
 };
 use super::StoreError;
 use crate::queues::{pick, Candidate, QueuePlan};
@@ -389,22 +389,16 @@ impl Postgres {
         };
         let available: bool = row.try_get(0)?;
         let seen: Option<DateTime<Utc>> = row.try_get(1)?;
-        let idle = chrono::Duration::from_std(idle).unwrap_or_default();
-        // Activity is noted at most every few seconds: pages and pings
-        // come often, and idleness is counted in minutes.
-        let often = std::cmp::min(chrono::Duration::seconds(5), idle / 4);
-        if seen.is_some_and(|s| now - s < often) {
-            tx.commit().await?;
-            return Ok(false);
+        let (note, woke) = activity(now, seen, available, idle);
+        if note {
+            q("UPDATE presence SET seen_at = $1 WHERE operator_id = $2")
+                .bind(now)
+                .bind(operator_id)
+                .execute(&mut *tx)
+                .await?;
         }
-        q("UPDATE presence SET seen_at = $1 WHERE operator_id = $2")
-            .bind(now)
-            .bind(operator_id)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        let was_idle = seen.is_none_or(|s| now - s >= idle);
-        Ok(available && was_idle)
+        Ok(woke)
     }
 
     pub async fn presence(&self, operator_id: &str) -> Result<Presence, StoreError> {

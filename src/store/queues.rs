@@ -277,3 +277,22 @@ pub(super) fn fallback_text(reason: &str, fallback: &[String]) -> String {
         fallback.join(", ")
     )
 }
+
+/// What an operator's inbox activity at `now` changes, given when they were
+/// last seen: whether to note it (at most every few seconds: pages and
+/// pings come often, and idleness is counted in minutes), and whether a
+/// marked-available operator was idle until now (waiting threads may go to
+/// them).
+pub(super) fn activity(
+    now: DateTime<Utc>,
+    seen: Option<DateTime<Utc>>,
+    available: bool,
+    idle: Duration,
+) -> (bool, bool) {
+    let idle = chrono::Duration::from_std(idle).unwrap_or_default();
+    let often = std::cmp::min(chrono::Duration::seconds(5), idle / 4);
+    if seen.is_some_and(|s| now - s < often) {
+        return (false, false);
+    }
+    (true, available && seen.is_none_or(|s| now - s >= idle))
+}

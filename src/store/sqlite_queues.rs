@@ -2,8 +2,8 @@
 //! makes every pass serial, so capacity holds without further locking.
 
 use super::queues::{
-    agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView, OperatorRow,
-    Presence, Waiting, SYSTEM_ACTOR,
+    activity, agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView,
+    OperatorRow, Presence, Waiting, SYSTEM_ACTOR,
 };
 use super::sqlite::{now_text, parse_time, survivor, time_text, Sqlite};
 use super::StoreError;
@@ -247,18 +247,12 @@ impl Sqlite {
                 .execute(params![operator_id, time_text(now)])?;
                 return Ok(false);
             };
-            let seen = parse_time(seen);
-            let idle = chrono::Duration::from_std(idle).unwrap_or_default();
-            // Activity is noted at most every few seconds: pages and pings
-            // come often, and idleness is counted in minutes.
-            let often = std::cmp::min(chrono::Duration::seconds(5), idle / 4);
-            if seen.is_some_and(|s| now - s < often) {
-                return Ok(false);
+            let (note, woke) = activity(now, parse_time(seen), available == 1, idle);
+            if note {
+                c.prepare_cached("UPDATE presence SET seen_at = ?1 WHERE operator_id = ?2")?
+                    .execute(params![time_text(now), operator_id])?;
             }
-            c.prepare_cached("UPDATE presence SET seen_at = ?1 WHERE operator_id = ?2")?
-                .execute(params![time_text(now), operator_id])?;
-            let was_idle = seen.is_none_or(|s| now - s >= idle);
-            Ok(available == 1 && was_idle)
+            Ok(woke)
         })
         .await
     }
