@@ -133,8 +133,15 @@ pub struct WhatsappMessage {
     pub kind: String,
     /// What the person wrote: the body of a `text` message, or the label of
     /// the quick-reply button or list row they tapped. `None` for media,
-    /// locations, reactions and the like.
+    /// locations, reactions and the like. Opt-out words are read from it.
     pub text: Option<String>,
+    /// The message as one transcript line: the text, or a readable stand-in
+    /// for anything else (`[image] This is the venue I like`,
+    /// `[location] Taj Exotica, Benaulim, Goa (15.2345, 73.9345)`,
+    /// `[reaction ❤️]`). Empty on events stored before lines were read: use
+    /// [`WhatsappMessage::transcript_line`].
+    #[serde(default)]
+    pub line: String,
     /// The business message this one replies to (`context.id`), if any.
     pub context_message_id: Option<String>,
     /// The click-to-WhatsApp ad the conversation started from, if any.
@@ -144,6 +151,21 @@ pub struct WhatsappMessage {
     /// a person is on the thread.
     #[serde(default)]
     pub is_echo: bool,
+}
+
+impl WhatsappMessage {
+    /// The message as its transcript line, never empty. Events stored before
+    /// lines were read have none; they read as they always did: the text,
+    /// else `[<kind>]`.
+    pub fn transcript_line(&self) -> String {
+        if !self.line.is_empty() {
+            return self.line.clone();
+        }
+        match &self.text {
+            Some(text) if !text.is_empty() => text.clone(),
+            _ => format!("[{}]", self.kind),
+        }
+    }
 }
 
 /// The ad behind a click-to-WhatsApp conversation (`messages[].referral`).
@@ -249,12 +271,31 @@ pub struct InstagramMessage {
     pub timestamp: DateTime<Utc>,
     /// The message text; `None` for attachments, stickers and the like.
     pub text: Option<String>,
+    /// The message as one transcript line: the text, then its attachments
+    /// (`Is this available? [image] [image]`, `[shared post: Goa weddings]`).
+    /// Empty on events stored before lines were read: use
+    /// [`InstagramMessage::transcript_line`].
+    #[serde(default)]
+    pub line: String,
     /// The business's own message coming back: someone replied from the
     /// Instagram app, so a person is active on the conversation.
     pub is_echo: bool,
 }
 
 impl InstagramMessage {
+    /// The message as its transcript line, never empty. Events stored before
+    /// lines were read have none; they read as they always did: the text,
+    /// else `[attachment]`.
+    pub fn transcript_line(&self) -> String {
+        if !self.line.is_empty() {
+            return self.line.clone();
+        }
+        match &self.text {
+            Some(text) if !text.is_empty() => text.clone(),
+            _ => "[attachment]".to_string(),
+        }
+    }
+
     /// The person's Instagram-scoped ID, whichever direction the message went.
     pub fn person_igsid(&self) -> &str {
         if self.is_echo {
@@ -350,6 +391,7 @@ mod tests {
             message_id: "m1".into(),
             timestamp: at(1),
             text: None,
+            line: String::new(),
             is_echo: false,
         };
         assert_eq!(message.person_igsid(), "person");
@@ -374,5 +416,48 @@ mod tests {
         assert_eq!(json["leadgen_id"], "L");
         let back: InboundEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, event);
+    }
+
+    #[test]
+    fn whatsapp_events_stored_before_lines_still_read() {
+        let stored = |kind: &str, text: Option<&str>| {
+            serde_json::json!({
+                "type": "whatsapp_message", "phone_number_id": "1", "wa_id": "919820012345",
+                "profile_name": null, "message_id": "wamid.A", "timestamp": "2027-01-01T00:00:00Z",
+                "kind": kind, "text": text, "context_message_id": null, "referral": null
+            })
+        };
+        let read = |value| match serde_json::from_value(value).unwrap() {
+            InboundEvent::WhatsappMessage(message) => message,
+            other => panic!("{other:?}"),
+        };
+        let text = read(stored("text", Some("Goa please")));
+        assert_eq!(text.line, "");
+        assert!(!text.is_echo);
+        assert_eq!(text.transcript_line(), "Goa please");
+        assert_eq!(read(stored("image", None)).transcript_line(), "[image]");
+        let mut image = read(stored("image", None));
+        image.line = "[image] This is the venue I like".into();
+        assert_eq!(image.transcript_line(), "[image] This is the venue I like");
+    }
+
+    #[test]
+    fn instagram_events_stored_before_lines_still_read() {
+        let stored = |text: Option<&str>| {
+            let value = serde_json::json!({
+                "type": "instagram_message", "page_or_account_id": "biz", "sender_igsid": "person",
+                "recipient_id": "biz", "message_id": "m1", "timestamp": "2027-01-01T00:00:00Z",
+                "text": text, "is_echo": false
+            });
+            match serde_json::from_value(value).unwrap() {
+                InboundEvent::InstagramMessage(message) => message,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(stored(Some("hi")).transcript_line(), "hi");
+        assert_eq!(stored(None).transcript_line(), "[attachment]");
+        let mut message = stored(None);
+        message.line = "[image] [image]".into();
+        assert_eq!(message.transcript_line(), "[image] [image]");
     }
 }

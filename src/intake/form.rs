@@ -4,23 +4,53 @@
 //! [`super::signature::verify_hmac_sha256`].
 
 use super::error::IntakeError;
-use super::json::Node;
+use super::json::{ordered_members, parse_body, Node};
 use super::mapping::{apply_mapping, FieldMapping, MappedLead};
 use serde_json::Value;
 
+/// Maps a JSON form submission, read from the request body, onto a lead,
+/// keeping the questions in the order the form sent them: answers with no
+/// target are kept in the order asked. The body must be an object of
+/// field -> answer, as for [`map_form_json`].
+pub fn map_form_json_body(body: &[u8], mapping: &FieldMapping) -> Result<MappedLead, IntakeError> {
+    let value = parse_body(body)?;
+    let fields = Node::root(&value, "body").object()?;
+    // The body was just read as an object, so the ordered reading succeeds;
+    // the sorted members are only a fallback that keeps every answer.
+    let members = ordered_members(body).unwrap_or_else(|| {
+        fields
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect()
+    });
+    Ok(apply_mapping(
+        members.into_iter().map(answer_values),
+        mapping,
+        "web form",
+    ))
+}
+
 /// Maps a JSON form submission (an object of field -> answer) onto a lead.
 /// An answer may be text, a number, a boolean, a list of those (checkboxes)
-/// or null (left blank); a nested object is kept whole.
+/// or null (left blank); a nested object is kept whole. A parsed `Value`
+/// holds its members sorted by name, so answers with no target come in that
+/// order; [`map_form_json_body`] keeps the order the form asked them in.
 pub fn map_form_json(body: &Value, mapping: &FieldMapping) -> Result<MappedLead, IntakeError> {
     let fields = Node::root(body, "body").object()?;
-    let answers = fields.iter().map(|(name, value)| {
-        let values = match value {
-            Value::Array(values) => values.clone(),
-            other => vec![other.clone()],
-        };
-        (name.clone(), values)
-    });
+    let answers = fields
+        .iter()
+        .map(|(name, value)| answer_values((name.clone(), value.clone())));
     Ok(apply_mapping(answers, mapping, "web form"))
+}
+
+/// A field's answer as a list of values: a list (checkboxes) as its items,
+/// anything else as the one value.
+fn answer_values((name, value): (String, Value)) -> (String, Vec<Value>) {
+    let values = match value {
+        Value::Array(values) => values,
+        other => vec![other],
+    };
+    (name, values)
 }
 
 /// Maps decoded form-urlencoded pairs onto a lead; a name repeated (as
@@ -86,8 +116,54 @@ mod tests {
             lead.consent.map(|c| c.source),
             Some("web form field `WhatsApp me`".into())
         );
-        assert_eq!(lead.unmapped["utm_source"], json!("google"));
-        assert!(!lead.unmapped.contains_key("notes"));
+        assert_eq!(lead.unmapped, [("utm_source".into(), "google".into())]);
+    }
+
+    #[test]
+    fn a_json_body_keeps_unmapped_answers_in_the_order_asked() {
+        let body = br#"{
+            "Full Name": "Fatima Al Marri",
+            "Phone": "050 123 4567",
+            "Which treatment interests you?": ["whitening", "cleaning"],
+            "Anything else we should know?": "  Nervous about needles ",
+            "Budget": 1500,
+            "notes": null,
+            "How did you hear about us?": "Instagram",
+            "Which treatment interests you?": "implants"
+        }"#;
+        let lead = map_form_json_body(body, &FieldMapping::default()).unwrap();
+        assert_eq!(lead.name.as_deref(), Some("Fatima Al Marri"));
+        assert_eq!(
+            lead.unmapped,
+            [
+                (
+                    "Which treatment interests you?".into(),
+                    "whitening, cleaning".into()
+                ),
+                (
+                    "Anything else we should know?".into(),
+                    "Nervous about needles".into()
+                ),
+                ("Budget".into(), "1500".into()),
+                ("How did you hear about us?".into(), "Instagram".into()),
+            ],
+            "in the order asked, blanks skipped, the first answer kept"
+        );
+    }
+
+    #[test]
+    fn a_json_body_that_is_not_an_object_says_so() {
+        let mapping = FieldMapping::default();
+        assert_eq!(
+            map_form_json_body(b"[1]", &mapping)
+                .unwrap_err()
+                .to_string(),
+            "body: expected an object, found an array"
+        );
+        assert!(map_form_json_body(b"{\"name\": ", &mapping)
+            .unwrap_err()
+            .to_string()
+            .starts_with("body: not JSON:"));
     }
 
     #[test]
@@ -123,5 +199,26 @@ mod tests {
         assert_eq!(lead.phone.as_deref(), Some("+91 98200 12345"));
         assert_eq!(lead.fields["treatment"], json!(["implants", "braces"]));
         assert_eq!(lead.consent.map(|c| c.whatsapp), Some(false));
+    }
+
+    #[test]
+    fn urlencoded_unmapped_answers_keep_the_order_asked() {
+        let pairs = [
+            ("phone", "+91 98200 12345"),
+            ("venue_style", "beach"),
+            ("addons", "mehendi"),
+            ("addons", "sangeet"),
+            ("guests", ""),
+            ("budget", "15 lakh"),
+        ];
+        let lead = map_form_pairs(pairs, &FieldMapping::default());
+        assert_eq!(
+            lead.unmapped,
+            [
+                ("venue_style".into(), "beach".into()),
+                ("addons".into(), "mehendi, sangeet".into()),
+                ("budget".into(), "15 lakh".into()),
+            ]
+        );
     }
 }

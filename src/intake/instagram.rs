@@ -1,9 +1,11 @@
 //! Instagram messaging webhooks: direct messages and the echoes of the
-//! business's own replies, read from `entry[].messaging[]`.
+//! business's own replies, read from `entry[].messaging[]`. Text and every
+//! attachment become one transcript line: nothing the buyer sent is dropped.
 
 use super::error::IntakeError;
 use super::event::{InboundEvent, InstagramMessage};
 use super::json::{Node, TimeUnit};
+use super::line::{labelled, shortened, words};
 use super::meta::Sink;
 use chrono::{DateTime, Utc};
 
@@ -39,12 +41,96 @@ fn read_messaging(event: &Node<'_>, account: &str) -> Result<Option<InboundEvent
         message_id: message.id_at("mid")?,
         timestamp,
         text: message.opt_str_at("text")?.map(str::to_string),
+        line: transcript_line(&message),
         is_echo: message
             .get("is_echo")?
             .map(|n| n.bool())
             .transpose()?
             .unwrap_or(false),
     })))
+}
+
+/// The message as one transcript line, never empty: the text, then each
+/// attachment (`[image]`, `[shared post: caption]`, ...), then
+/// `(replying to your story)` when it answers one. Infallible for the same
+/// reason as WhatsApp's: an attachment Meta adds or reshapes must not cost
+/// the router the message.
+fn transcript_line(message: &Node<'_>) -> String {
+    let mut parts: Vec<String> = message
+        .loose_text("text")
+        .map(str::to_string)
+        .into_iter()
+        .collect();
+    let attachments = message.loose_items("attachments");
+    // Since late 2025 Meta sends a shared post twice, as `share` and as
+    // `ig_post` with the same media ID; the buyer shared it once.
+    let posts: Vec<&str> = attachments
+        .iter()
+        .filter(|attachment| kind_of(attachment).as_deref() == Some("ig_post"))
+        .filter_map(post_media_id)
+        .collect();
+    for attachment in &attachments {
+        let repeated_post = kind_of(attachment).as_deref() == Some("share")
+            && post_media_id(attachment).is_some_and(|id| posts.contains(&id));
+        if !repeated_post {
+            parts.push(attachment_label(attachment));
+        }
+    }
+    if parts.is_empty() {
+        if let Some(payload) = message
+            .loose("quick_reply")
+            .and_then(|reply| reply.loose_text("payload"))
+        {
+            parts.push(format!("[quick reply: {}]", shortened(payload, 60)));
+        } else if message.loose_bool("is_unsupported") == Some(true) {
+            // GIFs, stickers and other content Meta does not pass on.
+            parts.push("[unsupported message]".to_string());
+        }
+    }
+    let to_story = message
+        .loose("reply_to")
+        .is_some_and(|reply| reply.loose("story").is_some());
+    if to_story {
+        parts.push("(replying to your story)".to_string());
+    }
+    if parts.is_empty() {
+        "[message]".to_string()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// An attachment's `type`, lowercased (Meta's samples show both cases).
+fn kind_of(attachment: &Node<'_>) -> Option<String> {
+    attachment
+        .loose_text("type")
+        .map(|kind| kind.to_ascii_lowercase())
+}
+
+fn post_media_id<'a>(attachment: &Node<'a>) -> Option<&'a str> {
+    attachment.loose("payload")?.loose_text("ig_post_media_id")
+}
+
+/// `[image]`, `[video]`, `[audio]`, `[file]`, `[shared post]`,
+/// `[story mention]`, `[reel]`, ... with the title Meta gives (a post's or
+/// reel's caption) as a short hint. URLs are left out: they expire and are
+/// not for reading.
+fn attachment_label(attachment: &Node<'_>) -> String {
+    const MAX_TITLE_CHARS: usize = 80;
+    let label = match kind_of(attachment).as_deref() {
+        None => "attachment".to_string(),
+        Some("share" | "ig_post") => "shared post".to_string(),
+        Some("reel" | "ig_reel") => "reel".to_string(),
+        Some("fallback") => "link".to_string(),
+        Some(other) => words(other),
+    };
+    let title = attachment
+        .loose("payload")
+        .and_then(|payload| payload.loose_text("title"));
+    match title {
+        Some(title) => format!("[{label}: {}]", shortened(title, MAX_TITLE_CHARS)),
+        None => labelled(&label, None),
+    }
 }
 
 /// Instagram writes milliseconds; a value too small to be milliseconds since
@@ -87,6 +173,7 @@ mod tests {
                     message_id: "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAwMDAwMDAwMDAxOjM0MDI4MjM2Njg0MTcxMDMwMTI0NDI1OTQ3MzA5MjY1NzU4MjA0".into(),
                     timestamp: DateTime::from_timestamp(1_799_998_000, 0).unwrap(),
                     text: Some("Hi! Planning a wedding in Goa on 14 March, about 120 guests".into()),
+                    line: "Hi! Planning a wedding in Goa on 14 March, about 120 guests".into(),
                     is_echo: false,
                 }),
                 InboundEvent::InstagramMessage(InstagramMessage {
@@ -96,6 +183,7 @@ mod tests {
                     message_id: "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjE3ODQxNDAwMDAwMDAwMDAxOjM0MDI4MjM2Njg0MTcxMDMwMTI0NDI1OTQ3MzA5MjY1NzU4MjA1".into(),
                     timestamp: DateTime::from_timestamp(1_799_998_060, 0).unwrap(),
                     text: Some("Lovely! Can we continue on WhatsApp?".into()),
+                    line: "Lovely! Can we continue on WhatsApp?".into(),
                     is_echo: true,
                 }),
             ]
@@ -127,6 +215,145 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert!(
             matches!(&events[0], InboundEvent::InstagramMessage(m) if m.message_id == "m2" && m.text.is_none() && !m.is_echo)
+        );
+    }
+
+    /// The transcript line of one DM with this `message`.
+    fn line_of(message: serde_json::Value) -> String {
+        let body = webhook(json!([{
+            "sender": {"id": "7413920000000001"}, "recipient": {"id": "17841400000000001"},
+            "timestamp": 1799998000123_i64, "message": message
+        }]));
+        match parse_instagram_webhook(&body).unwrap().as_slice() {
+            [InboundEvent::InstagramMessage(message)] => {
+                assert_eq!(message.transcript_line(), message.line);
+                message.line.clone()
+            }
+            other => panic!("expected one message, got {other:?}"),
+        }
+    }
+
+    const CDN: &str =
+        "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=17900000000000001&signature=AbC";
+
+    #[test]
+    fn an_attachment_only_message_has_a_line() {
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "attachments": [{"type": "image", "payload": {"url": CDN}}]})
+            ),
+            "[image]"
+        );
+        assert_eq!(
+            line_of(json!({"mid": "m1", "attachments": [
+                {"type": "video", "payload": {"url": CDN}},
+                {"type": "audio", "payload": {"url": CDN}},
+                {"type": "file", "payload": {"url": CDN}}
+            ]})),
+            "[video] [audio] [file]"
+        );
+    }
+
+    #[test]
+    fn text_comes_first_then_the_attachments() {
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "text": "Is this mandap available in March?",
+                "attachments": [{"type": "image", "payload": {"url": CDN}}, {"type": "image", "payload": {"url": CDN}}]})
+            ),
+            "Is this mandap available in March? [image] [image]"
+        );
+    }
+
+    #[test]
+    fn shares_reels_and_mentions_read_without_urls() {
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "attachments": [{"type": "ig_reel", "payload": {
+                "reel_video_id": "18040000000000001", "title": "Sunset pheras at the beach, Goa #weddingdecor", "url": CDN}}]})
+            ),
+            "[reel: Sunset pheras at the beach, Goa #weddingdecor]"
+        );
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "attachments": [{"type": "story_mention", "payload": {"url": CDN}}]})
+            ),
+            "[story mention]"
+        );
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "text": "like this", "attachments": [{"type": "reel", "payload": {"url": CDN}}]})
+            ),
+            "like this [reel]"
+        );
+        let caption =
+            "Our floral canopy for a 300-guest wedding in Udaipur, with marigold strings, \
+                       white orchids and fairy lights over the lake";
+        let line = line_of(
+            json!({"mid": "m1", "attachments": [{"type": "share", "payload": {"url": CDN, "title": caption}}]}),
+        );
+        assert!(
+            line.starts_with("[shared post: Our floral canopy"),
+            "{line}"
+        );
+        assert!(line.ends_with("…]") && !line.contains("https"), "{line}");
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "attachments": [{"type": "template", "payload": {"generic": {"elements": []}}}]})
+            ),
+            "[template]"
+        );
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "attachments": [{"type": "fallback", "payload": {"url": "https://example.com", "title": "Venue brochure"}}]})
+            ),
+            "[link: Venue brochure]"
+        );
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "attachments": [{"type": "some_new_kind"}, {"payload": {}}]})
+            ),
+            "[some new kind] [attachment]"
+        );
+    }
+
+    #[test]
+    fn a_post_shared_as_share_and_ig_post_reads_once() {
+        assert_eq!(
+            line_of(json!({"mid": "m1", "attachments": [
+                {"type": "share", "payload": {"ig_post_media_id": "18139494541428835", "title": "Goa weddings", "url": CDN}},
+                {"type": "ig_post", "payload": {"ig_post_media_id": "18139494541428835", "title": "Goa weddings", "url": CDN}}
+            ]})),
+            "[shared post: Goa weddings]"
+        );
+    }
+
+    #[test]
+    fn story_replies_quick_replies_and_unsupported_content() {
+        assert_eq!(
+            line_of(json!({"mid": "m1", "text": "Is this in Jaipur?",
+                "reply_to": {"story": {"url": CDN, "id": "17900000000000002"}}})),
+            "Is this in Jaipur? (replying to your story)"
+        );
+        assert_eq!(
+            line_of(
+                json!({"mid": "m1", "text": "Book a call", "quick_reply": {"payload": "BOOK_CALL"}})
+            ),
+            "Book a call"
+        );
+        assert_eq!(
+            line_of(json!({"mid": "m1", "quick_reply": {"payload": "BOOK_CALL"}})),
+            "[quick reply: BOOK_CALL]"
+        );
+        assert_eq!(
+            line_of(json!({"mid": "m1", "is_unsupported": true})),
+            "[unsupported message]"
+        );
+        assert_eq!(line_of(json!({"mid": "m1"})), "[message]");
+        assert_eq!(
+            line_of(json!({"mid": "m1", "attachments": "not a list", "reply_to": {"mid": "m0"}})),
+            "[message]",
+            "an odd attachments member does not cost the message"
         );
     }
 

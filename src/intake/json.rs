@@ -5,7 +5,9 @@
 
 use super::error::{IntakeError, IntakeErrorKind};
 use chrono::{DateTime, Utc};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::{Map, Value};
+use std::fmt;
 
 /// Parses a request body as JSON, naming the line and column of a syntax error.
 pub(crate) fn parse_body(body: &[u8]) -> Result<Value, IntakeError> {
@@ -227,6 +229,71 @@ impl<'a> Node<'a> {
             None => Ok(Vec::new()),
         }
     }
+
+    // The `loose_*` readers never fail: they are for the parts that only
+    // describe a message (captions, titles, coordinates), where a member Meta
+    // renames, leaves out or retypes must not cost the router the message.
+
+    /// A member, if this is an object that has it (not `null`).
+    pub(crate) fn loose(&self, key: &str) -> Option<Node<'a>> {
+        self.get(key).ok().flatten()
+    }
+
+    /// A string member with its surrounding blanks removed; `None` when it is
+    /// absent, blank or not a string.
+    pub(crate) fn loose_text(&self, key: &str) -> Option<&'a str> {
+        let text = self.loose(key)?.value.as_str()?.trim();
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// A boolean member; `None` when it is absent or not a boolean.
+    pub(crate) fn loose_bool(&self, key: &str) -> Option<bool> {
+        self.loose(key)?.value.as_bool()
+    }
+
+    /// The elements of an array member; none when it is absent or not an array.
+    pub(crate) fn loose_items(&self, key: &str) -> Vec<Node<'a>> {
+        self.loose(key)
+            .and_then(|node| node.items().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The members of the JSON object in `json`, in the order the document
+/// writes them; `None` when `json` is not a JSON object.
+///
+/// `serde_json::Map` keeps its members sorted by key, which loses the order
+/// a form asked its questions in; this reads the object member by member.
+pub(crate) fn ordered_members(json: &[u8]) -> Option<Vec<(String, Value)>> {
+    serde_json::from_slice::<OrderedMembers>(json)
+        .ok()
+        .map(|members| members.0)
+}
+
+struct OrderedMembers(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for OrderedMembers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+
+        impl<'de> Visitor<'de> for Members {
+            type Value = OrderedMembers;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedMembers, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Value>()? {
+                    members.push(member);
+                }
+                Ok(OrderedMembers(members))
+            }
+        }
+
+        deserializer.deserialize_map(Members)
+    }
 }
 
 /// How a JSON type is named in error messages.
@@ -355,6 +422,33 @@ mod tests {
                 .to_string(),
             "bad: expected a Unix time in seconds, found `soon`"
         );
+    }
+
+    #[test]
+    fn loose_readers_take_what_is_usable_and_never_fail() {
+        let value = json!({"caption": "  the venue ", "blank": " ", "n": 5, "voice": true, "list": [1, 2], "obj": {}});
+        let root = Node::root(&value, "body");
+        assert_eq!(root.loose_text("caption"), Some("the venue"));
+        assert_eq!(root.loose_text("blank"), None);
+        assert_eq!(root.loose_text("n"), None, "a number is not text");
+        assert_eq!(root.loose_text("missing"), None);
+        assert_eq!(root.loose_bool("voice"), Some(true));
+        assert_eq!(root.loose_bool("n"), None);
+        assert_eq!(root.loose_items("list").len(), 2);
+        assert!(root.loose_items("obj").is_empty());
+        let list = root.field("list").unwrap();
+        assert!(list.loose("anything").is_none(), "an array has no members");
+    }
+
+    #[test]
+    fn ordered_members_keep_the_documents_order() {
+        let members =
+            ordered_members(br#"{"zeta": 1, "alpha": [2], "mid": {"b": 1}, "alpha": 3}"#).unwrap();
+        let keys: Vec<&str> = members.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(keys, ["zeta", "alpha", "mid", "alpha"]);
+        assert_eq!(members[1].1, json!([2]));
+        assert_eq!(ordered_members(b"[1]"), None);
+        assert_eq!(ordered_members(b"{"), None);
     }
 
     #[test]

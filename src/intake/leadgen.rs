@@ -142,10 +142,46 @@ mod tests {
         assert!(lead.fields.is_empty());
         assert_eq!(lead.consent, None, "consent is never assumed");
         assert_eq!(
-            lead.unmapped["which_city_is_your_event_in?"],
-            json!("Jaipur")
+            lead.unmapped,
+            [
+                ("which_city_is_your_event_in?".into(), "Jaipur".into()),
+                ("event_date".into(), "2027-02-20".into()),
+                ("whatsapp_updates".into(), "Yes".into()),
+            ],
+            "in the order the form asked"
         );
-        assert_eq!(lead.unmapped["whatsapp_updates"], json!("Yes"));
+    }
+
+    #[test]
+    fn unmapped_lead_ad_answers_keep_the_order_asked() {
+        let graph = json!({
+            "created_time": "2027-01-10T09:30:00+0000",
+            "id": "2250000000000002",
+            "field_data": [
+                {"name": "full_name", "values": ["Neha Kapoor"]},
+                {"name": "when_is_the_wedding?", "values": ["December 2027"]},
+                {"name": "phone_number", "values": ["+919820011111"]},
+                {"name": "guest_count", "values": ["200-300"]},
+                {"name": "functions_needed", "values": ["mehendi", "sangeet", "reception"]},
+                {"name": "anything_else?", "values": [""]},
+                {"name": "budget_range", "values": ["40-60 lakh"]}
+            ],
+            "custom_disclaimer_responses": [{"checkbox_key": "newsletter", "is_checked": "1"}]
+        });
+        let lead = map_leadgen_lead(&graph, &FieldMapping::default()).unwrap();
+        assert_eq!(
+            lead.unmapped,
+            [
+                ("when_is_the_wedding?".into(), "December 2027".into()),
+                ("guest_count".into(), "200-300".into()),
+                (
+                    "functions_needed".into(),
+                    "mehendi, sangeet, reception".into()
+                ),
+                ("budget_range".into(), "40-60 lakh".into()),
+                ("newsletter".into(), "1".into()),
+            ]
+        );
     }
 
     #[test]
@@ -168,7 +204,10 @@ mod tests {
         let mapping = FieldMapping::default().with("services", Target::Field("services".into()));
         let lead = map_leadgen_lead(&graph, &mapping).unwrap();
         assert_eq!(lead.fields["services"], json!(["decor", "catering"]));
-        assert!(!lead.unmapped.contains_key("empty"));
+        assert!(lead
+            .unmapped
+            .iter()
+            .all(|(question, _)| question != "empty"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! playbook fields, and the mapped lead it produces.
 
 use super::event::Channel;
+use super::line::value_text;
 use super::phone::{normalize_phone, PhoneError};
 use crate::engine::lead::{Consent, Lead};
 use chrono::{DateTime, Utc};
@@ -251,8 +252,11 @@ pub struct MappedLead {
     pub language: Option<String>,
     /// Playbook qualification fields, by playbook field name.
     pub fields: Map<String, Value>,
-    /// Answers the mapping has no target for, by their source field name.
-    pub unmapped: Map<String, Value>,
+    /// Answers the mapping has no target for, in the order the source asked
+    /// them: (question as the source named it, answer as text, several
+    /// values joined with `, `). Blank answers are left out; when a question
+    /// comes twice, its first answer is kept.
+    pub unmapped: Vec<(String, String)>,
     /// The WhatsApp opt-in (or refusal) the source recorded, if any.
     pub consent: Option<ConsentRecord>,
 }
@@ -340,17 +344,13 @@ pub(crate) fn apply_mapping(
                     }
                     Some(_) => {}
                     // Neither yes nor no: not consent, but not thrown away.
-                    None => {
-                        lead.unmapped.insert(source_field, one_or_many(values));
-                    }
+                    None => keep_unmapped(&mut lead.unmapped, source_field, &values),
                 }
                 continue;
             }
             Some(Target::Ignore) => continue,
             None => {
-                if !lead.unmapped.contains_key(&source_field) {
-                    lead.unmapped.insert(source_field, one_or_many(values));
-                }
+                keep_unmapped(&mut lead.unmapped, source_field, &values);
                 continue;
             }
         };
@@ -368,6 +368,19 @@ pub(crate) fn apply_mapping(
         }
     }
     lead
+}
+
+/// Keeps an answer that has no target, after any earlier ones: the order a
+/// form asked its questions in is part of what the buyer said. The first
+/// answer to a question wins, as for targets.
+fn keep_unmapped(unmapped: &mut Vec<(String, String)>, question: String, values: &[Value]) {
+    if unmapped.iter().any(|(known, _)| *known == question) {
+        return;
+    }
+    let answers: Vec<String> = values.iter().filter_map(value_text).collect();
+    if !answers.is_empty() {
+        unmapped.push((question, answers.join(", ")));
+    }
 }
 
 /// A value with surrounding blanks removed; `None` for null and empty text.
@@ -559,8 +572,34 @@ mod tests {
         assert_eq!(lead.name.as_deref(), Some("Aisha Khan"));
         assert_eq!(lead.email.as_deref(), Some("aisha@example.com"));
         assert_eq!(lead.fields["guests"], json!(120));
-        assert_eq!(lead.unmapped["interests"], json!(["goa", "jaipur"]));
+        assert_eq!(lead.unmapped, [("interests".into(), "goa, jaipur".into())]);
         assert_eq!(lead.consent, None);
+    }
+
+    #[test]
+    fn unmapped_answers_keep_the_order_asked_and_the_first_answer() {
+        let lead = apply_mapping(
+            answers(&[
+                ("Which city is your event in?", json!("Udaipur")),
+                ("full_name", json!("Aisha Khan")),
+                ("Guests", json!(120)),
+                ("Services", json!(["decor", " ", "catering"])),
+                ("Anything else?", json!("  ")),
+                ("Budget (INR)", json!("25 lakh")),
+                ("Which city is your event in?", json!("Jaipur")),
+            ]),
+            &FieldMapping::default(),
+            "lead ad",
+        );
+        assert_eq!(
+            lead.unmapped,
+            [
+                ("Which city is your event in?".into(), "Udaipur".into()),
+                ("Guests".into(), "120".into()),
+                ("Services".into(), "decor, catering".into()),
+                ("Budget (INR)".into(), "25 lakh".into()),
+            ]
+        );
     }
 
     #[test]
@@ -611,7 +650,10 @@ mod tests {
             "web form",
         );
         assert_eq!(lead.consent, None);
-        assert_eq!(lead.unmapped["whatsapp_updates"], json!("Maybe later"));
+        assert_eq!(
+            lead.unmapped,
+            [("whatsapp_updates".into(), "Maybe later".into())]
+        );
     }
 
     #[test]

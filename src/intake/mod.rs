@@ -5,9 +5,13 @@
 //! - [`signature`]: `X-Hub-Signature-256` and form HMACs, with secret rotation.
 //! - [`parse_meta_webhook`] and the per-product readers: WhatsApp messages,
 //!   statuses and marketing preferences, Instagram DMs, lead ads IDs, as
-//!   [`InboundEvent`]s with their dedup key ([`InboundEvent::source_id`]).
-//! - [`map_leadgen_lead`], [`map_form_json`], [`map_form_pairs`]: answers
-//!   mapped onto a [`MappedLead`] by a configurable [`FieldMapping`].
+//!   [`InboundEvent`]s with their dedup key ([`InboundEvent::source_id`]);
+//!   every message kind, media and attachments included, with a readable
+//!   transcript line ([`WhatsappMessage::transcript_line`]).
+//! - [`map_leadgen_lead`], [`map_form_json_body`], [`map_form_json`],
+//!   [`map_form_pairs`]: answers mapped onto a [`MappedLead`] by a
+//!   configurable [`FieldMapping`]; answers with no target kept in the order
+//!   asked.
 //! - [`parse_call_report`]: a voice agent's call report (our own shape).
 //! - [`normalize_phone`], [`wa_id_to_e164`]: typed numbers to E.164;
 //!   WhatsApp IDs kept as Meta gives them.
@@ -18,6 +22,7 @@ mod form;
 mod instagram;
 mod json;
 mod leadgen;
+mod line;
 mod mapping;
 mod meta;
 pub mod phone;
@@ -30,7 +35,7 @@ pub use event::{
     AdReferral, Channel, DeliveryStatus, InboundEvent, InstagramMessage, LeadgenRef, MetaError,
     WhatsappMessage, WhatsappStatus, WhatsappUserPreference,
 };
-pub use form::{map_form_json, map_form_pairs};
+pub use form::{map_form_json, map_form_json_body, map_form_pairs};
 pub use leadgen::map_leadgen_lead;
 pub use mapping::{
     canonical_field_name, ConsentRecord, FieldMapping, MappedLead, MappingError, Target,

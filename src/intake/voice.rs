@@ -292,7 +292,7 @@ fn into_voice_lead(report: CallReport) -> VoiceLead {
         intent: extracted.intent,
         language: report.language,
         fields: extracted.fields,
-        unmapped: Map::new(),
+        unmapped: Vec::new(),
         consent,
     };
     let transcript = report

@@ -1,12 +1,15 @@
 //! WhatsApp Business Account webhooks: inbound messages, delivery statuses
-//! and marketing preferences, read from `entry[].changes[].value`.
+//! and marketing preferences, read from `entry[].changes[].value`. Every
+//! message kind Meta sends, and any it may add, becomes a transcript line:
+//! nothing the buyer sent is dropped.
 
 use super::error::IntakeError;
 use super::event::{
     AdReferral, DeliveryStatus, InboundEvent, MetaError, WhatsappMessage, WhatsappStatus,
     WhatsappUserPreference,
 };
-use super::json::{Node, TimeUnit};
+use super::json::{ordered_members, Node, TimeUnit};
+use super::line::{labelled, shortened, value_text, words};
 use super::meta::{read_changes, Sink};
 
 /// Reads one `entry` of a `whatsapp_business_account` webhook.
@@ -50,6 +53,7 @@ fn read_echo(echo: &Node<'_>, phone_number_id: &str) -> Result<InboundEvent, Int
         "text" => Some(echo.field("text")?.str_at("body")?.to_string()),
         _ => None,
     };
+    let line = transcript_line(echo, &kind);
     Ok(InboundEvent::WhatsappMessage(WhatsappMessage {
         phone_number_id: phone_number_id.to_string(),
         wa_id: echo.id_at("to")?,
@@ -58,6 +62,7 @@ fn read_echo(echo: &Node<'_>, phone_number_id: &str) -> Result<InboundEvent, Int
         timestamp: echo.field("timestamp")?.unix_time(TimeUnit::Seconds)?,
         kind,
         text,
+        line,
         context_message_id: None,
         referral: None,
         is_echo: true,
@@ -118,6 +123,7 @@ fn read_message(
         .iter()
         .find(|(contact, _)| *contact == wa_id)
         .and_then(|(_, name)| name.clone());
+    let line = transcript_line(message, &kind);
     Ok(InboundEvent::WhatsappMessage(WhatsappMessage {
         phone_number_id: phone_number_id.to_string(),
         wa_id,
@@ -126,6 +132,7 @@ fn read_message(
         timestamp,
         kind,
         text,
+        line,
         context_message_id,
         referral,
         is_echo: false,
@@ -142,6 +149,251 @@ fn interactive_reply_title(message: &Node<'_>) -> Result<Option<String>, IntakeE
         }
     }
     Ok(None)
+}
+
+/// The message (or echo) as one transcript line, never empty.
+///
+/// Infallible on purpose: the line only describes the message, so a part
+/// Meta adds, renames, retypes or leaves out must never cost the router the
+/// message itself. A kind it does not know yet reads as `[kind]`.
+fn transcript_line(message: &Node<'_>, kind: &str) -> String {
+    if kind.trim().is_empty() {
+        return "[message]".to_string();
+    }
+    let line = match kind {
+        "text" => message
+            .loose("text")
+            .and_then(|text| text.loose_text("body"))
+            .map(str::to_string),
+        "image" | "video" | "audio" | "document" | "sticker" => Some(media_line(message, kind)),
+        "interactive" => interactive_line(message),
+        // A tapped quick-reply button of a template: its label is what the
+        // buyer saw and chose; the payload is the business's own code.
+        "button" => message
+            .loose("button")
+            .and_then(|button| button.loose_text("text"))
+            .map(str::to_string),
+        "location" => Some(location_line(message)),
+        "contacts" => Some(contacts_line(message)),
+        "reaction" => message.loose("reaction").map(|reaction| {
+            match reaction.loose_text("emoji") {
+                Some(emoji) => format!("[reaction {emoji}]"),
+                // Meta sends an empty or absent emoji when a reaction is taken back.
+                None => "[reaction removed]".to_string(),
+            }
+        }),
+        "order" => Some(order_line(message)),
+        "system" => message.loose("system").map(|system| {
+            match (system.loose_text("body"), system.loose_text("type")) {
+                (Some(body), _) => labelled("system", Some(body)),
+                (None, Some(what)) => format!("[system: {}]", words(what)),
+                (None, None) => "[system]".to_string(),
+            }
+        }),
+        // Sent when someone opens a chat with the business for the first time.
+        "request_welcome" => Some("[opened the chat]".to_string()),
+        "unsupported" | "unknown" => Some(unsupported_line(message)),
+        other => Some(labelled(&words(other), meta_error(message).as_deref())),
+    };
+    match line {
+        Some(line) if !line.trim().is_empty() => line,
+        _ => format!("[{}]", words(kind)),
+    }
+}
+
+/// `[image]`, `[video]`, `[audio]` (`[voice message]` for a voice note),
+/// `[document: name]`, `[sticker]`, each followed by its caption.
+fn media_line(message: &Node<'_>, kind: &str) -> String {
+    let media = message.loose(kind);
+    let detail = |key| media.as_ref().and_then(|media| media.loose_text(key));
+    let label = match kind {
+        "audio" if media.as_ref().and_then(|m| m.loose_bool("voice")) == Some(true) => {
+            "voice message".to_string()
+        }
+        "document" => match detail("filename") {
+            Some(filename) => format!("document: {filename}"),
+            None => "document".to_string(),
+        },
+        other => other.to_string(),
+    };
+    labelled(&label, detail("caption"))
+}
+
+/// A tapped reply button or list row by its visible title (a list row with
+/// its description), or a WhatsApp Flow's answers.
+fn interactive_line(message: &Node<'_>) -> Option<String> {
+    let interactive = message.loose("interactive")?;
+    if let Some(reply) = interactive.loose("button_reply") {
+        return reply.loose_text("title").map(str::to_string);
+    }
+    if let Some(reply) = interactive.loose("list_reply") {
+        let title = reply.loose_text("title")?;
+        return Some(match reply.loose_text("description") {
+            Some(description) => format!("{title} — {description}"),
+            None => title.to_string(),
+        });
+    }
+    if let Some(reply) = interactive.loose("nfm_reply") {
+        return Some(flow_reply_line(&reply));
+    }
+    interactive
+        .loose_text("type")
+        .map(|what| format!("[{}]", words(what)))
+}
+
+/// A completed WhatsApp Flow: `[form reply]` and its answers from
+/// `response_json`, else the reply's `body`. Kept short: a flow can return
+/// a whole screen of fields, and the transcript is read at a glance.
+fn flow_reply_line(reply: &Node<'_>) -> String {
+    const MAX_CHARS: usize = 280;
+    let answers = reply.loose_text("response_json").and_then(|json| {
+        let Some(members) = ordered_members(json.as_bytes()) else {
+            return Some(json.to_string());
+        };
+        let answers: Vec<String> = members
+            .iter()
+            // The token is the business's own reference, not an answer.
+            .filter(|(name, _)| name != "flow_token")
+            .filter_map(|(name, value)| Some(format!("{name}: {}", value_text(value)?)))
+            .collect();
+        (!answers.is_empty()).then(|| answers.join(", "))
+    });
+    let rest = answers.or_else(|| reply.loose_text("body").map(str::to_string));
+    labelled(
+        "form reply",
+        rest.map(|rest| shortened(&rest, MAX_CHARS)).as_deref(),
+    )
+}
+
+/// `[location] name, address (latitude, longitude)`, with whichever parts
+/// Meta gives.
+fn location_line(message: &Node<'_>) -> String {
+    let Some(location) = message.loose("location") else {
+        return "[location]".to_string();
+    };
+    let place: Vec<&str> = [location.loose_text("name"), location.loose_text("address")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut line = labelled("location", Some(&place.join(", ")));
+    if let (Some(latitude), Some(longitude)) = (
+        coordinate(&location, "latitude"),
+        coordinate(&location, "longitude"),
+    ) {
+        line.push_str(&format!(" ({latitude}, {longitude})"));
+    }
+    line
+}
+
+/// A coordinate as Meta wrote it (a number, or a string holding one).
+fn coordinate(location: &Node<'_>, key: &str) -> Option<String> {
+    let node = location.loose(key)?;
+    match node.value() {
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        serde_json::Value::String(text) => {
+            let text = text.trim();
+            text.parse::<f64>().is_ok().then(|| text.to_string())
+        }
+        _ => None,
+    }
+}
+
+/// Each shared contact card as `[contact] name phones emails`, joined with `; `.
+fn contacts_line(message: &Node<'_>) -> String {
+    let cards: Vec<String> = message
+        .loose_items("contacts")
+        .iter()
+        .map(contact_card)
+        .collect();
+    if cards.is_empty() {
+        "[contact]".to_string()
+    } else {
+        cards.join("; ")
+    }
+}
+
+fn contact_card(card: &Node<'_>) -> String {
+    let name = card.loose("name").and_then(|name| {
+        if let Some(formatted) = name.loose_text("formatted_name") {
+            return Some(formatted.to_string());
+        }
+        let parts: Vec<&str> = [name.loose_text("first_name"), name.loose_text("last_name")]
+            .into_iter()
+            .flatten()
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(" "))
+    });
+    let phones = card.loose_items("phones").into_iter().filter_map(|phone| {
+        phone
+            .loose_text("phone")
+            .or_else(|| phone.loose_text("wa_id"))
+    });
+    let emails = card
+        .loose_items("emails")
+        .into_iter()
+        .filter_map(|email| email.loose_text("email"));
+    let reach: Vec<&str> = phones.chain(emails).collect();
+    let details: Vec<String> = name
+        .into_iter()
+        .chain((!reach.is_empty()).then(|| reach.join(", ")))
+        .collect();
+    labelled("contact", Some(&details.join(" ")))
+}
+
+/// `[order: 3 items]` and the note the buyer sent with it.
+fn order_line(message: &Node<'_>) -> String {
+    let order = message.loose("order");
+    let items = order
+        .as_ref()
+        .map(|order| order.loose_items("product_items"))
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            item.loose("quantity")
+                .and_then(|quantity| quantity.i64().ok())
+                .filter(|quantity| *quantity > 0)
+                .unwrap_or(1)
+        })
+        .fold(0_i64, i64::saturating_add);
+    let label = match items {
+        0 => "order".to_string(),
+        1 => "order: 1 item".to_string(),
+        many => format!("order: {many} items"),
+    };
+    labelled(
+        &label,
+        order.as_ref().and_then(|order| order.loose_text("text")),
+    )
+}
+
+/// `[unsupported message]`, naming what was sent when Meta says (a poll, an
+/// edit, ...) and why Meta could not pass it on.
+fn unsupported_line(message: &Node<'_>) -> String {
+    let label = match message
+        .loose("unsupported")
+        .and_then(|unsupported| unsupported.loose_text("type"))
+    {
+        Some(what) => format!("unsupported message: {}", words(what)),
+        None => "unsupported message".to_string(),
+    };
+    labelled(&label, meta_error(message).as_deref())
+}
+
+/// Meta's first error on a message, as `title — details`.
+fn meta_error(message: &Node<'_>) -> Option<String> {
+    let error = message.loose_items("errors").into_iter().next()?;
+    let title = error
+        .loose_text("title")
+        .or_else(|| error.loose_text("message"));
+    let details = error
+        .loose("error_data")
+        .and_then(|data| data.loose_text("details"))
+        .or_else(|| error.loose_text("details"));
+    match (title, details) {
+        (Some(title), Some(details)) if title != details => Some(format!("{title} — {details}")),
+        (Some(text), _) | (None, Some(text)) => Some(text.to_string()),
+        (None, None) => None,
+    }
 }
 
 fn read_status(
@@ -304,6 +556,7 @@ mod tests {
                 timestamp: at(1_799_999_000),
                 kind: "text".into(),
                 text: Some("Yes please send the Goa options".into()),
+                line: "Yes please send the Goa options".into(),
                 context_message_id: None,
                 referral: None,
                 is_echo: false,
@@ -620,5 +873,348 @@ mod tests {
         assert!(m.is_echo);
         assert_eq!(m.wa_id, "919820012345", "the user it went to");
         assert_eq!(m.text.as_deref(), Some("On it!"));
+        assert_eq!(m.line, "On it!");
+    }
+
+    /// The transcript line of one inbound message with these members.
+    fn line_of(extra: serde_json::Value) -> String {
+        let body = webhook(json!([messages_change(json!({
+            "contacts": [{"profile": {"name": "Aisha Khan"}, "wa_id": "919820012345"}],
+            "messages": [message("wamid.HBgMOTE5ODIwMDEyMzQ1FQIAEhgUM0VCMDRBNzYwREQ0RjMwMjY2MkEA", extra)]
+        }))]));
+        let message = only_message(&body);
+        assert_eq!(message.transcript_line(), message.line);
+        message.line
+    }
+
+    #[test]
+    fn media_read_as_their_kind_and_caption() {
+        let media = |kind: &str, part: serde_json::Value| {
+            let mut extra = json!({"type": kind});
+            extra[kind] = part;
+            line_of(extra)
+        };
+        assert_eq!(
+            media(
+                "image",
+                json!({"caption": "This is the venue I like", "mime_type": "image/jpeg",
+                "sha256": "Bk8dDVJ5yFz0cQ1m2hEV3Ik6bZ9F1f6uT8sq4nF0aQ0=", "id": "1482337192609981"})
+            ),
+            "[image] This is the venue I like"
+        );
+        assert_eq!(
+            media(
+                "image",
+                json!({"mime_type": "image/jpeg", "sha256": "x", "id": "1"})
+            ),
+            "[image]"
+        );
+        assert_eq!(
+            media(
+                "video",
+                json!({"caption": "Walkthrough of the lawn", "mime_type": "video/mp4", "sha256": "x", "id": "2"})
+            ),
+            "[video] Walkthrough of the lawn"
+        );
+        assert_eq!(
+            media(
+                "document",
+                json!({"caption": "Our guest list", "filename": "Guest list - Mehta wedding.pdf",
+                "mime_type": "application/pdf", "sha256": "x", "id": "3"})
+            ),
+            "[document: Guest list - Mehta wedding.pdf] Our guest list"
+        );
+        assert_eq!(
+            media(
+                "document",
+                json!({"mime_type": "application/pdf", "sha256": "x", "id": "3"})
+            ),
+            "[document]"
+        );
+        assert_eq!(
+            media(
+                "sticker",
+                json!({"mime_type": "image/webp", "sha256": "x", "id": "4", "animated": false})
+            ),
+            "[sticker]"
+        );
+        assert_eq!(
+            media(
+                "audio",
+                json!({"mime_type": "audio/ogg; codecs=opus", "sha256": "x", "id": "5", "voice": true})
+            ),
+            "[voice message]"
+        );
+        assert_eq!(
+            media(
+                "audio",
+                json!({"mime_type": "audio/mpeg", "sha256": "x", "id": "6", "voice": false})
+            ),
+            "[audio]"
+        );
+    }
+
+    #[test]
+    fn a_media_message_with_odd_or_missing_parts_is_still_read() {
+        assert_eq!(line_of(json!({"type": "image"})), "[image]");
+        assert_eq!(
+            line_of(json!({"type": "image", "image": {"caption": 7, "id": {"new": true}}})),
+            "[image]"
+        );
+        assert_eq!(
+            line_of(json!({"type": "document", "document": {"filename": "  ", "caption": ["x"]}})),
+            "[document]"
+        );
+        assert_eq!(
+            line_of(json!({"type": "audio", "audio": {"voice": "yes", "id": "5"}})),
+            "[audio]"
+        );
+    }
+
+    #[test]
+    fn replies_read_as_the_text_the_buyer_tapped() {
+        assert_eq!(
+            line_of(
+                json!({"type": "interactive", "interactive": {"type": "button_reply",
+                "button_reply": {"id": "slot_sat_am", "title": "Saturday morning"}},
+                "context": {"from": "15550783881", "id": "wamid.sent"}})
+            ),
+            "Saturday morning"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "interactive", "interactive": {"type": "list_reply",
+                "list_reply": {"id": "gold", "title": "Gold package", "description": "Decor, catering and DJ for 150 guests"}}})
+            ),
+            "Gold package — Decor, catering and DJ for 150 guests"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "interactive", "interactive": {"type": "list_reply",
+                "list_reply": {"id": "silver", "title": "Silver package"}}})
+            ),
+            "Silver package"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "button", "button": {"payload": "CALL_ME_BACK", "text": "Yes, call me"},
+                "context": {"from": "15550783881", "id": "wamid.template"}})
+            ),
+            "Yes, call me"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "interactive", "interactive": {"type": "call_permission_reply",
+                "call_permission_reply": {"response": "accept"}}})
+            ),
+            "[call permission reply]"
+        );
+    }
+
+    #[test]
+    fn a_completed_flow_reads_as_a_short_form_reply() {
+        let flow = |reply: serde_json::Value| {
+            line_of(
+                json!({"type": "interactive", "interactive": {"type": "nfm_reply", "nfm_reply": reply}}),
+            )
+        };
+        assert_eq!(
+            flow(json!({"name": "flow", "body": "Sent",
+                "response_json": "{\"flow_token\": \"lead-42\", \"event_date\": \"2027-03-14\", \"guests\": 120, \"venue\": [\"beach\", \"garden\"]}"})),
+            "[form reply] event_date: 2027-03-14, guests: 120, venue: beach, garden"
+        );
+        assert_eq!(
+            flow(
+                json!({"name": "flow", "body": "Sent", "response_json": "{\"flow_token\": \"lead-42\"}"})
+            ),
+            "[form reply] Sent"
+        );
+        let long = format!("{{\"notes\": \"{}\"}}", "very ".repeat(100));
+        let line = flow(json!({"name": "flow", "response_json": long}));
+        assert!(line.starts_with("[form reply] notes: very very"), "{line}");
+        assert!(line.ends_with('…') && line.chars().count() < 300, "{line}");
+    }
+
+    #[test]
+    fn a_location_reads_as_place_and_coordinates() {
+        assert_eq!(
+            line_of(
+                json!({"type": "location", "location": {"latitude": 15.2345, "longitude": 73.9345,
+                "name": "Taj Exotica", "address": "Benaulim, Goa", "url": "https://www.tajhotels.com"}})
+            ),
+            "[location] Taj Exotica, Benaulim, Goa (15.2345, 73.9345)"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "location", "location": {"latitude": 26.9124, "longitude": 75.7873}})
+            ),
+            "[location] (26.9124, 75.7873)"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "location", "location": {"latitude": "19.0760", "longitude": "72.8777", "name": "Bandra"}})
+            ),
+            "[location] Bandra (19.0760, 72.8777)"
+        );
+        assert_eq!(line_of(json!({"type": "location"})), "[location]");
+    }
+
+    #[test]
+    fn shared_contacts_read_as_names_and_numbers() {
+        assert_eq!(
+            line_of(json!({"type": "contacts", "contacts": [{
+                "name": {"formatted_name": "Rahul Mehta", "first_name": "Rahul", "last_name": "Mehta"},
+                "phones": [{"phone": "+91 98200 11111", "wa_id": "919820011111", "type": "CELL"}]
+            }]})),
+            "[contact] Rahul Mehta +91 98200 11111"
+        );
+        assert_eq!(
+            line_of(json!({"type": "contacts", "contacts": [
+                {"name": {"formatted_name": "Rahul Mehta"},
+                 "phones": [{"phone": "+91 98200 11111", "type": "CELL"}, {"wa_id": "912266000000", "type": "WORK"}],
+                 "emails": [{"email": "rahul@example.com", "type": "WORK"}],
+                 "org": {"company": "Mehta Events"}},
+                {"name": {"first_name": "Priya", "last_name": "Shah"}, "phones": [{"phone": "+91 98330 22222"}]},
+                {"birthday": "1990-01-01"}
+            ]})),
+            "[contact] Rahul Mehta +91 98200 11111, 912266000000, rahul@example.com; \
+             [contact] Priya Shah +91 98330 22222; [contact]"
+        );
+    }
+
+    #[test]
+    fn reactions_read_as_the_emoji_or_its_removal() {
+        assert_eq!(
+            line_of(
+                json!({"type": "reaction", "reaction": {"message_id": "wamid.HBgMOTE5ODIwMDEyMzQ1FQIAERgSQ0ZCNEI1", "emoji": "❤️"}})
+            ),
+            "[reaction ❤️]"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "reaction", "reaction": {"message_id": "wamid.HBgMOTE5ODIwMDEyMzQ1FQIAERgSQ0ZCNEI1", "emoji": ""}})
+            ),
+            "[reaction removed]"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "reaction", "reaction": {"message_id": "wamid.HBgMOTE5ODIwMDEyMzQ1FQIAERgSQ0ZCNEI1"}})
+            ),
+            "[reaction removed]"
+        );
+    }
+
+    #[test]
+    fn unsupported_messages_say_what_meta_said() {
+        assert_eq!(
+            line_of(json!({"type": "unsupported", "errors": [{"code": 131051, "title": "Message type unknown",
+                "message": "Message type unknown", "error_data": {"details": "Message type is currently not supported."}}],
+                "unsupported": {"type": "poll_creation"}})),
+            "[unsupported message: poll creation] Message type unknown — Message type is currently not supported."
+        );
+        assert_eq!(
+            line_of(json!({"type": "unknown", "errors": [{"code": 131051, "details": "Message type is not currently supported", "title": "Unsupported message type"}]})),
+            "[unsupported message] Unsupported message type — Message type is not currently supported"
+        );
+        assert_eq!(
+            line_of(json!({"type": "unsupported"})),
+            "[unsupported message]"
+        );
+    }
+
+    #[test]
+    fn orders_system_notices_and_new_kinds_read_in_brackets() {
+        assert_eq!(
+            line_of(
+                json!({"type": "order", "order": {"catalog_id": "1054060632000000",
+                "text": "Please deliver before the mehendi",
+                "product_items": [
+                    {"product_retailer_id": "marigold-garland", "quantity": "2", "item_price": 450, "currency": "INR"},
+                    {"product_retailer_id": "diya-set", "quantity": 1, "item_price": 300, "currency": "INR"}
+                ]}})
+            ),
+            "[order: 3 items] Please deliver before the mehendi"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "order", "order": {"product_items": [{"product_retailer_id": "x"}]}})
+            ),
+            "[order: 1 item]"
+        );
+        assert_eq!(
+            line_of(
+                json!({"type": "system", "system": {"body": "Aisha changed their phone number to a new number",
+                "new_wa_id": "919820099999", "type": "user_changed_number"}})
+            ),
+            "[system] Aisha changed their phone number to a new number"
+        );
+        assert_eq!(
+            line_of(json!({"type": "system", "system": {"type": "customer_identity_changed"}})),
+            "[system: customer identity changed]"
+        );
+        assert_eq!(
+            line_of(json!({"type": "request_welcome"})),
+            "[opened the chat]"
+        );
+        assert_eq!(
+            line_of(json!({"type": "poll_vote", "poll_vote": {"option": 2}})),
+            "[poll vote]"
+        );
+        assert_eq!(line_of(json!({"type": " "})), "[message]");
+    }
+
+    #[test]
+    fn text_keeps_its_body_and_replies_keep_their_text() {
+        let body = webhook(json!([messages_change(json!({"messages": [
+            message("wamid.1", json!({"type": "text", "text": {"body": "STOP"}})),
+            message("wamid.2", json!({"type": "interactive", "interactive": {"type": "button_reply", "button_reply": {"id": "b", "title": "Later"}}})),
+            message("wamid.3", json!({"type": "image", "image": {"caption": "STOP", "id": "1"}}))
+        ]}))]));
+        let read: Vec<(Option<String>, String)> = parse_whatsapp_webhook(&body)
+            .unwrap()
+            .into_iter()
+            .map(|event| match event {
+                InboundEvent::WhatsappMessage(m) => (m.text, m.line),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            read,
+            vec![
+                (Some("STOP".into()), "STOP".into()),
+                (Some("Later".into()), "Later".into()),
+                // A caption is not an opt-out word: `text` stays empty.
+                (None, "[image] STOP".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn business_app_echoes_of_media_get_lines_too() {
+        let body = webhook(json!([{"field": "smb_message_echoes", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
+            "message_echoes": [
+                {"from": "15550783881", "to": "919820012345", "id": "wamid.echo1", "timestamp": "1799999100",
+                 "type": "document", "document": {"filename": "Goa packages 2027.pdf", "mime_type": "application/pdf", "id": "9"}},
+                {"from": "15550783881", "to": "919820012345", "id": "wamid.echo2", "timestamp": "1799999101",
+                 "type": "location", "location": {"latitude": 15.2345, "longitude": 73.9345, "name": "Taj Exotica"}}
+            ]
+        }}]));
+        let lines: Vec<String> = parse_whatsapp_webhook(&body)
+            .unwrap()
+            .into_iter()
+            .map(|event| match event {
+                InboundEvent::WhatsappMessage(m) if m.is_echo => m.line,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "[document: Goa packages 2027.pdf]",
+                "[location] Taj Exotica (15.2345, 73.9345)"
+            ]
+        );
     }
 }
