@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use handoff::intake::{
     parse_whatsapp_webhook, verify_meta_signature, DeliveryStatus, InboundEvent,
+    WhatsappUserPreference,
 };
 use handoff::whatsapp::sandbox::{router, serve};
 use handoff::whatsapp::{
@@ -774,4 +775,329 @@ async fn the_control_api_refuses_nonsense_and_says_why() {
             .await,
         json!({"faults": []})
     );
+}
+
+/// The message object of a `messages` webhook, and the webhook as the router reads it.
+fn played_message(body: &Bytes) -> (Value, handoff::intake::WhatsappMessage) {
+    let value: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(value["entry"][0]["changes"][0]["field"], "messages");
+    let message = value["entry"][0]["changes"][0]["value"]["messages"][0].clone();
+    let events = parse_whatsapp_webhook(body).unwrap();
+    let [InboundEvent::WhatsappMessage(read)] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    (message, read.clone())
+}
+
+/// `played` with the fields the sandbox fills, as Meta's webhook carries it.
+fn as_meta_sends(played: &Value, from: &str, answer: &Value, sent: &Value) -> Value {
+    let mut expected = played.clone();
+    expected["from"] = json!(from);
+    expected["id"] = answer["message_id"].clone();
+    assert!(
+        sent["timestamp"]
+            .as_str()
+            .is_some_and(|t| t.parse::<i64>().is_ok()),
+        "{sent}"
+    );
+    expected["timestamp"] = sent["timestamp"].clone();
+    expected
+}
+
+#[tokio::test]
+async fn an_image_played_inbound_arrives_as_meta_sends_it_and_opens_the_window() {
+    let mut webhook = Receiver::start(0).await;
+    let sandbox = Running::start(SandboxConfig {
+        status_webhooks: false,
+        ..signed_config(&webhook)
+    })
+    .await;
+    let (class, _) = meta_class(sandbox.send(&text(AISHA, "Lovely choice")).await);
+    assert_eq!(class, ErrorClass::WindowClosed);
+
+    let image = json!({"type": "image", "image": {"caption": "This is the venue I like",
+        "mime_type": "image/jpeg", "sha256": "4d3c9f1e0b8a7c6d5e4f3a2b1c0d9e8f", "id": "1234"}});
+    let answer = sandbox
+        .post(
+            "/_sandbox/inbound",
+            json!({"from": AISHA, "name": "Aisha Khan", "message": image}),
+        )
+        .await;
+    assert_eq!(answer["webhook"]["status"], 200);
+    let body = webhook.next_verified().await;
+    let (message, read) = played_message(&body);
+    assert_eq!(message, as_meta_sends(&image, AISHA, &answer, &message));
+    // Meta's order: from, id, timestamp, type, then the type's object.
+    let raw = String::from_utf8(body.to_vec()).unwrap();
+    let id = answer["message_id"].as_str().unwrap();
+    assert!(
+        raw.contains(&format!(
+            r#""messages":[{{"from":"{AISHA}","id":"{id}","timestamp":"#
+        )) && raw.contains(r#","type":"image","image":{"#),
+        "{raw}"
+    );
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        value["entry"][0]["changes"][0]["value"]["contacts"],
+        json!([{"profile": {"name": "Aisha Khan"}, "wa_id": AISHA}])
+    );
+    assert_eq!(read.kind, "image");
+    assert_eq!(read.message_id, id);
+    assert_eq!(read.text, None);
+    assert_eq!(read.line, "[image] This is the venue I like");
+
+    assert!(sandbox.sandbox.window_open_until(NUMBER, AISHA).is_some());
+    sandbox.send(&text(AISHA, "Lovely choice")).await.unwrap();
+}
+
+#[tokio::test]
+async fn every_kind_of_message_is_played_as_meta_sends_it() {
+    let mut webhook = Receiver::start(0).await;
+    let sandbox = Running::start(signed_config(&webhook)).await;
+    let kinds = [
+        json!({"type": "interactive", "interactive": {"type": "button_reply",
+            "button_reply": {"id": "b1", "title": "Yes please"}}}),
+        json!({"type": "button", "context": {"from": DISPLAY, "id": "wamid.HBgMOTE5ODIwMDEyMzQ1"},
+            "button": {"payload": "GOA", "text": "Goa"}}),
+        json!({"type": "location", "location": {"latitude": 15.2345, "longitude": 73.9345,
+            "name": "Taj Exotica", "address": "Benaulim, Goa"}}),
+        json!({"type": "contacts", "contacts": [{"name": {"formatted_name": "Ravi Menon",
+            "first_name": "Ravi"}, "phones": [{"phone": "+91 98200 54321", "type": "CELL"}]}]}),
+        json!({"type": "reaction", "reaction": {"message_id": "wamid.HBgMOTE5ODIwMDEyMzQ1", "emoji": "👍"}}),
+        json!({"type": "unsupported", "errors": [{"code": 131051, "title": "Message type unknown",
+            "message": "Message type unknown", "error_data": {"details": "Message type is currently not supported."}}]}),
+        json!({"type": "document", "document": {"caption": "Guest list", "filename": "guests.pdf",
+            "mime_type": "application/pdf", "sha256": "aa11", "id": "2001"}}),
+        json!({"type": "sticker", "sticker": {"mime_type": "image/webp", "sha256": "bb22",
+            "id": "2002", "animated": false}}),
+        json!({"type": "audio", "audio": {"mime_type": "audio/ogg; codecs=opus", "sha256": "cc33",
+            "id": "2003", "voice": true}}),
+        json!({"type": "video", "video": {"caption": "The hall", "mime_type": "video/mp4",
+            "sha256": "dd44", "id": "2004"}}),
+    ];
+    for played in &kinds {
+        let answer = sandbox
+            .post(
+                "/_sandbox/inbound",
+                json!({"from": AISHA, "message": played}),
+            )
+            .await;
+        assert_eq!(answer["webhook"]["status"], 200, "{played}");
+        let (message, read) = played_message(&webhook.next_verified().await);
+        assert_eq!(message, as_meta_sends(played, AISHA, &answer, &message));
+        assert_eq!(read.kind, played["type"].as_str().unwrap());
+        assert_eq!(read.wa_id, AISHA);
+        assert!(!read.line.is_empty(), "{played}");
+    }
+    let recorded = sandbox.recorded().await;
+    assert_eq!(recorded["webhooks"]["delivered"], kinds.len());
+}
+
+#[tokio::test]
+async fn a_user_who_stops_marketing_gets_marketing_templates_failed_until_they_resume() {
+    let mut webhook = Receiver::start(0).await;
+    let sandbox = Running::start(signed_config(&webhook)).await;
+    let promo = OutboundMessage {
+        to: AISHA.into(),
+        content: Content::Template {
+            name: "event_promo".into(),
+            language: "en".into(),
+            params: vec![],
+        },
+        callback: Some("outbox:50".into()),
+    };
+
+    let answer = sandbox
+        .post(
+            "/_sandbox/preferences",
+            json!({"from": AISHA, "name": "Aisha Khan", "value": "stop"}),
+        )
+        .await;
+    assert_eq!(answer["phone_number_id"], NUMBER);
+    assert_eq!(answer["wa_id"], AISHA);
+    assert_eq!(answer["value"], "stop");
+    assert_eq!(answer["webhook"]["status"], 200);
+    let at = chrono::DateTime::parse_from_rfc3339(answer["at"].as_str().unwrap()).unwrap();
+    let body = webhook.next_verified().await;
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        value,
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398",
+            "changes": [{"field": "user_preferences", "value": {
+                "messaging_product": "whatsapp",
+                "metadata": {"display_phone_number": DISPLAY, "phone_number_id": NUMBER},
+                "contacts": [{"profile": {"name": "Aisha Khan"}, "wa_id": AISHA}],
+                "user_preferences": [{"wa_id": AISHA,
+                    "detail": "User requested to stop marketing messages",
+                    "category": "marketing_messages", "value": "stop",
+                    "timestamp": at.timestamp()}]}}]}]})
+    );
+    let events = parse_whatsapp_webhook(&body).unwrap();
+    assert_eq!(
+        events,
+        [InboundEvent::WhatsappUserPreference(
+            WhatsappUserPreference {
+                phone_number_id: Some(NUMBER.into()),
+                wa_id: AISHA.into(),
+                category: "marketing_messages".into(),
+                marketing_opt_out: true,
+                // Meta's timestamps are whole seconds.
+                timestamp: chrono::DateTime::from_timestamp(at.timestamp(), 0).unwrap(),
+                detail: Some("User requested to stop marketing messages".into()),
+            }
+        )]
+    );
+    assert_eq!(
+        sandbox
+            .control(reqwest::Method::GET, "/_sandbox/preferences", None)
+            .await["preferences"],
+        json!([{"phone_number_id": NUMBER, "wa_id": AISHA, "category": "marketing_messages",
+            "value": "stop", "at": answer["at"]}])
+    );
+
+    // Accepted as Meta accepts it, then a failed status.
+    let sent = sandbox.send(&promo).await.unwrap();
+    let events = parse_whatsapp_webhook(&webhook.next_verified().await).unwrap();
+    let [InboundEvent::WhatsappStatus(status)] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert_eq!(status.status, DeliveryStatus::Failed);
+    assert_eq!(status.message_id, sent.message_id);
+    assert_eq!(
+        status.biz_opaque_callback_data.as_deref(),
+        Some("outbox:50")
+    );
+    assert_eq!(status.errors.len(), 1);
+    assert_eq!(status.errors[0].code, 131050);
+
+    // A utility template to the same user is delivered.
+    let options = sandbox.send(&options_template(AISHA, None)).await.unwrap();
+    assert_eq!(
+        next_statuses(&mut webhook, 2).await,
+        [
+            (options.message_id.clone(), DeliveryStatus::Sent),
+            (options.message_id, DeliveryStatus::Delivered)
+        ]
+    );
+
+    let answer = sandbox
+        .post(
+            "/_sandbox/preferences",
+            json!({"from": AISHA, "value": "resume"}),
+        )
+        .await;
+    assert_eq!(answer["value"], "resume");
+    let events = parse_whatsapp_webhook(&webhook.next_verified().await).unwrap();
+    assert!(
+        matches!(events.as_slice(), [InboundEvent::WhatsappUserPreference(p)] if !p.marketing_opt_out && p.detail.as_deref() == Some("User requested to resume marketing messages")),
+        "{events:?}"
+    );
+    let again = sandbox.send(&promo).await.unwrap();
+    assert_eq!(
+        next_statuses(&mut webhook, 2).await,
+        [
+            (again.message_id.clone(), DeliveryStatus::Sent),
+            (again.message_id, DeliveryStatus::Delivered)
+        ]
+    );
+
+    let recorded = sandbox.recorded().await;
+    let failed: Vec<&Value> = recorded["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["failed_code"])
+        .collect();
+    assert_eq!(failed, [&json!(131050), &Value::Null, &Value::Null]);
+}
+
+/// The next `count` status webhooks, one per POST, as (wamid, status).
+async fn next_statuses(webhook: &mut Receiver, count: usize) -> Vec<(String, DeliveryStatus)> {
+    let mut statuses = Vec::new();
+    for _ in 0..count {
+        let events = parse_whatsapp_webhook(&webhook.next_verified().await).unwrap();
+        for event in events {
+            match event {
+                InboundEvent::WhatsappStatus(status) => {
+                    assert!(status.errors.is_empty(), "{status:?}");
+                    statuses.push((status.message_id, status.status));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn bad_inbound_and_preference_bodies_are_refused_and_change_nothing() {
+    let mut webhook = Receiver::start(0).await;
+    let sandbox = Running::start(signed_config(&webhook)).await;
+    for (path, body, said) in [
+        (
+            "/_sandbox/inbound",
+            json!({"from": AISHA, "text": "hi", "message": {"type": "text", "text": {"body": "hi"}}}),
+            "not both",
+        ),
+        ("/_sandbox/inbound", json!({"from": AISHA}), "give `text`"),
+        (
+            "/_sandbox/inbound",
+            json!({"from": AISHA, "message": {"image": {"id": "1234"}}}),
+            "`message.type` is required",
+        ),
+        (
+            "/_sandbox/inbound",
+            json!({"from": AISHA, "message": {"type": ["image"], "image": {"id": "1234"}}}),
+            "`message.type` must be",
+        ),
+        (
+            "/_sandbox/inbound",
+            json!({"from": AISHA, "message": {"type": "image"}}),
+            "`message.image`",
+        ),
+        (
+            "/_sandbox/preferences",
+            json!({"from": AISHA, "value": "pause"}),
+            "`stop` or `resume`",
+        ),
+        (
+            "/_sandbox/preferences",
+            json!({"from": AISHA}),
+            "missing field `value`",
+        ),
+        (
+            "/_sandbox/preferences",
+            json!({"from": "not a number", "value": "stop"}),
+            "`from`",
+        ),
+    ] {
+        let response = sandbox
+            .http
+            .post(format!("{}{path}", sandbox.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path} {body}");
+        let answer: Value = response.json().await.unwrap();
+        assert!(
+            answer["error"].as_str().is_some_and(|e| e.contains(said)),
+            "{path} {body}: {answer}"
+        );
+    }
+    assert_eq!(sandbox.sandbox.window_open_until(NUMBER, AISHA), None);
+    assert_eq!(
+        sandbox
+            .control(reqwest::Method::GET, "/_sandbox/preferences", None)
+            .await,
+        json!({"preferences": []})
+    );
+    let recorded = sandbox.recorded().await;
+    assert_eq!(recorded["webhooks"], json!({"delivered": 0, "failed": 0}));
+    // Nothing was posted: the first webhook the receiver sees is this one.
+    let answer = sandbox
+        .post("/_sandbox/inbound", json!({"from": AISHA, "text": "hi"}))
+        .await;
+    let (message, _) = played_message(&webhook.next_verified().await);
+    assert_eq!(message["id"], answer["message_id"]);
 }

@@ -1,7 +1,9 @@
 //! The sandbox: a local simulator of the WhatsApp Cloud API that checks sends
 //! as Meta does and answers with Meta's shapes and codes, keeps each user's
-//! 24-hour window on a clock tests can move, posts signed status and inbound
-//! webhooks, and injects faults on request. Its control API under
+//! 24-hour window on a clock tests can move, posts signed status, inbound
+//! message (of every kind) and marketing preference webhooks, fails marketing
+//! templates to users who stopped them as Meta does, and injects faults on
+//! request. Its control API under
 //! `/_sandbox/` records what was sent and drives the rest. All state is in
 //! memory behind one mutex, never held across an await.
 
@@ -19,7 +21,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -40,6 +42,24 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DISPLAY_NUMBER: &str = "15550000000";
 const ERROR_CODES_URL: &str =
     "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/";
+/// The `user_preferences` category of marketing messages.
+const MARKETING_MESSAGES: &str = "marketing_messages";
+/// Message types whose webhook message carries an object named after the
+/// type (`"type":"image","image":{...}`); `contacts` carries an array.
+const TYPES_WITH_OBJECT: &[&str] = &[
+    "text",
+    "image",
+    "audio",
+    "video",
+    "document",
+    "sticker",
+    "location",
+    "interactive",
+    "button",
+    "reaction",
+    "order",
+    "system",
+];
 
 /// The control API, for `handoff sandbox` to print and `GET /_sandbox` to answer.
 pub const CONTROL_ROUTES: &[(&str, &str, &str)] = &[
@@ -67,7 +87,17 @@ pub const CONTROL_ROUTES: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/_sandbox/inbound",
-        r#"a user writes in: {"phone_number_id":"106540352242922","from":"919820012345","name":"Aisha","text":"hi"} (the ID may be left out when numbers are configured)"#,
+        r#"a user writes in: {"phone_number_id":"106540352242922","from":"919820012345","name":"Aisha","text":"hi"}, or sends any other kind with "message" in place of "text": {"type":"image","image":{"id":"1234","mime_type":"image/jpeg","caption":"the venue"}} (Meta's message object without "from", "id" and "timestamp"); the ID may be left out when numbers are configured"#,
+    ),
+    (
+        "GET",
+        "/_sandbox/preferences",
+        "each user's last marketing preference, by number",
+    ),
+    (
+        "POST",
+        "/_sandbox/preferences",
+        r#"a user stops or resumes marketing messages: {"from":"919820012345","value":"stop"} | {"value":"resume"}; optional "phone_number_id", "name"; marketing templates to a stopped user are accepted, then fail with 131050"#,
     ),
     ("GET", "/_sandbox/clock", "the sandbox's time"),
     (
@@ -295,7 +325,7 @@ pub struct RecordedSend {
     pub failed_code: Option<i64>,
 }
 
-/// A user writing to a business number.
+/// A user writing to a business number: a text, or a message of any kind.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inbound {
@@ -307,7 +337,89 @@ pub struct Inbound {
     /// The user's profile name.
     #[serde(default)]
     pub name: Option<String>,
-    pub text: String,
+    /// The body of a text message; give this or `message`.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// A message object as Meta's webhook carries it, without the `from`,
+    /// `id` and `timestamp` the sandbox fills, such as
+    /// `{"type":"image","image":{"id":"1234","mime_type":"image/jpeg"}}`;
+    /// give this or `text`.
+    #[serde(default)]
+    pub message: Option<Value>,
+}
+
+/// A user's choice about marketing messages from a business number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MarketingPreference {
+    Stop,
+    Resume,
+}
+
+impl MarketingPreference {
+    fn read(value: &str) -> Result<MarketingPreference, String> {
+        match value {
+            "stop" => Ok(MarketingPreference::Stop),
+            "resume" => Ok(MarketingPreference::Resume),
+            other => Err(format!(
+                "`value` must be `stop` or `resume` (as Meta's `user_preferences` webhook says it), not `{other}`"
+            )),
+        }
+    }
+
+    /// The word Meta's webhook carries in `value`.
+    fn word(self) -> &'static str {
+        match self {
+            MarketingPreference::Stop => "stop",
+            MarketingPreference::Resume => "resume",
+        }
+    }
+
+    /// Meta's `detail` for it.
+    fn detail(self) -> &'static str {
+        match self {
+            MarketingPreference::Stop => "User requested to stop marketing messages",
+            MarketingPreference::Resume => "User requested to resume marketing messages",
+        }
+    }
+}
+
+/// A user stopping or resuming marketing messages, as
+/// `POST /_sandbox/preferences` takes it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceChange {
+    /// The business number; the first configured one when omitted.
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
+    /// The user's number, digits.
+    pub from: String,
+    /// The user's profile name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `stop` or `resume`.
+    pub value: String,
+}
+
+/// A user's last marketing preference for a business number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordedPreference {
+    pub phone_number_id: String,
+    pub wa_id: String,
+    /// Meta's category, `marketing_messages`.
+    pub category: &'static str,
+    pub value: MarketingPreference,
+    /// When the user chose it, on the sandbox's clock.
+    pub at: DateTime<Utc>,
+}
+
+/// What playing a preference change did.
+#[derive(Clone, Debug, Serialize)]
+pub struct PreferenceOutcome {
+    #[serde(flatten)]
+    pub preference: RecordedPreference,
+    /// `None` without a webhook URL.
+    pub webhook: Option<WebhookAnswer>,
 }
 
 /// What a webhook receiver answered, after retries.
@@ -364,6 +476,8 @@ struct Ledger {
     templates: Vec<SandboxTemplate>,
     /// (phone_number_id, wa_id) -> when the user last wrote.
     windows: HashMap<(String, String), DateTime<Utc>>,
+    /// (phone_number_id, wa_id) -> the user's last marketing preference.
+    preferences: BTreeMap<(String, String), RecordedPreference>,
     clock_offset: i64,
     messages: Vec<RecordedSend>,
     rejected: BTreeMap<String, u64>,
@@ -392,6 +506,18 @@ fn shifted(at: DateTime<Utc>, seconds: i64) -> DateTime<Utc> {
     TimeDelta::try_seconds(seconds)
         .and_then(|delta| at.checked_add_signed(delta))
         .unwrap_or(at)
+}
+
+/// The code, and `error_data.details` if not the usual text, that a
+/// `failed` status reports for an accepted send.
+type StatusFailure = (i64, Option<String>);
+
+/// A send the sandbox took: its record, Meta's pricing category for it, and
+/// the failure its status reports instead of delivery, if any.
+struct Accepted {
+    record: RecordedSend,
+    category: String,
+    failure: Option<StatusFailure>,
 }
 
 /// A send that passed the checks that need no state.
@@ -525,13 +651,122 @@ impl Sandbox {
         (until > ledger.now()).then_some(until)
     }
 
+    /// Each user's last marketing preference, by business number then user.
+    pub fn preferences(&self) -> Vec<RecordedPreference> {
+        self.ledger().preferences.values().cloned().collect()
+    }
+
     /// Plays a user writing in: opens their window and posts the signed
-    /// inbound webhook, waiting for the receiver's answer.
+    /// inbound webhook, waiting for the receiver's answer. Every kind of
+    /// message opens the window, as every message from the user does at Meta.
     pub async fn inbound(&self, inbound: Inbound) -> Result<InboundOutcome, String> {
-        let wa_id = recipient_digits(&inbound.from)
-            .map_err(|_| "`from` must be the user's number as digits".to_string())?
-            .to_string();
-        let phone_number_id = match inbound.phone_number_id {
+        let wa_id = user_digits(&inbound.from)?;
+        let (kind, content) = read_played_message(inbound.text, inbound.message)?;
+        let (phone_number_id, display) = self.business_number(inbound.phone_number_id)?;
+        let (message_id, now) = {
+            let mut ledger = self.ledger();
+            let now = ledger.now();
+            ledger
+                .windows
+                .insert((phone_number_id.clone(), wa_id.clone()), now);
+            (ledger.next_wamid(), now)
+        };
+        let window_open_until = shifted(now, WINDOW_SECONDS);
+        let notification = Notification::new(
+            &self.waba_id,
+            &phone_number_id,
+            &display,
+            "messages",
+            ChangeBody {
+                contacts: Some(vec![WebhookContact {
+                    profile: Profile {
+                        name: inbound.name.unwrap_or_default(),
+                    },
+                    wa_id: wa_id.clone(),
+                }]),
+                messages: Some(vec![WebhookMessage {
+                    from: wa_id.clone(),
+                    id: message_id.clone(),
+                    timestamp: now.timestamp().to_string(),
+                    kind,
+                    content,
+                }]),
+                ..ChangeBody::default()
+            },
+        );
+        let webhook = match &self.webhook_url {
+            Some(url) => Some(self.deliver(url, &notification, WEBHOOK_ATTEMPTS).await),
+            None => None,
+        };
+        Ok(InboundOutcome {
+            phone_number_id,
+            wa_id,
+            message_id,
+            window_open_until,
+            webhook,
+        })
+    }
+
+    /// Plays a user stopping or resuming marketing messages: records it, so
+    /// marketing templates to a stopped user fail with 131050, and posts the
+    /// signed `user_preferences` webhook, waiting for the receiver's answer.
+    pub async fn set_preference(
+        &self,
+        change: PreferenceChange,
+    ) -> Result<PreferenceOutcome, String> {
+        let wa_id = user_digits(&change.from)?;
+        let value = MarketingPreference::read(&change.value)?;
+        let (phone_number_id, display) = self.business_number(change.phone_number_id)?;
+        let preference = {
+            let mut ledger = self.ledger();
+            let preference = RecordedPreference {
+                phone_number_id: phone_number_id.clone(),
+                wa_id: wa_id.clone(),
+                category: MARKETING_MESSAGES,
+                value,
+                at: ledger.now(),
+            };
+            ledger
+                .preferences
+                .insert((phone_number_id.clone(), wa_id.clone()), preference.clone());
+            preference
+        };
+        let notification = Notification::new(
+            &self.waba_id,
+            &phone_number_id,
+            &display,
+            "user_preferences",
+            ChangeBody {
+                contacts: Some(vec![WebhookContact {
+                    profile: Profile {
+                        name: change.name.unwrap_or_default(),
+                    },
+                    wa_id: wa_id.clone(),
+                }]),
+                user_preferences: Some(vec![WebhookPreference {
+                    wa_id,
+                    detail: value.detail(),
+                    category: MARKETING_MESSAGES,
+                    value: value.word(),
+                    timestamp: preference.at.timestamp(),
+                }]),
+                ..ChangeBody::default()
+            },
+        );
+        let webhook = match &self.webhook_url {
+            Some(url) => Some(self.deliver(url, &notification, WEBHOOK_ATTEMPTS).await),
+            None => None,
+        };
+        Ok(PreferenceOutcome {
+            preference,
+            webhook,
+        })
+    }
+
+    /// The business number a played user writes to, checked, with its
+    /// display number: the first configured one when none is given.
+    fn business_number(&self, phone_number_id: Option<String>) -> Result<(String, String), String> {
+        let phone_number_id = match phone_number_id {
             Some(id) => {
                 if self.display_number(&id).is_none() {
                     return Err(format!(
@@ -547,47 +782,7 @@ impl Sandbox {
         let display = self
             .display_number(&phone_number_id)
             .unwrap_or_else(|| DEFAULT_DISPLAY_NUMBER.to_string());
-        let (message_id, now) = {
-            let mut ledger = self.ledger();
-            let now = ledger.now();
-            ledger
-                .windows
-                .insert((phone_number_id.clone(), wa_id.clone()), now);
-            (ledger.next_wamid(), now)
-        };
-        let window_open_until = shifted(now, WINDOW_SECONDS);
-        let notification = Notification::new(
-            &self.waba_id,
-            &phone_number_id,
-            &display,
-            ChangeBody {
-                contacts: Some(vec![WebhookContact {
-                    profile: Profile {
-                        name: inbound.name.unwrap_or_default(),
-                    },
-                    wa_id: wa_id.clone(),
-                }]),
-                messages: Some(vec![WebhookMessage {
-                    from: wa_id.clone(),
-                    id: message_id.clone(),
-                    timestamp: now.timestamp().to_string(),
-                    kind: "text",
-                    text: TextBody { body: inbound.text },
-                }]),
-                statuses: None,
-            },
-        );
-        let webhook = match &self.webhook_url {
-            Some(url) => Some(self.deliver(url, &notification, WEBHOOK_ATTEMPTS).await),
-            None => None,
-        };
-        Ok(InboundOutcome {
-            phone_number_id,
-            wa_id,
-            message_id,
-            window_open_until,
-            webhook,
-        })
+        Ok((phone_number_id, display))
     }
 
     /// The display number of a phone number ID the sandbox takes sends for.
@@ -700,13 +895,15 @@ impl Sandbox {
         Some(self.refuse(error, fault.retry_after))
     }
 
-    /// Checks what needs the templates and windows, then records the send.
+    /// Checks what needs the templates and windows, then records the send,
+    /// with the failure its status reports: the fault's, else 131050 for a
+    /// marketing template to a user who stopped marketing messages.
     fn accept(
         &self,
         phone_number_id: &str,
         request: SendRequest,
-        failed_code: Option<i64>,
-    ) -> Result<(RecordedSend, String), Refusal> {
+        failure: Option<StatusFailure>,
+    ) -> Result<Accepted, Refusal> {
         let mut ledger = self.ledger();
         let now = ledger.now();
         let category = match &request.kind {
@@ -773,6 +970,14 @@ impl Sandbox {
                 template.category.clone()
             }
         };
+        let failure = failure.or_else(|| {
+            let stopped = category.eq_ignore_ascii_case("marketing")
+                && ledger
+                    .preferences
+                    .get(&(phone_number_id.to_string(), request.wa_id.clone()))
+                    .is_some_and(|p| p.value == MarketingPreference::Stop);
+            stopped.then_some((131050, None))
+        });
         let record = RecordedSend {
             wamid: ledger.next_wamid(),
             phone_number_id: phone_number_id.to_string(),
@@ -785,10 +990,14 @@ impl Sandbox {
             body: request.body,
             callback: request.callback,
             at: now,
-            failed_code,
+            failed_code: failure.as_ref().map(|(code, _)| *code),
         };
         ledger.messages.push(record.clone());
-        Ok((record, category))
+        Ok(Accepted {
+            record,
+            category,
+            failure,
+        })
     }
 
     /// Posts `sent` then `delivered` for an accepted send, or one `failed`
@@ -798,7 +1007,7 @@ impl Sandbox {
         record: RecordedSend,
         display: String,
         category: String,
-        failure: Option<(i64, Option<String>)>,
+        failure: Option<StatusFailure>,
     ) {
         let Some(url) = self.webhook_url.clone() else {
             return;
@@ -846,10 +1055,10 @@ impl Sandbox {
                     &sandbox.waba_id,
                     &record.phone_number_id,
                     &display,
+                    "messages",
                     ChangeBody {
-                        contacts: None,
-                        messages: None,
                         statuses: Some(vec![one]),
+                        ..ChangeBody::default()
                     },
                 );
                 sandbox
@@ -931,6 +1140,92 @@ impl Sandbox {
         }
         answer
     }
+}
+
+/// A played user's number as the `wa_id` Meta gives it: digits only.
+fn user_digits(from: &str) -> Result<String, String> {
+    recipient_digits(from)
+        .map(str::to_string)
+        .map_err(|_| "`from` must be the user's number as digits, such as `919820012345`".into())
+}
+
+/// The `type` and the rest of a played message (without `from`, `id` and
+/// `timestamp`), from `text` or `message`, whichever was given. Checks what
+/// Meta always sends and the router reads: a string `type`, the type's own
+/// object, a text's `body`.
+fn read_played_message(
+    text: Option<String>,
+    message: Option<Value>,
+) -> Result<(String, Map<String, Value>), String> {
+    let mut fields = match (text, message) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "give `text` or `message`, not both: `\"text\":\"hi\"` is short for `\"message\":{\"type\":\"text\",\"text\":{\"body\":\"hi\"}}`"
+                    .into(),
+            )
+        }
+        (None, None) => {
+            return Err(
+                "give `text` for a text message or `message` for any kind, such as `{\"type\":\"image\",\"image\":{\"id\":\"1234\",\"mime_type\":\"image/jpeg\"}}`"
+                    .into(),
+            )
+        }
+        (Some(body), None) => {
+            let mut fields = Map::new();
+            fields.insert("text".into(), json!({ "body": body }));
+            return Ok(("text".into(), fields));
+        }
+        (None, Some(Value::Object(fields))) => fields,
+        (None, Some(other)) => {
+            return Err(format!(
+                "`message` must be a message object as Meta's webhook carries it, such as `{{\"type\":\"image\",\"image\":{{...}}}}`, not `{other}`"
+            ))
+        }
+    };
+    for filled in ["from", "id", "timestamp"] {
+        if fields.contains_key(filled) {
+            return Err(format!(
+                "`message.{filled}` is filled by the sandbox; leave it out (the user's number goes in `from`, beside `message`)"
+            ));
+        }
+    }
+    let kind = match fields.remove("type") {
+        Some(Value::String(kind)) if !kind.trim().is_empty() => kind,
+        Some(other) => {
+            return Err(format!(
+                "`message.type` must be a message type as a string, such as `image` or `interactive`, not `{other}`"
+            ))
+        }
+        None => {
+            return Err(
+                "`message.type` is required: `text`, `image`, `interactive`, `reaction`, ... as in Meta's webhook"
+                    .into(),
+            )
+        }
+    };
+    if kind == "contacts" {
+        if !fields.get("contacts").is_some_and(Value::is_array) {
+            return Err(
+                "a `contacts` message carries `message.contacts`, an array of contact cards such as `[{\"name\":{\"formatted_name\":\"Ravi\"},\"phones\":[{\"phone\":\"+91 98200 54321\"}]}]`"
+                    .into(),
+            );
+        }
+    } else if TYPES_WITH_OBJECT.contains(&kind.as_str())
+        && !fields.get(&kind).is_some_and(Value::is_object)
+    {
+        return Err(format!(
+            "a `{kind}` message carries `message.{kind}`, an object, as Meta sends it"
+        ));
+    }
+    if kind == "text"
+        && !fields
+            .get("text")
+            .and_then(|t| t.get("body"))
+            .is_some_and(Value::is_string)
+    {
+        return Err("a `text` message carries `message.text.body`, a string".into());
+    }
+    Ok((kind, fields))
 }
 
 fn upsert(templates: &mut Vec<SandboxTemplate>, template: SandboxTemplate) {
@@ -1224,7 +1519,7 @@ struct ChangeValue<'a> {
     body: ChangeBody,
 }
 
-#[derive(Serialize)]
+#[derive(Default, Serialize)]
 struct ChangeBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     contacts: Option<Vec<WebhookContact>>,
@@ -1232,6 +1527,8 @@ struct ChangeBody {
     messages: Option<Vec<WebhookMessage>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     statuses: Option<Vec<WebhookStatus>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_preferences: Option<Vec<WebhookPreference>>,
 }
 
 #[derive(Serialize)]
@@ -1257,13 +1554,21 @@ struct WebhookMessage {
     id: String,
     timestamp: String,
     #[serde(rename = "type")]
-    kind: &'static str,
-    text: TextBody,
+    kind: String,
+    /// The type's own object (`"image": {...}`) and whatever else the
+    /// message carries (`context`, `referral`, `errors`).
+    #[serde(flatten)]
+    content: Map<String, Value>,
 }
 
 #[derive(Serialize)]
-struct TextBody {
-    body: String,
+struct WebhookPreference {
+    wa_id: String,
+    detail: &'static str,
+    category: &'static str,
+    value: &'static str,
+    /// Unix seconds, a number here (message timestamps are strings).
+    timestamp: i64,
 }
 
 #[derive(Serialize)]
@@ -1324,6 +1629,7 @@ impl<'a> Notification<'a> {
         waba_id: &'a str,
         phone_number_id: &'a str,
         display: &'a str,
+        field: &'static str,
         body: ChangeBody,
     ) -> Notification<'a> {
         Notification {
@@ -1331,7 +1637,7 @@ impl<'a> Notification<'a> {
             entry: [Entry {
                 id: waba_id,
                 changes: [Change {
-                    field: "messages",
+                    field,
                     value: ChangeValue {
                         messaging_product: "whatsapp",
                         metadata: Metadata {
@@ -1361,6 +1667,10 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/_sandbox/inbound", post(inbound))
+        .route(
+            "/_sandbox/preferences",
+            get(list_preferences).post(set_preference),
+        )
         .route("/_sandbox/clock", get(clock).post(advance_clock))
         .route(
             "/_sandbox/templates",
@@ -1446,8 +1756,12 @@ async fn handle_send(
         Err(error) => return sandbox.refuse(*error, None),
     };
     let template = matches!(request.kind, RequestKind::Template { .. });
-    match sandbox.accept(&phone_number_id, request, failure.as_ref().map(|f| f.0)) {
-        Ok((record, category)) => {
+    match sandbox.accept(&phone_number_id, request, failure) {
+        Ok(Accepted {
+            record,
+            category,
+            failure,
+        }) => {
             let mut message = json!({"id": record.wamid});
             if template {
                 message["message_status"] = json!("accepted");
@@ -1530,6 +1844,21 @@ async fn inbound(State(sandbox): Shared, body: Bytes) -> Response {
         Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
     };
     match sandbox.inbound(inbound).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => control_error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn list_preferences(State(sandbox): Shared) -> Json<Value> {
+    Json(json!({"preferences": sandbox.preferences()}))
+}
+
+async fn set_preference(State(sandbox): Shared, body: Bytes) -> Response {
+    let change: PreferenceChange = match parse(&body) {
+        Ok(c) => c,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    match sandbox.set_preference(change).await {
         Ok(outcome) => Json(outcome).into_response(),
         Err(e) => control_error(StatusCode::BAD_REQUEST, e),
     }
@@ -1784,7 +2113,8 @@ mod tests {
                 phone_number_id: None,
                 from: "919820012345".into(),
                 name: None,
-                text: "hello".into(),
+                text: Some("hello".into()),
+                message: None,
             })
             .await
             .unwrap();
@@ -1808,6 +2138,169 @@ mod tests {
             131047
         );
         assert_eq!(sb.messages().len(), 2);
+    }
+
+    #[test]
+    fn a_played_message_is_a_text_or_metas_message_object() {
+        let (kind, content) = read_played_message(Some("hi".into()), None).unwrap();
+        assert_eq!(
+            (kind.as_str(), Value::Object(content)),
+            ("text", json!({"text": {"body": "hi"}}))
+        );
+        let image = json!({"type": "image", "context": {"id": "wamid.1"},
+            "image": {"caption": "the venue", "mime_type": "image/jpeg", "sha256": "abc", "id": "1234"}});
+        let (kind, content) = read_played_message(None, Some(image.clone())).unwrap();
+        assert_eq!(kind, "image");
+        let message = WebhookMessage {
+            from: "919820012345".into(),
+            id: "wamid.2".into(),
+            timestamp: "1799999000".into(),
+            kind,
+            content,
+        };
+        // Meta's order: who, which, when, what kind, then the kind's object.
+        let written = serde_json::to_string(&message).unwrap();
+        assert!(
+            written.starts_with(
+                r#"{"from":"919820012345","id":"wamid.2","timestamp":"1799999000","type":"image","#
+            ),
+            "{written}"
+        );
+        let mut expected = image;
+        expected["from"] = json!("919820012345");
+        expected["id"] = json!("wamid.2");
+        expected["timestamp"] = json!("1799999000");
+        assert_eq!(serde_json::from_str::<Value>(&written).unwrap(), expected);
+        // A kind without an object of its own, and one Meta may add later.
+        for other in [
+            json!({"type": "unsupported", "errors": [{"code": 131051, "title": "Message type unknown"}]}),
+            json!({"type": "request_welcome"}),
+            json!({"type": "poll", "poll": {"question": "?"}}),
+        ] {
+            assert!(
+                read_played_message(None, Some(other.clone())).is_ok(),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_played_message_meta_would_never_send_is_refused_naming_the_field() {
+        let cases = [
+            (
+                Some("hi"),
+                Some(json!({"type": "text", "text": {"body": "hi"}})),
+                "not both",
+            ),
+            (None, None, "give `text`"),
+            (None, Some(json!("hi")), "`message` must be"),
+            (
+                None,
+                Some(json!({"image": {"id": "1"}})),
+                "`message.type` is required",
+            ),
+            (None, Some(json!({"type": 7})), "`message.type` must be"),
+            (None, Some(json!({"type": ""})), "`message.type` must be"),
+            (
+                None,
+                Some(json!({"type": "text", "text": {"body": "hi"}, "from": "1"})),
+                "`message.from`",
+            ),
+            (
+                None,
+                Some(json!({"type": "image", "id": "wamid.1", "image": {}})),
+                "`message.id`",
+            ),
+            (
+                None,
+                Some(json!({"type": "image", "caption": "x"})),
+                "`message.image`",
+            ),
+            (
+                None,
+                Some(json!({"type": "reaction", "reaction": "👍"})),
+                "`message.reaction`",
+            ),
+            (
+                None,
+                Some(json!({"type": "text", "text": {}})),
+                "`message.text.body`",
+            ),
+            (
+                None,
+                Some(json!({"type": "contacts", "contacts": {}})),
+                "`message.contacts`",
+            ),
+        ];
+        for (text, message, said) in cases {
+            let error = read_played_message(text.map(str::to_string), message.clone()).unwrap_err();
+            assert!(error.contains(said), "{message:?}: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_user_who_stopped_marketing_gets_every_other_message() {
+        let sb = served(vec![
+            SandboxTemplate {
+                name: "event_promo".into(),
+                category: "marketing".into(),
+                params: 0,
+                ..options()
+            },
+            SandboxTemplate {
+                name: "login_code".into(),
+                category: "authentication".into(),
+                params: 0,
+                ..options()
+            },
+            options(),
+        ])
+        .await;
+        let template = |name: &str| {
+            json!({"messaging_product":"whatsapp","to":"919820012345","type":"template",
+                "template":{"name":name,"language":{"code":"en"}}})
+        };
+        let stop = |value: &str| PreferenceChange {
+            phone_number_id: None,
+            from: "919820012345".into(),
+            name: None,
+            value: value.into(),
+        };
+        let outcome = sb.set_preference(stop("stop")).await.unwrap();
+        assert_eq!(outcome.preference.value, MarketingPreference::Stop);
+        assert_eq!(outcome.preference.phone_number_id, "106540352242922");
+        assert!(outcome.webhook.is_none());
+        assert_eq!(sb.preferences(), vec![outcome.preference]);
+        // A reaction is a message from the user: it opens the window.
+        sb.inbound(Inbound {
+            phone_number_id: None,
+            from: "919820012345".into(),
+            name: None,
+            text: None,
+            message: Some(
+                json!({"type":"reaction","reaction":{"message_id":"wamid.1","emoji":"👍"}}),
+            ),
+        })
+        .await
+        .unwrap();
+        let text = json!({"messaging_product":"whatsapp","to":"919820012345","type":"text","text":{"body":"hi"}});
+        for body in [
+            template("event_promo"),
+            template("login_code"),
+            template_send(&["a", "b", "c"]),
+            text,
+        ] {
+            let (status, answer) = post(&sb, SEND, Some("token-1"), body.clone()).await;
+            assert_eq!(status, 200, "{body}: {answer}");
+        }
+        let failed: Vec<Option<i64>> = sb.messages().iter().map(|m| m.failed_code).collect();
+        assert_eq!(failed, [Some(131050), None, None, None]);
+
+        assert!(sb.set_preference(stop("pause")).await.is_err());
+        sb.set_preference(stop("resume")).await.unwrap();
+        post(&sb, SEND, Some("token-1"), template("event_promo")).await;
+        assert_eq!(sb.messages()[4].failed_code, None);
+        assert_eq!(sb.preferences()[0].value, MarketingPreference::Resume);
     }
 
     #[tokio::test]
