@@ -863,12 +863,12 @@ fn per_lead_group(c: &mut Criterion, name: &str, mut f: impl FnMut(&Lead), leads
 
 fn criterion_groups(c: &mut Criterion, s: &Setup) {
     let compiled = s.compiled();
-    let situation = s.situation;
+    let situation = &s.situation;
     per_lead_group(
         c,
         "evaluate",
         |lead| {
-            black_box(evaluate(compiled, lead, &situation));
+            black_box(evaluate(compiled, lead, situation));
         },
         &s.leads,
     );
@@ -876,7 +876,7 @@ fn criterion_groups(c: &mut Criterion, s: &Setup) {
         c,
         "evaluate_with_trace",
         |lead| {
-            black_box(evaluate_with_trace(compiled, lead, &situation));
+            black_box(evaluate_with_trace(compiled, lead, situation));
         },
         &s.leads,
     );
@@ -965,12 +965,12 @@ fn verdict(ok: bool) -> &'static str {
 fn summary(s: &Setup, full: bool) {
     let passes = if full { 7 } else { 1 };
     let compiled = s.compiled();
-    let situation = s.situation;
+    let situation = &s.situation;
     let plain = time_leads(&s.leads, passes, |lead| {
-        black_box(evaluate(compiled, lead, &situation));
+        black_box(evaluate(compiled, lead, situation));
     });
     let trace = time_leads(&s.leads, passes, |lead| {
-        black_box(evaluate_with_trace(compiled, lead, &situation));
+        black_box(evaluate_with_trace(compiled, lead, situation));
     });
     let cel = time_leads(&s.leads, passes, |lead| {
         black_box(s.cel(lead));

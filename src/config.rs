@@ -211,6 +211,38 @@ pub struct Routing {
     pub by_source: BTreeMap<String, String>,
 }
 
+/// Where the demo account routes what buyers write on WhatsApp and
+/// Instagram, which name no playbook of their own: the bundled `events`
+/// playbook when the rules directory has it, else its first playbook.
+fn demo_routing(rules: &std::path::Path) -> Routing {
+    let mut stems: Vec<String> = std::fs::read_dir(rules)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    name.strip_suffix(".rules").map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    stems.sort();
+    let chosen = stems
+        .iter()
+        .find(|s| *s == "events")
+        .or_else(|| stems.first())
+        .cloned();
+    let mut routing = Routing::default();
+    if let Some(playbook) = chosen {
+        for channel in ["whatsapp", "instagram"] {
+            routing
+                .by_channel
+                .insert(channel.to_string(), playbook.clone());
+        }
+    }
+    routing
+}
+
 /// A secret that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -881,7 +913,7 @@ impl Config {
                 name: "Demo".into(),
                 api_key_hashes: vec![hash_api_key(&key)],
                 playbooks: Vec::new(),
-                routing: Routing::default(),
+                routing: demo_routing(&rules),
                 default_region: "IN".into(),
                 meta_app_secrets: env
                     .get("HANDOFF_DEMO_META_APP_SECRET")

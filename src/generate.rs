@@ -233,6 +233,9 @@ pub fn leads(
                 Window::Closed
             }),
             human: rng.chance(0.04),
+            event: crate::engine::Event::Lead,
+            thread: crate::engine::ThreadInput::default(),
+            marketing: crate::engine::Marketing::Subscribed,
         }
     })
 }

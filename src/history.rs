@@ -1,9 +1,9 @@
 //! Lead histories: one lead a line (JSONL), each with the situation it was
-//! decided in (`now`, `window`, `human`). `explain` reads one such record;
+//! decided in (`now`, `window`, `human`, `event`, `thread`, `marketing`). `explain` reads one such record;
 //! `diff` streams a file of them; `generate` writes them.
 
-use crate::engine::lead::{Consent, TranscriptMessage};
-use crate::engine::{Lead, Situation, Window};
+use crate::engine::lead::{Answer, Consent, TranscriptMessage};
+use crate::engine::{Event, Lead, Marketing, Situation, ThreadInput, Window};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,9 @@ pub struct LeadRecord {
     pub now: Option<String>,
     pub window: Option<Window>,
     pub human: bool,
+    pub event: Event,
+    pub thread: ThreadInput,
+    pub marketing: Marketing,
 }
 
 /// The wire shape: a lead's keys plus `now`, `window` and `human`. Parsed
@@ -45,12 +48,32 @@ struct Wire {
     tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     transcript: Vec<TranscriptMessage>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    answers: Vec<Answer>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     now: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     window: Option<Window>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     human: bool,
+    #[serde(default, skip_serializing_if = "is_lead")]
+    event: Event,
+    #[serde(default, skip_serializing_if = "is_no_thread")]
+    thread: ThreadInput,
+    #[serde(default, skip_serializing_if = "is_subscribed")]
+    marketing: Marketing,
+}
+
+fn is_lead(event: &Event) -> bool {
+    *event == Event::Lead
+}
+
+fn is_no_thread(thread: &ThreadInput) -> bool {
+    *thread == ThreadInput::default()
+}
+
+fn is_subscribed(marketing: &Marketing) -> bool {
+    *marketing == Marketing::Subscribed
 }
 
 impl LeadRecord {
@@ -71,10 +94,14 @@ impl LeadRecord {
                 fields: wire.fields,
                 tags: wire.tags,
                 transcript: wire.transcript,
+                answers: wire.answers,
             },
             now: wire.now,
             window: wire.window,
             human: wire.human,
+            event: wire.event,
+            thread: wire.thread,
+            marketing: wire.marketing,
         })
     }
 
@@ -94,9 +121,13 @@ impl LeadRecord {
             fields: lead.fields,
             tags: lead.tags,
             transcript: lead.transcript,
+            answers: lead.answers,
             now: self.now.clone(),
             window: self.window,
             human: self.human,
+            event: self.event,
+            thread: self.thread.clone(),
+            marketing: self.marketing,
         };
         serde_json::to_string(&wire).unwrap_or_default()
     }
@@ -113,6 +144,10 @@ impl LeadRecord {
             now,
             window_open: self.window == Some(Window::Open),
             human: self.human,
+            event: self.event,
+            thread: self.thread.at(now),
+            marketing_opt_out: self.marketing == Marketing::OptedOut,
+            message: None,
         })
     }
 }

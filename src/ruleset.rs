@@ -9,7 +9,9 @@ use crate::dsl::diagnostic::{self, Diagnostic, Sources};
 use crate::dsl::parse::parse_playbook;
 use crate::engine::eval::{first_name, Actions, Evaluation, Outcome, Trace};
 use crate::engine::value::{format_number, Val};
-use crate::engine::{compile, evaluate, evaluate_with_trace, CompiledPlaybook, Lead, Situation};
+use crate::engine::{
+    compile, evaluate, evaluate_with_trace, CompiledPlaybook, Event, Lead, Situation,
+};
 use crate::render::{RenderedTemplate, Templates};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -153,10 +155,12 @@ pub fn from_sources(
             file_diagnostics.extend(checked.diagnostics);
             let has_errors = file_diagnostics.iter().any(Diagnostic::is_error);
             if let (false, Some(schema)) = (has_errors, checked.schema) {
+                let mut compiled = compile(&playbook, schema, text);
+                compiled.marketing_templates = templates.marketing_names();
                 playbooks.insert(
                     playbook.name.node.clone(),
                     LoadedPlaybook {
-                        compiled: compile(&playbook, schema, text),
+                        compiled,
                         file: file.clone(),
                     },
                 );
@@ -239,6 +243,8 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Decision {
     pub playbook: String,
+    /// What was decided: an upstream lead event, or a WhatsApp message.
+    pub event: Event,
     /// The hash of the ruleset that decided.
     pub ruleset: String,
     pub rules: Vec<Arc<str>>,
@@ -317,7 +323,7 @@ impl Ruleset {
         &'a self,
         playbook: &str,
         lead: &'a Lead,
-        situation: &Situation,
+        situation: &'a Situation,
     ) -> Result<(Decision, Trace<'a>), UnknownPlaybook> {
         let loaded = self.playbook(playbook)?;
         let (evaluation, trace) = evaluate_with_trace(&loaded.compiled, lead, situation);
@@ -388,6 +394,7 @@ impl Ruleset {
         });
         Decision {
             playbook: name,
+            event: situation.event,
             ruleset: self.hash.clone(),
             rules,
             otherwise,
@@ -407,7 +414,7 @@ impl Templates {
 }
 
 /// The context a template sees: `lead`, every declared field by name,
-/// `intent`, `channel`, `playbook`, `tags`, `transcript`, `now`.
+/// `intent`, `channel`, `playbook`, `tags`, `transcript`, `answers`, `now`.
 pub fn template_context(
     playbook: &CompiledPlaybook,
     lead: &Lead,
@@ -477,5 +484,13 @@ pub fn template_context(
         "now".into(),
         Json::String(situation.now.with_timezone(&tz).to_rfc3339()),
     );
-    minijinja::Value::from_serialize(Json::Object(context))
+    let base = minijinja::Value::from_serialize(Json::Object(context));
+    // A map in the order the questions were asked (minijinja keeps insertion
+    // order): `answers["Preferred venue?"]`, or `for q, a in answers|items`.
+    let answers: minijinja::Value = lead
+        .answers
+        .iter()
+        .map(|a| (a.question.clone(), a.answer.clone()))
+        .collect();
+    minijinja::context! { answers => answers, ..base }
 }

@@ -5,7 +5,7 @@
 use crate::dsl::codes::Code;
 use crate::dsl::diagnostic::{closest, Diagnostic, Sources};
 use crate::dsl::span::{offset_of, Span};
-use crate::engine::{Lead, Outcome, Situation, Window};
+use crate::engine::{Event, Lead, Marketing, Outcome, Situation, ThreadInput, Window};
 use crate::render::yaml_message;
 use crate::ruleset::{Decision, Ruleset};
 use chrono::{DateTime, Utc};
@@ -23,6 +23,8 @@ pub enum ExpectedHandoff {
     BlockedNoOptIn,
     BlockedWindowClosed,
     PausedHuman,
+    AlreadyOpen,
+    BlockedMarketingOptOut,
     None,
 }
 
@@ -34,6 +36,8 @@ impl ExpectedHandoff {
             ExpectedHandoff::BlockedNoOptIn => "blocked_no_opt_in",
             ExpectedHandoff::BlockedWindowClosed => "blocked_window_closed",
             ExpectedHandoff::PausedHuman => "paused_human",
+            ExpectedHandoff::AlreadyOpen => "already_open",
+            ExpectedHandoff::BlockedMarketingOptOut => "blocked_marketing_opt_out",
             ExpectedHandoff::None => "none",
         }
     }
@@ -67,6 +71,15 @@ struct RawCase {
     window: Option<Window>,
     #[serde(default)]
     human: bool,
+    /// `lead` (default) or `message`: what is being decided.
+    #[serde(default)]
+    event: Event,
+    /// The lead's thread: open, since when, when the last one closed.
+    #[serde(default)]
+    thread: ThreadInput,
+    /// `opted_out`: the lead stopped marketing messages.
+    #[serde(default)]
+    marketing: Marketing,
     #[serde(default)]
     now: Option<Spanned<String>>,
     #[serde(default)]
@@ -386,6 +399,10 @@ pub fn load_file(
                 now,
                 window_open: raw_case.window == Some(Window::Open),
                 human: raw_case.human,
+                event: raw_case.event,
+                thread: raw_case.thread.at(now),
+                marketing_opt_out: raw_case.marketing == Marketing::OptedOut,
+                message: None,
             },
             expect: raw_case.expect,
         });

@@ -132,9 +132,9 @@ fn rendering() {
         .unwrap()
         .with_timezone(&chrono::Utc);
         let situation = Situation {
-            now,
             window_open: record.window == Some(handoff::cli::explain::Window::Open),
             human: record.human,
+            ..Situation::at(now)
         };
         let playbook = record
             .lead

@@ -1211,7 +1211,7 @@ async fn the_queues_page_shows_members_and_who_waits_and_done_frees_capacity() {
     assert_eq!(lead["thread"]["queue_state"], "done");
     let thread = page(&priya, &s.url(&format!("/inbox/threads/{aisha}"))).await;
     assert!(
-        thread.contains("Done: the thread left its queue"),
+        thread.contains("Done: the conversation is closed"),
         "the flash: {thread}"
     );
     assert!(
@@ -1235,7 +1235,7 @@ async fn the_queues_page_shows_members_and_who_waits_and_done_frees_capacity() {
         .starts_with("handoff_flash=error:"));
     let thread = page(&priya, &s.url(&format!("/inbox/threads/{aisha}"))).await;
     assert!(
-        thread.contains("the thread is not open in a queue"),
+        thread.contains("the thread is not open: nothing to close"),
         "{thread}"
     );
     // Without the token: refused.
@@ -1251,5 +1251,59 @@ async fn the_queues_page_shows_members_and_who_waits_and_done_frees_capacity() {
     assert_eq!(
         member(&s, "events-closers", "priya@acme.example").await["load"],
         1
+    );
+}
+
+#[tokio::test]
+async fn the_thread_page_shows_the_conversation_the_answers_and_done_closes_any_open_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path()).await;
+    let mut lead = aisha();
+    lead["answers"] = json!([
+        {"question": "Which venue style?", "answer": "<b>Beach</b>"},
+        {"question": "Any dietary needs?", "answer": "Jain food"},
+    ]);
+    let id = s.lead(KEY, lead).await;
+    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    let path = format!("/inbox/threads/{id}");
+    let url = s.url(&path);
+    let thread = page(&priya, &url).await;
+    assert!(
+        thread.contains("id=\"conversation\">Open since"),
+        "{thread}"
+    );
+    let venue = thread
+        .find("Which venue style?")
+        .expect("the answers are shown");
+    let diet = thread.find("Any dietary needs?").unwrap();
+    assert!(venue < diet, "in the order asked");
+    assert!(thread.contains("&lt;b&gt;Beach&lt;&#x2f;b&gt;") || thread.contains("&lt;b&gt;Beach"));
+    // Her thread is in a queue without members: Done still closes it.
+    assert!(
+        thread.contains("id=\"done\""),
+        "Done is offered on any open thread"
+    );
+    let r = post_form(
+        &s,
+        &priya,
+        &format!("{path}/done"),
+        &path,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let thread = page(&priya, &url).await;
+    assert!(
+        thread.contains("Done: the conversation is closed"),
+        "{thread}"
+    );
+    assert!(thread.contains("id=\"conversation\">Closed"), "{thread}");
+    assert!(!thread.contains("id=\"done\""));
+    let (_, again) = s
+        .api(reqwest::Method::POST, "/v1/leads", Some(aisha()))
+        .await;
+    assert_eq!(
+        again["decision"]["handoff"]["outcome"], "template",
+        "a new conversation"
     );
 }

@@ -130,7 +130,7 @@ proptest! {
             "fields": {"city": city, "event_date": date, "guests": guests, "package": package},
         })).unwrap();
         let now = Utc.with_ymd_and_hms(2027, 1, 10, 0, 0, 0).unwrap() + chrono::Duration::minutes(minutes);
-        let situation = Situation { now, window_open, human };
+        let situation = Situation { window_open, human, ..Situation::at(now) };
         let rs = bundled();
         let first = rs.decide("events", &lead, &situation).unwrap();
         let second = rs.decide("events", &lead, &situation).unwrap();

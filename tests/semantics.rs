@@ -338,9 +338,9 @@ fn outcome(rs: &Ruleset, city: &str, consent: bool, window_open: bool, human: bo
         json!({"name": "Aisha Khan", "consent": {"whatsapp": consent}, "fields": {"city": city}}),
     );
     let situation = Situation {
-        now: at("2027-01-10T10:00:00Z"),
         window_open,
         human,
+        ..Situation::at(at("2027-01-10T10:00:00Z"))
     };
     rs.decide("t", &lead, &situation)
         .unwrap()
@@ -378,9 +378,9 @@ fn the_session_message_and_template_preview_render_from_what_the_lead_said() {
         json!({"name": "Aisha Khan", "consent": {"whatsapp": true}, "fields": {"city": "Goa"}}),
     );
     let open = Situation {
-        now: at("2027-01-10T10:00:00Z"),
         window_open: true,
         human: false,
+        ..Situation::at(at("2027-01-10T10:00:00Z"))
     };
     let d = rs.decide("t", &lead, &open).unwrap();
     let h = d.handoff.unwrap();
@@ -496,9 +496,9 @@ fn templates_never_run_lead_data_as_template_code() {
         json!({"name": "{{ 7*7 }}", "consent": {"whatsapp": true}, "fields": {"city": "goa"}}),
     );
     let open = Situation {
-        now: at("2027-01-10T10:00:00Z"),
         window_open: true,
         human: false,
+        ..Situation::at(at("2027-01-10T10:00:00Z"))
     };
     let h = rs.decide("t", &lead, &open).unwrap().handoff.unwrap();
     assert_eq!(
@@ -578,11 +578,297 @@ fn one_of_values_reach_templates_as_declared() {
         "fields": {"city": "Delhi", "event_date": "2027-05-01", "package": "GOLD"}
     }));
     let open = Situation {
-        now: at("2027-01-10T10:00:00+05:30"),
         window_open: true,
         human: false,
+        ..Situation::at(at("2027-01-10T10:00:00+05:30"))
     };
     let d = rs.decide("events", &lead, &open).unwrap();
     let message = d.handoff.unwrap().message.unwrap();
     assert!(message.contains("Gold package"), "{message}");
+}
+
+// Conversations: the open thread, the event decided, marketing opt-outs.
+
+use handoff::engine::{Event, Thread};
+
+fn conversation_rules() -> Ruleset {
+    ruleset(
+        "playbook t {\n field city: text\n rule offer { when city == \"mumbai\" then handoff whatsapp { open \"demo/hello\" template \"demo_offer\" } }\n rule offer_only { when city == \"pune\" then handoff whatsapp { template \"demo_offer\" } }\n rule both { when city == \"goa\" then handoff whatsapp { open \"demo/hello\" template \"demo_hello\" } }\n otherwise { assign \"triage\" }\n}",
+    )
+}
+
+fn situation(window_open: bool, human: bool, open: bool, opted_out: bool) -> Situation {
+    Situation {
+        window_open,
+        human,
+        thread: Thread {
+            open,
+            opened: open.then(|| at("2027-01-09T10:00:00Z")),
+            ..Thread::default()
+        },
+        marketing_opt_out: opted_out,
+        ..Situation::at(at("2027-01-10T10:00:00Z"))
+    }
+}
+
+fn outcome_in(rs: &Ruleset, city: &str, consent: bool, s: &Situation) -> Outcome {
+    let lead = lead(
+        json!({"name": "Aisha Khan", "consent": {"whatsapp": consent}, "fields": {"city": city}}),
+    );
+    rs.decide("t", &lead, s)
+        .unwrap()
+        .handoff
+        .expect("a handoff")
+        .outcome
+}
+
+#[test]
+fn handoff_resolution_follows_the_six_steps_in_order() {
+    let rs = conversation_rules();
+    // 1 before 3: no opt-in wins over an open thread.
+    assert_eq!(
+        outcome_in(&rs, "goa", false, &situation(true, false, true, false)),
+        Outcome::BlockedNoOptIn
+    );
+    // 2 before 3: a person on an open thread.
+    assert_eq!(
+        outcome_in(&rs, "goa", true, &situation(true, true, true, false)),
+        Outcome::PausedHuman
+    );
+    // 3: an open thread gets no second opener, window open or closed.
+    assert_eq!(
+        outcome_in(&rs, "goa", true, &situation(true, false, true, false)),
+        Outcome::AlreadyOpen
+    );
+    assert_eq!(
+        outcome_in(&rs, "goa", true, &situation(false, false, true, false)),
+        Outcome::AlreadyOpen
+    );
+    // 3 before 5: an opted-out lead on an open thread.
+    assert_eq!(
+        outcome_in(&rs, "pune", true, &situation(false, false, true, true)),
+        Outcome::AlreadyOpen
+    );
+    // 4: the session message goes out even to a lead who stopped marketing.
+    assert_eq!(
+        outcome_in(&rs, "mumbai", true, &situation(true, false, false, true)),
+        Outcome::Session
+    );
+    // 5: a marketing template is not sent to a lead who opted out ...
+    assert_eq!(
+        outcome_in(&rs, "mumbai", true, &situation(false, false, false, true)),
+        Outcome::BlockedMarketingOptOut
+    );
+    assert_eq!(
+        outcome_in(&rs, "pune", true, &situation(true, false, false, true)),
+        Outcome::BlockedMarketingOptOut
+    );
+    // ... a utility template is, and so is the marketing one to anyone else.
+    assert_eq!(
+        outcome_in(&rs, "goa", true, &situation(false, false, false, true)),
+        Outcome::Template
+    );
+    assert_eq!(
+        outcome_in(&rs, "mumbai", true, &situation(false, false, false, false)),
+        Outcome::Template
+    );
+}
+
+#[test]
+fn nothing_is_rendered_for_a_handoff_that_sends_nothing() {
+    let rs = conversation_rules();
+    let lead =
+        lead(json!({"name": "Aisha", "consent": {"whatsapp": true}, "fields": {"city": "mumbai"}}));
+    for s in [
+        situation(false, false, true, false),
+        situation(false, false, false, true),
+    ] {
+        let d = rs.decide("t", &lead, &s).unwrap();
+        let h = d.handoff.unwrap();
+        assert!(h.message.is_none() && h.approved.is_none(), "{h:?}");
+        assert!(d.warnings.is_empty());
+    }
+}
+
+#[test]
+fn the_thread_the_event_and_the_marketing_opt_out_are_paths() {
+    let rs = probe(
+        "",
+        &[
+            "thread.open",
+            "not thread.open",
+            "thread.opened within last 2 days",
+            "thread.opened is not set",
+            "thread.closed is set",
+            "event == \"message\"",
+            "event == \"lead\"",
+            "consent.marketing",
+            "message.text contains \"refund\"",
+            "message.text is not set",
+        ],
+    );
+    let tags = |s: &Situation, lead_json: serde_json::Value| -> Vec<String> {
+        rs.decide("t", &lead(lead_json), s).unwrap().actions.tags
+    };
+    let empty = json!({});
+    let open = Situation {
+        event: Event::Message,
+        thread: Thread {
+            open: true,
+            opened: Some(at("2027-01-09T12:00:00Z")),
+            closed: Some(at("2026-12-01T12:00:00Z")),
+            asked: Vec::new(),
+        },
+        message: Some("I want a Refund".into()),
+        ..Situation::at(at("2027-01-10T10:00:00+05:30"))
+    };
+    assert_eq!(
+        tags(&open, empty.clone()),
+        vec!["r0", "r2", "r4", "r5", "r7", "r8"]
+    );
+    // Opened long ago: `within last 2 days` no longer holds.
+    let old = Situation {
+        thread: Thread {
+            opened: Some(at("2027-01-01T12:00:00Z")),
+            ..open.thread.clone()
+        },
+        ..open.clone()
+    };
+    assert_eq!(
+        tags(&old, empty.clone()),
+        vec!["r0", "r4", "r5", "r7", "r8"]
+    );
+    // An upstream lead with no thread, opted out: `message.text` is not set
+    // even though the transcript has lines.
+    let lead_event = Situation {
+        marketing_opt_out: true,
+        ..Situation::at(at("2027-01-10T10:00:00+05:30"))
+    };
+    let with_transcript = json!({"transcript": [{"channel": "whatsapp", "from": "lead", "text": "refund", "at": "2027-01-10T04:00:00Z"}]});
+    assert_eq!(
+        tags(&lead_event, with_transcript.clone()),
+        vec!["r1", "r3", "r6", "r9"]
+    );
+    // A message event with no text given reads the lead's latest line.
+    let message = Situation {
+        event: Event::Message,
+        ..Situation::at(at("2027-01-10T10:00:00+05:30"))
+    };
+    assert_eq!(
+        tags(&message, with_transcript),
+        vec!["r1", "r3", "r5", "r7", "r8"]
+    );
+}
+
+#[test]
+fn ask_never_reports_a_field_that_is_set_or_one_already_asked_in_the_open_thread() {
+    let rs = ruleset(
+        "playbook t {\n field city: text required\n field d: date required\n field g: number\n rule r { when not qualified then ask missing ask g ask city }\n otherwise { assign \"closers\" }\n}",
+    );
+    let l = lead(json!({"fields": {"city": "Goa"}}));
+    let d = rs
+        .decide("t", &l, &Situation::at(at("2027-01-10T10:00:00Z")))
+        .unwrap();
+    assert_eq!(
+        d.actions.ask,
+        vec!["d", "g"],
+        "`ask city` with city set reports nothing"
+    );
+    let open = Situation {
+        thread: Thread {
+            open: true,
+            opened: Some(at("2027-01-10T09:00:00Z")),
+            closed: None,
+            asked: vec!["d".into()],
+        },
+        ..Situation::at(at("2027-01-10T10:00:00Z"))
+    };
+    assert_eq!(rs.decide("t", &l, &open).unwrap().actions.ask, vec!["g"]);
+    // Asked in a conversation that has closed: asked again in the next.
+    let closed = Situation {
+        thread: Thread {
+            open: false,
+            ..open.thread.clone()
+        },
+        ..open.clone()
+    };
+    assert_eq!(
+        rs.decide("t", &l, &closed).unwrap().actions.ask,
+        vec!["d", "g"]
+    );
+}
+
+#[test]
+fn every_decision_records_its_event() {
+    let rs = conversation_rules();
+    let l = lead(json!({"fields": {"city": "goa"}}));
+    let d = rs
+        .decide("t", &l, &Situation::at(at("2027-01-10T10:00:00Z")))
+        .unwrap();
+    assert_eq!(serde_json::to_value(&d).unwrap()["event"], "lead");
+    let m = Situation {
+        event: Event::Message,
+        ..Situation::at(at("2027-01-10T10:00:00Z"))
+    };
+    let d = rs.decide("t", &l, &m).unwrap();
+    assert_eq!(serde_json::to_value(&d).unwrap()["event"], "message");
+}
+
+#[test]
+fn templates_see_unmapped_answers_in_the_order_asked() {
+    let rs = ruleset(
+        "playbook t {\n rule r { when consent.whatsapp then handoff whatsapp { open \"demo/answers\" } }\n}",
+    );
+    let l = lead(json!({
+        "consent": {"whatsapp": true},
+        "answers": [
+            {"question": "Which venue style?", "answer": "Beach"},
+            {"question": "Any dietary needs?", "answer": "Jain food"},
+        ]
+    }));
+    let open = Situation {
+        window_open: true,
+        ..Situation::at(at("2027-01-10T10:00:00Z"))
+    };
+    let d = rs.decide("t", &l, &open).unwrap();
+    assert_eq!(
+        d.handoff.unwrap().message.as_deref(),
+        Some("Which venue style? Beach / Any dietary needs? Jain food")
+    );
+}
+
+#[test]
+fn check_knows_the_new_paths_suggests_them_and_refuses_what_does_not_fit() {
+    let unknown = load("playbook t {\n rule r { when thread.opne then tag \"x\" }\n}");
+    let d = unknown
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::E002UnknownPath)
+        .expect("E002");
+    assert!(
+        format!("{:?}", d.help).contains("thread.open"),
+        "{:?}",
+        d.help
+    );
+    assert!(
+        codes("playbook t {\n rule r { when event == \"msg\" then tag \"x\" }\n}")
+            .contains(&Code::E004NotOneOf)
+    );
+    assert!(codes("playbook t {\n rule r { when consent.marketing == \"no\" then tag \"x\" }\n otherwise { tag \"y\" }\n}").contains(&Code::E003TypeMismatch));
+    assert!(
+        codes("playbook t {\n field event: text\n otherwise { tag \"y\" }\n}")
+            .contains(&Code::E017FieldShadowsBuiltin)
+    );
+    assert!(
+        codes("playbook t {\n idle 0 days\n otherwise { tag \"y\" }\n}")
+            .contains(&Code::E033IdleZero)
+    );
+    // A field may still be called `message`: `message.text` is the built-in.
+    let rs = ruleset("playbook t {\n idle 1 day\n field message: text\n rule r { when message contains \"hi\" and message.text is not set then tag \"x\" }\n otherwise { tag \"y\" }\n}");
+    assert_eq!(
+        decide(&rs, json!({"fields": {"message": "hi there"}}))
+            .actions
+            .tags,
+        vec!["x"]
+    );
 }

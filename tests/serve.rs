@@ -434,8 +434,16 @@ async fn takeover_pauses_automation_and_release_resumes_it() {
     );
     s.post(&format!("/v1/leads/{id}/release"), KEY, &json!({}))
         .await;
+    // Released, but her conversation is still open: no second opener.
     let (_, third) = s.post("/v1/leads", KEY, &aisha()).await;
-    assert_eq!(third["decision"]["handoff"]["outcome"], "template");
+    assert_eq!(third["decision"]["handoff"]["outcome"], "already_open");
+    // Closed: the next handoff opens a new conversation.
+    let (st, _) = s
+        .post(&format!("/v1/leads/{id}/close"), KEY, &json!({}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, fourth) = s.post("/v1/leads", KEY, &aisha()).await;
+    assert_eq!(fourth["decision"]["handoff"]["outcome"], "template");
 }
 
 #[tokio::test]

@@ -1797,3 +1797,359 @@ async fn two_instances_never_give_a_member_more_than_capacity_or_a_thread_twice(
         assert!(assigns <= 1, "{id} assigned {assigns} times");
     }
 }
+
+/// A decision that queues a handoff message: it opens the lead's thread.
+fn handoff_decision(phone: &str, asked: &[&str]) -> DecisionRecord {
+    DecisionRecord {
+        opens_thread: true,
+        idle_days: 30,
+        asked: asked.iter().map(|f| f.to_string()).collect(),
+        ..decision(vec![message(phone)])
+    }
+}
+
+#[tokio::test]
+async fn a_thread_opens_with_its_first_handoff_message_and_closes_with_done() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let phone = "+919800000061";
+        let (r, state) = record(
+            &store,
+            person(phone, "Aisha"),
+            handoff_decision(phone, &["budget"]),
+        )
+        .await;
+        let id = lead_id(&r);
+        assert!(
+            !state.unwrap().thread.open,
+            "{name}: decided before any message"
+        );
+        let t = thread_of(&store, &id).await;
+        assert_eq!(t["open"], true, "{name}: {t:#}");
+        let opened = t["opened_at"].as_str().unwrap().to_string();
+        assert!(t["closed_at"].is_null(), "{name}");
+
+        // The next decision sees the open thread and what `ask` reported in it;
+        // its own handoff message does not move the opening.
+        let (_, state) = record(
+            &store,
+            person(phone, "Aisha"),
+            handoff_decision(phone, &["city"]),
+        )
+        .await;
+        let thread = state.unwrap().thread;
+        assert!(thread.open, "{name}");
+        assert_eq!(thread.asked, vec!["budget"], "{name}");
+        assert_eq!(
+            thread
+                .opened
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)),
+            Some(opened.clone()),
+            "{name}"
+        );
+        let (_, state) = record(&store, person(phone, "Aisha"), decision(vec![])).await;
+        assert_eq!(
+            state.unwrap().thread.asked,
+            vec!["budget", "city"],
+            "{name}"
+        );
+        assert_eq!(thread_of(&store, &id).await["opened_at"], opened.as_str());
+
+        // Done closes it, whatever its queue (this one has none).
+        assert!(
+            store.close_thread("acme", &id, "Priya").await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.close_thread("acme", &id, "Priya").await.unwrap(),
+            "{name}: closed already"
+        );
+        let t = thread_of(&store, &id).await;
+        assert_eq!(t["open"], false, "{name}");
+        assert!(t["opened_at"].is_null(), "{name}");
+        assert!(t["closed_at"].is_string(), "{name}");
+        let (_, state) = record(&store, person(phone, "Aisha"), decision(vec![])).await;
+        let thread = state.unwrap().thread;
+        assert!(
+            !thread.open && thread.closed.is_some() && thread.asked.is_empty(),
+            "{name}: {thread:?}"
+        );
+
+        // The next handoff message opens a new conversation.
+        let (_, state) = record(&store, person(phone, "Aisha"), handoff_decision(phone, &[])).await;
+        assert!(!state.unwrap().thread.open, "{name}");
+        let t = thread_of(&store, &id).await;
+        assert_eq!(t["open"], true, "{name}");
+        assert_ne!(t["opened_at"], opened.as_str(), "{name}: a new opening");
+        assert!(
+            t["closed_at"].is_string(),
+            "{name}: the last closing is kept"
+        );
+        // A decision that queues nothing opens nothing.
+        let other = "+919800000062";
+        let (r, _) = record(&store, person(other, "Dev"), decision(vec![])).await;
+        assert_eq!(
+            thread_of(&store, &lead_id(&r)).await["open"],
+            false,
+            "{name}"
+        );
+        assert!(
+            !store
+                .close_thread("acme", &lead_id(&r), "Priya")
+                .await
+                .unwrap(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_marketing_stop_holds_for_every_lead_with_that_number_until_a_later_resume() {
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        // A stop from someone not known yet is kept on their WhatsApp ID.
+        store
+            .record_marketing(
+                "acme",
+                "919800000071",
+                true,
+                t(0),
+                "whatsapp user_preferences",
+                None,
+            )
+            .await
+            .unwrap();
+        let (r, state) = record(&store, person("+919800000071", "Meera"), decision(vec![])).await;
+        assert!(
+            state.unwrap().marketing_opt_out,
+            "{name}: a lead that arrives later"
+        );
+        let id = lead_id(&r);
+        let (_, state) = record(&store, person("+919800000071", "Meera"), decision(vec![])).await;
+        assert!(state.unwrap().marketing_opt_out, "{name}: the known lead");
+        assert_eq!(lead(&store, &id).await["marketing_opt_out"], true, "{name}");
+        // A resume older than the stop (delivered out of order) changes nothing.
+        store
+            .record_marketing(
+                "acme",
+                "919800000071",
+                false,
+                t(-10),
+                "whatsapp user_preferences",
+                None,
+            )
+            .await
+            .unwrap();
+        let (_, state) = record(&store, person("+919800000071", "Meera"), decision(vec![])).await;
+        assert!(state.unwrap().marketing_opt_out, "{name}");
+        // A later resume lifts it, and the lead's consent history shows it.
+        store
+            .record_marketing(
+                "acme",
+                "919800000071",
+                false,
+                t(10),
+                "whatsapp user_preferences",
+                Some("resume"),
+            )
+            .await
+            .unwrap();
+        let (_, state) = record(&store, person("+919800000071", "Meera"), decision(vec![])).await;
+        assert!(!state.unwrap().marketing_opt_out, "{name}");
+        let l = lead(&store, &id).await;
+        assert_eq!(l["marketing_opt_out"], false, "{name}");
+        assert!(
+            l["consents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["channel"] == "whatsapp_marketing" && c["granted"] == true),
+            "{name}: {:#}",
+            l["consents"]
+        );
+        // A WhatsApp ID that differs from the number typed still finds the lead.
+        let mut wa = person("+5511987654321", "Joao");
+        wa.identities
+            .push(("whatsapp".into(), "551187654321".into()));
+        let (r, _) = record(&store, wa, decision(vec![])).await;
+        store
+            .record_marketing(
+                "acme",
+                "551187654321",
+                true,
+                t(20),
+                "whatsapp user_preferences",
+                None,
+            )
+            .await
+            .unwrap();
+        let (_, state) = record(&store, person("+5511987654321", "Joao"), decision(vec![])).await;
+        assert!(state.unwrap().marketing_opt_out, "{name}");
+        assert_eq!(
+            lead(&store, &lead_id(&r)).await["marketing_opt_out"],
+            true,
+            "{name}"
+        );
+        // Someone else is not affected.
+        let (_, state) = record(&store, person("+919800000072", "Kabir"), decision(vec![])).await;
+        assert!(!state.unwrap().marketing_opt_out, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn unmapped_answers_keep_the_order_asked_and_a_later_answer_keeps_its_place() {
+    use handoff::engine::lead::Answer;
+    let answer = |q: &str, a: &str| Answer {
+        question: q.into(),
+        answer: a.into(),
+    };
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let mut first = person("+919800000081", "Zara");
+        first.answers = vec![
+            answer("Which venue style?", "Beach"),
+            answer("Any dietary needs?", "Jain food"),
+        ];
+        let (r, state) = record(&store, first, decision(vec![])).await;
+        assert_eq!(state.unwrap().lead.answers.len(), 2, "{name}");
+        let id = lead_id(&r);
+        let mut later = person("+919800000081", "Zara");
+        later.answers = vec![
+            answer("How did you hear of us?", "Instagram"),
+            answer("Which venue style?", "Palace"),
+        ];
+        let (_, state) = record(&store, later, decision(vec![])).await;
+        let got: Vec<(String, String)> = state
+            .unwrap()
+            .lead
+            .answers
+            .into_iter()
+            .map(|a| (a.question, a.answer))
+            .collect();
+        let want = vec![
+            ("Which venue style?".to_string(), "Palace".to_string()),
+            ("Any dietary needs?".to_string(), "Jain food".to_string()),
+            (
+                "How did you hear of us?".to_string(),
+                "Instagram".to_string(),
+            ),
+        ];
+        assert_eq!(got, want, "{name}");
+        assert_eq!(
+            lead(&store, &id).await["answers"],
+            json!([
+                {"question": "Which venue style?", "answer": "Palace"},
+                {"question": "Any dietary needs?", "answer": "Jain food"},
+                {"question": "How did you hear of us?", "answer": "Instagram"},
+            ]),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn what_the_lead_writes_reaches_the_agent_that_has_the_thread_until_a_person_takes_it() {
+    use handoff::store::{AgentReply, InboundMessage};
+    for db in databases().await {
+        let name = db.name();
+        let store = db.open().await;
+        let bot = QueuePlan {
+            members: vec![Member::Agent("qualifier".into())],
+            ..plan("ai", Strategy::RoundRobin, 100, &[])
+        };
+        let phone = "+919890000091";
+        let (r, _) = record(&store, person(phone, "Rohan"), routed("ai")).await;
+        let id = lead_id(&r);
+        // Not the agent's yet: its reply is refused and nothing is queued.
+        let reply = json!({"to": phone, "outcome": "session", "text": "Hello!"});
+        assert_eq!(
+            store
+                .queue_agent_reply("acme", &id, "qualifier", &reply, "Hello!")
+                .await
+                .unwrap(),
+            AgentReply::NotAssigned {
+                assignee: None,
+                human: false
+            },
+            "{name}"
+        );
+        store.assign_waiting("acme", &bot).await.unwrap();
+        let inbound = |text: &str| {
+            let mut e = person(phone, "Rohan");
+            e.inbound = Some(InboundMessage {
+                id: format!("wamid.{text}"),
+                channel: "whatsapp".into(),
+                kind: "image".into(),
+                text: text.into(),
+                at: Utc::now(),
+            });
+            e
+        };
+        record(
+            &store,
+            inbound("[image] This is the venue I like"),
+            decision(vec![]),
+        )
+        .await;
+        let l = lead(&store, &id).await;
+        let received: Vec<&Value> = l["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["payload"]["event"] == "message.received")
+            .collect();
+        assert_eq!(received.len(), 1, "{name}");
+        assert_eq!(received[0]["payload"]["endpoint"], "qualifier");
+        assert_eq!(
+            received[0]["payload"]["context"]["message"]["text"],
+            "[image] This is the venue I like"
+        );
+        assert_eq!(
+            received[0]["payload"]["context"]["message"]["kind"],
+            "image"
+        );
+        // The agent replies as itself; the thread stays automated and its.
+        let queued = store
+            .queue_agent_reply("acme", &id, "qualifier", &reply, "Hello!")
+            .await
+            .unwrap();
+        assert!(
+            matches!(queued, AgentReply::Queued { .. }),
+            "{name}: {queued:?}"
+        );
+        let l = lead(&store, &id).await;
+        assert_eq!(l["thread"]["state"], "automated", "{name}");
+        assert_eq!(
+            l["transcript"].as_array().unwrap().last().unwrap()["from"],
+            "agent:qualifier"
+        );
+        // A person takes the thread from the agent: it hears no more, and may not reply.
+        store
+            .set_thread_owner("acme", &id, true, "Priya", None)
+            .await
+            .unwrap();
+        record(&store, inbound("are you there?"), decision(vec![])).await;
+        let l = lead(&store, &id).await;
+        let received = l["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["payload"]["event"] == "message.received")
+            .count();
+        assert_eq!(received, 1, "{name}");
+        assert!(
+            matches!(
+                store
+                    .queue_agent_reply("acme", &id, "qualifier", &reply, "Hello?")
+                    .await
+                    .unwrap(),
+                AgentReply::NotAssigned { human: true, .. }
+            ),
+            "{name}"
+        );
+    }
+}

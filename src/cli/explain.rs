@@ -73,6 +73,10 @@ pub fn run(args: ExplainArgs) -> ExitCode {
         now,
         window_open: window == Window::Open,
         human: args.human || record.human,
+        event: record.event,
+        thread: record.thread.at(now),
+        marketing_opt_out: record.marketing == crate::engine::Marketing::OptedOut,
+        message: None,
     };
     let loaded = load(&args.rules, args.templates.templates.as_deref());
     let Some(ruleset) = &loaded.ruleset else {
@@ -181,6 +185,27 @@ pub fn human(
             "automated"
         }
     );
+    let thread = &situation.thread;
+    if situation.event != crate::engine::Event::Lead
+        || thread.open
+        || thread.closed.is_some()
+        || situation.marketing_opt_out
+    {
+        let mut parts = vec![format!("event {}", situation.event.as_str())];
+        let when = |t: chrono::DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M");
+        match (thread.open, thread.opened) {
+            (true, Some(at)) => parts.push(format!("thread open since {}", when(at))),
+            (true, None) => parts.push("thread open".into()),
+            (false, _) => parts.push("no thread open".into()),
+        }
+        if let Some(at) = thread.closed {
+            parts.push(format!("last closed {}", when(at)));
+        }
+        if situation.marketing_opt_out {
+            parts.push("opted out of marketing".into());
+        }
+        let _ = writeln!(out, "thread    {}", parts.join(" · "));
+    }
     out.push('\n');
     let headline = if let Some(reason) = &decision.actions.drop {
         format!(
@@ -216,6 +241,14 @@ pub fn human(
             crate::engine::Outcome::PausedHuman => {
                 "paused: a person has taken this thread over".into()
             }
+            crate::engine::Outcome::AlreadyOpen => {
+                "nothing sent: the lead's thread is already open (one opener per conversation)"
+                    .into()
+            }
+            crate::engine::Outcome::BlockedMarketingOptOut => format!(
+                "blocked: `{}` is a marketing template and the lead opted out of marketing messages",
+                h.template.as_deref().unwrap_or("")
+            ),
         };
         let _ = writeln!(out, "  handoff   {} · {detail}", h.outcome.as_str());
         if let Some(message) = &h.message {

@@ -25,6 +25,8 @@ pub enum Setting {
     Intents(Vec<Ident>, Span),
     Field(FieldDecl),
     Sender(Spanned<String>),
+    /// `idle <N> days`: an open thread with no message for that long closes.
+    Idle(Spanned<u32>, Span),
 }
 
 impl Setting {
@@ -36,6 +38,7 @@ impl Setting {
             Setting::Intents(..) => "intents",
             Setting::Field(_) => "field",
             Setting::Sender(_) => "sender",
+            Setting::Idle(..) => "idle",
         }
     }
 
@@ -43,7 +46,7 @@ impl Setting {
     pub fn span(&self) -> Span {
         match self {
             Setting::Timezone(s) | Setting::Sender(s) => s.span,
-            Setting::Hours(_, span) | Setting::Intents(_, span) => *span,
+            Setting::Hours(_, span) | Setting::Intents(_, span) | Setting::Idle(_, span) => *span,
             Setting::Field(f) => f.span,
         }
     }

@@ -36,13 +36,14 @@ pub struct VariableUse {
 }
 
 /// Names every template context has, besides the playbook's fields.
-pub const CONTEXT_ROOTS: [&str; 7] = [
+pub const CONTEXT_ROOTS: [&str; 8] = [
     "lead",
     "intent",
     "channel",
     "playbook",
     "tags",
     "transcript",
+    "answers",
     "now",
 ];
 
@@ -121,6 +122,7 @@ impl Checker<'_> {
             timezone: Tz::UTC,
             hours: None,
             sender: None,
+            idle_days: DEFAULT_IDLE_DAYS,
         };
         let mut seen: HashMap<&'static str, Span> = HashMap::new();
         let mut field_spans: HashMap<String, Span> = HashMap::new();
@@ -204,6 +206,21 @@ impl Checker<'_> {
                     schema.intents = Some(list);
                 }
                 Setting::Sender(s) => schema.sender = Some(s.node.clone()),
+                Setting::Idle(days, _) => {
+                    if days.node == 0 {
+                        self.error(
+                            Code::E033IdleZero,
+                            "`idle 0 days` would close every thread as soon as it opens".into(),
+                            days.span,
+                        )
+                        .help = Some(
+                            "give at least `idle 1 day`; leave `idle` out for the default of 30 days"
+                                .into(),
+                        );
+                    } else {
+                        schema.idle_days = days.node;
+                    }
+                }
                 Setting::Field(field) => {
                     let name = &field.name.node;
                     if RESERVED_FIELD_NAMES.contains(&name.as_str()) {

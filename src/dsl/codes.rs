@@ -70,6 +70,8 @@ pub enum Code {
     E031TestUndeclaredField,
     /// A test case's `now` is not an RFC 3339 time.
     E032TestBadNow,
+    /// `idle 0 days`: a thread that closes as soon as it opens.
+    E033IdleZero,
     /// A rule that can never fire because an earlier rule catches every lead it matches.
     W101ShadowedRule,
     /// A playbook without `otherwise`.
@@ -117,6 +119,7 @@ impl Code {
             E030TestUnknownRule => "E030",
             E031TestUndeclaredField => "E031",
             E032TestBadNow => "E032",
+            E033IdleZero => "E033",
             W101ShadowedRule => "W101",
             W102NoOtherwise => "W102",
             W103HandoffWithoutConsent => "W103",

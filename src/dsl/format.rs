@@ -99,7 +99,10 @@ impl Formatter<'_> {
         let mut last_group = None;
         for setting in &p.settings {
             let group = match setting {
-                Setting::Timezone(_) | Setting::Hours(..) | Setting::Sender(_) => 0,
+                Setting::Timezone(_)
+                | Setting::Hours(..)
+                | Setting::Sender(_)
+                | Setting::Idle(..) => 0,
                 Setting::Intents(..) => 1,
                 Setting::Field(_) => 2,
             };
@@ -137,6 +140,11 @@ impl Formatter<'_> {
         match s {
             Setting::Timezone(tz) => format!("timezone {}", self.text(tz.span)),
             Setting::Sender(sender) => format!("sender {}", self.text(sender.span)),
+            Setting::Idle(days, _) => format!(
+                "idle {} {}",
+                self.text(days.span),
+                if days.node == 1 { "day" } else { "days" }
+            ),
             Setting::Intents(names, _) => {
                 format!(
                     "intents {}",

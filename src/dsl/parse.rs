@@ -199,6 +199,10 @@ impl PlaybookParser<'_> {
         let setting = match kind {
             G::timezone => Setting::Timezone(self.parse_string(inner.next()?)),
             G::sender => Setting::Sender(self.parse_string(inner.next()?)),
+            G::idle => {
+                let days = inner.next()?;
+                Setting::Idle(self.parse_count(&days, "`idle`", "`idle 30 days`"), span)
+            }
             G::intents => Setting::Intents(inner.map(|p| spanned_str(&p)).collect(), span),
             G::hours => Setting::Hours(inner.map(|p| self.parse_hours_span(p)).collect(), span),
             G::field => Setting::Field(self.parse_field(span, inner)?),
@@ -437,6 +441,11 @@ impl PlaybookParser<'_> {
     }
 
     fn parse_amount(&mut self, pair: &Pair<'_, G>) -> Spanned<u32> {
+        self.parse_count(pair, "`within`", "`within next 7 days`")
+    }
+
+    /// A whole number of units, for `keyword` (shown in `example`).
+    fn parse_count(&mut self, pair: &Pair<'_, G>, keyword: &str, example: &str) -> Spanned<u32> {
         let span = span_of(pair);
         let text = pair.as_str().replace('_', "");
         match text.parse::<u32>() {
@@ -445,12 +454,12 @@ impl PlaybookParser<'_> {
                 let d = self.error(
                     Code::E027BadNumber,
                     format!(
-                        "`within` needs a whole number of units, not `{}`",
+                        "{keyword} needs a whole number of units, not `{}`",
                         pair.as_str()
                     ),
                     span,
                 );
-                d.help = Some("write a count such as `7`, as in `within next 7 days`".into());
+                d.help = Some(format!("write a count such as `7`, as in {example}"));
                 Spanned::new(0, span)
             }
         }
@@ -832,6 +841,7 @@ fn describe_rule(kind: G) -> &'static str {
         G::kw_when => "`when`",
         G::direction => "`next` or `last`",
         G::unit => "a unit (`minutes`, `hours`, `days` or `weeks`)",
+        G::idle_unit => "`days`",
         G::rule | G::kw_rule => "a rule",
         G::otherwise | G::kw_otherwise => "`otherwise`",
         G::setting
@@ -840,6 +850,8 @@ fn describe_rule(kind: G) -> &'static str {
         | G::intents
         | G::field
         | G::sender
+        | G::idle
+        | G::kw_idle
         | G::kw_timezone
         | G::kw_hours
         | G::kw_intents

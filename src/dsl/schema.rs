@@ -32,11 +32,20 @@ pub enum Builtin {
     BusinessHours,
     Qualified,
     Tags,
+    ThreadOpen,
+    ThreadOpened,
+    ThreadClosed,
+    Event,
+    ConsentMarketing,
+    MessageText,
 }
+
+/// What a decision can be about: the values of `event`.
+pub const EVENTS: [&str; 2] = ["lead", "message"];
 
 impl Builtin {
     /// Every built-in, in the order of the language reference.
-    pub const ALL: [Builtin; 13] = [
+    pub const ALL: [Builtin; 19] = [
         Builtin::Intent,
         Builtin::Channel,
         Builtin::LeadName,
@@ -50,6 +59,12 @@ impl Builtin {
         Builtin::BusinessHours,
         Builtin::Qualified,
         Builtin::Tags,
+        Builtin::ThreadOpen,
+        Builtin::ThreadOpened,
+        Builtin::ThreadClosed,
+        Builtin::Event,
+        Builtin::ConsentMarketing,
+        Builtin::MessageText,
     ];
 
     /// The path as written in rules.
@@ -68,6 +83,12 @@ impl Builtin {
             Builtin::BusinessHours => "business_hours",
             Builtin::Qualified => "qualified",
             Builtin::Tags => "tags",
+            Builtin::ThreadOpen => "thread.open",
+            Builtin::ThreadOpened => "thread.opened",
+            Builtin::ThreadClosed => "thread.closed",
+            Builtin::Event => "event",
+            Builtin::ConsentMarketing => "consent.marketing",
+            Builtin::MessageText => "message.text",
         }
     }
 
@@ -79,7 +100,15 @@ impl Builtin {
             | Builtin::LeadFirstName
             | Builtin::LeadPhone
             | Builtin::LeadEmail
-            | Builtin::LeadLanguage => FieldType::Text,
+            | Builtin::LeadLanguage
+            | Builtin::MessageText => FieldType::Text,
+            Builtin::Event => FieldType::OneOf(
+                EVENTS
+                    .iter()
+                    .map(|c| super::span::Spanned::new(c.to_string(), Default::default()))
+                    .collect(),
+            ),
+            Builtin::ThreadOpened | Builtin::ThreadClosed => FieldType::DateTime,
             Builtin::Channel => FieldType::OneOf(
                 CHANNELS
                     .iter()
@@ -90,7 +119,9 @@ impl Builtin {
             | Builtin::WindowOpen
             | Builtin::ThreadHuman
             | Builtin::BusinessHours
-            | Builtin::Qualified => FieldType::Bool,
+            | Builtin::Qualified
+            | Builtin::ThreadOpen
+            | Builtin::ConsentMarketing => FieldType::Bool,
             Builtin::Tags => FieldType::TextList,
         }
     }
@@ -105,6 +136,9 @@ impl Builtin {
                 | Builtin::BusinessHours
                 | Builtin::Qualified
                 | Builtin::Tags
+                | Builtin::ThreadOpen
+                | Builtin::Event
+                | Builtin::ConsentMarketing
         )
     }
 
@@ -116,8 +150,10 @@ impl Builtin {
 
 /// Names a field may not take: built-ins, the roots of dotted built-ins, and
 /// the names every template context already has.
-pub const RESERVED_FIELD_NAMES: [&str; 12] = [
+pub const RESERVED_FIELD_NAMES: [&str; 14] = [
     "intent",
+    "event",
+    "answers",
     "channel",
     "business_hours",
     "qualified",
@@ -180,7 +216,12 @@ pub struct Schema {
     /// `None` when the playbook gives no hours: then every moment is business hours.
     pub hours: Option<Hours>,
     pub sender: Option<String>,
+    /// `idle <N> days`: an open thread with no message for N days closes.
+    pub idle_days: u32,
 }
+
+/// `idle` when a playbook does not say.
+pub const DEFAULT_IDLE_DAYS: u32 = 30;
 
 impl Schema {
     /// Resolves a path as written.

@@ -99,6 +99,18 @@ pub struct CompiledPlaybook {
     pub uses_business_hours: bool,
     /// Field indices sorted by field name, to match a lead's (sorted) fields in one pass.
     pub field_order: Vec<usize>,
+    /// The approved templates of category `marketing` this playbook may
+    /// send, sorted: not sent to a lead who opted out of marketing.
+    pub marketing_templates: Vec<String>,
+}
+
+impl CompiledPlaybook {
+    /// Whether the approved template `name` is a marketing template.
+    pub fn is_marketing(&self, name: &str) -> bool {
+        self.marketing_templates
+            .binary_search_by(|t| t.as_str().cmp(name))
+            .is_ok()
+    }
 }
 
 /// Compiles a playbook that checked without errors.
@@ -195,6 +207,7 @@ pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> Compil
     field_order.sort_by(|&a, &b| schema.fields[a].name.cmp(&schema.fields[b].name));
     CompiledPlaybook {
         field_order,
+        marketing_templates: Vec::new(),
         schema,
         rules,
         otherwise: playbook

@@ -2,7 +2,7 @@
 //! with a trace of why. Pure: the same inputs always give the same decision.
 
 use super::compile::{CompiledPlaybook, CompiledRule, Node, Op, Scale, Slot};
-use super::lead::{Lead, Situation};
+use super::lead::{Event, Lead, Situation};
 use super::value::{coerce, date_to_day, readable, Seen, Val};
 use crate::dsl::ast::{ActionKind, AskTarget, CmpOp, FieldType};
 use crate::dsl::schema::{normalize_text, Builtin, PathRef, CHANNELS};
@@ -51,7 +51,7 @@ pub struct HandoffAction {
     pub rule: Option<Arc<str>>,
 }
 
-/// The five ways a WhatsApp handoff resolves.
+/// The ways a WhatsApp handoff resolves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
@@ -60,6 +60,10 @@ pub enum Outcome {
     BlockedNoOptIn,
     BlockedWindowClosed,
     PausedHuman,
+    /// The lead's thread is already open: no second opening message.
+    AlreadyOpen,
+    /// A marketing template for a lead who opted out of marketing messages.
+    BlockedMarketingOptOut,
 }
 
 impl Outcome {
@@ -71,6 +75,8 @@ impl Outcome {
             Outcome::BlockedNoOptIn => "blocked_no_opt_in",
             Outcome::BlockedWindowClosed => "blocked_window_closed",
             Outcome::PausedHuman => "paused_human",
+            Outcome::AlreadyOpen => "already_open",
+            Outcome::BlockedMarketingOptOut => "blocked_marketing_opt_out",
         }
     }
 }
@@ -136,7 +142,7 @@ pub fn evaluate(playbook: &CompiledPlaybook, lead: &Lead, situation: &Situation)
 pub fn evaluate_with_trace<'p>(
     playbook: &'p CompiledPlaybook,
     lead: &'p Lead,
-    situation: &Situation,
+    situation: &'p Situation,
 ) -> (Evaluation, Trace<'p>) {
     let mut recorder = TraceRecorder::default();
     let evaluation = run(playbook, lead, situation, &mut recorder);
@@ -254,9 +260,10 @@ struct Bound<'a> {
     tags: Val<'a>,
     today: i32,
     now: i64,
+    situation: &'a Situation,
 }
 
-fn bind<'a>(playbook: &'a CompiledPlaybook, lead: &'a Lead, situation: &Situation) -> Bound<'a> {
+fn bind<'a>(playbook: &'a CompiledPlaybook, lead: &'a Lead, situation: &'a Situation) -> Bound<'a> {
     let schema = &playbook.schema;
     let tz = schema.timezone;
     let local = situation.now.with_timezone(&tz);
@@ -315,6 +322,7 @@ fn bind<'a>(playbook: &'a CompiledPlaybook, lead: &'a Lead, situation: &Situatio
         tags: Val::List(lead.tags.iter().map(|t| normalize_text(t)).collect()),
         today: date_to_day(local.date_naive()),
         now: situation.now.timestamp(),
+        situation,
     }
 }
 
@@ -425,8 +433,43 @@ impl<'a> Bound<'a> {
                 Builtin::BusinessHours => Cow::Owned(Val::Bool(self.business_hours)),
                 Builtin::Qualified => Cow::Owned(Val::Bool(self.qualified())),
                 Builtin::Tags => Cow::Borrowed(&self.tags),
+                Builtin::ThreadOpen => Cow::Owned(Val::Bool(self.situation.thread.open)),
+                Builtin::ThreadOpened => Cow::Owned(self.instant(if self.situation.thread.open {
+                    self.situation.thread.opened
+                } else {
+                    None
+                })),
+                Builtin::ThreadClosed => Cow::Owned(self.instant(self.situation.thread.closed)),
+                Builtin::Event => Cow::Owned(Val::text(self.situation.event.as_str())),
+                Builtin::ConsentMarketing => {
+                    Cow::Owned(Val::Bool(!self.situation.marketing_opt_out))
+                }
+                Builtin::MessageText => Cow::Owned(
+                    message_text(self.lead, self.situation)
+                        .map(Val::text)
+                        .unwrap_or(Val::Missing),
+                ),
             },
         }
+    }
+
+    /// A moment as a datetime value, its day in the playbook's timezone.
+    fn instant(&self, at: Option<chrono::DateTime<chrono::Utc>>) -> Val<'a> {
+        match at {
+            Some(at) => Val::Instant(
+                at.timestamp(),
+                date_to_day(at.with_timezone(&self.schema.timezone).date_naive()),
+            ),
+            None => Val::Missing,
+        }
+    }
+
+    /// Whether `ask` may report a field: it is not set, and not already
+    /// reported while the lead's thread is open.
+    fn may_ask(&self, index: usize) -> bool {
+        let name = &self.schema.fields[index].name;
+        let asked = self.situation.thread.open && self.situation.thread.asked.contains(name);
+        !asked && !self.field(index).is_set()
     }
 
     fn add_tag(&mut self, tag: &str) {
@@ -496,6 +539,22 @@ impl<'a> Bound<'a> {
     }
 }
 
+/// The text of the message being decided: none unless `event` is
+/// `message`; the situation's when it gives one, else the latest transcript
+/// line the lead wrote.
+pub fn message_text<'a>(lead: &'a Lead, situation: &'a Situation) -> Option<&'a str> {
+    if situation.event != Event::Message {
+        return None;
+    }
+    situation.message.as_deref().or_else(|| {
+        lead.transcript
+            .iter()
+            .rev()
+            .find(|m| m.from == "lead")
+            .map(|m| m.text.as_str())
+    })
+}
+
 /// The lead's own first name, else the first word of its name.
 pub fn first_name(lead: &Lead) -> Option<&str> {
     lead.first_name
@@ -529,7 +588,7 @@ fn compare(op: CmpOp, x: f64, want: f64) -> bool {
 fn run<'p, R: Recorder<'p>>(
     playbook: &'p CompiledPlaybook,
     lead: &'p Lead,
-    situation: &Situation,
+    situation: &'p Situation,
     recorder: &mut R,
 ) -> Evaluation {
     let mut bound = bind(playbook, lead, situation);
@@ -565,7 +624,10 @@ fn run<'p, R: Recorder<'p>>(
             }
         }
     }
-    let handoff = actions.handoff.as_ref().map(|h| resolve(h, &bound));
+    let handoff = actions
+        .handoff
+        .as_ref()
+        .map(|h| resolve(h, &bound, playbook));
     let warnings = bound.warnings();
     Evaluation {
         playbook: playbook.schema.name.clone(),
@@ -657,16 +719,17 @@ fn apply(
                 }
             }
             ActionKind::Ask(AskTarget::Field(f)) => {
-                if !actions.ask.contains(&f.node) {
+                let may = playbook
+                    .schema
+                    .field_index(&f.node)
+                    .is_none_or(|i| bound.may_ask(i));
+                if may && !actions.ask.contains(&f.node) {
                     actions.ask.push(f.node.clone());
                 }
             }
             ActionKind::Ask(AskTarget::Missing) => {
                 for (i, field) in playbook.schema.fields.iter().enumerate() {
-                    if field.required
-                        && !bound.field(i).is_set()
-                        && !actions.ask.contains(&field.name)
-                    {
+                    if field.required && bound.may_ask(i) && !actions.ask.contains(&field.name) {
                         actions.ask.push(field.name.clone());
                     }
                 }
@@ -682,16 +745,26 @@ fn apply(
     }
 }
 
-/// The five-step handoff resolution of the language reference.
-fn resolve(handoff: &HandoffAction, bound: &Bound<'_>) -> HandoffResolution {
+/// The six-step handoff resolution of the language reference.
+fn resolve(
+    handoff: &HandoffAction,
+    bound: &Bound<'_>,
+    playbook: &CompiledPlaybook,
+) -> HandoffResolution {
     let outcome = if !bound.consent {
         Outcome::BlockedNoOptIn
     } else if bound.human {
         Outcome::PausedHuman
+    } else if bound.situation.thread.open {
+        Outcome::AlreadyOpen
     } else if bound.window_open && handoff.open.is_some() {
         Outcome::Session
-    } else if handoff.template.is_some() {
-        Outcome::Template
+    } else if let Some(template) = &handoff.template {
+        if bound.situation.marketing_opt_out && playbook.is_marketing(template) {
+            Outcome::BlockedMarketingOptOut
+        } else {
+            Outcome::Template
+        }
     } else {
         Outcome::BlockedWindowClosed
     };
@@ -706,7 +779,7 @@ fn resolve(handoff: &HandoffAction, bound: &Bound<'_>) -> HandoffResolution {
 pub fn bound_fields<'a>(
     playbook: &'a CompiledPlaybook,
     lead: &'a Lead,
-    situation: &Situation,
+    situation: &'a Situation,
 ) -> Vec<(String, FieldType, Val<'a>)> {
     let bound = bind(playbook, lead, situation);
     let values: Vec<(String, FieldType, Val<'a>)> = playbook

@@ -8,4 +8,4 @@ pub mod value;
 
 pub use compile::{compile, CompiledPlaybook};
 pub use eval::{evaluate, evaluate_with_trace, Evaluation, Outcome, Trace};
-pub use lead::{Lead, Situation, Window};
+pub use lead::{Event, Lead, Marketing, Situation, Thread, ThreadInput, Window};

@@ -258,6 +258,15 @@ impl Templates {
         }
     }
 
+    /// The names of the approved templates of category `marketing`, sorted.
+    pub fn marketing_names(&self) -> Vec<String> {
+        self.approved
+            .values()
+            .filter(|t| t.category == Category::Marketing)
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
     /// The approved template named `name`.
     pub fn approved(&self, name: &str) -> Option<&ApprovedTemplate> {
         self.approved.get(name)

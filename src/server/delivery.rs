@@ -480,8 +480,19 @@ async fn send_notify(
         }
     };
     // What the event is about besides the lead (an assignment, a failed
-    // message) travels beside the lead record's own keys.
-    if let (Some(context), Some(data)) = (
+    // message) travels beside the lead record's own keys; a message the
+    // lead wrote travels as `data.message`, the record as `data.lead`.
+    let wrap = item.payload.get("wrap").and_then(Value::as_bool) == Some(true);
+    if wrap {
+        let mut data = item
+            .payload
+            .get("context")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        data.insert("lead".into(), lead);
+        lead = Value::Object(data);
+    } else if let (Some(context), Some(data)) = (
         item.payload.get("context").and_then(Value::as_object),
         lead.as_object_mut(),
     ) {

@@ -751,6 +751,7 @@ async fn act(
                 text: form.text.clone(),
                 template: form.template.clone(),
                 by: None,
+                agent: None,
             };
             // A written message wins over the template select left on "none".
             let input = if input.text.as_deref().is_some_and(|t| !t.trim().is_empty()) {
@@ -803,9 +804,9 @@ async fn act(
             Ok(true) => {
                 state.announce(&account.id, &id);
                 state.queues.notify_one();
-                Ok("Done: the thread left its queue. A new message from the lead puts it back.")
+                Ok("Done: the conversation is closed, and the thread left its queue if it was in one. The next handoff opens a new conversation.")
             }
-            Ok(false) => Err("the thread is not open in a queue".to_string()),
+            Ok(false) => Err("the thread is not open: nothing to close".to_string()),
             Err(e) => Err(api_message(e.into())),
         },
         "note" => match threads::clean_text(form.text.as_deref(), "text", threads::MAX_TEXT) {

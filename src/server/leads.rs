@@ -5,10 +5,12 @@ use super::error::ApiError;
 use super::AppState;
 use crate::config::Account;
 use crate::dsl::schema::CHANNELS;
-use crate::engine::lead::TranscriptMessage;
-use crate::engine::{Outcome, Situation};
+use crate::engine::lead::{Answer, TranscriptMessage};
+use crate::engine::{Event, Outcome, Situation, ThreadInput};
 use crate::ruleset::{Decision, Ruleset};
-use crate::store::{ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded};
+use crate::store::{
+    ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded, DEFAULT_IDLE_DAYS,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -48,6 +50,9 @@ pub struct LeadInput {
     tags: Vec<String>,
     #[serde(default)]
     transcript: Vec<TranscriptMessage>,
+    /// Answers to questions no field is declared for, in the order asked.
+    #[serde(default)]
+    answers: Vec<Answer>,
     /// The lead's ID in the system that sent it (a CRM, a form tool).
     #[serde(default)]
     external_id: Option<String>,
@@ -66,6 +71,15 @@ pub struct LeadInput {
     window: Option<Value>,
     #[serde(default)]
     human: Option<Value>,
+    /// `lead` or `message`: what a dry run decides.
+    #[serde(default)]
+    event: Option<Value>,
+    /// The lead's thread in a dry run: `{open, opened, closed, asked}`.
+    #[serde(default)]
+    thread: Option<Value>,
+    /// `opted_out` or `subscribed`: the lead's marketing preference in a dry run.
+    #[serde(default)]
+    marketing: Option<Value>,
 }
 
 impl LeadInput {
@@ -75,6 +89,9 @@ impl LeadInput {
             ("now", &self.now),
             ("window", &self.window),
             ("human", &self.human),
+            ("event", &self.event),
+            ("thread", &self.thread),
+            ("marketing", &self.marketing),
         ] {
             if v.is_some() {
                 return Err(ApiError::invalid(
@@ -133,6 +150,26 @@ fn clean(value: Option<String>, field: &str, max: usize) -> Result<Option<String
         ),
         other => Ok(other),
     }
+}
+
+/// Answers as the lead keeps them: trimmed, no control characters, empty
+/// ones dropped.
+fn clean_answers(answers: Vec<Answer>) -> Result<Vec<Answer>, ApiError> {
+    if answers.len() > 200 {
+        return Err(ApiError::invalid(
+            "`answers` holds more than 200 answers",
+            "answers",
+        ));
+    }
+    let mut out = Vec::with_capacity(answers.len());
+    for (i, a) in answers.into_iter().enumerate() {
+        let question = clean(Some(a.question), &format!("answers[{i}].question"), 300)?;
+        let answer = clean(Some(a.answer), &format!("answers[{i}].answer"), 2000)?;
+        if let (Some(question), Some(answer)) = (question, answer) {
+            out.push(Answer { question, answer });
+        }
+    }
+    Ok(out)
 }
 
 /// The playbook for a lead: its own, else by form, channel, source, the
@@ -222,32 +259,63 @@ pub fn window_open(last_inbound: Option<DateTime<Utc>>, now: DateTime<Utc>) -> b
     last_inbound.is_some_and(|t| now - t < Duration::hours(24) && t <= now + Duration::minutes(5))
 }
 
+/// What is being decided: an upstream lead event, or a message the lead
+/// wrote on WhatsApp (with its transcript text).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Decided {
+    pub event: Event,
+    pub message: Option<String>,
+}
+
 /// The decision for a stored lead, and what it writes besides itself. A
-/// lead that already has a playbook keeps it; `playbook` is for new leads.
+/// lead that already has a playbook keeps it; `playbook` is for new leads
+/// (a webhook's lead for which the account routes no playbook has none).
 pub(crate) fn decide_for(
     ruleset: &Ruleset,
-    playbook: &str,
+    playbook: Result<&str, &str>,
     state: &LeadState,
     lead_updates: &[String],
     managed: &[String],
+    decided: &Decided,
 ) -> DecisionRecord {
-    let playbook = state
+    let playbook = match state
         .lead
         .playbook
         .as_deref()
         .filter(|p| ruleset.playbooks.contains_key(*p))
-        .unwrap_or(playbook);
+        .map_or(playbook, Ok)
+    {
+        Ok(p) => p,
+        // Nothing to decide with: the lead and what it said are kept (an
+        // operator sees them), and the decision says why nothing happened.
+        Err(why) => {
+            return DecisionRecord {
+                ruleset_hash: ruleset.hash.clone(),
+                decision: json!({"event": decided.event, "error": why}),
+                response: json!({"created": state.created, "decision": {"event": decided.event, "error": why}}),
+                ..DecisionRecord::default()
+            }
+        }
+    };
     let now = Utc::now();
     let situation = Situation {
         now,
         window_open: window_open(state.last_inbound_at, now),
         human: state.human,
+        event: decided.event,
+        thread: state.thread.clone(),
+        marketing_opt_out: state.marketing_opt_out,
+        message: decided.message.clone(),
     };
     match ruleset.explain(playbook, &state.lead, &situation) {
         Ok((decision, trace)) => {
             let trace = serde_json::to_value(&trace).unwrap_or(Value::Null);
             let mut record = record_for(ruleset, &decision, trace, state, lead_updates);
             record.managed = record.queue.as_ref().is_some_and(|q| managed.contains(q));
+            record.idle_days = ruleset
+                .playbooks
+                .get(playbook)
+                .map_or(DEFAULT_IDLE_DAYS as u32, |p| p.compiled.schema.idle_days);
             record
         }
         // The playbook was checked when the request came in and rulesets
@@ -272,8 +340,10 @@ fn record_for(
 ) -> DecisionRecord {
     let decision_json = serde_json::to_value(decision).unwrap_or(Value::Null);
     let mut outbox = Vec::new();
+    let mut opens_thread = false;
     if let Some(h) = &decision.handoff {
         if matches!(h.outcome, Outcome::Session | Outcome::Template) && h.error.is_none() {
+            opens_thread = true;
             outbox.push((
                 "whatsapp".to_string(),
                 json!({
@@ -312,6 +382,9 @@ fn record_for(
             .or_else(|| decision.actions.assign.clone()),
         takeover: decision.actions.takeover.is_some(),
         managed: false,
+        opens_thread,
+        idle_days: DEFAULT_IDLE_DAYS as u32,
+        asked: decision.actions.ask.clone(),
         response: json!({"created": state.created, "decision": decision_json}),
         decision: decision_json,
     }
@@ -398,6 +471,7 @@ fn to_event(
         fields: input.fields,
         tags: input.tags,
         messages: input.transcript,
+        answers: clean_answers(input.answers)?,
         consent,
         ..LeadEvent::default()
     };
@@ -438,7 +512,14 @@ pub async fn create(
     let recorded = state
         .store
         .record(&account.id, event, move |lead| {
-            decide_for(&ruleset, &playbook, lead, &updates, &managed)
+            decide_for(
+                &ruleset,
+                Ok(&playbook),
+                lead,
+                &updates,
+                &managed,
+                &Decided::default(),
+            )
         })
         .await?;
     state.outbox.notify_one();
@@ -610,8 +691,10 @@ async fn thread_state(
 }
 
 /// `POST /v1/dry-run`: the decision and trace for a lead, nothing stored or
-/// sent. The body is a `POST /v1/leads` body, plus `now`, `window` and
-/// `human` to set the situation (default: now, window closed, automated).
+/// sent. The body is a `POST /v1/leads` body, plus `now`, `window`,
+/// `human`, `event`, `thread` and `marketing` to set the situation
+/// (default: now, window closed, automated, an upstream lead, no thread
+/// open, marketing allowed).
 pub async fn dry_run(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -645,15 +728,45 @@ pub async fn dry_run(
         Some(Value::Bool(b)) => b,
         Some(_) => return Err(ApiError::invalid("`human` must be true or false", "human")),
     };
+    let event = match input.event.take() {
+        None | Some(Value::Null) => Event::Lead,
+        Some(Value::String(e)) if e == "lead" => Event::Lead,
+        Some(Value::String(e)) if e == "message" => Event::Message,
+        Some(_) => return Err(ApiError::invalid("`event` is `lead` or `message`", "event")),
+    };
+    let thread = match input.thread.take() {
+        None | Some(Value::Null) => ThreadInput::default(),
+        Some(v) => serde_json::from_value::<ThreadInput>(v).map_err(|e| {
+            ApiError::invalid(
+                format!("`thread` is `{{\"open\": true, \"opened\": TIME, \"closed\": TIME, \"asked\": [FIELD]}}`, every key optional: {e}"),
+                "thread",
+            )
+        })?,
+    };
+    let marketing_opt_out = match input.marketing.take() {
+        None | Some(Value::Null) => false,
+        Some(Value::String(m)) if m == "opted_out" => true,
+        Some(Value::String(m)) if m == "subscribed" => false,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "`marketing` is `opted_out` or `subscribed`",
+                "marketing",
+            ))
+        }
+    };
     let ruleset = state
         .ruleset()
         .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
-    let (event, playbook) = to_event(input, account, &ruleset)?;
-    let lead = event.lead();
+    let (lead_event, playbook) = to_event(input, account, &ruleset)?;
+    let lead = lead_event.lead();
     let situation = Situation {
         now,
         window_open,
         human,
+        event,
+        thread: thread.at(now),
+        marketing_opt_out,
+        message: None,
     };
     let (decision, trace) = ruleset
         .explain(&playbook, &lead, &situation)

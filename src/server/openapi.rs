@@ -423,11 +423,11 @@ fn close_op() -> Value {
     json!({
         "operationId": "closeThread",
         "tags": ["threads"],
-        "summary": "The thread is done: it leaves its member's load, and waiting threads may go to them.",
-        "description": "A new message from the lead puts the thread back in its queue.",
+        "summary": "The thread is done: its conversation ends, it leaves its member's load, and waiting threads may go to them.",
+        "description": "Works on any thread with a conversation open (whatever its queue, one without members too) or waiting or assigned in a queue; else 409. The next handoff message opens a new conversation, and a new message from the lead puts the thread back in its queue.",
         "parameters": [parameter("LeadId")],
         "responses": responses(vec![
-            ("200", json!({"description": "Closed.", "content": {"application/json": {"schema": schema("CloseResult"), "example": {"lead_id": "0194c0de-7f3a-7000-8000-000000000001", "queue_state": "done"}}}})),
+            ("200", json!({"description": "Closed.", "content": {"application/json": {"schema": schema("CloseResult"), "example": {"lead_id": "0194c0de-7f3a-7000-8000-000000000001", "open": false, "closed_at": "2027-01-10T10:05:00.000000Z", "queue_state": "done"}}}})),
             ("401", response("Unauthorized")),
             ("404", response("NotFound")),
             ("409", response("Conflict")),
@@ -872,6 +872,10 @@ fn lead_input_properties() -> Map<String, Value> {
             json!({"type": "array", "items": schema("TranscriptMessage"), "description": "Earlier messages, added to the lead's transcript."}),
         ),
         (
+            "answers",
+            json!({"type": "array", "maxItems": 200, "items": schema("Answer"), "description": "Answers to questions no field is declared for, in the order asked; a question answered again keeps its place with the new answer."}),
+        ),
+        (
             "external_id",
             text(200, "The lead's ID in the system that sent it (a CRM, a form tool); an identity like phone and email."),
         ),
@@ -913,9 +917,31 @@ fn dry_run_input() -> Value {
         "human".into(),
         json!({"type": ["boolean", "null"], "description": "Whether a person has taken the thread over; default `false`."}),
     );
+    properties.insert(
+        "event".into(),
+        json!({"type": ["string", "null"], "enum": ["lead", "message", null], "description": "What is decided: an upstream lead, or a message the lead wrote on WhatsApp (its latest transcript line `from: lead`); default `lead`."}),
+    );
+    properties.insert(
+        "thread".into(),
+        json!({
+            "type": ["object", "null"],
+            "description": "The lead's thread; default: none open. `opened` defaults to `now` when `open` is true.",
+            "additionalProperties": false,
+            "properties": {
+                "open": {"type": "boolean"},
+                "opened": {"type": "string", "format": "date-time"},
+                "closed": {"type": "string", "format": "date-time"},
+                "asked": {"type": "array", "items": {"type": "string"}, "description": "Fields `ask` already reported in the open thread."}
+            }
+        }),
+    );
+    properties.insert(
+        "marketing".into(),
+        json!({"type": ["string", "null"], "enum": ["subscribed", "opted_out", null], "description": "The lead's marketing preference; default `subscribed`."}),
+    );
     json!({
         "type": "object",
-        "description": "A `LeadInput` plus the situation to decide it in. `now`, `window` and `human` of the wrong type or value are answered 422 at that member.",
+        "description": "A `LeadInput` plus the situation to decide it in. `now`, `window`, `human`, `event`, `thread` and `marketing` of the wrong type or value are answered 422 at that member.",
         "properties": properties,
         "additionalProperties": false
     })
@@ -1004,12 +1030,13 @@ fn schemas() -> Value {
         "ReplyInput",
         json!({
             "type": "object",
-            "description": "Exactly one of `text` and `template`.",
+            "description": "Exactly one of `text` and `template`; `by` (a person) or `agent` (an AI agent replying as itself), not both.",
             "additionalProperties": false,
             "properties": {
                 "text": {"type": "string", "maxLength": 4096, "description": "Free text; only inside the 24-hour window."},
                 "template": {"type": "string", "description": "An approved template's name, filled in from the lead."},
-                "by": by
+                "by": by,
+                "agent": {"type": "string", "description": "An endpoint of the account that is a queue member (`agent:<endpoint>`) and has the thread: the reply goes out as the agent and the thread stays automated. Answered 409 when the thread is not the agent's (a person took it over, or it is with someone else)."}
             }
         }),
     );
@@ -1040,7 +1067,7 @@ fn schemas() -> Value {
             "properties": {
                 "lead_id": {"type": "string"},
                 "outbox_id": {"type": "string", "description": "The queued message (see the lead's `outbox`)."},
-                "thread": {"type": "string", "const": "human"},
+                "thread": {"type": "string", "enum": ["human", "automated"], "description": "`automated` for an agent's reply: the thread stays with automation."},
                 "message": schema("WhatsappOutboxPayload")
             }
         }),
@@ -1058,9 +1085,14 @@ fn schemas() -> Value {
         "CloseResult",
         json!({
             "type": "object",
-            "required": ["lead_id", "queue_state"],
+            "required": ["lead_id", "open", "closed_at", "queue_state"],
             "additionalProperties": false,
-            "properties": {"lead_id": {"type": "string"}, "queue_state": {"type": "string", "enum": ["done"]}}
+            "properties": {
+                "lead_id": {"type": "string"},
+                "open": {"type": "boolean", "const": false},
+                "closed_at": {"type": ["string", "null"], "format": "date-time", "description": "When the conversation closed; null when none was open (only the queue entry ended)."},
+                "queue_state": {"type": ["string", "null"], "enum": ["done", null], "description": "`done` in a queue with members; null in a queue without."}
+            }
         }),
     );
     add(
@@ -1191,9 +1223,22 @@ fn schemas() -> Value {
             "additionalProperties": false,
             "properties": {
                 "channel": {"type": "string"},
-                "from": {"type": "string", "description": "`lead`, `business`, `agent`, or an operator's name."},
+                "from": {"type": "string", "description": "`lead`, `business`, `operator:<name>`, or `agent:<endpoint>` for an AI agent's reply."},
                 "text": {"type": "string"},
                 "at": {"type": "string", "format": "date-time"}
+            }
+        }),
+    );
+    add(
+        "Answer",
+        json!({
+            "type": "object",
+            "description": "An answer to a form or lead-ad question no field is declared for.",
+            "required": ["question", "answer"],
+            "additionalProperties": false,
+            "properties": {
+                "question": {"type": "string", "maxLength": 300},
+                "answer": {"type": "string", "maxLength": 2000}
             }
         }),
     );
@@ -1249,10 +1294,11 @@ fn schemas() -> Value {
         json!({
             "type": "object",
             "description": "What the playbook decided, and what the handoff would send.",
-            "required": ["playbook", "ruleset", "rules", "otherwise", "actions", "warnings"],
+            "required": ["playbook", "event", "ruleset", "rules", "otherwise", "actions", "warnings"],
             "additionalProperties": false,
             "properties": {
                 "playbook": {"type": "string"},
+                "event": {"type": "string", "enum": ["lead", "message"], "description": "What was decided: an upstream lead event, or a message the lead wrote on WhatsApp."},
                 "ruleset": {"type": "string", "description": "The hash (SHA-256, hex) of the ruleset that decided."},
                 "rules": {"type": "array", "items": {"type": "string"}, "description": "Every rule that fired, in order."},
                 "otherwise": {"type": "boolean", "description": "Whether `otherwise` applied (no rule fired)."},
@@ -1298,8 +1344,8 @@ fn schemas() -> Value {
         "HandoffOutcome",
         json!({
             "type": "string",
-            "description": "How the WhatsApp handoff resolves: a session message (window open), an approved template (window closed), or nothing sent because there is no opt-in, because the window is closed and there is no template, or because a person has the thread.",
-            "enum": ["session", "template", "blocked_no_opt_in", "blocked_window_closed", "paused_human"]
+            "description": "How the WhatsApp handoff resolves: a session message (window open), an approved template (window closed), or nothing sent because there is no opt-in, because a person has the thread, because the lead's thread is already open (one opener per conversation), because the template is a marketing one and the lead opted out of marketing messages, or because the window is closed and there is no template.",
+            "enum": ["session", "template", "blocked_no_opt_in", "blocked_window_closed", "paused_human", "already_open", "blocked_marketing_opt_out"]
         }),
     );
     add(
@@ -1418,7 +1464,7 @@ fn schemas() -> Value {
         json!({
             "type": "object",
             "description": "Everything stored about a lead.",
-            "required": ["id", "created_at", "updated_at", "name", "first_name", "phone", "email", "language", "channel", "intent", "playbook", "fields", "tags", "identities", "consents", "transcript", "thread", "decisions", "outbox"],
+            "required": ["id", "created_at", "updated_at", "name", "first_name", "phone", "email", "language", "channel", "intent", "playbook", "fields", "tags", "answers", "identities", "consents", "marketing_opt_out", "transcript", "thread", "decisions", "outbox"],
             "additionalProperties": false,
             "properties": {
                 "id": {"type": "string"},
@@ -1434,6 +1480,8 @@ fn schemas() -> Value {
                 "playbook": nullable_text("The playbook that first decided the lead."),
                 "fields": {"type": "object", "additionalProperties": true},
                 "tags": {"type": "array", "items": {"type": "string"}},
+                "answers": {"type": "array", "items": schema("Answer"), "description": "Form and lead-ad answers no field is declared for, in the order asked."},
+                "marketing_opt_out": {"type": "boolean", "description": "The lead's WhatsApp user stopped marketing messages (Meta's `user_preferences`, or send error 131050); marketing templates are not sent."},
                 "identities": {"type": "array", "items": schema("Identity")},
                 "consents": {"type": "array", "items": schema("ConsentRecord"), "description": "Oldest first; the latest WhatsApp one is in force."},
                 "transcript": {"type": "array", "items": schema("TranscriptMessage"), "description": "Oldest first."},
@@ -1474,10 +1522,13 @@ fn schemas() -> Value {
         "Thread",
         json!({
             "type": "object",
-            "required": ["state", "queue", "last_inbound_at", "flag", "flag_reason", "queue_state", "queued_at", "assignee", "assigned_at", "picked_up_at"],
+            "required": ["state", "queue", "last_inbound_at", "flag", "flag_reason", "queue_state", "queued_at", "assignee", "assigned_at", "picked_up_at", "open", "opened_at", "closed_at"],
             "additionalProperties": false,
             "properties": {
                 "state": {"type": "string", "enum": ["automated", "human"]},
+                "open": {"type": "boolean", "description": "A conversation is open: a handoff message was queued and the thread has not been closed since (Done, `POST /v1/leads/{id}/close`, or the playbook's `idle` time without a message). No second opening message is sent into it."},
+                "opened_at": {"type": ["string", "null"], "format": "date-time", "description": "When the open conversation's first handoff message was queued."},
+                "closed_at": {"type": ["string", "null"], "format": "date-time", "description": "When the last conversation closed."},
                 "queue": nullable("string"),
                 "queue_state": {"type": ["string", "null"], "enum": ["waiting", "assigned", "done", null], "description": "In a queue with members: `waiting` (nobody has it yet), `assigned`, or `done` (closed; a new message from the lead puts it back). Null in a queue without members."},
                 "queued_at": {"type": ["string", "null"], "format": "date-time", "description": "When it entered its queue: the escalation clock starts here."},
@@ -1944,7 +1995,10 @@ mod tests {
         use crate::engine::lead::TranscriptMessage;
         use crate::intake::{CallLine, CallReport, OptIn};
         // One struct reads both bodies; a lead refuses the dry-run members with a 422.
-        let situation: BTreeSet<String> = ["now", "window", "human"].map(String::from).into();
+        let situation: BTreeSet<String> =
+            ["now", "window", "human", "event", "thread", "marketing"]
+                .map(String::from)
+                .into();
         assert_eq!(
             documented_members("DryRunInput"),
             accepted_members::<LeadInput>()

@@ -244,7 +244,8 @@ pub async fn list(
     Ok(Json(json!({ "queues": queues })))
 }
 
-/// `POST /v1/leads/{id}/close`: the thread is done; its member's load drops.
+/// `POST /v1/leads/{id}/close`: the thread is done: its conversation ends
+/// (the next handoff message opens a new one) and its member's load drops.
 pub async fn api_close(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -257,10 +258,21 @@ pub async fn api_close(
     let closed = state.store.close_thread(&account.id, &id, "api").await?;
     if !closed {
         return Err(ApiError::Conflict(format!(
-            "the thread of `{id}` is not open in a queue (it is done already, or its queue has no members)"
+            "the thread of `{id}` is not open (it was closed already, or no handoff message has opened it) and is not waiting or assigned in a queue"
         )));
     }
     state.announce(&account.id, &id);
     state.queues.notify_one();
-    Ok(Json(json!({"lead_id": id, "queue_state": "done"})))
+    let lead = state
+        .store
+        .lead(&account.id, &id)
+        .await?
+        .unwrap_or(Value::Null);
+    let thread = &lead["thread"];
+    Ok(Json(json!({
+        "lead_id": id,
+        "open": false,
+        "closed_at": thread["closed_at"],
+        "queue_state": thread["queue_state"],
+    })))
 }

@@ -12,7 +12,7 @@ use crate::dsl::check::TemplateCatalog;
 use crate::engine::eval::Actions;
 use crate::engine::Situation;
 use crate::render::RenderedTemplate;
-use crate::store::LeadState;
+use crate::store::{AgentReply, LeadState};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -72,9 +72,11 @@ pub async fn templates_for(
         .as_deref()
         .and_then(|p| ruleset.playbooks.get(p));
     let situation = Situation {
-        now,
         window_open: open,
         human: lead.human,
+        thread: lead.thread.clone(),
+        marketing_opt_out: lead.marketing_opt_out,
+        ..Situation::at(now)
     };
     let mut choices = Vec::new();
     for name in ruleset.templates.approved_names() {
@@ -106,10 +108,15 @@ pub struct ReplyInput {
     /// Who sends it (the API; the inbox uses the signed-in operator).
     #[serde(default)]
     pub by: Option<String>,
+    /// An AI agent replying as itself: the name of the account's endpoint
+    /// that is a member of the thread's queue and has the thread.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
-/// Queues a person's reply and takes the thread over. Free text only while
-/// the window is open; outside it, an approved template.
+/// Queues a person's reply and takes the thread over, or an AI agent's
+/// reply on a thread assigned to it (the thread stays automated). Free
+/// text only while the window is open; outside it, an approved template.
 pub async fn reply(
     state: &AppState,
     account: &Account,
@@ -128,6 +135,11 @@ pub async fn reply(
         .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty());
+    // Only the API speaks for an agent; a signed-in operator is a person.
+    let agent = match operator {
+        None => input.agent.as_deref(),
+        Some(_) => None,
+    };
     let (lead, open, choices) = templates_for(state, account, lead_id).await?;
     let Some(phone) = lead.lead.phone.clone() else {
         return Err(ApiError::invalid(
@@ -201,6 +213,35 @@ pub async fn reply(
             )
         }
     };
+    if let Some(agent) = agent {
+        let mut payload = payload;
+        payload["by"] = Value::String(format!("agent:{agent}"));
+        return match state
+            .store
+            .queue_agent_reply(&account.id, &lead.id, agent, &payload, &said)
+            .await?
+        {
+            AgentReply::Queued { outbox_id } => {
+                state.outbox.notify_one();
+                state.announce(&account.id, &lead.id);
+                Ok(
+                    json!({"lead_id": lead.id, "outbox_id": outbox_id, "thread": "automated", "message": payload}),
+                )
+            }
+            AgentReply::NotAssigned { human: true, .. } => Err(ApiError::Conflict(format!(
+                "a person has taken this thread over: agent `{agent}` can no longer reply on it"
+            ))),
+            AgentReply::NotAssigned { assignee, .. } => Err(ApiError::Conflict(format!(
+                "the thread is not assigned to agent `{agent}` ({})",
+                match assignee {
+                    Some(a) if a.starts_with("agent:") => format!("it is with agent `{}`", &a[6..]),
+                    Some(_) => "a person has it".to_string(),
+                    None => "nobody has it yet".to_string(),
+                }
+            ))),
+            AgentReply::NoLead => Err(ApiError::NotFound(format!("no lead `{lead_id}`"))),
+        };
+    }
     let queued = state
         .store
         .queue_reply(&account.id, &lead.id, actor, operator, &payload, &said)
@@ -335,7 +376,32 @@ pub async fn api_reply(
     let account = state.authenticate(&headers)?.clone();
     super::error::require_json(&headers)?;
     let input: ReplyInput = super::leads::parse_body(body)?;
-    let actor = api_actor(input.by.as_deref())?;
+    if let Some(agent) = input.agent.as_deref() {
+        if input.by.is_some() {
+            return Err(ApiError::invalid(
+                "give `agent` (an AI agent replying as itself) or `by` (a person), not both",
+                "by",
+            ));
+        }
+        if !account.endpoints.contains_key(agent) {
+            let known: Vec<&str> = account.endpoints.keys().map(String::as_str).collect();
+            return Err(ApiError::invalid(
+                format!(
+                    "`agent` is `{agent}`, which is not one of this account's endpoints ({})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+                "agent",
+            ));
+        }
+    }
+    let actor = match input.agent.as_deref() {
+        Some(agent) => format!("agent:{agent}"),
+        None => api_actor(input.by.as_deref())?,
+    };
     Ok(Json(
         reply(&state, &account, &id, &actor, None, &input).await?,
     ))

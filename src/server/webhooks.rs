@@ -4,12 +4,13 @@
 //! A redelivered event (same source ID) is stored once and processed once.
 
 use super::error::ApiError;
-use super::leads::{decide_for, pick_playbook_named};
+use super::leads::{decide_for, pick_playbook_named, Decided};
 use super::AppState;
 use crate::config::Account;
-use crate::engine::lead::TranscriptMessage;
+use crate::engine::lead::{Answer, TranscriptMessage};
+use crate::engine::Event;
 use crate::intake::{self, InboundEvent, MetaObject};
-use crate::store::{ConsentRecord, LeadEvent, PendingWebhook, StatusRecord};
+use crate::store::{ConsentRecord, InboundMessage, LeadEvent, PendingWebhook, StatusRecord};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -128,6 +129,9 @@ struct QueuedLead {
     consent: Option<QueuedConsent>,
     transcript: Vec<TranscriptMessage>,
     form: Option<String>,
+    /// Answers to questions no field is mapped to, in the order asked.
+    #[serde(default)]
+    answers: Vec<Answer>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -163,7 +167,16 @@ fn queued(
         }),
         transcript,
         form,
+        answers: answers_of(m.unmapped),
     }
+}
+
+/// A mapped lead's unmapped answers as the lead keeps them.
+fn answers_of(unmapped: Vec<(String, String)>) -> Vec<Answer> {
+    unmapped
+        .into_iter()
+        .map(|(question, answer)| Answer { question, answer })
+        .collect()
 }
 
 /// `POST /webhooks/forms/{account}/{form}`: a web form submission, JSON or
@@ -200,9 +213,9 @@ pub async fn form(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let mapped = if is_json {
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad(format!("the body is not JSON: {e}"), None))?;
-        intake::map_form_json(&value, &mapping).map_err(|e| ApiError::bad(e.to_string(), None))?
+        // Read in the body's own order, so unmapped answers keep the order asked.
+        intake::map_form_json_body(&body, &mapping)
+            .map_err(|e| ApiError::bad(e.to_string(), None))?
     } else {
         let text =
             std::str::from_utf8(&body).map_err(|_| ApiError::bad("the body is not UTF-8", None))?;
@@ -436,7 +449,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                         )));
                     }
                     let phone = intake::wa_id_to_e164(&m.wa_id);
-                    let text = m.text.clone().unwrap_or_else(|| format!("[{}]", m.kind));
+                    let text = m.transcript_line();
                     // Someone at the business wrote from the app on their
                     // phone: a person is on the thread, automation pauses;
                     // it opens no window and is no opt-out.
@@ -458,7 +471,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                         messages: vec![TranscriptMessage {
                             channel: "whatsapp".into(),
                             from: if m.is_echo { "business" } else { "lead" }.into(),
-                            text,
+                            text: text.clone(),
                             at: m.timestamp,
                         }],
                         consent: opt_out.then(|| ConsentRecord {
@@ -468,7 +481,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                             at: m.timestamp,
                             evidence: m.text.clone(),
                         }),
-                        name: if m.is_echo {
+                        profile_name: if m.is_echo {
                             None
                         } else {
                             m.profile_name.clone()
@@ -476,9 +489,26 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                         dedup,
                         inbound_at: (!m.is_echo).then_some(m.timestamp),
                         human_activity: m.is_echo,
+                        inbound: (!m.is_echo).then(|| InboundMessage {
+                            id: m.message_id.clone(),
+                            channel: "whatsapp".into(),
+                            kind: m.kind.clone(),
+                            text: text.clone(),
+                            at: m.timestamp,
+                        }),
                         ..LeadEvent::default()
                     };
-                    Ok(record(state, account, lead_event, "whatsapp", None).await?)
+                    // What the buyer writes is decided as a message; the
+                    // business's own echo is not the buyer speaking.
+                    let decided = if m.is_echo {
+                        Decided::default()
+                    } else {
+                        Decided {
+                            event: Event::Message,
+                            message: Some(text),
+                        }
+                    };
+                    Ok(record(state, account, lead_event, "whatsapp", None, decided).await?)
                 }
                 InboundEvent::InstagramMessage(m) => {
                     // An echo is the business writing from its own app: the
@@ -491,23 +521,27 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                     let lead_event = LeadEvent {
                         identities: vec![("instagram".into(), user)],
                         channel: Some("instagram".into()),
-                        messages: m
-                            .text
-                            .clone()
-                            .map(|text| {
-                                vec![TranscriptMessage {
-                                    channel: "instagram".into(),
-                                    from: from.into(),
-                                    text,
-                                    at: m.timestamp,
-                                }]
-                            })
-                            .unwrap_or_default(),
+                        messages: vec![TranscriptMessage {
+                            channel: "instagram".into(),
+                            from: from.into(),
+                            text: m.transcript_line(),
+                            at: m.timestamp,
+                        }],
                         dedup,
                         human_activity: m.is_echo,
                         ..LeadEvent::default()
                     };
-                    Ok(record(state, account, lead_event, "instagram", None).await?)
+                    // An Instagram DM is an upstream lead event: the handoff
+                    // to WhatsApp happens from it.
+                    Ok(record(
+                        state,
+                        account,
+                        lead_event,
+                        "instagram",
+                        None,
+                        Decided::default(),
+                    )
+                    .await?)
                 }
                 InboundEvent::WhatsappStatus(s) => {
                     let record = StatusRecord {
@@ -538,21 +572,18 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                     }
                     Ok(())
                 }
-                InboundEvent::WhatsappUserPreference(p) => {
-                    let consent = ConsentRecord {
-                        channel: "whatsapp_marketing".into(),
-                        granted: !p.marketing_opt_out,
-                        source: "whatsapp user_preferences".into(),
-                        at: p.timestamp,
-                        evidence: p.detail.clone(),
-                    };
-                    state
-                        .store
-                        .record_consent(&account.id, "whatsapp", &p.wa_id, &consent)
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| Refused::Retry(e.to_string()))
-                }
+                InboundEvent::WhatsappUserPreference(p) => state
+                    .store
+                    .record_marketing(
+                        &account.id,
+                        &p.wa_id,
+                        p.marketing_opt_out,
+                        p.timestamp,
+                        "whatsapp user_preferences",
+                        p.detail.as_deref(),
+                    )
+                    .await
+                    .map_err(|e| Refused::Retry(e.to_string())),
                 InboundEvent::LeadgenRef(r) => {
                     let graph = fetch_lead(account, &r.leadgen_id).await?;
                     let mapping = intake::FieldMapping::from_pairs(
@@ -650,6 +681,7 @@ async fn record_queued(
         intent: q.intent,
         fields: q.fields,
         messages: q.transcript,
+        answers: q.answers,
         consent: q.consent.map(|c| ConsentRecord {
             channel: "whatsapp".into(),
             granted: c.whatsapp,
@@ -666,7 +698,15 @@ async fn record_queued(
             .and_then(|f| account.routing.by_form.get(f).cloned())
     });
     let channel = q.channel.clone();
-    record(state, account, lead_event, &channel, playbook).await
+    record(
+        state,
+        account,
+        lead_event,
+        &channel,
+        playbook,
+        Decided::default(),
+    )
+    .await
 }
 
 /// Records a webhook's lead event and decides it with the lead's playbook.
@@ -676,16 +716,26 @@ async fn record(
     event: LeadEvent,
     channel: &str,
     playbook: Option<String>,
+    decided: Decided,
 ) -> Result<(), String> {
     let ruleset = state.ruleset().ok_or("no ruleset loaded")?;
-    let playbook = pick_playbook_named(account, &ruleset, playbook.as_deref(), channel)
-        .map_err(|e| e.to_string())?;
+    // A lead the account routes to no playbook is still kept, with what it
+    // said: a known lead keeps its own playbook, and a new one is there for
+    // an operator to see, its decision saying why nothing happened.
+    let playbook = pick_playbook_named(account, &ruleset, playbook.as_deref(), channel);
     let updates = account.lead_updates.clone();
     let managed: Vec<String> = account.queues.keys().cloned().collect();
     let recorded = state
         .store
         .record(&account.id, event, move |lead| {
-            decide_for(&ruleset, &playbook, lead, &updates, &managed)
+            decide_for(
+                &ruleset,
+                playbook.as_deref().map_err(String::as_str),
+                lead,
+                &updates,
+                &managed,
+                &decided,
+            )
         })
         .await;
     state.outbox.notify_one();

@@ -9,8 +9,8 @@
 //! one process, or PostgreSQL ([`postgres`]) for one or many `handoff serve`
 //! instances on one database. Both give the same answers to the same calls.
 
-use crate::engine::lead::{Consent, TranscriptMessage};
-use crate::engine::Lead;
+use crate::engine::lead::{Answer, Consent, TranscriptMessage};
+use crate::engine::{Lead, Thread};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -76,6 +76,9 @@ pub struct LeadEvent {
     /// `(kind, value)`: `phone` (E.164), `email`, `whatsapp`, `instagram`, `external`.
     pub identities: Vec<(String, String)>,
     pub name: Option<String>,
+    /// The name on the person's WhatsApp profile: it names a lead that has
+    /// no name yet, and never replaces a name the person gave.
+    pub profile_name: Option<String>,
     pub first_name: Option<String>,
     pub phone: Option<String>,
     pub email: Option<String>,
@@ -95,6 +98,24 @@ pub struct LeadEvent {
     /// A person on the business's side wrote (an echo from the business's
     /// phone): automation pauses on the thread.
     pub human_activity: bool,
+    /// Form and lead-ad answers no field is declared for, in the order asked.
+    pub answers: Vec<Answer>,
+    /// The WhatsApp message the lead wrote, when the event is one: it goes
+    /// to an AI agent the thread is assigned to (`message.received`).
+    pub inbound: Option<InboundMessage>,
+}
+
+/// A message the lead wrote, as the people on the thread receive it.
+#[derive(Clone, Debug, Serialize)]
+pub struct InboundMessage {
+    /// Meta's message ID (`wamid....`).
+    pub id: String,
+    pub channel: String,
+    /// Meta's message type: `text`, `image`, `button`, ...
+    pub kind: String,
+    /// The message as its transcript line reads.
+    pub text: String,
+    pub at: DateTime<Utc>,
 }
 
 /// An opt-in or opt-out, with where it came from.
@@ -115,6 +136,10 @@ pub struct LeadState {
     pub human: bool,
     pub last_inbound_at: Option<DateTime<Utc>>,
     pub created: bool,
+    /// The conversation on the lead's thread, its idle time applied.
+    pub thread: Thread,
+    /// The lead's WhatsApp user stopped marketing messages.
+    pub marketing_opt_out: bool,
 }
 
 /// What a decision writes besides itself.
@@ -133,6 +158,12 @@ pub struct DecisionRecord {
     /// Whether the account gives `queue` members: the thread then waits in
     /// it to be assigned (see [`queues`]).
     pub managed: bool,
+    /// A handoff message is queued: a conversation opens unless one is open.
+    pub opens_thread: bool,
+    /// The playbook's `idle` days, kept with a conversation it opens.
+    pub idle_days: u32,
+    /// The fields `ask` reported: not reported again in this conversation.
+    pub asked: Vec<String>,
     /// The response to give (and to replay for a duplicate).
     pub response: Value,
 }
@@ -425,6 +456,41 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Records a WhatsApp user's marketing preference: `opted_out` after
+    /// Meta's `user_preferences` "stop" or send error 131050, not after a
+    /// "resume". Kept on the WhatsApp ID, so it holds for every lead with
+    /// that number, also one not known yet; the latest `at` wins (Meta may
+    /// deliver a stop and a resume out of order). The lead with that
+    /// identity, if any, gets it in its consent history.
+    pub async fn record_marketing(
+        &self,
+        account: &str,
+        wa_id: &str,
+        opted_out: bool,
+        at: DateTime<Utc>,
+        source: &str,
+        evidence: Option<&str>,
+    ) -> Result<(), StoreError> {
+        on_backend!(self, db => db.record_marketing(account, wa_id, opted_out, at, source, evidence).await)
+    }
+
+    /// Queues an AI agent's WhatsApp reply on a thread assigned to it
+    /// (`agent:<endpoint>`) and writes it to the transcript as the agent,
+    /// in one transaction. The thread stays automated and the agent's; a
+    /// thread a person took over, or that went to someone else, is refused.
+    pub async fn queue_agent_reply(
+        &self,
+        account: &str,
+        lead_id: &str,
+        agent: &str,
+        payload: &Value,
+        text: &str,
+    ) -> Result<AgentReply, StoreError> {
+        on_backend!(self, db => db.queue_agent_reply(account, lead_id, agent, payload, text).await)
+    }
+}
+
 /// How far along a Meta status is; statuses only move forward
 /// (both backends keep the furthest).
 pub(super) fn status_rank(status: Option<&str>) -> u8 {
@@ -455,14 +521,149 @@ fn unique(items: &[String]) -> Vec<String> {
 }
 
 /// The state of a lead that this event creates.
-fn new_state(event: &LeadEvent) -> LeadState {
+fn new_state(event: &LeadEvent, marketing_opt_out: bool) -> LeadState {
     LeadState {
         id: String::new(),
         lead: event.lead(),
         human: event.human_activity,
         last_inbound_at: event.inbound_at,
         created: true,
+        thread: Thread::default(),
+        marketing_opt_out,
     }
+}
+
+/// The conversation on a thread at `now`, from its columns and the time of
+/// the latest message either way. An open conversation with no message for
+/// its idle time is closed, as of the moment that time ran out: returned
+/// second, so the caller can write it down.
+pub(crate) fn conversation(
+    opened_at: Option<DateTime<Utc>>,
+    closed_at: Option<DateTime<Utc>>,
+    idle_days: Option<i64>,
+    last_message: Option<DateTime<Utc>>,
+    asked: Vec<String>,
+    now: DateTime<Utc>,
+) -> (Thread, Option<DateTime<Utc>>) {
+    let Some(opened) = opened_at else {
+        let thread = Thread {
+            closed: closed_at,
+            ..Thread::default()
+        };
+        return (thread, None);
+    };
+    let idle = chrono::Duration::days(idle_days.unwrap_or(DEFAULT_IDLE_DAYS).max(1));
+    let last = last_message.map_or(opened, |m| m.max(opened));
+    let expires = last + idle;
+    if expires <= now {
+        let thread = Thread {
+            closed: Some(expires),
+            ..Thread::default()
+        };
+        return (thread, Some(expires));
+    }
+    let thread = Thread {
+        open: true,
+        opened: Some(opened),
+        closed: closed_at,
+        asked,
+    };
+    (thread, None)
+}
+
+/// The lead record's `thread` with its conversation: `open`, `opened_at`
+/// and `closed_at` as of `now` (an idle conversation reads as closed), from
+/// the thread's columns and the transcript (`at` of each line, RFC 3339).
+pub(crate) fn conversation_json(
+    mut thread: Value,
+    transcript: &[Value],
+    now: DateTime<Utc>,
+) -> Value {
+    let Some(map) = thread.as_object_mut() else {
+        return thread;
+    };
+    let time = |v: Option<&Value>| {
+        v.and_then(Value::as_str)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let last = transcript.iter().filter_map(|m| time(m.get("at"))).max();
+    let (conversation, _) = conversation(
+        time(map.get("opened_at")),
+        time(map.get("closed_at")),
+        map.get("idle_days").and_then(Value::as_i64),
+        last,
+        Vec::new(),
+        now,
+    );
+    let at = |t: Option<DateTime<Utc>>| {
+        t.map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
+            .unwrap_or(Value::Null)
+    };
+    map.remove("idle_days");
+    map.insert("open".into(), Value::Bool(conversation.open));
+    map.insert("opened_at".into(), at(conversation.opened));
+    map.insert("closed_at".into(), at(conversation.closed));
+    thread
+}
+
+/// A playbook without `idle` closes conversations after this many days.
+pub const DEFAULT_IDLE_DAYS: i64 = 30;
+
+/// The WhatsApp IDs a marketing preference may be kept under for a lead:
+/// its WhatsApp identities, and its phone numbers as digits (Meta's IDs are
+/// the number without `+`, except where a country's numbering differs).
+pub(crate) fn marketing_keys<'a>(
+    identities: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Vec<String> {
+    let mut keys = Vec::new();
+    for (kind, value) in identities {
+        let key = match kind {
+            "whatsapp" => value.to_string(),
+            "phone" => value.trim_start_matches('+').to_string(),
+            _ => continue,
+        };
+        if !key.is_empty() && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// `answers` after a later event: a question answered again keeps its
+/// place with the new answer; new questions follow in the order asked.
+pub(crate) fn merge_answers(answers: &mut Vec<Answer>, later: &[Answer]) {
+    for answer in later {
+        match answers.iter_mut().find(|a| a.question == answer.question) {
+            Some(existing) => existing.answer = answer.answer.clone(),
+            None => answers.push(answer.clone()),
+        }
+    }
+}
+
+/// The outbox payload of a message the lead wrote, for the AI agent the
+/// thread is assigned to: `data.message` and `data.lead`.
+pub(crate) fn message_received_payload(endpoint: &str, message: &InboundMessage) -> Value {
+    serde_json::json!({
+        "endpoint": endpoint,
+        "event": "message.received",
+        "wrap": true,
+        "context": {"message": message},
+    })
+}
+
+/// How an AI agent's reply went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentReply {
+    /// Queued for sending, as this outbox message.
+    Queued { outbox_id: String },
+    /// The thread is not this agent's: a person took it, or it went elsewhere.
+    NotAssigned {
+        assignee: Option<String>,
+        human: bool,
+    },
+    /// The account has no such lead.
+    NoLead,
 }
 
 impl LeadEvent {
@@ -478,7 +679,7 @@ impl LeadEvent {
             .filter(|c| c.channel == "whatsapp")
             .is_some_and(|c| c.granted);
         Lead {
-            name: self.name.clone(),
+            name: self.name.clone().or_else(|| self.profile_name.clone()),
             first_name: self.first_name.clone(),
             phone: self.phone.clone(),
             email: self.email.clone(),
@@ -490,6 +691,109 @@ impl LeadEvent {
             fields,
             tags: unique(&self.tags),
             transcript,
+            answers: {
+                let mut answers = Vec::new();
+                merge_answers(&mut answers, &self.answers);
+                answers
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn an_open_conversation_closes_after_its_idle_days_without_a_message() {
+        let opened = at("2027-01-01T10:00:00Z");
+        let asked = vec!["city".to_string()];
+        // Two days in, with a message yesterday: open, asked fields kept.
+        let (t, expired) = conversation(
+            Some(opened),
+            None,
+            Some(3),
+            Some(at("2027-01-02T09:00:00Z")),
+            asked.clone(),
+            at("2027-01-03T10:00:00Z"),
+        );
+        assert!(t.open && expired.is_none());
+        assert_eq!(t.opened, Some(opened));
+        assert_eq!(t.asked, asked);
+        // Three days after the last message: closed as of then.
+        let (t, expired) = conversation(
+            Some(opened),
+            None,
+            Some(3),
+            Some(at("2027-01-02T09:00:00Z")),
+            asked.clone(),
+            at("2027-01-05T09:00:00Z"),
+        );
+        assert!(!t.open && t.opened.is_none() && t.asked.is_empty());
+        assert_eq!(t.closed, Some(at("2027-01-05T09:00:00Z")));
+        assert_eq!(expired, t.closed);
+        // No message since the opening: the opening counts; no idle given: 30 days.
+        let (t, _) = conversation(
+            Some(opened),
+            None,
+            None,
+            None,
+            Vec::new(),
+            at("2027-01-30T09:00:00Z"),
+        );
+        assert!(t.open);
+        let (t, _) = conversation(
+            Some(opened),
+            None,
+            None,
+            Some(at("2026-12-01T00:00:00Z")),
+            Vec::new(),
+            at("2027-01-31T10:00:00Z"),
+        );
+        assert!(!t.open, "an older transcript line does not extend it");
+        // Never opened: the last closing is all there is.
+        let closed = at("2026-12-24T18:00:00Z");
+        let (t, expired) = conversation(None, Some(closed), None, None, asked, closed);
+        assert!(!t.open && expired.is_none());
+        assert_eq!(t.closed, Some(closed));
+    }
+
+    #[test]
+    fn marketing_keys_are_whatsapp_ids_and_phone_digits_once_each() {
+        let keys = marketing_keys(
+            [
+                ("phone", "+919812345678"),
+                ("whatsapp", "919812345678"),
+                ("email", "a@example.com"),
+                ("whatsapp", "5511987654321"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(keys, vec!["919812345678", "5511987654321"]);
+    }
+
+    #[test]
+    fn a_later_answer_keeps_its_place_and_new_questions_follow() {
+        let a = |q: &str, x: &str| Answer {
+            question: q.into(),
+            answer: x.into(),
+        };
+        let mut answers = vec![a("venue", "beach"), a("diet", "jain")];
+        merge_answers(
+            &mut answers,
+            &[a("source", "instagram"), a("venue", "palace")],
+        );
+        assert_eq!(
+            answers,
+            vec![
+                a("venue", "palace"),
+                a("diet", "jain"),
+                a("source", "instagram")
+            ]
+        );
     }
 }

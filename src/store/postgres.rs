@@ -54,7 +54,7 @@ use super::{
     new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, OutboxItem,
     PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
 };
-use crate::engine::lead::{Consent, TranscriptMessage};
+use crate::engine::lead::{Answer, Consent, TranscriptMessage};
 use crate::engine::Lead;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -101,6 +101,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         3,
         "queues",
         include_str!("../../migrations/postgres/0003_queues.sql"),
+    ),
+    (
+        4,
+        "conversations",
+        include_str!("../../migrations/postgres/0004_conversations.sql"),
     ),
 ];
 
@@ -686,6 +691,96 @@ impl Postgres {
         Ok(out)
     }
 
+    pub async fn record_marketing(
+        &self,
+        account: &str,
+        wa_id: &str,
+        opted_out: bool,
+        at: DateTime<Utc>,
+        source: &str,
+        evidence: Option<&str>,
+    ) -> Result<(), StoreError> {
+        retrying!(self.record_marketing_once(account, wa_id, opted_out, at, source, evidence))
+    }
+
+    async fn record_marketing_once(
+        &self,
+        account: &str,
+        wa_id: &str,
+        opted_out: bool,
+        at: DateTime<Utc>,
+        source: &str,
+        evidence: Option<&str>,
+    ) -> Sql<()> {
+        let mut tx = self.worker.begin().await?;
+        record_marketing(&mut tx, account, wa_id, opted_out, at, source, evidence).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn queue_agent_reply(
+        &self,
+        account: &str,
+        lead_id: &str,
+        agent: &str,
+        payload: &Value,
+        text: &str,
+    ) -> Result<super::AgentReply, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
+            return Ok(super::AgentReply::NoLead);
+        };
+        let r = q("SELECT state, assignee FROM threads WHERE lead_id = $1")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let state: String = r.try_get(0)?;
+        let assignee: Option<String> = r.try_get(1)?;
+        let member = format!("agent:{agent}");
+        if state == "human" || assignee.as_deref() != Some(member.as_str()) {
+            // Ended here, not when dropped: the lead's row is released now.
+            tx.rollback().await?;
+            return Ok(super::AgentReply::NotAssigned {
+                assignee,
+                human: state == "human",
+            });
+        }
+        let now = Utc::now();
+        let outbox_id = uuid::Uuid::now_v7().to_string();
+        // Automated: should a person take the thread over before it goes
+        // out, it is cancelled like every automated message.
+        q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
+           SELECT $1, $2, $3, d.id, 'whatsapp', $4, $5, TRUE, $5 FROM decisions d WHERE d.lead_id = $3 ORDER BY d.at DESC, d.id DESC LIMIT 1")
+            .bind(&outbox_id)
+            .bind(account)
+            .bind(&id)
+            .bind(payload.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        q("INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES ($1, $2, 'whatsapp', $3, $4, $5)")
+            .bind(account)
+            .bind(&id)
+            .bind(&member)
+            .bind(text)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        q("UPDATE threads SET picked_up_at = COALESCE(picked_up_at, $1), updated_at = $1 WHERE lead_id = $2")
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        q("UPDATE leads SET updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+        trail(&mut tx, account, &id, &member, "reply", Some(text)).await?;
+        tx.commit().await?;
+        Ok(super::AgentReply::Queued { outbox_id })
+    }
+
     pub async fn record_consent(
         &self,
         account: &str,
@@ -851,7 +946,14 @@ async fn record_event(
 ) -> Sql<Recorded> {
     let Some((lead_id, _)) = found.first().cloned() else {
         // Known from the event alone: decided, then every row written once.
-        let record = decide(&new_state(event));
+        let keys = super::marketing_keys(
+            event
+                .identities
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let opted_out = marketing_opted_out(c, account, &keys).await?;
+        let record = decide(&new_state(event, opted_out));
         let (response, lead_id, decision_id) = record_new(c, account, event, now, record).await?;
         return Ok(Recorded::New {
             lead_id,
@@ -878,10 +980,10 @@ async fn record_event(
             .execute(&mut *c)
             .await?;
     }
-    let state = load_state(c, &lead_id, false).await?;
+    let state = load_state(c, account, &lead_id, false).await?;
     let record = decide(&state);
     // A lead routed for the first time keeps the playbook that decided it.
-    q("UPDATE leads SET playbook = COALESCE(playbook, $1) WHERE id = $2")
+    q("UPDATE leads SET playbook = COALESCE(playbook, NULLIF($1, '')) WHERE id = $2")
         .bind(&record.playbook)
         .bind(&lead_id)
         .execute(&mut *c)
@@ -899,12 +1001,172 @@ async fn record_event(
     if let Some(queue) = &record.queue {
         route_thread(c, account, &lead_id, queue, &record, now).await?;
     }
+    keep_conversation(c, &lead_id, &state, &record, now).await?;
+    if let Some(message) = &event.inbound {
+        tell_agent(c, &lead_id, &decision_id, message, now).await?;
+    }
     let response = finish_response(c, account, event, &record, &lead_id, &decision_id).await?;
     Ok(Recorded::New {
         lead_id,
         decision_id,
         response,
     })
+}
+
+/// Whether any of these WhatsApp IDs stopped marketing messages.
+async fn marketing_opted_out(c: &mut PgConnection, account: &str, keys: &[String]) -> Sql<bool> {
+    if keys.is_empty() {
+        return Ok(false);
+    }
+    q("SELECT EXISTS (SELECT 1 FROM marketing_preferences WHERE account_id = $1 AND wa_id = ANY($2) AND opted_out)")
+        .bind(account)
+        .bind(keys)
+        .fetch_one(&mut *c)
+        .await?
+        .try_get(0)
+}
+
+/// The WhatsApp IDs a lead's marketing preference may be kept under (see
+/// [`super::marketing_keys`]), from its WhatsApp and phone identities.
+async fn lead_marketing_keys(c: &mut PgConnection, lead_id: &str) -> Sql<Vec<String>> {
+    let rows = q("SELECT kind, value FROM identities WHERE lead_id = $1 AND kind IN ('whatsapp', 'phone') ORDER BY kind, value")
+        .bind(lead_id)
+        .fetch_all(&mut *c)
+        .await?;
+    let mut identities = Vec::with_capacity(rows.len());
+    for r in rows {
+        identities.push((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?));
+    }
+    Ok(super::marketing_keys(
+        identities.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
+/// The conversation after a decision: one opens with the first handoff
+/// message queued while none is open (an idle one closed first); the
+/// fields `ask` reported are kept while it is open.
+async fn keep_conversation(
+    c: &mut PgConnection,
+    lead_id: &str,
+    state: &LeadState,
+    record: &DecisionRecord,
+    now: DateTime<Utc>,
+) -> Sql<()> {
+    if state.thread.open {
+        if record.asked.iter().any(|f| !state.thread.asked.contains(f)) {
+            let mut asked = state.thread.asked.clone();
+            for field in &record.asked {
+                if !asked.contains(field) {
+                    asked.push(field.clone());
+                }
+            }
+            q("UPDATE threads SET asked = $1 WHERE lead_id = $2")
+                .bind(serde_json::to_string(&asked).unwrap_or_default())
+                .bind(lead_id)
+                .execute(&mut *c)
+                .await?;
+        }
+        return Ok(());
+    }
+    if record.opens_thread {
+        // The last closing is kept: an idled-out conversation's as of its expiry.
+        q("UPDATE threads SET opened_at = $1, idle_days = $2, asked = $3, closed_at = $5, updated_at = $1 WHERE lead_id = $4")
+            .bind(now)
+            .bind(idle_days(record.idle_days))
+            .bind(serde_json::to_string(&record.asked).unwrap_or_default())
+            .bind(lead_id)
+            .bind(state.thread.closed)
+            .execute(&mut *c)
+            .await?;
+    } else if let Some(closed) = state.thread.closed {
+        // An idle conversation closed as of when its time ran out: on record
+        // once, so every reader agrees it is closed.
+        q("UPDATE threads SET opened_at = NULL, closed_at = $1, asked = '[]' WHERE lead_id = $2 AND opened_at IS NOT NULL")
+            .bind(closed)
+            .bind(lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Writes down that the lead's conversation closed if it has idled out
+/// (it already reads as closed; this makes the columns agree), as of the
+/// moment its idle time ran out.
+pub(super) async fn settle_idle(c: &mut PgConnection, lead_id: &str) -> Sql<()> {
+    let row = q("SELECT opened_at, idle_days, (SELECT MAX(at) FROM messages WHERE lead_id = $1) FROM threads WHERE lead_id = $1")
+        .bind(lead_id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let opened: Option<DateTime<Utc>> = row.try_get(0)?;
+    if opened.is_none() {
+        return Ok(());
+    }
+    let idle: Option<i32> = row.try_get(1)?;
+    let last: Option<DateTime<Utc>> = row.try_get(2)?;
+    let (_, expired) = super::conversation(
+        opened,
+        None,
+        idle.map(i64::from),
+        last,
+        Vec::new(),
+        Utc::now(),
+    );
+    if let Some(at) = expired {
+        q("UPDATE threads SET opened_at = NULL, closed_at = $1, asked = '[]' WHERE lead_id = $2")
+            .bind(at)
+            .bind(lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    Ok(())
+}
+
+/// A playbook's `idle` days as the `INTEGER` column keeps them.
+fn idle_days(days: u32) -> i32 {
+    i32::try_from(days).unwrap_or(i32::MAX)
+}
+
+/// A message the lead wrote reaches the AI agent its thread is assigned
+/// to, unless a person has taken the thread over.
+async fn tell_agent(
+    c: &mut PgConnection,
+    lead_id: &str,
+    decision_id: &str,
+    message: &super::InboundMessage,
+    now: DateTime<Utc>,
+) -> Sql<()> {
+    let row = q("SELECT state, assignee, account_id FROM threads WHERE lead_id = $1")
+        .bind(lead_id)
+        .fetch_optional(&mut *c)
+        .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let state: String = row.try_get(0)?;
+    let assignee: Option<String> = row.try_get(1)?;
+    let account: String = row.try_get(2)?;
+    let Some(endpoint) = assignee.as_deref().and_then(|a| a.strip_prefix("agent:")) else {
+        return Ok(());
+    };
+    if state == "human" {
+        return Ok(());
+    }
+    let payload = super::message_received_payload(endpoint, message);
+    q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, updated_at) \
+       VALUES ($1, $2, $3, $4, 'notify', $5, $6, $6)")
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&account)
+        .bind(lead_id)
+        .bind(decision_id)
+        .bind(payload.to_string())
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
 }
 
 /// Moves a known lead's thread to the queue its decision names. In a queue
@@ -968,28 +1230,36 @@ async fn record_new(
     let mut fields = event.fields.clone();
     fields.retain(|_, v| !v.is_null());
     let tags = unique(&event.tags);
-    q("INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags) \
-       VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
+    let mut answers = Vec::new();
+    super::merge_answers(&mut answers, &event.answers);
+    q("INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers) \
+       VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
         .bind(&lead_id)
         .bind(account)
         .bind(now)
-        .bind(&event.name)
+        .bind(event.name.as_ref().or(event.profile_name.as_ref()))
         .bind(&event.first_name)
         .bind(&event.phone)
         .bind(&event.email)
         .bind(&event.language)
         .bind(&event.channel)
         .bind(&event.intent)
-        .bind(event.playbook.as_ref().unwrap_or(&record.playbook))
+        .bind(
+            event
+                .playbook
+                .as_deref()
+                .or(Some(record.playbook.as_str()).filter(|p| !p.is_empty())),
+        )
         .bind(Value::Object(fields).to_string())
         .bind(serde_json::to_string(&tags).unwrap_or_default())
+        .bind(serde_json::to_string(&answers).unwrap_or_default())
         .execute(&mut *c)
         .await?;
     insert_rows(c, account, &lead_id, event).await?;
     let decision_id = insert_decision(c, account, &lead_id, now, &record).await?;
     let waits = record.managed && record.queue.is_some();
-    q("INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at, queue_state, queued_at, routed_by) \
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+    q("INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at, queue_state, queued_at, routed_by, opened_at, idle_days, asked) \
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
         .bind(&lead_id)
         .bind(account)
         .bind(if record.takeover || event.human_activity { "human" } else { "automated" })
@@ -999,6 +1269,13 @@ async fn record_new(
         .bind(waits.then_some("waiting"))
         .bind(waits.then_some(now))
         .bind(record.queue.as_ref().map(|_| "rule"))
+        .bind(record.opens_thread.then_some(now))
+        .bind(record.opens_thread.then_some(idle_days(record.idle_days)))
+        .bind(if record.opens_thread {
+            serde_json::to_string(&record.asked).unwrap_or_default()
+        } else {
+            "[]".to_string()
+        })
         .execute(&mut *c)
         .await?;
     if let (true, Some(queue)) = (waits, &record.queue) {
@@ -1153,10 +1430,11 @@ struct LeadColumns {
     text: [Option<String>; 8],
     fields: Map<String, Value>,
     tags: Vec<String>,
+    answers: Vec<Answer>,
 }
 
 async fn lead_columns(c: &mut PgConnection, id: &str) -> Sql<Option<LeadColumns>> {
-    let row = q("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = $1")
+    let row = q("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = $1")
         .bind(id)
         .fetch_optional(&mut *c)
         .await?;
@@ -1171,6 +1449,7 @@ async fn lead_columns(c: &mut PgConnection, id: &str) -> Sql<Option<LeadColumns>
         text,
         fields: serde_json::from_str(&r.try_get::<String, _>(8)?).unwrap_or_default(),
         tags: serde_json::from_str(&r.try_get::<String, _>(9)?).unwrap_or_default(),
+        answers: serde_json::from_str(&r.try_get::<String, _>(10)?).unwrap_or_default(),
     }))
 }
 
@@ -1183,6 +1462,9 @@ async fn merge_into(c: &mut PgConnection, survivor: &str, other: &str) -> Sql<()
     ) else {
         return Ok(());
     };
+    // A conversation that idled out does not outlive the merge as open.
+    settle_idle(c, survivor).await?;
+    settle_idle(c, other).await?;
     // The survivor's values win; the other lead fills what it lacks.
     let mut text = keep.text.clone();
     for (slot, theirs) in text.iter_mut().zip(gone.text) {
@@ -1198,8 +1480,11 @@ async fn merge_into(c: &mut PgConnection, survivor: &str, other: &str) -> Sql<()
             tags.push(t);
         }
     }
+    // The other lead's answers first: the survivor's, later, win.
+    let mut answers = gone.answers;
+    super::merge_answers(&mut answers, &keep.answers);
     let [name, first_name, phone, email, language, channel, intent, playbook] = text;
-    q("UPDATE leads SET name = $1, first_name = $2, phone = $3, email = $4, language = $5, channel = $6, intent = $7, playbook = $8, fields = $9, tags = $10 WHERE id = $11")
+    q("UPDATE leads SET name = $1, first_name = $2, phone = $3, email = $4, language = $5, channel = $6, intent = $7, playbook = $8, fields = $9, tags = $10, answers = $12 WHERE id = $11")
         .bind(name)
         .bind(first_name)
         .bind(phone)
@@ -1211,6 +1496,7 @@ async fn merge_into(c: &mut PgConnection, survivor: &str, other: &str) -> Sql<()
         .bind(Value::Object(fields).to_string())
         .bind(serde_json::to_string(&tags).unwrap_or_default())
         .bind(survivor)
+        .bind(serde_json::to_string(&answers).unwrap_or_default())
         .execute(&mut *c)
         .await?;
     for sql in [
@@ -1224,8 +1510,15 @@ async fn merge_into(c: &mut PgConnection, survivor: &str, other: &str) -> Sql<()
         q(sql).bind(survivor).bind(other).execute(&mut *c).await?;
     }
     // A thread a person took over stays taken over; the later window counts.
+    // An open conversation stays the survivor's; without one, the other
+    // lead's (with its idle time and what it asked) is kept; the later close
+    // counts. Every expression reads the rows as they were before.
     q("UPDATE threads t SET state = CASE WHEN o.state = 'human' THEN 'human' ELSE t.state END, \
-       queue = COALESCE(t.queue, o.queue), last_inbound_at = GREATEST(t.last_inbound_at, o.last_inbound_at) \
+       queue = COALESCE(t.queue, o.queue), last_inbound_at = GREATEST(t.last_inbound_at, o.last_inbound_at), \
+       idle_days = CASE WHEN t.opened_at IS NULL THEN o.idle_days ELSE t.idle_days END, \
+       asked = CASE WHEN t.opened_at IS NULL THEN COALESCE(o.asked, '[]') ELSE t.asked END, \
+       opened_at = COALESCE(t.opened_at, o.opened_at), \
+       closed_at = GREATEST(t.closed_at, o.closed_at) \
        FROM threads o WHERE t.lead_id = $1 AND o.lead_id = $2")
         .bind(survivor)
         .bind(other)
@@ -1250,10 +1543,20 @@ async fn apply_event(
     event: &LeadEvent,
     now: DateTime<Utc>,
 ) -> Sql<()> {
-    let r = q("SELECT fields, tags FROM leads WHERE id = $1")
+    let r = q("SELECT fields, tags, answers FROM leads WHERE id = $1")
         .bind(lead_id)
         .fetch_one(&mut *c)
         .await?;
+    if !event.answers.is_empty() {
+        let mut answers: Vec<Answer> =
+            serde_json::from_str(&r.try_get::<String, _>(2)?).unwrap_or_default();
+        super::merge_answers(&mut answers, &event.answers);
+        q("UPDATE leads SET answers = $1 WHERE id = $2")
+            .bind(serde_json::to_string(&answers).unwrap_or_default())
+            .bind(lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
     let mut fields: Map<String, Value> =
         serde_json::from_str(&r.try_get::<String, _>(0)?).unwrap_or_default();
     // A later event's answers replace earlier ones; a null clears a field.
@@ -1271,7 +1574,7 @@ async fn apply_event(
             tags.push(t.clone());
         }
     }
-    q("UPDATE leads SET name = COALESCE($1, name), first_name = COALESCE($2, first_name), phone = COALESCE($3, phone), \
+    q("UPDATE leads SET name = COALESCE($1, name, $13), first_name = COALESCE($2, first_name), phone = COALESCE($3, phone), \
        email = COALESCE($4, email), language = COALESCE($5, language), channel = COALESCE(channel, $6), \
        intent = COALESCE($7, intent), playbook = COALESCE($8, playbook), fields = $9, tags = $10, updated_at = $11 WHERE id = $12")
         .bind(&event.name)
@@ -1286,6 +1589,7 @@ async fn apply_event(
         .bind(serde_json::to_string(&tags).unwrap_or_default())
         .bind(now)
         .bind(lead_id)
+        .bind(&event.profile_name)
         .execute(&mut *c)
         .await?;
     insert_rows(c, account, lead_id, event).await
@@ -1311,6 +1615,7 @@ async fn transcript_of(c: &mut PgConnection, lead_id: &str) -> Sql<Vec<Transcrip
 
 pub(super) async fn load_state(
     c: &mut PgConnection,
+    account: &str,
     lead_id: &str,
     created: bool,
 ) -> Sql<LeadState> {
@@ -1322,18 +1627,32 @@ pub(super) async fn load_state(
         .transpose()?
         .unwrap_or(false);
     let transcript = transcript_of(c, lead_id).await?;
-    let thread = q("SELECT state, last_inbound_at FROM threads WHERE lead_id = $1")
+    let thread = q("SELECT state, last_inbound_at, opened_at, closed_at, idle_days, asked FROM threads WHERE lead_id = $1")
         .bind(lead_id)
         .fetch_optional(&mut *c)
         .await?;
-    let (human, last_inbound_at) = match thread {
+    let (human, last_inbound_at, opened_at, closed_at, idle_days, asked) = match thread {
         Some(r) => (
             r.try_get::<String, _>(0)? == "human",
             r.try_get::<Option<DateTime<Utc>>, _>(1)?,
+            r.try_get::<Option<DateTime<Utc>>, _>(2)?,
+            r.try_get::<Option<DateTime<Utc>>, _>(3)?,
+            r.try_get::<Option<i32>, _>(4)?.map(i64::from),
+            r.try_get::<String, _>(5)?,
         ),
-        None => (false, None),
+        None => (false, None, None, None, None, "[]".to_string()),
     };
-    let r = q("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = $1")
+    let (thread, _) = super::conversation(
+        opened_at,
+        closed_at,
+        idle_days,
+        transcript.iter().map(|m| m.at).max(),
+        serde_json::from_str(&asked).unwrap_or_default(),
+        Utc::now(),
+    );
+    let keys = lead_marketing_keys(c, lead_id).await?;
+    let marketing_opt_out = marketing_opted_out(c, account, &keys).await?;
+    let r = q("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = $1")
         .bind(lead_id)
         .fetch_one(&mut *c)
         .await?;
@@ -1350,6 +1669,7 @@ pub(super) async fn load_state(
         fields: serde_json::from_str(&r.try_get::<String, _>(8)?).unwrap_or_default(),
         tags: serde_json::from_str(&r.try_get::<String, _>(9)?).unwrap_or_default(),
         transcript,
+        answers: serde_json::from_str(&r.try_get::<String, _>(10)?).unwrap_or_default(),
     };
     Ok(LeadState {
         id: lead_id.to_string(),
@@ -1357,6 +1677,8 @@ pub(super) async fn load_state(
         human,
         last_inbound_at,
         created,
+        thread,
+        marketing_opt_out,
     })
 }
 
@@ -1404,13 +1726,23 @@ async fn flag_thread(
     trail(c, &account, &lead_id, SYSTEM_ACTOR, "fallback", Some(&text)).await
 }
 
-/// The marketing opt-out Meta reported for a lead (131050).
+/// The marketing opt-out Meta reported for a lead (131050): on the
+/// WhatsApp ID the message went to, and in the lead's consent history.
 async fn marketing_opt_out(
     c: &mut PgConnection,
     account: &str,
     lead_id: &str,
+    wa_id: Option<&str>,
     evidence: &str,
 ) -> Sql<()> {
+    let now = Utc::now();
+    let mut keys: Vec<String> = wa_id.map(|w| w.to_string()).into_iter().collect();
+    if keys.is_empty() {
+        keys = lead_marketing_keys(c, lead_id).await?;
+    }
+    for key in &keys {
+        upsert_marketing(c, account, key, true, now, "whatsapp 131050").await?;
+    }
     insert_consent(
         c,
         account,
@@ -1419,11 +1751,75 @@ async fn marketing_opt_out(
             channel: "whatsapp_marketing".into(),
             granted: false,
             source: "whatsapp 131050".into(),
-            at: Utc::now(),
+            at: now,
             evidence: Some(evidence.to_string()),
         },
     )
     .await
+}
+
+/// Keeps a WhatsApp user's marketing preference unless a later one is on record.
+async fn upsert_marketing(
+    c: &mut PgConnection,
+    account: &str,
+    wa_id: &str,
+    opted_out: bool,
+    at: DateTime<Utc>,
+    source: &str,
+) -> Sql<bool> {
+    let changed = q("INSERT INTO marketing_preferences (account_id, wa_id, opted_out, at, source) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (account_id, wa_id) DO UPDATE SET opted_out = excluded.opted_out, at = excluded.at, source = excluded.source \
+         WHERE excluded.at >= marketing_preferences.at")
+        .bind(account)
+        .bind(wa_id)
+        .bind(opted_out)
+        .bind(at)
+        .bind(source)
+        .execute(&mut *c)
+        .await?
+        .rows_affected();
+    Ok(changed == 1)
+}
+
+/// A WhatsApp user's marketing preference (see [`super::Store::record_marketing`]).
+/// The identities' locks and the lead's row are taken first, as in every
+/// write that finds a lead by its identities: an event for that person
+/// meanwhile decides on the preference or is decided before it.
+async fn record_marketing(
+    c: &mut PgConnection,
+    account: &str,
+    wa_id: &str,
+    opted_out: bool,
+    at: DateTime<Utc>,
+    source: &str,
+    evidence: Option<&str>,
+) -> Sql<()> {
+    let phone = crate::intake::wa_id_to_e164(wa_id);
+    let identities: Vec<(String, String)> = [
+        Some(("whatsapp".to_string(), wa_id.to_string())),
+        phone.map(|p| ("phone".to_string(), p)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let found = lock_leads(c, account, &identities).await?;
+    upsert_marketing(c, account, wa_id, opted_out, at, source).await?;
+    if let Some((lead_id, _)) = found.into_iter().next() {
+        insert_consent(
+            c,
+            account,
+            &lead_id,
+            &ConsentRecord {
+                channel: "whatsapp_marketing".into(),
+                granted: !opted_out,
+                source: source.to_string(),
+                at,
+                evidence: evidence.map(str::to_string),
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Queues the approved template in place of message `id`, which the closed
@@ -1575,7 +1971,7 @@ async fn apply_status(
         applied.fell_back = queue_fallback(c, &id, &payload).await?;
     }
     if code == Some(131050) {
-        marketing_opt_out(c, account, &lead_id, &error).await?;
+        marketing_opt_out(c, account, &lead_id, Some(&status.recipient), &error).await?;
     }
     if !applied.fell_back {
         flag_thread(c, &id, code, &error, fallback).await?;
@@ -1671,7 +2067,12 @@ async fn finish_outbox(
         } => {
             end_outbox(c, &item.id, "failed", *code, Some(error), now).await?;
             if *opted_out {
-                marketing_opt_out(c, &item.account, &lead_id, error).await?;
+                let to = item
+                    .payload
+                    .get("to")
+                    .and_then(Value::as_str)
+                    .map(|t| t.trim_start_matches('+').to_string());
+                marketing_opt_out(c, &item.account, &lead_id, to.as_deref(), error).await?;
             }
             // An operator must reach a buyer WhatsApp could not; a CRM that
             // refused is the account's to fix (metrics and logs say so).
@@ -1745,7 +2146,7 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     let Some(id) = survivor(c, account, id).await? else {
         return Ok(None);
     };
-    let r = q("SELECT created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = $1")
+    let r = q("SELECT created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = $1")
         .bind(&id)
         .fetch_one(&mut *c)
         .await?;
@@ -1771,6 +2172,10 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
         json_text(&r.try_get::<String, _>("fields")?),
     );
     lead.insert("tags".into(), json_text(&r.try_get::<String, _>("tags")?));
+    lead.insert(
+        "answers".into(),
+        json_text(&r.try_get::<String, _>("answers")?),
+    );
     let mut identities = Vec::new();
     for r in rows_of(
         c,
@@ -1829,7 +2234,7 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
         c,
         "SELECT t.state, t.queue, t.last_inbound_at, t.flag, t.flag_reason, t.queue_state, t.queued_at, \
            CASE WHEN t.assignee LIKE 'agent:%' THEN substr(t.assignee, 7) ELSE (SELECT o.name FROM operators o WHERE o.id = t.assignee) END, \
-           t.assigned_at, t.picked_up_at FROM threads t WHERE t.lead_id = $1",
+           t.assigned_at, t.picked_up_at, t.opened_at, t.closed_at, t.idle_days FROM threads t WHERE t.lead_id = $1",
         &id,
     )
     .await?
@@ -1842,9 +2247,21 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
             "queue_state": r.try_get::<Option<String>, _>(5)?, "queued_at": time_or_null(r.try_get(6)?),
             "assignee": r.try_get::<Option<String>, _>(7)?, "assigned_at": time_or_null(r.try_get(8)?),
             "picked_up_at": time_or_null(r.try_get(9)?),
+            "opened_at": time_or_null(r.try_get(10)?), "closed_at": time_or_null(r.try_get(11)?),
+            "idle_days": r.try_get::<Option<i32>, _>(12)?.map(i64::from),
         }),
         None => Value::Null,
     };
+    let thread = super::conversation_json(thread, &transcript, Utc::now());
+    let keys = super::marketing_keys(
+        identities
+            .iter()
+            .filter_map(|i| Some((i.get("kind")?.as_str()?, i.get("value")?.as_str()?))),
+    );
+    lead.insert(
+        "marketing_opt_out".into(),
+        Value::Bool(marketing_opted_out(c, account, &keys).await?),
+    );
     let mut outbox = Vec::new();
     for r in rows_of(
         c,

@@ -232,7 +232,7 @@ impl Postgres {
     ) -> Result<Option<LeadState>, StoreError> {
         let mut c = self.pool.acquire().await?;
         Ok(match survivor(&mut c, account, id).await? {
-            Some(id) => Some(load_state(&mut c, &id, false).await?),
+            Some(id) => Some(load_state(&mut c, account, &id, false).await?),
             None => None,
         })
     }

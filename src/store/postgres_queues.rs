@@ -466,8 +466,12 @@ impl Postgres {
         let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
             return Ok(false);
         };
-        let changed = q("UPDATE threads SET queue_state = 'done', updated_at = $1 \
-                         WHERE lead_id = $2 AND account_id = $3 AND queue_state IN ('waiting', 'assigned')")
+        // Closes the conversation, and the queue entry when there is one;
+        // one that idled out is closed already, as of then.
+        super::postgres::settle_idle(&mut tx, &id).await?;
+        let changed = q("UPDATE threads SET queue_state = CASE WHEN queue_state IN ('waiting', 'assigned') THEN 'done' ELSE queue_state END, \
+                         closed_at = CASE WHEN opened_at IS NOT NULL THEN $1 ELSE closed_at END, opened_at = NULL, asked = '[]', updated_at = $1 \
+                         WHERE lead_id = $2 AND account_id = $3 AND (queue_state IN ('waiting', 'assigned') OR opened_at IS NOT NULL)")
             .bind(Utc::now())
             .bind(&id)
             .bind(account)

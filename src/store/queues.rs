@@ -134,9 +134,11 @@ impl Store {
         on_backend!(self, db => db.waiting(account, queue, limit).await)
     }
 
-    /// A person closes the thread: it leaves its member's load (a new
+    /// A person closes the thread: its conversation ends (the next handoff
+    /// message opens a new one) and it leaves its member's load (a new
     /// message from the lead puts it back in its queue). False when it was
-    /// not open in a queue, or the account has no such lead.
+    /// neither open nor waiting or assigned in a queue, or the account has
+    /// no such lead.
     pub async fn close_thread(
         &self,
         account: &str,

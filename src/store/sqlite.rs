@@ -17,7 +17,7 @@ use super::{
     new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, OutboxItem,
     PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
 };
-use crate::engine::lead::{Consent, TranscriptMessage};
+use crate::engine::lead::{Answer, Consent, TranscriptMessage};
 use crate::engine::Lead;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
@@ -55,6 +55,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0005_queues",
         include_str!("../../migrations/sqlite/0005_queues.sql"),
+    ),
+    (
+        "0006_conversations",
+        include_str!("../../migrations/sqlite/0006_conversations.sql"),
     ),
 ];
 
@@ -521,6 +525,85 @@ impl Sqlite {
         .await
     }
 
+    pub async fn record_marketing(
+        &self,
+        account: &str,
+        wa_id: &str,
+        opted_out: bool,
+        at: DateTime<Utc>,
+        source: &str,
+        evidence: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (account, wa_id, source) = (account.to_string(), wa_id.to_string(), source.to_string());
+        let evidence = evidence.map(str::to_string);
+        self.write(move |c| {
+            record_marketing(
+                c,
+                &account,
+                &wa_id,
+                opted_out,
+                at,
+                &source,
+                evidence.as_deref(),
+            )
+        })
+        .await
+    }
+
+    pub async fn queue_agent_reply(
+        &self,
+        account: &str,
+        lead_id: &str,
+        agent: &str,
+        payload: &Value,
+        text: &str,
+    ) -> Result<super::AgentReply, StoreError> {
+        let (account, lead_id, agent, payload, text) = (
+            account.to_string(),
+            lead_id.to_string(),
+            agent.to_string(),
+            payload.to_string(),
+            text.to_string(),
+        );
+        self.write(move |c| {
+            let Some(id) = survivor(c, &account, &lead_id)? else {
+                return Ok(super::AgentReply::NoLead);
+            };
+            let (state, assignee): (String, Option<String>) = c
+                .prepare_cached("SELECT state, assignee FROM threads WHERE lead_id = ?1")?
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let member = format!("agent:{agent}");
+            if state == "human" || assignee.as_deref() != Some(member.as_str()) {
+                return Ok(super::AgentReply::NotAssigned {
+                    assignee,
+                    human: state == "human",
+                });
+            }
+            let now = now_text();
+            let outbox_id = uuid::Uuid::now_v7().to_string();
+            // Automated: should a person take the thread over before it
+            // goes out, it is cancelled like every automated message.
+            c.prepare_cached(
+                "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
+                 SELECT ?1, ?2, ?3, d.id, 'whatsapp', ?4, ?5, 1, ?5 FROM decisions d WHERE d.lead_id = ?3 ORDER BY d.at DESC, d.id DESC LIMIT 1",
+            )?
+            .execute(params![outbox_id, account, id, payload, now])?;
+            c.prepare_cached(
+                "INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES (?1, ?2, 'whatsapp', ?3, ?4, ?5)",
+            )?
+            .execute(params![account, id, member, text, now])?;
+            c.prepare_cached(
+                "UPDATE threads SET picked_up_at = COALESCE(picked_up_at, ?1), updated_at = ?1 WHERE lead_id = ?2",
+            )?
+            .execute(params![now, id])?;
+            c.prepare_cached("UPDATE leads SET updated_at = ?1 WHERE id = ?2")?
+                .execute(params![now, id])?;
+            super::sqlite_queues::trail(c, &account, &id, &member, "reply", Some(&text))?;
+            Ok(super::AgentReply::Queued { outbox_id })
+        })
+        .await
+    }
+
     pub async fn record_consent(
         &self,
         account: &str,
@@ -622,7 +705,14 @@ fn record_event(
     let found = find_leads(c, account, &event.identities)?;
     if found.is_empty() {
         // Known from the event alone: decided, then every row written once.
-        let record = decide(&new_state(event));
+        let keys = super::marketing_keys(
+            event
+                .identities
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let opted_out = marketing_opted_out(c, account, &keys)?;
+        let record = decide(&new_state(event, opted_out));
         let (response, lead_id, decision_id) = record_new(c, account, event, &now, record)?;
         return Ok(Recorded::New {
             lead_id,
@@ -649,11 +739,13 @@ fn record_event(
         )?
         .execute(params![now, lead_id])?;
     }
-    let state = load_state(c, &lead_id, false)?;
+    let state = load_state(c, account, &lead_id, false)?;
     let record = decide(&state);
     // A lead routed for the first time keeps the playbook that decided it.
-    c.prepare_cached("UPDATE leads SET playbook = COALESCE(playbook, ?1) WHERE id = ?2")?
-        .execute(params![record.playbook, lead_id])?;
+    c.prepare_cached(
+        "UPDATE leads SET playbook = COALESCE(playbook, NULLIF(?1, '')) WHERE id = ?2",
+    )?
+    .execute(params![record.playbook, lead_id])?;
     let decision_id = insert_decision(c, account, &lead_id, &now, &record)?;
     if record.takeover {
         c.prepare_cached("UPDATE threads SET state = 'human', updated_at = ?1 WHERE lead_id = ?2")?
@@ -662,12 +754,165 @@ fn record_event(
     if let Some(queue) = &record.queue {
         route_thread(c, account, &lead_id, queue, &record, &now)?;
     }
+    keep_conversation(c, &lead_id, &state, &record, &now)?;
+    if let Some(message) = &event.inbound {
+        tell_agent(c, &lead_id, &decision_id, message, &now)?;
+    }
     let response = finish_response(c, account, event, &now, &record, &lead_id, &decision_id)?;
     Ok(Recorded::New {
         lead_id,
         decision_id,
         response,
     })
+}
+
+/// Writes down that the lead's conversation closed if it has idled out
+/// (it already reads as closed; this makes the columns agree), as of the
+/// moment its idle time ran out.
+pub(super) fn settle_idle(c: &Connection, lead_id: &str) -> Result<(), StoreError> {
+    let row: Option<(Option<String>, Option<i64>)> = c
+        .prepare_cached("SELECT opened_at, idle_days FROM threads WHERE lead_id = ?1")?
+        .query_row(params![lead_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((Some(opened), idle_days)) = row else {
+        return Ok(());
+    };
+    let last: Option<String> = c
+        .prepare_cached("SELECT MAX(at) FROM messages WHERE lead_id = ?1")?
+        .query_row(params![lead_id], |r| r.get(0))?;
+    let (_, expired) = super::conversation(
+        parse_time(Some(opened)),
+        None,
+        idle_days,
+        parse_time(last),
+        Vec::new(),
+        Utc::now(),
+    );
+    if let Some(at) = expired {
+        c.prepare_cached(
+            "UPDATE threads SET opened_at = NULL, closed_at = ?1, asked = '[]' WHERE lead_id = ?2",
+        )?
+        .execute(params![time_text(at), lead_id])?;
+    }
+    Ok(())
+}
+
+/// The WhatsApp IDs a lead's marketing preference may be kept under.
+fn lead_marketing_keys(c: &Connection, lead_id: &str) -> Result<Vec<String>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT kind, value FROM identities WHERE lead_id = ?1 AND kind IN ('whatsapp', 'phone')",
+    )?;
+    let identities = stmt
+        .query_map(params![lead_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(super::marketing_keys(
+        identities.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    ))
+}
+
+/// Whether any of these WhatsApp IDs stopped marketing messages.
+fn marketing_opted_out(c: &Connection, account: &str, keys: &[String]) -> Result<bool, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT opted_out FROM marketing_preferences WHERE account_id = ?1 AND wa_id = ?2",
+    )?;
+    for key in keys {
+        let opted_out: Option<bool> = stmt
+            .query_row(params![account, key], |r| r.get(0))
+            .optional()?;
+        if opted_out == Some(true) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The conversation after a decision: one opens with the first handoff
+/// message queued while none is open (an idle one closed first); the
+/// fields `ask` reported are kept while it is open.
+fn keep_conversation(
+    c: &Connection,
+    lead_id: &str,
+    state: &LeadState,
+    record: &DecisionRecord,
+    now: &str,
+) -> Result<(), StoreError> {
+    if state.thread.open {
+        if record.asked.iter().any(|f| !state.thread.asked.contains(f)) {
+            let mut asked = state.thread.asked.clone();
+            for field in &record.asked {
+                if !asked.contains(field) {
+                    asked.push(field.clone());
+                }
+            }
+            c.prepare_cached("UPDATE threads SET asked = ?1 WHERE lead_id = ?2")?
+                .execute(params![
+                    serde_json::to_string(&asked).unwrap_or_default(),
+                    lead_id
+                ])?;
+        }
+        return Ok(());
+    }
+    if record.opens_thread {
+        // The last closing is kept: an idled-out conversation's as of its expiry.
+        c.prepare_cached(
+            "UPDATE threads SET opened_at = ?1, idle_days = ?2, asked = ?3, closed_at = ?5, updated_at = ?1 WHERE lead_id = ?4",
+        )?
+        .execute(params![
+            now,
+            record.idle_days,
+            serde_json::to_string(&record.asked).unwrap_or_default(),
+            lead_id,
+            state.thread.closed.map(time_text),
+        ])?;
+    } else if state.thread.closed.is_some() {
+        // An idle conversation closed as of when its time ran out: on record
+        // once, so every reader agrees it is closed.
+        c.prepare_cached(
+            "UPDATE threads SET opened_at = NULL, closed_at = ?1, asked = '[]' WHERE lead_id = ?2 AND opened_at IS NOT NULL",
+        )?
+        .execute(params![state.thread.closed.map(time_text), lead_id])?;
+    }
+    Ok(())
+}
+
+/// A message the lead wrote reaches the AI agent its thread is assigned
+/// to, unless a person has taken the thread over.
+fn tell_agent(
+    c: &Connection,
+    lead_id: &str,
+    decision_id: &str,
+    message: &super::InboundMessage,
+    now: &str,
+) -> Result<(), StoreError> {
+    let row: Option<(String, Option<String>, String)> = c
+        .prepare_cached("SELECT state, assignee, account_id FROM threads WHERE lead_id = ?1")?
+        .query_row(params![lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((state, Some(assignee), account)) = row else {
+        return Ok(());
+    };
+    let Some(endpoint) = assignee.strip_prefix("agent:") else {
+        return Ok(());
+    };
+    if state == "human" {
+        return Ok(());
+    }
+    let payload = super::message_received_payload(endpoint, message);
+    c.prepare_cached(
+        "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, 'notify', ?5, ?6, ?6)",
+    )?
+    .execute(params![
+        uuid::Uuid::now_v7().to_string(),
+        account,
+        lead_id,
+        decision_id,
+        payload.to_string(),
+        now
+    ])?;
+    Ok(())
 }
 
 /// Moves a known lead's thread to the queue its decision names. In a queue
@@ -753,31 +998,37 @@ fn record_new(
     let mut fields = event.fields.clone();
     fields.retain(|_, v| !v.is_null());
     let tags = unique(&event.tags);
+    let mut answers = Vec::new();
+    super::merge_answers(&mut answers, &event.answers);
     c.prepare_cached(
-        "INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags) \
-         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers) \
+         VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         lead_id,
         account,
         now,
-        event.name,
+        event.name.as_ref().or(event.profile_name.as_ref()),
         event.first_name,
         event.phone,
         event.email,
         event.language,
         event.channel,
         event.intent,
-        event.playbook.as_ref().unwrap_or(&record.playbook),
+        event
+            .playbook
+            .as_deref()
+            .or(Some(record.playbook.as_str()).filter(|p| !p.is_empty())),
         Value::Object(fields).to_string(),
         serde_json::to_string(&tags).unwrap_or_default(),
+        serde_json::to_string(&answers).unwrap_or_default(),
     ])?;
     insert_rows(c, account, &lead_id, event)?;
     let decision_id = insert_decision(c, account, &lead_id, now, &record)?;
     let waits = record.managed && record.queue.is_some();
     c.prepare_cached(
-        "INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at, queue_state, queued_at, routed_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO threads (lead_id, account_id, state, queue, last_inbound_at, updated_at, queue_state, queued_at, routed_by, opened_at, idle_days, asked) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
     .execute(params![
         lead_id,
@@ -789,6 +1040,13 @@ fn record_new(
         waits.then_some("waiting"),
         waits.then_some(now),
         record.queue.as_ref().map(|_| "rule"),
+        record.opens_thread.then_some(now),
+        record.opens_thread.then_some(record.idle_days),
+        if record.opens_thread {
+            serde_json::to_string(&record.asked).unwrap_or_default()
+        } else {
+            "[]".to_string()
+        },
     ])?;
     if let (true, Some(queue)) = (waits, &record.queue) {
         super::sqlite_queues::trail(
@@ -957,10 +1215,11 @@ struct LeadColumns {
     text: [Option<String>; 8],
     fields: Map<String, Value>,
     tags: Vec<String>,
+    answers: Vec<Answer>,
 }
 
 fn lead_columns(c: &Connection, id: &str) -> Result<Option<LeadColumns>, StoreError> {
-    Ok(c.prepare_cached("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = ?1")?
+    Ok(c.prepare_cached("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = ?1")?
         .query_row(params![id], |r| {
             let mut text: [Option<String>; 8] = Default::default();
             for (i, slot) in text.iter_mut().enumerate() {
@@ -970,6 +1229,7 @@ fn lead_columns(c: &Connection, id: &str) -> Result<Option<LeadColumns>, StoreEr
                 text,
                 fields: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
                 tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
+                answers: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
             })
         })
         .optional()?)
@@ -980,6 +1240,9 @@ fn merge_into(c: &Connection, survivor: &str, other: &str) -> Result<(), StoreEr
     let (Some(keep), Some(gone)) = (lead_columns(c, survivor)?, lead_columns(c, other)?) else {
         return Ok(());
     };
+    // A conversation that idled out does not outlive the merge as open.
+    settle_idle(c, survivor)?;
+    settle_idle(c, other)?;
     // The survivor's values win; the other lead fills what it lacks.
     let mut text = keep.text.clone();
     for (slot, theirs) in text.iter_mut().zip(gone.text) {
@@ -995,8 +1258,11 @@ fn merge_into(c: &Connection, survivor: &str, other: &str) -> Result<(), StoreEr
             tags.push(t);
         }
     }
+    // The other lead's answers first: the survivor's, later, win.
+    let mut answers = gone.answers;
+    super::merge_answers(&mut answers, &keep.answers);
     let [name, first_name, phone, email, language, channel, intent, playbook] = text;
-    c.prepare_cached("UPDATE leads SET name = ?1, first_name = ?2, phone = ?3, email = ?4, language = ?5, channel = ?6, intent = ?7, playbook = ?8, fields = ?9, tags = ?10 WHERE id = ?11")?
+    c.prepare_cached("UPDATE leads SET name = ?1, first_name = ?2, phone = ?3, email = ?4, language = ?5, channel = ?6, intent = ?7, playbook = ?8, fields = ?9, tags = ?10, answers = ?12 WHERE id = ?11")?
         .execute(params![
             name,
             first_name,
@@ -1008,7 +1274,8 @@ fn merge_into(c: &Connection, survivor: &str, other: &str) -> Result<(), StoreEr
             playbook,
             Value::Object(fields).to_string(),
             serde_json::to_string(&tags).unwrap_or_default(),
-            survivor
+            survivor,
+            serde_json::to_string(&answers).unwrap_or_default(),
         ])?;
     for table in [
         "identities",
@@ -1028,7 +1295,11 @@ fn merge_into(c: &Connection, survivor: &str, other: &str) -> Result<(), StoreEr
         "UPDATE threads SET \
            state = CASE WHEN (SELECT state FROM threads WHERE lead_id = ?2) = 'human' THEN 'human' ELSE state END, \
            queue = COALESCE(queue, (SELECT queue FROM threads WHERE lead_id = ?2)), \
-           last_inbound_at = NULLIF(MAX(COALESCE(last_inbound_at, ''), COALESCE((SELECT last_inbound_at FROM threads WHERE lead_id = ?2), '')), '') \
+           last_inbound_at = NULLIF(MAX(COALESCE(last_inbound_at, ''), COALESCE((SELECT last_inbound_at FROM threads WHERE lead_id = ?2), '')), ''), \
+           idle_days = CASE WHEN opened_at IS NULL THEN (SELECT idle_days FROM threads WHERE lead_id = ?2) ELSE idle_days END, \
+           asked = CASE WHEN opened_at IS NULL THEN COALESCE((SELECT asked FROM threads WHERE lead_id = ?2), '[]') ELSE asked END, \
+           opened_at = COALESCE(opened_at, (SELECT opened_at FROM threads WHERE lead_id = ?2)), \
+           closed_at = NULLIF(MAX(COALESCE(closed_at, ''), COALESCE((SELECT closed_at FROM threads WHERE lead_id = ?2), '')), '') \
          WHERE lead_id = ?1",
     )?
     .execute(params![survivor, other])?;
@@ -1046,9 +1317,18 @@ fn apply_event(
     event: &LeadEvent,
     now: &str,
 ) -> Result<(), StoreError> {
-    let (fields, tags): (String, String) = c
-        .prepare_cached("SELECT fields, tags FROM leads WHERE id = ?1")?
-        .query_row(params![lead_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (fields, tags, answers): (String, String, String) = c
+        .prepare_cached("SELECT fields, tags, answers FROM leads WHERE id = ?1")?
+        .query_row(params![lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    if !event.answers.is_empty() {
+        let mut answers: Vec<Answer> = serde_json::from_str(&answers).unwrap_or_default();
+        super::merge_answers(&mut answers, &event.answers);
+        c.prepare_cached("UPDATE leads SET answers = ?1 WHERE id = ?2")?
+            .execute(params![
+                serde_json::to_string(&answers).unwrap_or_default(),
+                lead_id
+            ])?;
+    }
     let mut fields: Map<String, Value> = serde_json::from_str(&fields).unwrap_or_default();
     // A later event's answers replace earlier ones; a null clears a field.
     for (k, v) in &event.fields {
@@ -1065,7 +1345,7 @@ fn apply_event(
         }
     }
     c.prepare_cached(
-        "UPDATE leads SET name = COALESCE(?1, name), first_name = COALESCE(?2, first_name), phone = COALESCE(?3, phone), \
+        "UPDATE leads SET name = COALESCE(?1, name, ?13), first_name = COALESCE(?2, first_name), phone = COALESCE(?3, phone), \
          email = COALESCE(?4, email), language = COALESCE(?5, language), channel = COALESCE(channel, ?6), \
          intent = COALESCE(?7, intent), playbook = COALESCE(?8, playbook), fields = ?9, tags = ?10, updated_at = ?11 WHERE id = ?12",
     )?
@@ -1081,7 +1361,8 @@ fn apply_event(
         Value::Object(fields).to_string(),
         serde_json::to_string(&tags).unwrap_or_default(),
         now,
-        lead_id
+        lead_id,
+        event.profile_name,
     ])?;
     insert_rows(c, account, lead_id, event)?;
     Ok(())
@@ -1116,6 +1397,7 @@ fn transcript_of(c: &Connection, lead_id: &str) -> Result<Vec<TranscriptMessage>
 
 pub(super) fn load_state(
     c: &Connection,
+    account: &str,
     lead_id: &str,
     created: bool,
 ) -> Result<LeadState, StoreError> {
@@ -1125,15 +1407,42 @@ pub(super) fn load_state(
         .optional()?
         .unwrap_or(false);
     let transcript = transcript_of(c, lead_id)?;
-    let (human, last_inbound_at) = c
-        .prepare_cached("SELECT state, last_inbound_at FROM threads WHERE lead_id = ?1")?
+    type ThreadRow = (
+        bool,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<DateTime<Utc>>,
+        Option<i64>,
+        String,
+    );
+    let (human, last_inbound_at, opened_at, closed_at, idle_days, asked): ThreadRow = c
+        .prepare_cached(
+            "SELECT state, last_inbound_at, opened_at, closed_at, idle_days, asked FROM threads WHERE lead_id = ?1",
+        )?
         .query_row(params![lead_id], |r| {
-            Ok((r.get::<_, String>(0)? == "human", parse_time(r.get(1)?)))
+            Ok((
+                r.get::<_, String>(0)? == "human",
+                parse_time(r.get(1)?),
+                parse_time(r.get(2)?),
+                parse_time(r.get(3)?),
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()?
-        .unwrap_or((false, None));
+        .unwrap_or((false, None, None, None, None, "[]".into()));
+    let (thread, _) = super::conversation(
+        opened_at,
+        closed_at,
+        idle_days,
+        transcript.iter().map(|m| m.at).max(),
+        serde_json::from_str(&asked).unwrap_or_default(),
+        Utc::now(),
+    );
+    let keys = lead_marketing_keys(c, lead_id)?;
+    let marketing_opt_out = marketing_opted_out(c, account, &keys)?;
     let lead = c
-        .prepare_cached("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = ?1")?
+        .prepare_cached("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = ?1")?
         .query_row(params![lead_id], |r| {
             Ok(Lead {
                 name: r.get(0)?,
@@ -1148,6 +1457,7 @@ pub(super) fn load_state(
                 fields: serde_json::from_str(&r.get::<_, String>(8)?).unwrap_or_default(),
                 tags: serde_json::from_str(&r.get::<_, String>(9)?).unwrap_or_default(),
                 transcript,
+                answers: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
             })
         })?;
     Ok(LeadState {
@@ -1156,6 +1466,8 @@ pub(super) fn load_state(
         human,
         last_inbound_at,
         created,
+        thread,
+        marketing_opt_out,
     })
 }
 
@@ -1272,13 +1584,23 @@ fn flag_thread(
     Ok(())
 }
 
-/// The marketing opt-out Meta reported for a lead (131050).
+/// The marketing opt-out Meta reported for a lead (131050): on the
+/// WhatsApp ID the message went to, and in the lead's consent history.
 fn marketing_opt_out(
     c: &Connection,
     account: &str,
     lead_id: &str,
+    wa_id: Option<&str>,
     evidence: &str,
 ) -> Result<(), StoreError> {
+    let now = Utc::now();
+    let keys = match wa_id {
+        Some(wa_id) => vec![wa_id.to_string()],
+        None => lead_marketing_keys(c, lead_id)?,
+    };
+    for key in &keys {
+        upsert_marketing(c, account, key, true, now, "whatsapp 131050")?;
+    }
     insert_consent(
         c,
         account,
@@ -1287,10 +1609,65 @@ fn marketing_opt_out(
             channel: "whatsapp_marketing".into(),
             granted: false,
             source: "whatsapp 131050".into(),
-            at: Utc::now(),
+            at: now,
             evidence: Some(evidence.to_string()),
         },
     )
+}
+
+/// Keeps a WhatsApp user's marketing preference unless a later one is on record.
+fn upsert_marketing(
+    c: &Connection,
+    account: &str,
+    wa_id: &str,
+    opted_out: bool,
+    at: DateTime<Utc>,
+    source: &str,
+) -> Result<bool, StoreError> {
+    let changed = c
+        .prepare_cached(
+            "INSERT INTO marketing_preferences (account_id, wa_id, opted_out, at, source) VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (account_id, wa_id) DO UPDATE SET opted_out = excluded.opted_out, at = excluded.at, source = excluded.source \
+             WHERE excluded.at >= marketing_preferences.at",
+        )?
+        .execute(params![account, wa_id, opted_out, time_text(at), source])?;
+    Ok(changed == 1)
+}
+
+/// A WhatsApp user's marketing preference (see [`super::Store::record_marketing`]).
+fn record_marketing(
+    c: &Connection,
+    account: &str,
+    wa_id: &str,
+    opted_out: bool,
+    at: DateTime<Utc>,
+    source: &str,
+    evidence: Option<&str>,
+) -> Result<(), StoreError> {
+    upsert_marketing(c, account, wa_id, opted_out, at, source)?;
+    let phone = crate::intake::wa_id_to_e164(wa_id);
+    let identities: Vec<(String, String)> = [
+        Some(("whatsapp".to_string(), wa_id.to_string())),
+        phone.map(|p| ("phone".to_string(), p)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if let Some((lead_id, _)) = find_leads(c, account, &identities)?.into_iter().next() {
+        insert_consent(
+            c,
+            account,
+            &lead_id,
+            &ConsentRecord {
+                channel: "whatsapp_marketing".into(),
+                granted: !opted_out,
+                source: source.to_string(),
+                at,
+                evidence: evidence.map(str::to_string),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Queues the approved template in place of message `id`, which the closed
@@ -1415,7 +1792,7 @@ fn apply_status(
         applied.fell_back = queue_fallback(c, &id, &payload)?;
     }
     if code == Some(131050) {
-        marketing_opt_out(c, account, &lead_id, &error)?;
+        marketing_opt_out(c, account, &lead_id, Some(&status.recipient), &error)?;
     }
     if !applied.fell_back {
         flag_thread(c, &id, code, &error, fallback)?;
@@ -1489,7 +1866,12 @@ fn finish_outbox(
         } => {
             end("failed", code, Some(&error))?;
             if opted_out {
-                marketing_opt_out(c, &item.account, &item.lead_id, &error)?;
+                let to = item
+                    .payload
+                    .get("to")
+                    .and_then(Value::as_str)
+                    .map(|t| t.trim_start_matches('+').to_string());
+                marketing_opt_out(c, &item.account, &item.lead_id, to.as_deref(), &error)?;
             }
             // An operator must reach a buyer WhatsApp could not; a CRM that
             // refused is the account's to fix (metrics and logs say so).
@@ -1541,7 +1923,7 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
         return Ok(None);
     };
     let mut lead = c
-        .prepare_cached("SELECT created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags FROM leads WHERE id = ?1")?
+        .prepare_cached("SELECT created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = ?1")?
         .query_row(params![id], |r| {
             let mut map = Map::new();
             map.insert("id".into(), Value::String(id.clone()));
@@ -1554,6 +1936,7 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
             }
             map.insert("fields".into(), json_column(r, "fields")?);
             map.insert("tags".into(), json_column(r, "tags")?);
+            map.insert("answers".into(), json_column(r, "answers")?);
             Ok(map)
         })?;
     let identities = json_rows(
@@ -1604,7 +1987,7 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
         c,
         "SELECT t.state, t.queue, t.last_inbound_at, t.flag, t.flag_reason, t.queue_state, t.queued_at, \
            CASE WHEN t.assignee LIKE 'agent:%' THEN substr(t.assignee, 7) ELSE (SELECT o.name FROM operators o WHERE o.id = t.assignee) END, \
-           t.assigned_at, t.picked_up_at FROM threads t WHERE t.lead_id = ?1",
+           t.assigned_at, t.picked_up_at, t.opened_at, t.closed_at, t.idle_days FROM threads t WHERE t.lead_id = ?1",
         &id,
         |r| {
             Ok(serde_json::json!({
@@ -1614,12 +1997,24 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
                 "queue_state": r.get::<_, Option<String>>(5)?, "queued_at": r.get::<_, Option<String>>(6)?,
                 "assignee": r.get::<_, Option<String>>(7)?, "assigned_at": r.get::<_, Option<String>>(8)?,
                 "picked_up_at": r.get::<_, Option<String>>(9)?,
+                "opened_at": r.get::<_, Option<String>>(10)?, "closed_at": r.get::<_, Option<String>>(11)?,
+                "idle_days": r.get::<_, Option<i64>>(12)?,
             }))
         },
     )?
     .into_iter()
     .next()
     .unwrap_or(Value::Null);
+    let thread = super::conversation_json(thread, &transcript, Utc::now());
+    let keys = super::marketing_keys(
+        identities
+            .iter()
+            .filter_map(|i| Some((i.get("kind")?.as_str()?, i.get("value")?.as_str()?))),
+    );
+    lead.insert(
+        "marketing_opt_out".into(),
+        Value::Bool(marketing_opted_out(c, account, &keys)?),
+    );
     let outbox = json_rows(
         c,
         "SELECT id, kind, payload, state, attempts, created_at, updated_at, next_attempt, message_id, delivery, error_code, error, replaces \

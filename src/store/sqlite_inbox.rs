@@ -262,7 +262,7 @@ impl Sqlite {
     ) -> Result<Option<LeadState>, StoreError> {
         let (account, id) = (account.to_string(), id.to_string());
         self.read(move |c| match survivor(c, &account, &id)? {
-            Some(id) => Ok(Some(load_state(c, &id, false)?)),
+            Some(id) => Ok(Some(load_state(c, &account, &id, false)?)),
             None => Ok(None),
         })
         .await

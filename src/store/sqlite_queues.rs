@@ -321,10 +321,14 @@ impl Sqlite {
             let Some(id) = survivor(c, &account, &lead_id)? else {
                 return Ok(false);
             };
+            // Closes the conversation, and the queue entry when there is one;
+            // one that idled out is closed already, as of then.
+            super::sqlite::settle_idle(c, &id)?;
             let changed = c
                 .prepare_cached(
-                    "UPDATE threads SET queue_state = 'done', updated_at = ?1 \
-                     WHERE lead_id = ?2 AND account_id = ?3 AND queue_state IN ('waiting', 'assigned')",
+                    "UPDATE threads SET queue_state = CASE WHEN queue_state IN ('waiting', 'assigned') THEN 'done' ELSE queue_state END, \
+                     closed_at = CASE WHEN opened_at IS NOT NULL THEN ?1 ELSE closed_at END, opened_at = NULL, asked = '[]', updated_at = ?1 \
+                     WHERE lead_id = ?2 AND account_id = ?3 AND (queue_state IN ('waiting', 'assigned') OR opened_at IS NOT NULL)",
                 )?
                 .execute(params![now_text(), id, account])?;
             if changed == 1 {
