@@ -166,6 +166,14 @@ fn main() {
         let client = reqwest::Client::builder().pool_max_idle_per_host(CONNECTIONS).build().expect("client");
         let quick = std::env::args().any(|a| a == "--test" || a == "--quick");
         let n = if quick { 2_000 } else { 20_000 };
+        // `--intake-only`: durable intake alone, for comparing two builds
+        // run after each other (the dry-run rounds take most of a full run).
+        if std::env::args().any(|a| a == "--intake-only") {
+            load(&client, &format!("{base}/v1/leads"), 500, Arc::new(|i| lead(1_000_000 + i))).await;
+            let leads = load(&client, &format!("{base}/v1/leads"), n, Arc::new(lead)).await;
+            println!("{}", leads.line("POST /v1/leads (durable, SQLite)"));
+            return;
+        }
         // Dry runs first: the leads taken below are then delivered to the
         // sandbox in the background, which would weigh on the comparison.
         load(&client, &format!("{trivial_base}/echo"), 500, Arc::new(lead)).await;

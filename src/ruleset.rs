@@ -484,9 +484,14 @@ pub fn template_context(
         "now".into(),
         Json::String(situation.now.with_timezone(&tz).to_rfc3339()),
     );
+    if lead.answers.is_empty() {
+        context.insert("answers".into(), Json::Object(Map::new()));
+        return minijinja::Value::from_serialize(Json::Object(context));
+    }
     let base = minijinja::Value::from_serialize(Json::Object(context));
     // A map in the order the questions were asked (minijinja keeps insertion
-    // order): `answers["Preferred venue?"]`, or `for q, a in answers|items`.
+    // order; JSON maps here are sorted): `answers["Preferred venue?"]`, or
+    // `for q, a in answers|items`.
     let answers: minijinja::Value = lead
         .answers
         .iter()
