@@ -872,3 +872,48 @@ fn check_knows_the_new_paths_suggests_them_and_refuses_what_does_not_fit() {
         vec!["x"]
     );
 }
+
+#[test]
+fn a_time_of_day_asked_of_a_date_fails_the_render_and_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("t")).unwrap();
+    std::fs::write(
+        dir.path().join("t/when.j2"),
+        "See you {{ day | date(\"%d %B at %H:%M\") }}.",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("whatsapp.yaml"),
+        "when:\n  language: en\n  category: utility\n  body: \"See you {{1}}.\"\n  params:\n    - \"{{ day | date('%H:%M') }}\"\n",
+    )
+    .unwrap();
+    let mut sources = Sources::default();
+    let (templates, diagnostics) = Templates::load(dir.path(), "templates", &mut sources);
+    let loaded = from_sources(
+        vec![(
+            "t.rules".into(),
+            "t".into(),
+            "playbook t {\n field day: date\n rule r { when day is set and consent.whatsapp then handoff whatsapp { open \"t/when\" template \"when\" } }\n otherwise { assign \"q\" }\n}".into(),
+        )],
+        templates,
+        sources,
+        diagnostics,
+    );
+    let rs = loaded.ruleset.expect("the rules check");
+    let l = lead(json!({"consent": {"whatsapp": true}, "fields": {"day": "2027-03-14"}}));
+    for window_open in [true, false] {
+        let s = Situation {
+            window_open,
+            ..Situation::at(at("2027-01-10T10:00:00Z"))
+        };
+        let d = rs.decide("t", &l, &s).unwrap();
+        let h = d.handoff.unwrap();
+        assert!(h.message.is_none(), "nothing is sent");
+        assert!(
+            h.error
+                .as_deref()
+                .is_some_and(|e| e.contains("does not have")),
+            "{h:?}"
+        );
+    }
+}

@@ -210,6 +210,16 @@ fn snippet(file: &str, source: Option<&str>, span: Option<Span>, label: Option<&
                 .unwrap_or_default(),
         };
     };
+    // A span from elsewhere (a template engine's byte offsets) may end or
+    // start inside a character: widen it to whole characters.
+    let span = {
+        let start = crate::dsl::span::floor_char_boundary(source, span.start);
+        let mut end = span.end.min(source.len()).max(start);
+        while !source.is_char_boundary(end) {
+            end += 1;
+        }
+        Span::new(start, end)
+    };
     let start = line_col(source, span.start);
     let line_start = source[..span.start.min(source.len())]
         .rfind('\n')

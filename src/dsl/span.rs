@@ -97,7 +97,8 @@ pub fn offset_of(source: &str, line: usize, col: usize) -> usize {
         .unwrap_or(start + line_end)
 }
 
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+/// The largest character boundary at or before byte `i` (clamped to the text).
+pub fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;
     }

@@ -465,14 +465,29 @@ fn date_filter(value: Value, format: Option<String>) -> Result<String, minijinja
             format!("`date` formats a date, not {}", value.kind()),
         ));
     };
+    // Written through `fmt::Write`: a format asking for what the value does
+    // not have (`%H` of a date) is an error chrono reports by failing the
+    // write, which `to_string` would turn into a panic.
+    let written = |shown: &dyn std::fmt::Display| {
+        let mut out = String::new();
+        std::fmt::Write::write_fmt(&mut out, format_args!("{shown}")).map_err(|_| {
+            minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "`{format}` asks for a part `{text}` does not have (a date has no time of day or zone)"
+                ),
+            )
+        })?;
+        Ok(out)
+    };
     if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.format(&format).to_string());
+        return written(&d.format(&format));
     }
     if let Ok(dt) = DateTime::parse_from_rfc3339(text) {
-        return Ok(dt.format(&format).to_string());
+        return written(&dt.format(&format));
     }
     if let Ok(dt) = NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S") {
-        return Ok(dt.format(&format).to_string());
+        return written(&dt.format(&format));
     }
     Err(minijinja::Error::new(
         ErrorKind::InvalidOperation,
@@ -598,6 +613,22 @@ mod tests {
         assert_eq!(v, "March 14");
         assert!(date_filter(Value::from("2027-03-14"), Some("%Q".into())).is_err());
         assert!(date_filter(Value::from(()), None).is_err());
+    }
+
+    #[test]
+    fn a_time_of_day_asked_of_a_date_is_an_error_not_a_panic() {
+        let e = date_filter(Value::from("2027-03-14"), Some("%d %B at %H:%M".into())).unwrap_err();
+        assert!(e.to_string().contains("does not have"), "{e}");
+        // A zone asked of a local datetime, likewise.
+        assert!(date_filter(Value::from("2027-03-14T10:00:00"), Some("%z".into())).is_err());
+        assert_eq!(
+            date_filter(
+                Value::from("2027-03-14T10:30:00+05:30"),
+                Some("%H:%M".into())
+            )
+            .unwrap(),
+            "10:30"
+        );
     }
 
     #[test]
