@@ -73,6 +73,9 @@ pub struct Summary {
     pub changed: u64,
     pub unchanged: u64,
     pub skipped: u64,
+    /// Leads that could not be decided at all (a failure inside handoff):
+    /// neither changed nor unchanged, and the run must not pass.
+    pub failed: u64,
     pub groups: Vec<Group>,
     pub errors: Vec<LineError>,
 }
@@ -82,6 +85,7 @@ struct Partial {
     leads: u64,
     changed: u64,
     skipped: u64,
+    failed: u64,
     groups: BTreeMap<GroupKey, (u64, Vec<Example>)>,
     errors: Vec<LineError>,
 }
@@ -91,6 +95,7 @@ impl Partial {
         self.leads += other.leads;
         self.changed += other.changed;
         self.skipped += other.skipped;
+        self.failed += other.failed;
         for (key, (count, examples)) in other.groups {
             let entry = self.groups.entry(key).or_default();
             entry.0 += count;
@@ -296,12 +301,35 @@ fn process_chunk(
     options: &Options,
     templates_differ: bool,
 ) -> Partial {
+    tally(chunk, |text| {
+        compare_line(text, old, new, options, templates_differ)
+    })
+}
+
+/// What one line compared to.
+type Compared = Result<Option<(GroupKey, Option<String>)>, String>;
+
+/// Counts a chunk's lines as `compare` finds them.
+fn tally(chunk: Vec<(u64, String)>, compare: impl Fn(&str) -> Compared) -> Partial {
     let mut partial = Partial::default();
     for (line, text) in chunk {
         if text.trim().is_empty() {
             continue;
         }
-        match compare_line(&text, old, new, options, templates_differ) {
+        // A failure deciding one lead names that lead and fails the run; it
+        // never passes as "no change", and the other leads are still compared.
+        let compared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compare(&text)));
+        let Ok(compared) = compared else {
+            partial.failed += 1;
+            if partial.errors.len() < ERRORS_KEPT {
+                partial.errors.push(LineError {
+                    line,
+                    error: "deciding this lead failed inside handoff (a bug: please report it with this line)".into(),
+                });
+            }
+            continue;
+        };
+        match compared {
             Ok(None) => partial.leads += 1,
             Ok(Some((key, detail))) => {
                 partial.leads += 1;
@@ -396,8 +424,10 @@ pub fn run(
         progress(bytes, line_no);
         drop(work_tx);
         for worker in workers {
-            if let Ok(partial) = worker.join() {
-                total.merge(partial);
+            match worker.join() {
+                Ok(partial) => total.merge(partial),
+                // Its leads were not compared: the run fails.
+                Err(_) => total.failed += 1,
             }
         }
     });
@@ -419,7 +449,38 @@ pub fn run(
         changed: total.changed,
         unchanged: total.leads - total.changed,
         skipped: total.skipped,
+        failed: total.failed,
         groups,
         errors: total.errors,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lead_that_cannot_be_decided_is_counted_as_failed_never_as_unchanged() {
+        let chunk = vec![
+            (1, "{\"name\": \"ok\"}".to_string()),
+            (2, "{\"name\": \"boom\"}".to_string()),
+            (3, "not json".to_string()),
+            (4, "   ".to_string()),
+        ];
+        let partial = tally(chunk, |text| {
+            if text.contains("boom") {
+                panic!("a failure inside the engine");
+            }
+            if text.starts_with('{') {
+                Ok(None)
+            } else {
+                Err("not a lead".into())
+            }
+        });
+        assert_eq!((partial.leads, partial.changed), (1, 0));
+        assert_eq!((partial.failed, partial.skipped), (1, 1));
+        let lines: Vec<u64> = partial.errors.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3], "the failed lead is named by its line");
+        assert!(partial.errors[0].error.contains("failed inside handoff"));
+    }
 }

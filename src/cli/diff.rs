@@ -146,7 +146,13 @@ pub fn run_command(args: DiffArgs) -> ExitCode {
         ),
         Format::Human => print!("{}", human(&summary, &args.old, &args.new, elapsed)),
     }
-    if args.fail_on_change && summary.changed > 0 {
+    if summary.failed > 0 {
+        eprintln!(
+            "error: {} leads could not be decided; the comparison is incomplete",
+            thousands(summary.failed)
+        );
+        exit::usage()
+    } else if args.fail_on_change && summary.changed > 0 {
         exit::failed()
     } else {
         exit::ok()
@@ -182,6 +188,10 @@ pub fn human(summary: &Summary, old: &Path, new: &Path, elapsed: Duration) -> St
         thousands(summary.unchanged),
         if summary.skipped > 0 {
             format!(", {} lines skipped", thousands(summary.skipped))
+        } else {
+            String::new()
+        } + &if summary.failed > 0 {
+            format!(", {} leads could not be decided", thousands(summary.failed))
         } else {
             String::new()
         }
@@ -227,7 +237,7 @@ pub fn human(summary: &Summary, old: &Path, new: &Path, elapsed: Duration) -> St
         }
     }
     if !summary.errors.is_empty() {
-        let _ = writeln!(out, "\nskipped lines:");
+        let _ = writeln!(out, "\nlines not compared:");
         for e in &summary.errors {
             let _ = writeln!(out, "  line {}: {}", e.line, e.error);
         }
