@@ -746,26 +746,10 @@ impl Postgres {
             });
         }
         let now = Utc::now();
-        let outbox_id = uuid::Uuid::now_v7().to_string();
         // Automated: should a person take the thread over before it goes
         // out, it is cancelled like every automated message.
-        q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
-           SELECT $1, $2, $3, d.id, 'whatsapp', $4, $5, TRUE, $5 FROM decisions d WHERE d.lead_id = $3 ORDER BY d.at DESC, d.id DESC LIMIT 1")
-            .bind(&outbox_id)
-            .bind(account)
-            .bind(&id)
-            .bind(payload.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        q("INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES ($1, $2, 'whatsapp', $3, $4, $5)")
-            .bind(account)
-            .bind(&id)
-            .bind(&member)
-            .bind(text)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let outbox_id =
+            insert_reply(&mut tx, account, &id, payload, &member, text, true, now).await?;
         q("UPDATE threads SET picked_up_at = COALESCE(picked_up_at, $1), updated_at = $1 WHERE lead_id = $2")
             .bind(now)
             .bind(&id)
@@ -1088,6 +1072,44 @@ async fn keep_conversation(
             .await?;
     }
     Ok(())
+}
+
+/// Queues a WhatsApp reply (an operator's, or an agent's: `automated`) on
+/// the lead's latest decision and writes it to the transcript as `sender`;
+/// returns its outbox ID.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn insert_reply(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    payload: &Value,
+    sender: &str,
+    text: &str,
+    automated: bool,
+    now: DateTime<Utc>,
+) -> Sql<String> {
+    let outbox_id = uuid::Uuid::now_v7().to_string();
+    // Every lead has a decision (each event is decided): the reply
+    // belongs to the latest, for the record.
+    q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
+       SELECT $1, $2, $3, d.id, 'whatsapp', $4, $5, $6, $5 FROM decisions d WHERE d.lead_id = $3 ORDER BY d.at DESC, d.id DESC LIMIT 1")
+        .bind(&outbox_id)
+        .bind(account)
+        .bind(lead_id)
+        .bind(payload.to_string())
+        .bind(now)
+        .bind(automated)
+        .execute(&mut *c)
+        .await?;
+    q("INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES ($1, $2, 'whatsapp', $3, $4, $5)")
+        .bind(account)
+        .bind(lead_id)
+        .bind(sender)
+        .bind(text)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+    Ok(outbox_id)
 }
 
 /// Writes down that the lead's conversation closed if it has idled out

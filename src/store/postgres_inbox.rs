@@ -371,26 +371,17 @@ impl Postgres {
             return Ok(None);
         };
         let now = Utc::now();
-        let outbox_id = uuid::Uuid::now_v7().to_string();
-        // Every lead has a decision (each event is decided): the reply
-        // belongs to the latest, for the record.
-        q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
-           SELECT $1, $2, $3, d.id, 'whatsapp', $4, $5, FALSE, $5 FROM decisions d WHERE d.lead_id = $3 ORDER BY d.at DESC, d.id DESC LIMIT 1")
-            .bind(&outbox_id)
-            .bind(account)
-            .bind(&id)
-            .bind(payload.to_string())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        q("INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES ($1, $2, 'whatsapp', $3, $4, $5)")
-            .bind(account)
-            .bind(&id)
-            .bind(format!("operator:{actor}"))
-            .bind(text)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        let outbox_id = super::postgres::insert_reply(
+            &mut tx,
+            account,
+            &id,
+            payload,
+            &format!("operator:{actor}"),
+            text,
+            false,
+            now,
+        )
+        .await?;
         let r = q("SELECT queue, queued_at, picked_up_at FROM threads WHERE lead_id = $1")
             .bind(&id)
             .fetch_one(&mut *tx)

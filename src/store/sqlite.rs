@@ -580,18 +580,9 @@ impl Sqlite {
                 });
             }
             let now = now_text();
-            let outbox_id = uuid::Uuid::now_v7().to_string();
             // Automated: should a person take the thread over before it
             // goes out, it is cancelled like every automated message.
-            c.prepare_cached(
-                "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
-                 SELECT ?1, ?2, ?3, d.id, 'whatsapp', ?4, ?5, 1, ?5 FROM decisions d WHERE d.lead_id = ?3 ORDER BY d.at DESC, d.id DESC LIMIT 1",
-            )?
-            .execute(params![outbox_id, account, id, payload, now])?;
-            c.prepare_cached(
-                "INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES (?1, ?2, 'whatsapp', ?3, ?4, ?5)",
-            )?
-            .execute(params![account, id, member, text, now])?;
+            let outbox_id = insert_reply(c, &account, &id, &payload, &member, &text, true, &now)?;
             c.prepare_cached(
                 "UPDATE threads SET picked_up_at = COALESCE(picked_up_at, ?1), updated_at = ?1 WHERE lead_id = ?2",
             )?
@@ -764,6 +755,35 @@ fn record_event(
         decision_id,
         response,
     })
+}
+
+/// Queues a WhatsApp reply (an operator's, or an agent's: `automated`) on
+/// the lead's latest decision and writes it to the transcript as `sender`;
+/// returns its outbox ID.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn insert_reply(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    payload: &str,
+    sender: &str,
+    text: &str,
+    automated: bool,
+    now: &str,
+) -> Result<String, StoreError> {
+    let outbox_id = uuid::Uuid::now_v7().to_string();
+    // Every lead has a decision (each event is decided): the reply
+    // belongs to the latest, for the record.
+    c.prepare_cached(
+        "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
+         SELECT ?1, ?2, ?3, d.id, 'whatsapp', ?4, ?5, ?6, ?5 FROM decisions d WHERE d.lead_id = ?3 ORDER BY d.at DESC, d.id DESC LIMIT 1",
+    )?
+    .execute(params![outbox_id, account, lead_id, payload, now, automated])?;
+    c.prepare_cached(
+        "INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES (?1, ?2, 'whatsapp', ?3, ?4, ?5)",
+    )?
+    .execute(params![account, lead_id, sender, text, now])?;
+    Ok(outbox_id)
 }
 
 /// Writes down that the lead's conversation closed if it has idled out

@@ -421,18 +421,16 @@ impl Sqlite {
                 return Ok(None);
             };
             let now = now_text();
-            let outbox_id = uuid::Uuid::now_v7().to_string();
-            // Every lead has a decision (each event is decided): the reply
-            // belongs to the latest, for the record.
-            c.prepare_cached(
-                "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, updated_at) \
-                 SELECT ?1, ?2, ?3, d.id, 'whatsapp', ?4, ?5, 0, ?5 FROM decisions d WHERE d.lead_id = ?3 ORDER BY d.at DESC, d.id DESC LIMIT 1",
-            )?
-            .execute(params![outbox_id, account, id, payload, now])?;
-            c.prepare_cached(
-                "INSERT INTO messages (account_id, lead_id, channel, sender, text, at) VALUES (?1, ?2, 'whatsapp', ?3, ?4, ?5)",
-            )?
-            .execute(params![account, id, format!("operator:{actor}"), text, now])?;
+            let outbox_id = super::sqlite::insert_reply(
+                c,
+                &account,
+                &id,
+                &payload,
+                &format!("operator:{actor}"),
+                &text,
+                false,
+                &now,
+            )?;
             let (queue, queued_at, picked_up): (Option<String>, Option<String>, Option<String>) = c
                 .prepare_cached("SELECT queue, queued_at, picked_up_at FROM threads WHERE lead_id = ?1")?
                 .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
