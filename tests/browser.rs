@@ -1,17 +1,20 @@
 //! The inbox in a real browser: Debian's Chromium, headless, driven through
-//! ChromeDriver (the W3C WebDriver protocol, spoken here over HTTP). An
-//! operator signs in, finds Aisha's thread, sees her city, date and earlier
-//! messages, takes over, watches automation stay silent when she writes
-//! again, replies, and releases. Screenshots of the thread view at desktop
-//! and phone widths go to `target/test-output/screenshots/`. Then she marks
-//! herself available from the header and watches the queues page list who
-//! waits, live (a screenshot of it too).
+//! ChromeDriver with the fantoccini WebDriver client. An operator signs in,
+//! finds Aisha's thread, sees her city, date and earlier messages, takes
+//! over, watches automation stay silent when she writes again, replies, and
+//! releases. Screenshots of the thread view at desktop and phone widths go to
+//! `target/test-output/screenshots/`. Then she marks herself available from
+//! the header and watches the queues page list who waits, live (a screenshot
+//! of it too).
 //!
 //! Without `/usr/bin/chromium` and `/usr/bin/chromedriver` the test says so
 //! and passes, except under CI (`CI` set), where it fails: `.ci/run`
 //! installs both.
 
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
 use handoff::config::{Config, Overrides};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +25,9 @@ const KEY: &str = "hk_browser_key";
 const META_SECRET: &str = "browser-app-secret";
 const EMAIL: &str = "priya@acme.example";
 const PASSWORD: &str = "correct horse battery";
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+/// How long the page gets to show an element or a text, and how often it is asked.
+const PATIENCE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(100);
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -42,18 +47,18 @@ fn browser_available() -> bool {
     here
 }
 
+/// A Chromium session behind a chromedriver of its own, which is killed on
+/// drop (and the browser with it).
 struct Driver {
-    child: Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
+    client: Client,
+    chromedriver: Child,
     _profile: tempfile::TempDir,
 }
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.chromedriver.kill();
+        let _ = self.chromedriver.wait();
     }
 }
 
@@ -64,27 +69,23 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new("/usr/bin/chromedriver")
+        let chromedriver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
         for _ in 0..100 {
-            if let Ok(r) = http.get(format!("{base}/status")).send().await {
-                if r.json::<Value>()
-                    .await
-                    .is_ok_and(|v| v["value"]["ready"] == true)
-                {
-                    break;
-                }
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
         }
         let profile = tempfile::tempdir().unwrap();
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -96,160 +97,116 @@ impl Driver {
                     "--window-size=1280,1000", "--force-device-scale-factor=1"
                 ]
             }
-        }}});
-        let r: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
+        });
+        // ChromeDriver speaks plain HTTP on the loopback: no TLS connector.
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps.as_object().unwrap().clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let session = r["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no browser session: {r}"))
-            .to_string();
+            .unwrap_or_else(|e| panic!("no browser session: {e}"));
         Driver {
-            child,
-            base,
-            session,
-            http,
+            client,
+            chromedriver,
             _profile: profile,
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let url = format!("{}/session/{}{path}", self.base, self.session);
-        let mut request = self.http.request(method, url);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let r: Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(
-            r["value"].get("error").is_none(),
-            "WebDriver {path}: {}",
-            r["value"]
-        );
-        r["value"].clone()
-    }
-
     async fn go(&self, url: &str) {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await;
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("going to {url}: {e}"));
     }
 
-    /// The element `css` selects, waiting up to 10 s for it.
-    async fn find(&self, css: &str) -> String {
-        for _ in 0..100 {
-            let url = format!("{}/session/{}/element", self.base, self.session);
-            let r: Value = self
-                .http
-                .post(url)
-                .json(&json!({"using": "css selector", "value": css}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if let Some(id) = r["value"][ELEMENT].as_str() {
-                return id.to_string();
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    async fn url(&self) -> String {
+        self.client.current_url().await.unwrap().to_string()
+    }
+
+    /// The element `css` selects, waiting for it.
+    async fn find(&self, css: &str) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(PATIENCE)
+            .every(POLL)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(element) => element,
+            Err(e) => panic!("no element `{css}` ({e}) on {}", self.text("body").await),
         }
-        panic!("no element `{css}` on {}", self.text("body").await);
     }
 
     async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/click"),
-            Some(json!({})),
-        )
-        .await;
+        self.find(css)
+            .await
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking `{css}`: {e}"));
     }
 
     async fn type_in(&self, css: &str, text: &str) {
-        let id = self.find(css).await;
-        self.call(
-            reqwest::Method::POST,
-            &format!("/element/{id}/value"),
-            Some(json!({"text": text})),
-        )
-        .await;
+        self.find(css)
+            .await
+            .send_keys(text)
+            .await
+            .unwrap_or_else(|e| panic!("typing in `{css}`: {e}"));
     }
 
     async fn select(&self, css: &str, value: &str) {
-        self.click(&format!("{css} option[value=\"{value}\"]"))
-            .await;
+        self.find(css)
+            .await
+            .select_by_value(value)
+            .await
+            .unwrap_or_else(|e| panic!("choosing `{value}` in `{css}`: {e}"));
     }
 
+    /// The text of `css`, or none while it is not on the page.
     async fn text(&self, css: &str) -> String {
-        let url = format!("{}/session/{}/element", self.base, self.session);
-        let r: Value = self
-            .http
-            .post(url)
-            .json(&json!({"using": "css selector", "value": css}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let Some(id) = r["value"][ELEMENT].as_str() else {
-            return String::new();
-        };
-        // The page may have replaced the element meanwhile (a navigation, a
-        // live update): that reads as no text yet, and the caller waits.
-        let url = format!("{}/session/{}/element/{id}/text", self.base, self.session);
-        let r: Value = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["value"].as_str().unwrap_or_default().to_string()
+        // The page may also have replaced the element between finding and
+        // reading it (a navigation, a live update): that reads as no text
+        // yet too, and the caller waits.
+        let read = async { self.client.find(Locator::Css(css)).await?.text().await };
+        match read.await {
+            Ok(text) => text,
+            Err(fantoccini::error::CmdError::Standard(_)) => String::new(),
+            Err(e) => panic!("reading `{css}`: {e}"),
+        }
     }
 
-    /// Waits (up to 10 s) until the text of `css` contains `needle`.
+    /// Waits until the text of `css` contains `needle`.
     async fn wait_text(&self, css: &str, needle: &str) -> String {
         let mut text = String::new();
-        for _ in 0..100 {
+        for _ in 0..PATIENCE.as_millis() / POLL.as_millis() {
             text = self.text(css).await;
             if text.contains(needle) {
                 return text;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(POLL).await;
         }
-        let url = self.call(reqwest::Method::GET, "/url", None).await;
+        let url = self.url().await;
         panic!("`{needle}` never appeared in `{css}` of {url}: {text}");
     }
 
     async fn resize(&self, width: u32, height: u32) {
-        self.call(
-            reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({"width": width, "height": height})),
-        )
-        .await;
+        self.client
+            .set_window_size(width, height)
+            .await
+            .unwrap_or_else(|e| panic!("resizing to {width}x{height}: {e}"));
     }
 
     async fn screenshot(&self, name: &str) -> PathBuf {
-        use base64::Engine;
-        let data = self.call(reqwest::Method::GET, "/screenshot", None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(data.as_str().unwrap())
-            .unwrap();
+        let png = self.client.screenshot().await.unwrap();
         let dir = root().join("target/test-output/screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         std::fs::write(&path, png).unwrap();
         path
+    }
+
+    /// Ends the browser session (then drop stops chromedriver).
+    async fn close(self) {
+        self.client.clone().close().await.unwrap();
     }
 }
 
@@ -502,8 +459,10 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
     browser.click("#presence-toggle").await;
     browser.wait_text("main", "You are available").await;
     browser.wait_text("#presence-status", "Available").await;
-    let url = browser.call(reqwest::Method::GET, "/url", None).await;
-    assert_eq!(url, json!(format!("{base}/inbox/threads/{lead_id}")));
+    assert_eq!(
+        browser.url().await,
+        format!("{base}/inbox/threads/{lead_id}")
+    );
 
     // The queues page: she holds Aisha's thread, her one; Rohan waits.
     let mut rohan = aisha.clone();
@@ -555,5 +514,5 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
     browser.click("#presence-toggle").await;
     browser.wait_text("main", "You are away").await;
     browser.wait_text("#presence-status", "Away").await;
-    let _ = browser.call(reqwest::Method::DELETE, "", None).await;
+    browser.close().await;
 }
