@@ -295,6 +295,7 @@ timezone = "UTC"
 async fn sandbox_messages(http: &reqwest::Client, base: &str) -> Vec<Value> {
     let m: Value = http
         .get(format!("{base}/sandbox/acme/_sandbox/messages"))
+        .bearer_auth(KEY)
         .send()
         .await
         .unwrap()
@@ -371,6 +372,7 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
     let number = handoff::server::delivery::sandbox_number_id("events-main");
     let played: Value = http
         .post(format!("{base}/sandbox/acme/_sandbox/inbound"))
+        .bearer_auth(KEY)
         .json(&json!({"phone_number_id": number, "from": "919812345678", "name": "Aisha Khan", "text": "Is the beach venue free that weekend?"}))
         .send()
         .await

@@ -211,6 +211,7 @@ impl Shop {
         let r = self
             .client
             .post(format!("{}/sandbox/acme/_sandbox/inbound", self.base))
+            .bearer_auth(KEY)
             .json(&body)
             .send()
             .await
@@ -227,6 +228,7 @@ impl Shop {
         let r = self
             .client
             .post(format!("{}/sandbox/acme/_sandbox/preferences", self.base))
+            .bearer_auth(KEY)
             .json(&json!({"phone_number_id": number, "from": from, "value": value}))
             .send()
             .await
@@ -767,6 +769,7 @@ async fn the_demo_account_decides_a_message_written_to_its_sandbox() {
     // The README's line: a buyer writes to the demo's sandbox number.
     let played: Value = client
         .post(format!("{base}/sandbox/demo/_sandbox/inbound"))
+        .bearer_auth("demo-conversations-key")
         .json(&json!({"from": "919876500001", "name": "Farah", "text": "Hi, do you do birthday parties in Pune?"}))
         .send()
         .await

@@ -63,6 +63,7 @@ impl Server {
         let r = self
             .client
             .post(self.url("/sandbox/acme/_sandbox/faults"))
+            .bearer_auth(KEY)
             .json(&fault)
             .send()
             .await
@@ -396,6 +397,7 @@ async fn a_user_who_wrote_in_through_the_sandbox_gets_the_session_message() {
     let r = s
         .client
         .post(s.url("/sandbox/acme/_sandbox/inbound"))
+        .bearer_auth(KEY)
         .json(&json!({"phone_number_id": number, "from": "919800000031", "name": "Priya", "text": "Hi!"}))
         .send()
         .await

@@ -562,6 +562,7 @@ async fn replies_are_free_text_only_inside_the_window_and_pause_automation() {
         let (api, url) = (s.api.clone(), s.url("/sandbox/acme/_sandbox/messages"));
         async move {
             api.get(url)
+                .bearer_auth(KEY)
                 .send()
                 .await
                 .unwrap()

@@ -181,6 +181,7 @@ fn lead_id(r: &Recorded) -> String {
     match r {
         Recorded::New { lead_id, .. } => lead_id.clone(),
         Recorded::Replay { response } => response["lead_id"].as_str().unwrap().to_string(),
+        Recorded::KeyReused => panic!("the key was reused with another event"),
     }
 }
 

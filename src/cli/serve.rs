@@ -73,7 +73,8 @@ pub fn run(args: ServeArgs) -> ExitCode {
         if delivery.sandbox {
             let first = state.config.accounts.first().map(|a| a.id.clone()).unwrap_or_default();
             println!("  whatsapp  sandbox (no token configured): every send goes to the simulator at http://{address}/sandbox/{{account}}");
-            println!("            what it received: curl -s http://{address}/sandbox/{first}/_sandbox/messages");
+            let key = demo.as_ref().map_or("<the account's API key>", |k| k.expose());
+            println!("            what it received: curl -s http://{address}/sandbox/{first}/_sandbox/messages -H 'Authorization: Bearer {key}'");
         } else {
             println!("  whatsapp  {} {}", delivery.whatsapp_base, delivery.whatsapp_version);
         }

@@ -26,6 +26,7 @@ mod line;
 mod mapping;
 mod meta;
 pub mod phone;
+pub mod policy;
 pub mod signature;
 mod voice;
 mod whatsapp;

@@ -2,18 +2,20 @@
 //! searching leads, taking a thread over and releasing it, and dry runs.
 
 use super::error::ApiError;
+use super::error::{Path, Query};
 use super::AppState;
 use crate::config::Account;
 use crate::dsl::schema::CHANNELS;
 use crate::engine::lead::{Answer, TranscriptMessage};
 use crate::engine::{Event, Outcome, Situation, ThreadInput};
+use crate::intake::policy;
 use crate::ruleset::{Decision, Ruleset};
 use crate::store::{
     ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded, DEFAULT_IDLE_DAYS,
 };
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -120,14 +122,23 @@ pub struct ConsentInput {
 pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
-    let bytes = body.map_err(|e| {
+    parse_json(&read_body(body)?)
+}
+
+/// The body, or the error for one that could not be read (413 when too large).
+pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge
         } else {
             ApiError::bad(e.body_text(), None)
         }
-    })?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    })
+}
+
+/// Reads JSON into `T`, naming the field that is wrong.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -136,40 +147,34 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn clean(value: Option<String>, field: &str, max: usize) -> Result<Option<String>, ApiError> {
-    match value
+/// A text as the lead keeps it: trimmed, empty as absent. What it may
+/// hold is the input policy's to say ([`policy::check_event`]).
+fn clean(value: Option<String>) -> Option<String> {
+    value
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
-    {
-        Some(v) if v.chars().count() > max => Err(ApiError::invalid(
-            format!("`{field}` is longer than {max} characters"),
-            field,
-        )),
-        Some(v) if v.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => Err(
-            ApiError::invalid(format!("`{field}` holds control characters"), field),
-        ),
-        other => Ok(other),
-    }
 }
 
-/// Answers as the lead keeps them: trimmed, no control characters, empty
-/// ones dropped.
-fn clean_answers(answers: Vec<Answer>) -> Result<Vec<Answer>, ApiError> {
-    if answers.len() > 200 {
-        return Err(ApiError::invalid(
-            "`answers` holds more than 200 answers",
-            "answers",
-        ));
-    }
-    let mut out = Vec::with_capacity(answers.len());
-    for (i, a) in answers.into_iter().enumerate() {
-        let question = clean(Some(a.question), &format!("answers[{i}].question"), 300)?;
-        let answer = clean(Some(a.answer), &format!("answers[{i}].answer"), 2000)?;
-        if let (Some(question), Some(answer)) = (question, answer) {
-            out.push(Answer { question, answer });
+/// Answers as the lead keeps them: trimmed, empty ones dropped.
+fn clean_answers(answers: Vec<Answer>) -> Vec<Answer> {
+    answers
+        .into_iter()
+        .filter_map(|a| {
+            Some(Answer {
+                question: clean(Some(a.question))?,
+                answer: clean(Some(a.answer))?,
+            })
+        })
+        .collect()
+}
+
+impl From<policy::Refusal> for ApiError {
+    fn from(r: policy::Refusal) -> Self {
+        ApiError::Unprocessable {
+            message: r.message,
+            at: Some(r.at),
         }
     }
-    Ok(out)
 }
 
 /// The playbook for a lead: its own, else by form, channel, source, the
@@ -397,7 +402,7 @@ fn to_event(
     account: &Account,
     ruleset: &Ruleset,
 ) -> Result<(LeadEvent, String), ApiError> {
-    let channel = clean(input.channel.clone(), "channel", 32)?
+    let channel = clean(input.channel.clone())
         .map(|c| c.to_lowercase())
         .unwrap_or_else(|| "api".into());
     if !CHANNELS.contains(&channel.as_str()) {
@@ -409,25 +414,36 @@ fn to_event(
             "channel",
         ));
     }
-    let phone = match clean(input.phone.clone(), "phone", 40)? {
-        Some(raw) => Some(
+    let phone = match clean(input.phone.clone()) {
+        Some(raw) => Some({
+            policy::text(&raw, "phone", policy::PHONE, policy::Shape::Line)?;
             crate::intake::phone::normalize_phone(&raw, &account.default_region).map_err(|e| {
                 ApiError::invalid(
                     format!("`phone` cannot be read as a phone number: {e}"),
                     "phone",
                 )
-            })?,
-        ),
+            })?
+        }),
         None => None,
     };
-    let email = clean(input.email.clone(), "email", 254)?.map(|e| e.to_lowercase());
+    let email = clean(input.email.clone()).map(|e| e.to_lowercase());
     if let Some(e) = &email {
+        policy::text(e, "email", policy::EMAIL, policy::Shape::Line)?;
         let at = e.find('@');
         if !at.is_some_and(|i| i > 0 && i + 1 < e.len() && !e.contains(char::is_whitespace)) {
             return Err(ApiError::invalid(
                 format!("`email` `{e}` is not an email address"),
                 "email",
             ));
+        }
+    }
+    for (at, value, max) in [
+        ("playbook", &input.playbook, policy::PLAYBOOK),
+        ("form", &input.form, policy::IDENTITY),
+        ("source", &input.source, policy::IDENTITY),
+    ] {
+        if let Some(v) = value {
+            policy::text(v, at, max, policy::Shape::Line)?;
         }
     }
     let playbook = pick_playbook(account, ruleset, &input, &channel)?;
@@ -438,7 +454,7 @@ fn to_event(
     if let Some(e) = &email {
         identities.push(("email".to_string(), e.clone()));
     }
-    if let Some(x) = clean(input.external_id.clone(), "external_id", 200)? {
+    if let Some(x) = clean(input.external_id.clone()) {
         identities.push(("external".to_string(), x));
     }
     if identities.is_empty() {
@@ -460,21 +476,22 @@ fn to_event(
         });
     let event = LeadEvent {
         identities,
-        name: clean(input.name, "name", 200)?,
-        first_name: clean(input.first_name, "first_name", 100)?,
+        name: clean(input.name),
+        first_name: clean(input.first_name),
         phone,
         email,
-        language: clean(input.language, "language", 35)?,
+        language: clean(input.language),
         channel: Some(channel),
-        intent: clean(input.intent, "intent", 100)?,
+        intent: clean(input.intent),
         playbook: Some(playbook.clone()),
         fields: input.fields,
         tags: input.tags,
         messages: input.transcript,
-        answers: clean_answers(input.answers)?,
+        answers: clean_answers(input.answers),
         consent,
         ..LeadEvent::default()
     };
+    policy::check_event(&event)?;
     Ok((event, playbook))
 }
 
@@ -499,12 +516,17 @@ pub async fn create(
         None => None,
     };
     super::error::require_json(&headers)?;
-    let input: LeadInput = parse_body(body)?;
+    let body_bytes = read_body(body)?;
+    let input: LeadInput = parse_json(&body_bytes)?;
     input.no_situation()?;
     let ruleset = state
         .ruleset()
         .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
     let (mut event, playbook) = to_event(input, &account, &ruleset)?;
+    // The key's request, as sent: the same key with another body is refused.
+    event.fingerprint = idempotency
+        .as_ref()
+        .map(|_| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&body_bytes)));
     event.dedup = idempotency;
     let channel_label = event.channel.clone().unwrap_or_default();
     let updates = account.lead_updates.clone();
@@ -540,6 +562,12 @@ pub async fn create(
                 StatusCode::OK
             };
             (status, [("idempotent-replayed", "false")], Json(response)).into_response()
+        }
+        Recorded::KeyReused => {
+            return Err(ApiError::KeyReused {
+                message: "this `Idempotency-Key` was used for a different request; send a new key for a new lead, or the same body to get the first answer again".into(),
+                at: "Idempotency-Key".into(),
+            })
         }
         // The first answer, with its status.
         Recorded::Replay { response } => (

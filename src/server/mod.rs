@@ -457,16 +457,42 @@ pub async fn serve(
             notifier: crate::notify::Notifier::new(),
         },
     );
-    let mut router = app(state);
+    let mut router = app(state.clone());
     for (account, sandbox) in sandboxes {
+        let guard = (state.clone(), account.clone());
         router = router.nest(
             &format!("/sandbox/{account}"),
-            crate::whatsapp::sandbox::router(sandbox),
+            crate::whatsapp::sandbox::router(sandbox)
+                .layer(axum::middleware::from_fn_with_state(guard, sandbox_key)),
         );
     }
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Guards an account's sandbox control routes (`/_sandbox/...`: the
+/// messages sent to its buyers' numbers, forged inbound messages and
+/// preferences) with the account's API key. The Cloud API route beside
+/// them takes the account's WhatsApp token, as Meta's does.
+async fn sandbox_key(
+    State((state, account)): State<(Arc<AppState>, String)>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if request.uri().path().starts_with("/_sandbox") {
+        match state.authenticate(request.headers()) {
+            Ok(a) if a.id == account => {}
+            Ok(_) => {
+                return ApiError::NotFound(format!(
+                    "no sandbox for this key at `/sandbox/{account}`"
+                ))
+                .into_response()
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
+    next.run(request).await
 }
 
 /// Where each account's WhatsApp messages go. In sandbox mode each account

@@ -48,7 +48,23 @@ fn responses(entries: Vec<(&str, Value)>) -> Value {
         _ => Map::new(),
     };
     map.insert("408".into(), response("Timeout"));
+    // A malformed path or query is refused before any handler runs.
+    map.entry("400").or_insert_with(|| response("BadRequest"));
     Value::Object(map)
+}
+
+/// The error codes, from the one enum the server sends them from.
+fn error_codes() -> Value {
+    use super::error::ErrorCode;
+    let described: Vec<String> = ErrorCode::ALL
+        .iter()
+        .map(|c| format!("`{}` {}", c.as_str(), c.status().as_u16()))
+        .collect();
+    json!({
+        "type": "string",
+        "description": format!("{}.", described.join(", ")),
+        "enum": ErrorCode::ALL.iter().map(|c| c.as_str()).collect::<Vec<_>>()
+    })
 }
 
 /// The OpenAPI document.
@@ -59,7 +75,7 @@ pub fn document() -> Value {
             "title": "handoff",
             "version": env!("CARGO_PKG_VERSION"),
             "summary": "Routes inbound sales leads into WhatsApp without losing context.",
-            "description": "Leads come in through the API (`POST /v1/leads`) or through webhooks (Meta, web forms, voice agents), are stored, decided by the account's playbook and, when the decision sends a WhatsApp message, put in the outbox. Every error body is `{\"error\": {\"code\", \"message\", \"at\"?}}`, except where a response says otherwise. Any request taking longer than 10 seconds is answered 408 with an empty body. A path the router does not know is answered 404 with an error body (`not_found`). Request bodies are limited to 1 MiB.",
+            "description": "Leads come in through the API (`POST /v1/leads`) or through webhooks (Meta, web forms, voice agents), are stored, decided by the account's playbook and, when the decision sends a WhatsApp message, put in the outbox. Every error body is `{\"error\": {\"code\", \"message\", \"at\"?}}`, except where a response says otherwise. Every refusal, including a malformed path or query (400), a wrong method (405), a request taking longer than 10 seconds (408) and a body over 1 MiB (413), has that shape. A path the router does not know is answered 404 (`not_found`). JSON bodies must be sent with a JSON `Content-Type` (415 otherwise). What text may hold and how long each field may be is one policy for every entry point (README, \"What the service accepts\"): control characters (NUL included) are refused except line breaks and tabs in multi-line text, and times are within the years 1970 to 9999.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
         },
         "tags": [
@@ -568,10 +584,12 @@ fn meta_verify() -> Value {
                 "description": "Verified: the body is `hub.challenge`, as given.",
                 "content": {"text/plain": {"schema": {"type": "string"}}}
             })),
-            ("403", json!({
-                "description": "Not verified: a parameter is missing or wrong, or the account has no verify token configured.",
-                "content": {"text/plain": {"schema": {"type": "string", "const": "verification failed"}}}
-            })),
+            ("403", error_response(
+                "Not verified: a parameter is missing or wrong, or the account has no verify token configured (code `forbidden`).",
+                "forbidden",
+                "verification failed: `hub.mode` must be `subscribe` and `hub.verify_token` the account's `meta_verify_token`",
+                None,
+            )),
             ("404", response("NotFound")),
         ])
     })
@@ -582,7 +600,7 @@ fn meta_events() -> Value {
         "operationId": "receiveMetaWebhook",
         "tags": ["webhooks"],
         "summary": "Signed WhatsApp, Instagram and lead-ad (`page`) webhook events.",
-        "description": "The signature is checked over the raw body against each of the account's Meta app secrets. Readable events are stored (a redelivered event, by its source ID, is stored once) and then acknowledged; items that cannot be read are counted in `rejected` and skipped. The body is read whatever its content type.",
+        "description": "The signature is checked over the raw body against each of the account's Meta app secrets. Readable events are stored (a redelivered event, by its source ID, is stored once) and then acknowledged; items that cannot be read are counted in `rejected` and skipped. Text beyond the input policy (control characters, over-long values) is cleaned rather than refused, since Meta would redeliver a refused event. The body must be sent as JSON, as Meta does.",
         "security": [],
         "parameters": [parameter("Account"), parameter("XHubSignature256")],
         "requestBody": {
@@ -600,7 +618,8 @@ fn meta_events() -> Value {
             ("400", response("BadRequest")),
             ("401", response("BadSignature")),
             ("404", response("NotFound")),
-            ("413", response("PayloadTooLargePlain")),
+            ("413", response("PayloadTooLarge")),
+            ("415", response("UnsupportedMediaType")),
             ("500", response("Internal")),
         ])
     })
@@ -611,7 +630,7 @@ fn form() -> Value {
         "operationId": "receiveForm",
         "tags": ["webhooks"],
         "summary": "A web form submission, mapped onto a lead by the form's configuration.",
-        "description": "A body whose `Content-Type` starts with `application/json` is read as a JSON object of field -> answer; any other body is read as `application/x-www-form-urlencoded` (a repeated name gives a list of answers). The submission is stored and acknowledged; a background worker makes it a lead. A retry is recognised by its `Idempotency-Key` when sent, else by the exact body; it is answered 202 with `duplicate: true`.",
+        "description": "A body sent as `application/json` is read as a JSON object of field -> answer; one sent as `application/x-www-form-urlencoded` as form pairs (a repeated name gives a list of answers; text that is not UTF-8 once percent-decoded is refused with 400); any other content type is refused with 415. The mapped lead is checked against the input policy before it is stored (422 at the field). The submission is stored and acknowledged; a background worker makes it a lead. A retry is recognised by its `Idempotency-Key` when sent, else by the exact body; it is answered 202 with `duplicate: true`. The same `Idempotency-Key` with a different submission is refused with 422 (`idempotency_key_reused`) and nothing is stored.",
         "security": [],
         "parameters": [
             parameter("Account"),
@@ -658,7 +677,8 @@ fn form() -> Value {
             ("400", response("BadRequest")),
             ("401", response("BadSignature")),
             ("404", response("NotFound")),
-            ("413", response("PayloadTooLargePlain")),
+            ("413", response("PayloadTooLarge")),
+            ("415", response("UnsupportedMediaType")),
             ("422", response("Unprocessable")),
             ("500", response("Internal")),
         ])
@@ -670,7 +690,7 @@ fn voice() -> Value {
         "operationId": "receiveCallReport",
         "tags": ["webhooks"],
         "summary": "A voice agent's call report.",
-        "description": "Authenticated with the account's API key; `{account}` must be that key's account (another account answers 404). The report is read strictly, stored (a report with the same `call_id` is stored once) and acknowledged; a background worker makes it a lead. Errors in the body are answered 400 with the place (a line and column, or a field path such as `opt_in.evidence`) at the start of `message`, not in `at`; an unreadable caller number is 422 at `from`. The body is read whatever its content type.",
+        "description": "Authenticated with the account's API key; `{account}` must be that key's account (another account answers 404). The report is read strictly, stored (a report with the same `call_id` is stored once) and acknowledged; a background worker makes it a lead. Errors in the body are answered 400 with the place (a line and column, or a field path such as `opt_in.evidence`) at the start of `message`, not in `at`; an unreadable caller number is 422 at `from`, text beyond the input policy 422 at its field, and a `call_id` stored before with a different report 422 (`idempotency_key_reused`, at `call_id`). The body must be sent as JSON.",
         "parameters": [parameter("Account")],
         "requestBody": {
             "required": true,
@@ -687,7 +707,8 @@ fn voice() -> Value {
             ("400", response("BadRequest")),
             ("401", response("Unauthorized")),
             ("404", response("NotFound")),
-            ("413", response("PayloadTooLargePlain")),
+            ("413", response("PayloadTooLarge")),
+            ("415", response("UnsupportedMediaType")),
             ("422", response("Unprocessable")),
             ("500", response("Internal")),
         ])
@@ -783,17 +804,13 @@ fn component_responses() -> Value {
             None,
         ),
         "UnsupportedMediaType": error_response(
-            "The body is declared as something other than JSON (code `unsupported_media_type`); a body without `Content-Type` is read as JSON.",
+            "The body is declared as something other than JSON, or not declared (code `unsupported_media_type`).",
             "unsupported_media_type",
             "the body is sent as `application/x-www-form-urlencoded`; send JSON with `Content-Type: application/json`",
             Some("Content-Type"),
         ),
-        "PayloadTooLargePlain": {
-            "description": "The body is larger than 1 MiB. Answered by the framework as plain text, not as an error body.",
-            "content": {"text/plain": {"schema": {"type": "string"}}}
-        },
         "Unprocessable": error_response(
-            "Well-formed JSON with a value that is not acceptable (code `invalid`); `at` names the field.",
+            "Well-formed JSON with a value that is not acceptable (code `invalid`; `at` names the field), or an idempotency key, form submission ID or `call_id` already used for a different request (code `idempotency_key_reused`; nothing was done).",
             "invalid",
             "`phone` cannot be read as a phone number: not a number",
             Some("phone"),
@@ -804,9 +821,12 @@ fn component_responses() -> Value {
             "something went wrong on our side; the request was not applied",
             None,
         ),
-        "Timeout": {
-            "description": "The request took longer than 10 seconds. The body is empty."
-        }
+        "Timeout": error_response(
+            "The request took longer than 10 seconds and was not applied (code `timeout`).",
+            "timeout",
+            "the request took longer than 10 seconds and was not applied",
+            None,
+        )
     })
 }
 
@@ -1003,14 +1023,7 @@ fn schemas() -> Value {
             }
         }),
     );
-    add(
-        "ErrorCode",
-        json!({
-            "type": "string",
-            "description": "`bad_request` 400, `invalid` 422, `unauthorized` 401, `bad_signature` 401, `not_found` 404, `too_large` 413, `internal` 500.",
-            "enum": ["bad_request", "invalid", "unauthorized", "bad_signature", "not_found", "too_large", "internal"]
-        }),
-    );
+    add("ErrorCode", error_codes());
     add(
         "Readiness",
         json!({
@@ -2067,10 +2080,17 @@ mod tests {
         let errors = [
             ApiError::bad("x", None),
             ApiError::invalid("x", "x"),
+            ApiError::KeyReused {
+                message: "x".into(),
+                at: "x".into(),
+            },
             ApiError::Unauthorized,
             ApiError::BadSignature("x".into()),
+            ApiError::Forbidden("x".into()),
             ApiError::NotFound("x".into()),
+            ApiError::Conflict("x".into()),
             ApiError::PayloadTooLarge,
+            ApiError::UnsupportedMediaType("x".into()),
             ApiError::Internal("x".into()),
         ];
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -2078,7 +2098,9 @@ mod tests {
             .unwrap();
         let mut sent = BTreeSet::new();
         for e in errors {
+            let code = e.code();
             let response = e.into_response();
+            assert_eq!(response.status(), code.status());
             let bytes = rt
                 .block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
                 .unwrap();
@@ -2086,6 +2108,16 @@ mod tests {
             sent.insert(body["error"]["code"].as_str().unwrap().to_string());
         }
         let sent: BTreeSet<&str> = sent.iter().map(String::as_str).collect();
-        assert_eq!(documented, sent);
+        // Every code a handler's error sends is documented; the rest
+        // (method_not_allowed, timeout) come from the router and layers.
+        assert!(
+            sent.is_subset(&documented),
+            "{sent:?} not in {documented:?}"
+        );
+        let from_layers: BTreeSet<&str> = documented.difference(&sent).copied().collect();
+        assert_eq!(
+            from_layers,
+            BTreeSet::from(["method_not_allowed", "timeout"])
+        );
     }
 }

@@ -6,12 +6,13 @@
 //! thread (when it entered its queue), so they survive restarts.
 
 use super::error::ApiError;
+use super::error::Path;
 use super::AppState;
 use crate::config::{Account, QueueConfig};
 use crate::dsl::ast::ActionKind;
 use crate::queues::{business_cutoff, show_duration, QueueHours, QueuePlan};
 use crate::ruleset::Ruleset;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;

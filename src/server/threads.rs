@@ -5,6 +5,7 @@
 //! announced to the inbox's live updates.
 
 use super::error::ApiError;
+use super::error::{Path, Query};
 use super::leads::window_open;
 use super::AppState;
 use crate::config::Account;
@@ -13,7 +14,7 @@ use crate::engine::eval::Actions;
 use crate::engine::Situation;
 use crate::render::RenderedTemplate;
 use crate::store::{AgentReply, LeadState};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;

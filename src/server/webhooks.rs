@@ -4,16 +4,19 @@
 //! A redelivered event (same source ID) is stored once and processed once.
 
 use super::error::ApiError;
-use super::leads::{decide_for, pick_playbook_named, Decided};
+use super::error::{Path, Query};
+use super::leads::{decide_for, pick_playbook_named, read_body, Decided};
 use super::AppState;
 use crate::config::Account;
 use crate::engine::lead::{Answer, TranscriptMessage};
 use crate::engine::Event;
 use crate::intake::{self, InboundEvent, MetaObject};
-use crate::store::{ConsentRecord, InboundMessage, LeadEvent, PendingWebhook, StatusRecord};
+use crate::store::{
+    ConsentRecord, Enqueued, InboundMessage, LeadEvent, PendingWebhook, StatusRecord,
+};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
@@ -23,17 +26,6 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The raw body, or the JSON error for one too large to read.
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::bad(e.body_text(), None)
-        }
-    })
-}
 
 fn account<'a>(state: &'a AppState, id: &str) -> Result<&'a Account, ApiError> {
     state
@@ -59,7 +51,9 @@ pub async fn meta_verify(
         (Some("subscribe"), Some(given), Some(challenge), Some(expected)) if given == expected => {
             Ok((StatusCode::OK, challenge.clone()).into_response())
         }
-        _ => Ok((StatusCode::FORBIDDEN, "verification failed").into_response()),
+        _ => Err(ApiError::Forbidden(
+            "verification failed: `hub.mode` must be `subscribe` and `hub.verify_token` the account's `meta_verify_token`".into(),
+        )),
     }
 }
 
@@ -70,7 +64,7 @@ pub async fn meta_events(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let body = body_bytes(body)?;
+    let body = read_body(body)?;
     let account = account(&state, &id)?;
     let secrets: Vec<&[u8]> = account
         .meta_app_secrets
@@ -187,7 +181,7 @@ pub async fn form(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body_bytes(body)?;
+    let body = read_body(body)?;
     let account = account(&state, &id)?;
     let form = account
         .forms
@@ -208,18 +202,33 @@ pub async fn form(
     let mapping =
         intake::FieldMapping::from_pairs(form.fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .map_err(|e| ApiError::Internal(format!("form `{form_name}` mapping: {e}")))?;
-    let is_json = headers
+    let content_type = headers
         .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let is_json =
+        match content_type.as_deref() {
+            Some(t) if super::error::is_json(t) => true,
+            Some(t)
+                if t.split(';').next().is_some_and(|e| {
+                    e.trim()
+                        .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+                }) =>
+            {
+                false
+            }
+            other => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                "{}`; a form is sent as `application/json` or `application/x-www-form-urlencoded",
+                other.unwrap_or("nothing").chars().take(100).collect::<String>()
+            )))
+            }
+        };
     let mapped = if is_json {
         // Read in the body's own order, so unmapped answers keep the order asked.
         intake::map_form_json_body(&body, &mapping)
             .map_err(|e| ApiError::bad(e.to_string(), None))?
     } else {
-        let text =
-            std::str::from_utf8(&body).map_err(|_| ApiError::bad("the body is not UTF-8", None))?;
-        let pairs: Vec<(String, String)> = url_decode_pairs(text);
+        let pairs = url_decode_pairs(&body)?;
         intake::map_form_pairs(
             pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             &mapping,
@@ -255,55 +264,82 @@ pub async fn form(
         mapped,
         Vec::new(),
     );
-    let new = state
-        .store
-        .enqueue_webhooks(
-            &account.id,
-            "form",
-            &[(
-                source_id,
-                serde_json::to_value(&lead).unwrap_or(Value::Null),
-            )],
-        )
-        .await?;
-    state.work.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"accepted": true, "duplicate": new == 0})),
-    ))
+    accept(
+        &state,
+        account,
+        "form",
+        &source_id,
+        &lead,
+        "this submission's `Idempotency-Key`",
+    )
+    .await
 }
 
-fn url_decode_pairs(text: &str) -> Vec<(String, String)> {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'+' => out.push(b' '),
-                b'%' if i + 2 < bytes.len() => {
-                    let hex = |c: u8| (c as char).to_digit(16);
-                    match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                        (Some(h), Some(l)) => {
-                            out.push((h * 16 + l) as u8);
-                            i += 2;
-                        }
-                        _ => out.push(b'%'),
-                    }
-                }
-                b => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
+/// The pairs of a form-encoded body. Text that is not UTF-8, before or
+/// after percent-decoding, is refused rather than patched.
+fn url_decode_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    let not_utf8 = || {
+        ApiError::bad(
+            "the form body is not UTF-8 once percent-decoded; send UTF-8 text",
+            None,
+        )
+    };
+    let text = std::str::from_utf8(body).map_err(|_| not_utf8())?;
+    let decode = |s: &str| -> Result<String, ApiError> {
+        let spaced = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| not_utf8())
+    };
     text.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
+            Some((k, v)) => Ok((decode(k)?, decode(v)?)),
+            None => Ok((decode(p)?, String::new())),
         })
         .collect()
+}
+
+/// Checks a form's or a call's lead against the input policy, as the
+/// worker will store it, and stores it for the worker: a retry of the same
+/// submission is a duplicate, the same ID with another lead is refused.
+async fn accept(
+    state: &AppState,
+    account: &Account,
+    source: &str,
+    source_id: &str,
+    lead: &QueuedLead,
+    reused: &str,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let event =
+        lead_event(account, lead.clone(), None).map_err(|e| ApiError::invalid(e, "phone"))?;
+    intake::policy::check_event(&event)?;
+    let payload = serde_json::to_value(lead).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let enqueued = state
+        .store
+        .enqueue_webhook(&account.id, source, source_id, &payload)
+        .await?;
+    match enqueued {
+        Enqueued::Differs => Err(ApiError::KeyReused {
+            message: format!(
+                "{reused} was used before for a different submission; nothing was stored"
+            ),
+            at: if source == "voice" {
+                "call_id"
+            } else {
+                "Idempotency-Key"
+            }
+            .into(),
+        }),
+        Enqueued::New | Enqueued::Duplicate => {
+            state.work.notify_one();
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"accepted": true, "duplicate": enqueued == Enqueued::Duplicate})),
+            ))
+        }
+    }
 }
 
 /// `POST /webhooks/voice/{account}`: a voice agent's call report (API key).
@@ -313,11 +349,12 @@ pub async fn voice(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body_bytes(body)?;
+    let body = read_body(body)?;
     let account = state.authenticate(&headers)?;
     if account.id != id {
         return Err(ApiError::NotFound(format!("no account `{id}`")));
     }
+    super::error::require_json(&headers)?;
     let report =
         intake::parse_call_report(&body).map_err(|e| ApiError::bad(e.to_string(), None))?;
     if let Some(p) = &report.lead.phone {
@@ -327,19 +364,15 @@ pub async fn voice(
     }
     let call_id = report.call_id.clone();
     let lead = queued("voice", None, None, report.lead, report.transcript);
-    let new = state
-        .store
-        .enqueue_webhooks(
-            &account.id,
-            "voice",
-            &[(call_id, serde_json::to_value(&lead).unwrap_or(Value::Null))],
-        )
-        .await?;
-    state.work.notify_one();
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"accepted": true, "duplicate": new == 0})),
-    ))
+    accept(
+        &state,
+        account,
+        "voice",
+        &call_id,
+        &lead,
+        &format!("`call_id` `{call_id}`"),
+    )
+    .await
 }
 
 /// Processes stored webhook events until the server stops.
@@ -649,13 +682,12 @@ async fn fetch_lead(account: &Account, leadgen_id: &str) -> Result<Value, String
     Ok(body)
 }
 
-/// Records a lead from a form, a call or a lead ad.
-async fn record_queued(
-    state: &Arc<AppState>,
+/// The lead event of a form's, a call's or a lead ad's lead.
+fn lead_event(
     account: &Account,
     q: QueuedLead,
     dedup: Option<(String, String)>,
-) -> Result<(), String> {
+) -> Result<LeadEvent, String> {
     let phone = match &q.phone {
         Some(p) => {
             Some(intake::normalize_phone(p, &account.default_region).map_err(|e| e.to_string())?)
@@ -670,14 +702,14 @@ async fn record_queued(
     .into_iter()
     .flatten()
     .collect();
-    let lead_event = LeadEvent {
+    Ok(LeadEvent {
         identities,
         name: q.name,
         first_name: q.first_name,
         phone,
         email,
         language: q.language,
-        channel: Some(q.channel.clone()),
+        channel: Some(q.channel),
         intent: q.intent,
         fields: q.fields,
         messages: q.transcript,
@@ -691,13 +723,23 @@ async fn record_queued(
         }),
         dedup,
         ..LeadEvent::default()
-    };
+    })
+}
+
+/// Records a lead from a form, a call or a lead ad.
+async fn record_queued(
+    state: &Arc<AppState>,
+    account: &Account,
+    q: QueuedLead,
+    dedup: Option<(String, String)>,
+) -> Result<(), String> {
     let playbook = q.playbook.clone().or_else(|| {
         q.form
             .as_ref()
             .and_then(|f| account.routing.by_form.get(f).cloned())
     });
     let channel = q.channel.clone();
+    let lead_event = lead_event(account, q, dedup)?;
     record(
         state,
         account,
@@ -713,12 +755,15 @@ async fn record_queued(
 async fn record(
     state: &Arc<AppState>,
     account: &Account,
-    event: LeadEvent,
+    mut event: LeadEvent,
     channel: &str,
     playbook: Option<String>,
     decided: Decided,
 ) -> Result<(), String> {
     let ruleset = state.ruleset().ok_or("no ruleset loaded")?;
+    // Meta's events cannot be refused (Meta would redeliver them for days):
+    // they are brought within the input policy so that they always store.
+    intake::policy::scrub_event(&mut event);
     // A lead the account routes to no playbook is still kept, with what it
     // said: a known lead keeps its own playbook, and a new one is there for
     // an operator to see, its decision saying why nothing happened.

@@ -93,6 +93,9 @@ pub struct LeadEvent {
     /// `(source, source_id)`: a second event with the same pair is answered
     /// with the first one's response and changes nothing.
     pub dedup: Option<(String, String)>,
+    /// A digest of the request that carried `dedup`: a later event with the
+    /// same pair and another digest is refused ([`Recorded::KeyReused`]).
+    pub fingerprint: Option<String>,
     /// When the user last wrote on WhatsApp (opens the 24-hour window).
     pub inbound_at: Option<DateTime<Utc>>,
     /// A person on the business's side wrote (an echo from the business's
@@ -179,6 +182,36 @@ pub enum Recorded {
     },
     /// Seen before: the first answer, unchanged.
     Replay { response: Value },
+    /// The key was first used by a different request: nothing was done.
+    KeyReused,
+}
+
+/// What storing a webhook event its sender identifies did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    New,
+    /// The same ID with the same payload: a retry, nothing stored.
+    Duplicate,
+    /// The same ID with another payload: refused, nothing stored.
+    Differs,
+}
+
+impl Enqueued {
+    /// From whether the insert stored a row and, when not, the payload
+    /// stored under the ID.
+    pub(crate) fn of(inserted: bool, stored: Option<&str>, payload: &str) -> Enqueued {
+        match (inserted, stored) {
+            (true, _) => Enqueued::New,
+            (false, Some(old)) if old != payload => Enqueued::Differs,
+            (false, _) => Enqueued::Duplicate,
+        }
+    }
+}
+
+/// Whether a stored key's request is another one than `event`'s: both
+/// have a digest and they differ (keys stored without one replay).
+pub(crate) fn key_reused(event: &LeadEvent, stored: Option<&str>) -> bool {
+    matches!((event.fingerprint.as_deref(), stored), (Some(new), Some(old)) if new != old)
 }
 
 /// A delivery status for a message we sent.
@@ -339,6 +372,20 @@ impl Store {
         events: &[(String, Value)],
     ) -> Result<usize, StoreError> {
         on_backend!(self, db => db.enqueue_webhooks(account, source, events).await)
+    }
+
+    /// Stores one webhook event that its sender identifies by `source_id`
+    /// (a form submission, a call), saying whether that ID was new, came
+    /// again with the same payload, or came with another one (then nothing
+    /// is stored).
+    pub async fn enqueue_webhook(
+        &self,
+        account: &str,
+        source: &str,
+        source_id: &str,
+        payload: &Value,
+    ) -> Result<Enqueued, StoreError> {
+        on_backend!(self, db => db.enqueue_webhook(account, source, source_id, payload).await)
     }
 
     /// The oldest webhook events due for processing, held for this worker

@@ -51,7 +51,7 @@
 use super::postgres_queues::trail;
 use super::queues::SYSTEM_ACTOR;
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, OutboxItem,
+    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadEvent, LeadState, OutboxItem,
     PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
 };
 use crate::engine::lead::{Answer, Consent, TranscriptMessage};
@@ -106,6 +106,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "conversations",
         include_str!("../../migrations/postgres/0004_conversations.sql"),
+    ),
+    (
+        5,
+        "idempotency",
+        include_str!("../../migrations/postgres/0005_idempotency.sql"),
     ),
 ];
 
@@ -303,28 +308,34 @@ impl Postgres {
         let now = Utc::now();
         if let Some((source, source_id)) = &event.dedup {
             // Claim the key before anything else; see the module comment.
-            let claimed = q("INSERT INTO processed (account_id, source, source_id, at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            let claimed = q("INSERT INTO processed (account_id, source, source_id, at, fingerprint) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING")
                 .bind(account)
                 .bind(source)
                 .bind(source_id)
                 .bind(now)
+                .bind(&event.fingerprint)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
                 == 1;
             if !claimed {
-                let seen: Option<Option<String>> = q(
-                    "SELECT response FROM processed WHERE account_id = $1 AND source = $2 AND source_id = $3",
+                let seen = q(
+                    "SELECT response, fingerprint FROM processed WHERE account_id = $1 AND source = $2 AND source_id = $3",
                 )
                 .bind(account)
                 .bind(source)
                 .bind(source_id)
                 .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
+                .await?;
+                let (response, fingerprint): (Option<String>, Option<String>) = match seen {
+                    Some(r) => (r.try_get(0)?, r.try_get(1)?),
+                    None => (None, None),
+                };
                 tx.rollback().await?;
-                let response = seen.flatten().map(|t| json_text(&t)).unwrap_or(Value::Null);
+                if super::key_reused(event, fingerprint.as_deref()) {
+                    return Ok(Recorded::KeyReused);
+                }
+                let response = response.map(|t| json_text(&t)).unwrap_or(Value::Null);
                 return Ok(Recorded::Replay { response });
             }
         }
@@ -442,6 +453,52 @@ impl Postgres {
             .await?
             .rows_affected();
         Ok(usize::try_from(new).unwrap_or(usize::MAX))
+    }
+
+    pub async fn enqueue_webhook(
+        &self,
+        account: &str,
+        source: &str,
+        source_id: &str,
+        payload: &Value,
+    ) -> Result<Enqueued, StoreError> {
+        let payload = payload.to_string();
+        retrying!(self.enqueue_webhook_once(account, source, source_id, &payload))
+    }
+
+    async fn enqueue_webhook_once(
+        &self,
+        account: &str,
+        source: &str,
+        source_id: &str,
+        payload: &str,
+    ) -> Sql<Enqueued> {
+        let inserted = q(
+            "INSERT INTO webhook_events (account_id, source, source_id, payload, received_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(account)
+        .bind(source)
+        .bind(source_id)
+        .bind(payload)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        let stored: Option<String> = if inserted {
+            None
+        } else {
+            q("SELECT payload FROM webhook_events WHERE account_id = $1 AND source = $2 AND source_id = $3")
+                .bind(account)
+                .bind(source)
+                .bind(source_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?
+        };
+        Ok(Enqueued::of(inserted, stored.as_deref(), payload))
     }
 
     /// Claims up to `limit` due events for `lease`: another instance's

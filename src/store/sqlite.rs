@@ -14,7 +14,7 @@
 //! the writer writes.
 
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, LeadEvent, LeadState, OutboxItem,
+    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadEvent, LeadState, OutboxItem,
     PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
 };
 use crate::engine::lead::{Answer, Consent, TranscriptMessage};
@@ -59,6 +59,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0006_conversations",
         include_str!("../../migrations/sqlite/0006_conversations.sql"),
+    ),
+    (
+        "0007_idempotency",
+        include_str!("../../migrations/sqlite/0007_idempotency.sql"),
     ),
 ];
 
@@ -374,6 +378,40 @@ impl Sqlite {
         .await
     }
 
+    pub async fn enqueue_webhook(
+        &self,
+        account: &str,
+        source: &str,
+        source_id: &str,
+        payload: &Value,
+    ) -> Result<Enqueued, StoreError> {
+        let (account, source, source_id) = (
+            account.to_string(),
+            source.to_string(),
+            source_id.to_string(),
+        );
+        let payload = payload.to_string();
+        self.write(move |c| {
+            let inserted = c
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO webhook_events (account_id, source, source_id, payload, received_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![account, source, source_id, payload, now_text()])?
+                == 1;
+            let stored: Option<String> = if inserted {
+                None
+            } else {
+                c.prepare_cached(
+                    "SELECT payload FROM webhook_events WHERE account_id = ?1 AND source = ?2 AND source_id = ?3",
+                )?
+                .query_row(params![account, source, source_id], |r| r.get(0))
+                .optional()?
+            };
+            Ok(Enqueued::of(inserted, stored.as_deref(), &payload))
+        })
+        .await
+    }
+
     /// The due events. `_lease` is for databases several instances share:
     /// a SQLite file has one process, whose one worker is the only reader.
     pub async fn due_webhooks(
@@ -678,13 +716,16 @@ fn record_event(
     decide: impl FnOnce(&LeadState) -> DecisionRecord,
 ) -> Result<Recorded, StoreError> {
     if let Some((source, source_id)) = &event.dedup {
-        let seen: Option<Option<String>> = c
+        let seen: Option<(Option<String>, Option<String>)> = c
             .prepare_cached(
-                "SELECT response FROM processed WHERE account_id = ?1 AND source = ?2 AND source_id = ?3",
+                "SELECT response, fingerprint FROM processed WHERE account_id = ?1 AND source = ?2 AND source_id = ?3",
             )?
-            .query_row(params![account, source, source_id], |r| r.get(0))
+            .query_row(params![account, source, source_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if let Some(text) = seen {
+        if let Some((text, fingerprint)) = seen {
+            if super::key_reused(event, fingerprint.as_deref()) {
+                return Ok(Recorded::KeyReused);
+            }
             let response = text
                 .and_then(|t| serde_json::from_str(&t).ok())
                 .unwrap_or(Value::Null);
@@ -1224,8 +1265,8 @@ fn finish_response(
         map.insert("decision_id".into(), Value::String(decision_id.to_string()));
     }
     if let Some((source, source_id)) = &event.dedup {
-        c.prepare_cached("INSERT INTO processed (account_id, source, source_id, at, response) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![account, source, source_id, now, response.to_string()])?;
+        c.prepare_cached("INSERT INTO processed (account_id, source, source_id, at, response, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![account, source, source_id, now, response.to_string(), event.fingerprint])?;
     }
     Ok(response)
 }
