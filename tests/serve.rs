@@ -558,15 +558,36 @@ async fn metrics_count_leads_and_decisions_and_the_openapi_document_is_served() 
     let s = start(config(dir.path(), &root().join("rules"))).await;
     s.post("/v1/leads", KEY, &aisha()).await;
     s.post("/v1/leads", KEY, &json!({"phone": "bad"})).await;
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // A form webhook, then its redelivery: one event stored, so counted once.
+    let body = "your_name=Meera+Iyer&mobile=098200%2055555&whatsapp_me=yes";
+    let sig = handoff::intake::signature::sign(body.as_bytes(), b"form-secret");
+    for _ in 0..2 {
+        let r = s
+            .client
+            .post(s.url("/webhooks/forms/acme/wedding"))
+            .header("x-signature-256", &sig)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::ACCEPTED);
+    }
+    let r = s.client.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        r.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = r.text().await.unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "handoff_webhook_events_total{source=\"form\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE handoff_webhook_events_total counter\n"),
+        "{text}"
+    );
     assert!(
         text.contains(
             "handoff_leads_total{account=\"acme\",channel=\"instagram\",created=\"true\"} 1"

@@ -1,10 +1,19 @@
-//! Prometheus metrics: counters and a latency histogram kept in memory and
-//! written in the text exposition format at `GET /metrics`.
+//! Prometheus metrics: this module owns every series the service counts
+//! (counters and histograms, with their names, labels, help and buckets) and
+//! writes `GET /metrics` through the `prometheus-client` crate, in the
+//! Prometheus text format 0.0.4. Gauges read from the store at scrape time are
+//! handed to [`Metrics::render`].
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge as GaugeMetric;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
 use std::time::Duration;
+
+/// The Content-Type of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -16,33 +25,17 @@ const REPLY_BUCKETS: [f64; 10] = [
     60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 86400.0,
 ];
 
+/// A series' labels: names and values.
+pub type Labels = Vec<(&'static str, String)>;
+
 /// A gauge computed at scrape time: name, help, and `(labels, value)` samples.
-pub type Gauge<'a> = (&'a str, &'a str, Vec<(String, f64)>);
+pub type Gauge<'a> = (&'a str, &'a str, Vec<(Labels, i64)>);
 
-/// The service's metrics.
-#[derive(Default)]
-pub struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
-    first_reply: Mutex<BTreeMap<String, ReplyHistogram>>,
-}
+/// Histograms by one label; a function pointer builds each with its buckets.
+type Histograms = Family<[(&'static str, String); 1], Histogram, fn() -> Histogram>;
 
-#[derive(Default, Clone)]
-struct ReplyHistogram {
-    buckets: [u64; REPLY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-#[derive(Default, Clone)]
-struct Histogram {
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
-
-/// Help text for each counter.
-const HELP: [(&str, &str); 10] = [
+/// The counters, by their exposed name (with `_total`), and their help text.
+const COUNTERS: [(&str, &str); 10] = [
     (
         "handoff_escalations_total",
         "Threads escalated because nobody picked them up, by account, queue and the queue they moved to.",
@@ -85,122 +78,104 @@ const HELP: [(&str, &str); 10] = [
     ),
 ];
 
-/// Escapes a label value.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// The service's metrics: the registry that [`Metrics::render`] encodes, and
+/// handles onto its families to count with.
+pub struct Metrics {
+    registry: Registry,
+    counters: Vec<(&'static str, Family<Labels, Counter>)>,
+    latency: Histograms,
+    first_reply: Histograms,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let counters = COUNTERS
+            .iter()
+            .map(|&(name, help)| {
+                let family = Family::<Labels, Counter>::default();
+                // The encoder appends `_total` to a counter's name itself.
+                let base = name.strip_suffix("_total").unwrap_or(name);
+                register(&mut registry, base, help, family.clone());
+                (name, family)
+            })
+            .collect();
+        let first_reply: Histograms =
+            Family::new_with_constructor(|| Histogram::new(REPLY_BUCKETS));
+        register(
+            &mut registry,
+            "handoff_first_reply_seconds",
+            "Time from a thread entering its queue to its first human reply, by queue.",
+            first_reply.clone(),
+        );
+        let latency: Histograms = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        register(
+            &mut registry,
+            "handoff_request_seconds",
+            "Request latency by route.",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            counters,
+            latency,
+            first_reply,
+        }
+    }
+}
+
+/// Registers `metric` with its help text as written here: the registry adds
+/// a full stop to every help text, and ours already end with one.
+fn register(registry: &mut Registry, name: &str, help: &str, metric: impl Metric) {
+    registry.register(name, help.strip_suffix('.').unwrap_or(help), metric);
 }
 
 impl Metrics {
-    /// Adds `by` to counter `name` with `labels` (already `k="v",...`).
-    pub fn add(&self, name: &'static str, labels: &[(&str, &str)], by: u64) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", label(v)))
-            .collect::<Vec<_>>()
-            .join(",");
-        if let Ok(mut c) = self.counters.lock() {
-            *c.entry((name, labels)).or_default() += by;
-        }
+    /// Adds `by` to counter `name` (as exposed, with `_total`) with `labels`.
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], by: u64) {
+        let Some((_, family)) = self.counters.iter().find(|(n, _)| *n == name) else {
+            // A counter missing from `COUNTERS` is a bug to see in the logs,
+            // not a reason to fail the request that counts it.
+            tracing::warn!(name, "no such counter");
+            return;
+        };
+        let labels: Labels = labels.iter().map(|&(k, v)| (k, v.to_string())).collect();
+        family.get_or_create(&labels).inc_by(by);
     }
 
     /// Records a request's latency for `route`.
     pub fn observe(&self, route: &str, took: Duration) {
-        let secs = took.as_secs_f64();
-        if let Ok(mut h) = self.latency.lock() {
-            let h = h.entry(route.to_string()).or_default();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.buckets[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += secs;
-        }
+        self.latency
+            .get_or_create(&[("route", route.to_string())])
+            .observe(took.as_secs_f64());
     }
 
     /// Records how long a thread waited in `queue` for its first human reply.
     pub fn first_reply(&self, queue: &str, after: Duration) {
-        let secs = after.as_secs_f64();
-        if let Ok(mut h) = self.first_reply.lock() {
-            let h = h.entry(queue.to_string()).or_default();
-            for (i, b) in REPLY_BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.buckets[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum += secs;
-        }
+        self.first_reply
+            .get_or_create(&[("queue", queue.to_string())])
+            .observe(after.as_secs_f64());
     }
 
     /// The exposition text; `extra` adds gauges computed at scrape time.
     pub fn render(&self, extra: &[Gauge<'_>]) -> String {
+        // The gauges are a registry of their own, made for this scrape, so that
+        // two scrapes at once never see each other's values half set.
+        let mut scraped = Registry::default();
+        for (name, help, samples) in extra {
+            let family = Family::<Labels, GaugeMetric>::default();
+            for (labels, value) in samples {
+                family.get_or_create(labels).set(*value);
+            }
+            register(&mut scraped, name, help, family);
+        }
         let mut out = String::new();
-        let counters = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
-        for (name, help) in HELP {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((n, labels), value) in &counters {
-                if *n == name {
-                    let _ = writeln!(out, "{name}{{{labels}}} {value}");
-                }
-            }
-        }
-        let _ = writeln!(out, "# HELP handoff_first_reply_seconds Time from a thread entering its queue to its first human reply, by queue.\n# TYPE handoff_first_reply_seconds histogram");
-        let replies = self
-            .first_reply
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
-        for (queue, h) in &replies {
-            let queue = label(queue);
-            for (i, b) in REPLY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "handoff_first_reply_seconds_bucket{{queue=\"{queue}\",le=\"{b}\"}} {}",
-                    h.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "handoff_first_reply_seconds_bucket{{queue=\"{queue}\",le=\"+Inf\"}} {}\nhandoff_first_reply_seconds_sum{{queue=\"{queue}\"}} {}\nhandoff_first_reply_seconds_count{{queue=\"{queue}\"}} {}",
-                h.count, h.sum, h.count
-            );
-        }
-        let _ = writeln!(out, "# HELP handoff_request_seconds Request latency by route.\n# TYPE handoff_request_seconds histogram");
-        let latency = self.latency.lock().map(|l| l.clone()).unwrap_or_default();
-        for (route, h) in &latency {
-            let route = label(route);
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "handoff_request_seconds_bucket{{route=\"{route}\",le=\"{b}\"}} {}",
-                    h.buckets[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "handoff_request_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "handoff_request_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "handoff_request_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
-        }
-        for (name, help, values) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for (labels, v) in values {
-                let _ = writeln!(out, "{name}{{{labels}}} {v}");
-            }
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry)
+            .and_then(|()| prometheus_text::encode(&mut out, &scraped))
+        {
+            // Writing into a String does not fail; an encoder that refuses a
+            // metric leaves the rest out, and that should be seen.
+            tracing::error!(error = %e, "metrics could not be encoded in full");
         }
         out
     }
@@ -209,6 +184,12 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether `text` has `line` as one whole line, so that a value of `1`
+    /// is never found inside `10`.
+    fn has(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
 
     #[test]
     fn counters_and_histograms_render_in_the_exposition_format() {
@@ -222,22 +203,91 @@ mod tests {
         let text = m.render(&[(
             "handoff_rules_loaded",
             "Rules in force.",
-            vec![("ruleset=\"abc\"".into(), 1.0)],
+            vec![(vec![("ruleset", "abc".into())], 1)],
+        )]);
+        for line in [
+            "handoff_leads_total{account=\"acme\",channel=\"api\"} 2",
+            "handoff_request_seconds_bucket{route=\"/v1/leads\",le=\"0.001\"} 0",
+            "handoff_request_seconds_bucket{route=\"/v1/leads\",le=\"0.005\"} 1",
+            "handoff_request_seconds_bucket{route=\"/v1/leads\",le=\"+Inf\"} 1",
+            "handoff_request_seconds_count{route=\"/v1/leads\"} 1",
+            "# HELP handoff_rules_loaded Rules in force.",
+            "# TYPE handoff_rules_loaded gauge",
+            "handoff_rules_loaded{ruleset=\"abc\"} 1",
+        ] {
+            assert!(has(&text, line), "{line}\n{text}");
+        }
+        // The Prometheus text format 0.0.4, which has no end marker.
+        assert!(!text.contains("# EOF"), "{text}");
+    }
+
+    #[test]
+    fn every_counter_keeps_its_name_type_and_help() {
+        let m = Metrics::default();
+        for (name, _) in COUNTERS {
+            m.add(name, &[("kind", "x")], 1);
+        }
+        let text = m.render(&[]);
+        for (name, help) in COUNTERS {
+            assert!(has(&text, &format!("# HELP {name} {help}")), "{text}");
+            assert!(has(&text, &format!("# TYPE {name} counter")), "{text}");
+            assert!(has(&text, &format!("{name}{{kind=\"x\"}} 1")), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_counter_adds_up_and_an_unknown_one_is_left_out() {
+        let m = Metrics::default();
+        m.add("handoff_webhook_events_total", &[("source", "form")], 1);
+        m.add("handoff_webhook_events_total", &[("source", "form")], 2);
+        m.add("handoff_no_such_total", &[("source", "form")], 1);
+        let text = m.render(&[]);
+        assert!(
+            has(&text, "handoff_webhook_events_total{source=\"form\"} 3"),
+            "{text}"
+        );
+        assert!(!text.contains("handoff_no_such"), "{text}");
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.add(
+            "handoff_assignments_total",
+            &[("account", "a\"b\\c\nd"), ("queue", "q")],
+            1,
+        );
+        let text = m.render(&[(
+            "handoff_threads_waiting",
+            "Waiting.",
+            vec![(vec![("queue", "say \"hi\"".into())], 4)],
         )]);
         assert!(
-            text.contains("handoff_leads_total{account=\"acme\",channel=\"api\"} 2"),
+            has(
+                &text,
+                "handoff_assignments_total{account=\"a\\\"b\\\\c\\nd\",queue=\"q\"} 1"
+            ),
             "{text}"
         );
         assert!(
-            text.contains("handoff_request_seconds_bucket{route=\"/v1/leads\",le=\"0.005\"} 1"),
+            has(&text, "handoff_threads_waiting{queue=\"say \\\"hi\\\"\"} 4"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_gauge_without_labels_has_no_braces() {
+        let text = Metrics::default().render(&[(
+            "handoff_rules_last_reload_failed",
+            "1 when the last rules load was rejected (the previous rules stay in force).",
+            vec![(Vec::new(), 0)],
+        )]);
+        assert!(has(&text, "handoff_rules_last_reload_failed 0"), "{text}");
         assert!(
-            text.contains("handoff_request_seconds_bucket{route=\"/v1/leads\",le=\"0.001\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("handoff_rules_loaded{ruleset=\"abc\"} 1"),
+            has(
+                &text,
+                "# HELP handoff_rules_last_reload_failed 1 when the last rules load was rejected (the previous rules stay in force)."
+            ),
             "{text}"
         );
     }
@@ -248,35 +298,26 @@ mod tests {
         m.first_reply("events-closers", Duration::from_secs(90));
         m.first_reply("events-closers", Duration::from_secs(4000));
         let text = m.render(&[]);
-        assert!(
-            text.contains("# TYPE handoff_first_reply_seconds histogram"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"60\"} 0"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"120\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"+Inf\"} 2"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("handoff_first_reply_seconds_sum{queue=\"events-closers\"} 4090"),
-            "{text}"
-        );
-        assert!(
-            text.contains("handoff_first_reply_seconds_count{queue=\"events-closers\"} 2"),
-            "{text}"
-        );
+        for line in [
+            "# HELP handoff_first_reply_seconds Time from a thread entering its queue to its first human reply, by queue.",
+            "# TYPE handoff_first_reply_seconds histogram",
+            "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"60\"} 0",
+            "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"120\"} 1",
+            "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"3600\"} 1",
+            "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"7200\"} 2",
+            "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"86400\"} 2",
+            "handoff_first_reply_seconds_bucket{queue=\"events-closers\",le=\"+Inf\"} 2",
+            "handoff_first_reply_seconds_count{queue=\"events-closers\"} 2",
+        ] {
+            assert!(has(&text, line), "{line}\n{text}");
+        }
+        // Sums are floats: `4090` or `4090.0` both read as the same number.
+        let sum = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("handoff_first_reply_seconds_sum{queue=\"events-closers\"} ")
+            })
+            .and_then(|v| v.parse::<f64>().ok());
+        assert_eq!(sum, Some(4090.0), "{text}");
     }
 }

@@ -22,6 +22,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
+use metrics::Labels;
 use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -248,7 +249,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "Stored webhook events by state.",
             webhooks
                 .into_iter()
-                .map(|(s, n)| (format!("state=\"{s}\""), n as f64))
+                .map(|(s, n)| (vec![("state", s)], n))
                 .collect(),
         ),
         (
@@ -256,7 +257,7 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
             "Outbox messages by kind and state (pending, sending, sent, failed, cancelled).",
             outbox
                 .into_iter()
-                .map(|(k, st, n)| (format!("kind=\"{k}\",state=\"{st}\""), n as f64))
+                .map(|(k, st, n)| (vec![("kind", k), ("state", st)], n))
                 .collect(),
         ),
         (
@@ -272,50 +273,37 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         (
             "handoff_rules_loaded",
             "The ruleset in force (value 1), by hash.",
-            vec![(format!("ruleset=\"{hash}\""), 1.0)],
+            vec![(vec![("ruleset", hash)], 1)],
         ),
         (
             "handoff_rules_last_reload_failed",
             "1 when the last rules load was rejected (the previous rules stay in force).",
-            vec![(String::new(), if failing { 1.0 } else { 0.0 })],
+            vec![(Vec::new(), i64::from(failing))],
         ),
     ]);
     (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
+        [(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         text,
     )
 }
 
 /// Waiting and assigned threads per configured queue (zero included), and
 /// per queue a person moved threads to outside the configuration.
-async fn queue_gauges(state: &AppState) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
-    let mut counts: std::collections::BTreeMap<(String, String), [f64; 2]> = state
+async fn queue_gauges(state: &AppState) -> (Vec<(Labels, i64)>, Vec<(Labels, i64)>) {
+    let mut counts: std::collections::BTreeMap<(String, String), [i64; 2]> = state
         .config
         .accounts
         .iter()
-        .flat_map(|a| {
-            a.queues
-                .keys()
-                .map(|q| ((a.id.clone(), q.clone()), [0.0; 2]))
-        })
+        .flat_map(|a| a.queues.keys().map(|q| ((a.id.clone(), q.clone()), [0; 2])))
         .collect();
     for (account, queue, queue_state, n) in state.store.queue_counts().await.unwrap_or_default() {
         let slot = counts.entry((account, queue)).or_default();
-        slot[usize::from(queue_state == "assigned")] += n as f64;
+        slot[usize::from(queue_state == "assigned")] += n;
     }
-    let label = |a: &str, q: &str| {
-        format!(
-            "account=\"{}\",queue=\"{}\"",
-            a.replace(['\\', '"'], ""),
-            q.replace(['\\', '"'], "")
-        )
-    };
+    let labels = |a: &str, q: &str| vec![("account", a.to_string()), ("queue", q.to_string())];
     counts
         .iter()
-        .map(|((a, q), [w, s])| ((label(a, q), *w), (label(a, q), *s)))
+        .map(|((a, q), [w, s])| ((labels(a, q), *w), (labels(a, q), *s)))
         .unzip()
 }
 

@@ -193,7 +193,7 @@ fn metrics() -> Value {
         "responses": responses(vec![
             ("200", json!({
                 "description": "Metrics in the Prometheus text exposition format.",
-                "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}}
+                "content": {super::metrics::CONTENT_TYPE: {"schema": {"type": "string"}}}
             })),
         ])
     })

@@ -34,6 +34,27 @@ fn account<'a>(state: &'a AppState, id: &str) -> Result<&'a Account, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no account `{id}`")))
 }
 
+/// Stores `events` from `source` for the worker and wakes it; counts those
+/// that were new, since a redelivery is stored once. Returns that number.
+async fn store_events(
+    state: &AppState,
+    account: &str,
+    source: &str,
+    events: &[(String, Value)],
+) -> Result<usize, ApiError> {
+    let new = state
+        .store
+        .enqueue_webhooks(account, source, events)
+        .await?;
+    state.metrics.add(
+        "handoff_webhook_events_total",
+        &[("source", source)],
+        new as u64,
+    );
+    state.work.notify_one();
+    Ok(new)
+}
+
 /// `GET /webhooks/meta/{account}`: Meta's subscription check.
 pub async fn meta_verify(
     State(state): State<Arc<AppState>>,
@@ -95,14 +116,10 @@ pub async fn meta_events(
             )
         })
         .collect();
-    let new = state
-        .store
-        .enqueue_webhooks(&account.id, source, &events)
-        .await?;
+    let new = store_events(&state, &account.id, source, &events).await?;
     for r in &parsed.rejected {
         tracing::warn!(account = %account.id, "webhook item skipped: {r}");
     }
-    state.work.notify_one();
     Ok(Json(
         json!({"received": events.len(), "new": new, "rejected": parsed.rejected.len()}),
     ))
@@ -333,6 +350,11 @@ async fn accept(
             .into(),
         }),
         Enqueued::New | Enqueued::Duplicate => {
+            if enqueued == Enqueued::New {
+                state
+                    .metrics
+                    .add("handoff_webhook_events_total", &[("source", source)], 1);
+            }
             state.work.notify_one();
             Ok((
                 StatusCode::ACCEPTED,
