@@ -446,6 +446,8 @@ fn to_event(
             policy::text(v, at, max, policy::Shape::Line)?;
         }
     }
+    // As sent: an answer left out for being empty is checked all the same.
+    policy::answers(&input.answers, "answers")?;
     let playbook = pick_playbook(account, ruleset, &input, &channel)?;
     let mut identities = Vec::new();
     if let Some(p) = &phone {
@@ -690,7 +692,10 @@ async fn thread_state(
     let account = state.authenticate(&headers)?;
     let input: TakeoverInput = match &body {
         Ok(b) if b.is_empty() => TakeoverInput::default(),
-        _ => parse_body(body)?,
+        _ => {
+            super::error::require_json(&headers)?;
+            parse_body(body)?
+        }
     };
     let queue = match input.queue.as_deref() {
         Some(q) => Some(super::threads::clean_queue(Some(q))?),

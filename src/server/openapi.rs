@@ -12,6 +12,11 @@ fn channels() -> Value {
     json!(crate::dsl::schema::CHANNELS)
 }
 
+/// One line of text: no control characters (the input policy's `Line`).
+const LINE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// Text of several lines: line breaks and tabs, no other control characters.
+const TEXT: &str = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$";
+
 fn schema(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -283,10 +288,7 @@ fn search_leads() -> Value {
                 "description": "The matching leads.",
                 "content": {"application/json": {"schema": schema("LeadList")}}
             })),
-            ("400", json!({
-                "description": "The query string cannot be read (for example a `limit` that is not an integer). Answered by the framework as plain text, not as an error body.",
-                "content": {"text/plain": {"schema": {"type": "string"}}}
-            })),
+            ("400", response("BadRequest")),
             ("401", response("Unauthorized")),
             ("500", response("Internal")),
         ])
@@ -351,6 +353,8 @@ fn thread_op(takeover: bool) -> Value {
             ("401", response("Unauthorized")),
             ("404", response("NotFound")),
             ("413", response("PayloadTooLarge")),
+            ("415", response("UnsupportedMediaType")),
+            ("422", response("Unprocessable")),
             ("500", response("Internal")),
         ])
     })
@@ -478,7 +482,7 @@ fn threads_op() -> Value {
             {"name": "state", "in": "query", "required": false, "description": "`automated`, `human` (taken over), `blocked` (the last decision's handoff was blocked), `failed` (a WhatsApp message failed for good) or `waiting` (in a queue, nobody has it yet).", "schema": {"type": "string", "enum": ["automated", "human", "blocked", "failed", "waiting"]}},
             filter("playbook", "Only this playbook."),
             filter("q", "A fragment of the name or phone."),
-            {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}}
+            {"name": "limit", "in": "query", "required": false, "description": "How many threads at most; values outside 1 to 500 are clamped into it.", "schema": {"type": "integer", "format": "int64", "default": 100}}
         ],
         "responses": responses(vec![
             ("200", json!({"description": "The threads.", "content": {"application/json": {"schema": schema("ThreadList")}}})),
@@ -949,8 +953,8 @@ fn dry_run_input() -> Value {
             "additionalProperties": false,
             "properties": {
                 "open": {"type": "boolean"},
-                "opened": {"type": "string", "format": "date-time"},
-                "closed": {"type": "string", "format": "date-time"},
+                "opened": {"type": ["string", "null"], "format": "date-time"},
+                "closed": {"type": ["string", "null"], "format": "date-time"},
                 "asked": {"type": "array", "items": {"type": "string"}, "description": "Fields `ask` already reported in the open thread."}
             }
         }),
@@ -1038,7 +1042,7 @@ fn schemas() -> Value {
     );
     add("LeadInput", lead_input());
     add("DryRunInput", dry_run_input());
-    let by = json!({"type": "string", "maxLength": 80, "description": "Who does it, as the trail shows it (default `api`)."});
+    let by = json!({"type": ["string", "null"], "maxLength": 80, "pattern": LINE, "description": "Who does it, as the trail shows it (default `api`): one line, no control characters."});
     add(
         "ReplyInput",
         json!({
@@ -1046,10 +1050,10 @@ fn schemas() -> Value {
             "description": "Exactly one of `text` and `template`; `by` (a person) or `agent` (an AI agent replying as itself), not both.",
             "additionalProperties": false,
             "properties": {
-                "text": {"type": "string", "maxLength": 4096, "description": "Free text; only inside the 24-hour window."},
-                "template": {"type": "string", "description": "An approved template's name, filled in from the lead."},
+                "text": {"type": ["string", "null"], "maxLength": 4096, "pattern": TEXT, "description": "Free text; only inside the 24-hour window. Line breaks and tabs, no other control characters."},
+                "template": {"type": ["string", "null"], "description": "An approved template's name, filled in from the lead."},
                 "by": by,
-                "agent": {"type": "string", "description": "An endpoint of the account that is a queue member (`agent:<endpoint>`) and has the thread: the reply goes out as the agent and the thread stays automated. Answered 409 when the thread is not the agent's (a person took it over, or it is with someone else)."}
+                "agent": {"type": ["string", "null"], "description": "An endpoint of the account that is a queue member (`agent:<endpoint>`) and has the thread: the reply goes out as the agent and the thread stays automated. Answered 409 when the thread is not the agent's (a person took it over, or it is with someone else)."}
             }
         }),
     );
@@ -1059,7 +1063,7 @@ fn schemas() -> Value {
             "type": "object",
             "required": ["text"],
             "additionalProperties": false,
-            "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 4096}, "by": by}
+            "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": TEXT}, "by": by}
         }),
     );
     add(
@@ -1261,7 +1265,7 @@ fn schemas() -> Value {
             "type": "object",
             "additionalProperties": false,
             "properties": {
-                "queue": nullable_text("The queue the thread moves to; absent keeps the current queue.")
+                "queue": {"type": ["string", "null"], "pattern": "^[A-Za-z0-9._-]{1,64}$", "description": "The queue the thread moves to; absent keeps the current queue."}
             }
         }),
     );

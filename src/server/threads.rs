@@ -12,6 +12,7 @@ use crate::config::Account;
 use crate::dsl::check::TemplateCatalog;
 use crate::engine::eval::Actions;
 use crate::engine::Situation;
+use crate::intake::policy;
 use crate::render::RenderedTemplate;
 use crate::store::{AgentReply, LeadState};
 use axum::extract::State;
@@ -177,21 +178,7 @@ pub async fn reply(
                     "text",
                 ));
             }
-            if text.chars().count() > MAX_TEXT {
-                return Err(ApiError::invalid(
-                    format!("the message is longer than {MAX_TEXT} characters"),
-                    "text",
-                ));
-            }
-            if text
-                .chars()
-                .any(|c| c.is_control() && c != '\n' && c != '\t')
-            {
-                return Err(ApiError::invalid(
-                    "the message holds control characters",
-                    "text",
-                ));
-            }
+            policy::text(text, "text", MAX_TEXT, policy::Shape::Text)?;
             (
                 json!({"to": phone, "outcome": "session", "text": text, "template": null, "sender": sender, "by": actor}),
                 text.to_string(),
@@ -260,33 +247,29 @@ pub async fn reply(
     )
 }
 
-/// Checks a person's name or note: trimmed, not empty, no control characters.
+/// Checks a person's note or message: trimmed, not empty, and within the
+/// input policy for text of several lines.
 pub fn clean_text(value: Option<&str>, field: &str, max: usize) -> Result<String, ApiError> {
+    clean(value, field, max, policy::Shape::Text)
+}
+
+fn clean(
+    value: Option<&str>,
+    field: &str,
+    max: usize,
+    shape: policy::Shape,
+) -> Result<String, ApiError> {
     let text = value.map(str::trim).unwrap_or_default();
     if text.is_empty() {
         return Err(ApiError::invalid(format!("`{field}` is empty"), field));
     }
-    if text.chars().count() > max {
-        return Err(ApiError::invalid(
-            format!("`{field}` is longer than {max} characters"),
-            field,
-        ));
-    }
-    if text
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(ApiError::invalid(
-            format!("`{field}` holds control characters"),
-            field,
-        ));
-    }
+    policy::text(text, field, max, shape)?;
     Ok(text.to_string())
 }
 
 /// The name a queue may have: what rules write in `assign` and `takeover`.
 pub fn clean_queue(value: Option<&str>) -> Result<String, ApiError> {
-    let queue = clean_text(value, "queue", 64)?;
+    let queue = clean(value, "queue", 64, policy::Shape::Line)?;
     if !queue
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
@@ -302,7 +285,7 @@ pub fn clean_queue(value: Option<&str>) -> Result<String, ApiError> {
 /// The API's name for who did something.
 fn api_actor(by: Option<&str>) -> Result<String, ApiError> {
     match by {
-        Some(by) => clean_text(Some(by), "by", 80),
+        Some(by) => clean(Some(by), "by", 80, policy::Shape::Line),
         None => Ok("api".into()),
     }
 }
