@@ -13,6 +13,7 @@ pub mod generate;
 pub mod history;
 pub mod intake;
 pub mod notify;
+pub mod pipeline;
 pub mod queues;
 pub mod render;
 pub mod ruleset;

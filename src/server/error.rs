@@ -2,14 +2,11 @@
 //! body that says what went wrong and where, decided in one place. The
 //! codes are one enum, [`ErrorCode`], which the OpenAPI document lists from
 //! the same table. Extractor rejections (path, query, body) and the answers
-//! layers make without a body (405, 408, 413) take the same shape.
+//! layers make without a body (405, 408, 413) take the same shape (the
+//! extractors that make them are in [`super::extract`]).
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 
@@ -234,35 +231,6 @@ impl IntoResponse for ApiError {
             );
         }
         response
-    }
-}
-
-/// A path's parameters, refused with the API's error shape (a path segment
-/// that is not UTF-8 once percent-decoded is a 400, not a text answer).
-pub struct Path<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| Path(p.0))
-            .map_err(|e: PathRejection| ApiError::bad(e.body_text(), Some("path".into())))
-    }
-}
-
-/// A query string, refused with the API's error shape.
-pub struct Query<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| Query(q.0))
-            .map_err(|e: QueryRejection| ApiError::bad(e.body_text(), Some("query".into())))
     }
 }
 

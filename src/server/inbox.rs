@@ -489,7 +489,7 @@ fn outbound_view(o: &Value) -> Value {
 /// The 24-hour window in words, with the time left.
 fn window_view(last_inbound: Option<DateTime<Utc>>) -> Value {
     let now = Utc::now();
-    let open = super::leads::window_open(last_inbound, now);
+    let open = crate::pipeline::window_open(last_inbound, now);
     let text = match (last_inbound, open) {
         (Some(t), true) => {
             let left = (t + chrono::Duration::hours(24)) - now;
@@ -778,7 +778,7 @@ async fn act(
                 Err(e) => Err(api_message(e)),
             }
         }
-        "reassign" => match threads::clean_queue(form.queue.as_deref()) {
+        "reassign" => match super::extract::clean_queue(form.queue.as_deref()) {
             Ok(queue) => match state
                 .store
                 .reassign(
@@ -809,7 +809,8 @@ async fn act(
             Ok(false) => Err("the thread is not open: nothing to close".to_string()),
             Err(e) => Err(api_message(e.into())),
         },
-        "note" => match threads::clean_text(form.text.as_deref(), "text", threads::MAX_TEXT) {
+        "note" => match super::extract::clean_text(form.text.as_deref(), "text", threads::MAX_TEXT)
+        {
             Ok(text) => match state.store.add_note(&account.id, &id, &actor, &text).await {
                 Ok(true) => {
                     state.announce(&account.id, &id);

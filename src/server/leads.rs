@@ -2,24 +2,23 @@
 //! searching leads, taking a thread over and releasing it, and dry runs.
 
 use super::error::ApiError;
-use super::error::{Path, Query};
+use super::extract::{Path, Query};
 use super::AppState;
 use crate::config::Account;
 use crate::dsl::schema::CHANNELS;
 use crate::engine::lead::{Answer, TranscriptMessage};
-use crate::engine::{Event, Outcome, Situation, ThreadInput};
+use crate::engine::{Event, Situation, ThreadInput};
 use crate::intake::policy;
+use crate::pipeline::{decide_for, pick_playbook, Decided, NoPlaybook, Route};
 use crate::ruleset::{Decision, Ruleset};
-use crate::store::{
-    ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded, DEFAULT_IDLE_DAYS,
-};
+use crate::store::{ConsentRecord, LeadEvent, Recorded};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -118,35 +117,6 @@ pub struct ConsentInput {
     at: Option<DateTime<Utc>>,
 }
 
-/// Parses a JSON body, naming the field that is wrong.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    parse_json(&read_body(body)?)
-}
-
-/// The body, or the error for one that could not be read (413 when too large).
-pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::bad(e.body_text(), None)
-        }
-    })
-}
-
-/// Reads JSON into `T`, naming the field that is wrong.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let at = (path != ".").then_some(path);
-        ApiError::bad(format!("the body is not valid: {inner}"), at)
-    })
-}
-
 /// A text as the lead keeps it: trimmed, empty as absent. What it may
 /// hold is the input policy's to say ([`policy::check_event`]).
 fn clean(value: Option<String>) -> Option<String> {
@@ -174,224 +144,6 @@ impl From<policy::Refusal> for ApiError {
             message: r.message,
             at: Some(r.at),
         }
-    }
-}
-
-/// The playbook for a lead: its own, else by form, channel, source, the
-/// account's default, else the only one the account may use.
-fn pick_playbook(
-    account: &Account,
-    ruleset: &Ruleset,
-    input: &LeadInput,
-    channel: &str,
-) -> Result<String, ApiError> {
-    let routing = &account.routing;
-    let allowed =
-        |name: &str| account.playbooks.is_empty() || account.playbooks.iter().any(|p| p == name);
-    let chosen = input
-        .playbook
-        .clone()
-        .or_else(|| {
-            input
-                .form
-                .as_ref()
-                .and_then(|f| routing.by_form.get(f).cloned())
-        })
-        .or_else(|| routing.by_channel.get(channel).cloned())
-        .or_else(|| {
-            input
-                .source
-                .as_ref()
-                .and_then(|s| routing.by_source.get(s).cloned())
-        })
-        .or_else(|| routing.default.clone())
-        .or_else(|| {
-            let mut usable = ruleset.playbooks.keys().filter(|p| allowed(p));
-            match (usable.next(), usable.next()) {
-                (Some(only), None) => Some(only.clone()),
-                _ => None,
-            }
-        });
-    let known: Vec<&str> = ruleset
-        .playbooks
-        .keys()
-        .map(String::as_str)
-        .filter(|p| allowed(p))
-        .collect();
-    match chosen {
-        Some(p) if allowed(&p) && ruleset.playbooks.contains_key(&p) => Ok(p),
-        Some(p) => Err(ApiError::invalid(format!("playbook `{p}` is not available to this account (available: {})", known.join(", ")), "playbook")),
-        None => Err(ApiError::invalid(
-            format!("which playbook decides this lead? give `playbook` ({}), or set a default routing for the account", known.join(", ")),
-            "playbook",
-        )),
-    }
-}
-
-/// The playbook for a webhook's lead: the one given, else by channel, else
-/// the account's default, else the only one the account may use.
-pub(crate) fn pick_playbook_named(
-    account: &Account,
-    ruleset: &Ruleset,
-    given: Option<&str>,
-    channel: &str,
-) -> Result<String, String> {
-    let allowed =
-        |name: &str| account.playbooks.is_empty() || account.playbooks.iter().any(|p| p == name);
-    let chosen = given
-        .map(str::to_string)
-        .or_else(|| account.routing.by_channel.get(channel).cloned())
-        .or_else(|| account.routing.default.clone())
-        .or_else(|| {
-            let mut usable = ruleset.playbooks.keys().filter(|p| allowed(p));
-            match (usable.next(), usable.next()) {
-                (Some(only), None) => Some(only.clone()),
-                _ => None,
-            }
-        });
-    match chosen {
-        Some(p) if allowed(&p) && ruleset.playbooks.contains_key(&p) => Ok(p),
-        Some(p) => Err(format!("playbook `{p}` is not available to account `{}`", account.id)),
-        None => Err(format!(
-            "account `{}` has no playbook for channel `{channel}`: set `routing.default` or `routing.by_channel`",
-            account.id
-        )),
-    }
-}
-
-/// Whether the WhatsApp 24-hour window is open at `now`.
-pub fn window_open(last_inbound: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-    last_inbound.is_some_and(|t| now - t < Duration::hours(24) && t <= now + Duration::minutes(5))
-}
-
-/// What is being decided: an upstream lead event, or a message the lead
-/// wrote on WhatsApp (with its transcript text).
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Decided {
-    pub event: Event,
-    pub message: Option<String>,
-}
-
-/// The decision for a stored lead, and what it writes besides itself. A
-/// lead that already has a playbook keeps it; `playbook` is for new leads
-/// (a webhook's lead for which the account routes no playbook has none).
-pub(crate) fn decide_for(
-    ruleset: &Ruleset,
-    playbook: Result<&str, &str>,
-    state: &LeadState,
-    lead_updates: &[String],
-    managed: &[String],
-    decided: &Decided,
-) -> DecisionRecord {
-    let playbook = match state
-        .lead
-        .playbook
-        .as_deref()
-        .filter(|p| ruleset.playbooks.contains_key(*p))
-        .map_or(playbook, Ok)
-    {
-        Ok(p) => p,
-        // Nothing to decide with: the lead and what it said are kept (an
-        // operator sees them), and the decision says why nothing happened.
-        Err(why) => {
-            return DecisionRecord {
-                ruleset_hash: ruleset.hash.clone(),
-                decision: json!({"event": decided.event, "error": why}),
-                response: json!({"created": state.created, "decision": {"event": decided.event, "error": why}}),
-                ..DecisionRecord::default()
-            }
-        }
-    };
-    let now = Utc::now();
-    let situation = Situation {
-        now,
-        window_open: window_open(state.last_inbound_at, now),
-        human: state.human,
-        event: decided.event,
-        thread: state.thread.clone(),
-        marketing_opt_out: state.marketing_opt_out,
-        message: decided.message.clone(),
-    };
-    match ruleset.explain(playbook, &state.lead, &situation) {
-        Ok((decision, trace)) => {
-            let trace = serde_json::to_value(&trace).unwrap_or(Value::Null);
-            let mut record = record_for(ruleset, &decision, trace, state, lead_updates);
-            record.managed = record.queue.as_ref().is_some_and(|q| managed.contains(q));
-            record.idle_days = ruleset
-                .playbooks
-                .get(playbook)
-                .map_or(DEFAULT_IDLE_DAYS as u32, |p| p.compiled.schema.idle_days);
-            record
-        }
-        // The playbook was checked when the request came in and rulesets
-        // are only ever swapped whole, so this is a race with a reload that
-        // removed it; the decision says so rather than failing the intake.
-        Err(e) => DecisionRecord {
-            playbook: playbook.to_string(),
-            ruleset_hash: ruleset.hash.clone(),
-            decision: json!({"error": e.to_string()}),
-            response: json!({"created": state.created, "decision": {"error": e.to_string()}}),
-            ..DecisionRecord::default()
-        },
-    }
-}
-
-fn record_for(
-    ruleset: &Ruleset,
-    decision: &Decision,
-    trace: Value,
-    state: &LeadState,
-    lead_updates: &[String],
-) -> DecisionRecord {
-    let decision_json = serde_json::to_value(decision).unwrap_or(Value::Null);
-    let mut outbox = Vec::new();
-    let mut opens_thread = false;
-    if let Some(h) = &decision.handoff {
-        if matches!(h.outcome, Outcome::Session | Outcome::Template) && h.error.is_none() {
-            opens_thread = true;
-            outbox.push((
-                "whatsapp".to_string(),
-                json!({
-                    "to": state.lead.phone,
-                    "outcome": h.outcome,
-                    "text": if h.outcome == Outcome::Session { h.message.clone() } else { None },
-                    "template": h.approved,
-                    "sender": ruleset.playbooks.get(&decision.playbook).and_then(|p| p.compiled.schema.sender.clone()),
-                }),
-            ));
-        }
-    }
-    for endpoint in &decision.actions.notify {
-        outbox.push((
-            "notify".to_string(),
-            json!({"endpoint": endpoint, "event": "lead.notify"}),
-        ));
-    }
-    // The account's CRM gets the lead record after every decision.
-    for endpoint in lead_updates {
-        outbox.push((
-            "notify".to_string(),
-            json!({"endpoint": endpoint, "event": "lead.updated"}),
-        ));
-    }
-    DecisionRecord {
-        playbook: decision.playbook.clone(),
-        ruleset_hash: decision.ruleset.clone(),
-        rules: decision.rules.iter().map(|r| r.to_string()).collect(),
-        trace,
-        outbox,
-        queue: decision
-            .actions
-            .takeover
-            .clone()
-            .or_else(|| decision.actions.assign.clone()),
-        takeover: decision.actions.takeover.is_some(),
-        managed: false,
-        opens_thread,
-        idle_days: DEFAULT_IDLE_DAYS as u32,
-        asked: decision.actions.ask.clone(),
-        response: json!({"created": state.created, "decision": decision_json}),
-        decision: decision_json,
     }
 }
 
@@ -448,7 +200,25 @@ fn to_event(
     }
     // As sent: an answer left out for being empty is checked all the same.
     policy::answers(&input.answers, "answers")?;
-    let playbook = pick_playbook(account, ruleset, &input, &channel)?;
+    let route = Route {
+        playbook: input.playbook.as_deref(),
+        form: input.form.as_deref(),
+        channel: &channel,
+        source: input.source.as_deref(),
+    };
+    let playbook = pick_playbook(account, ruleset, route).map_err(|e| {
+        let message = match &e {
+            NoPlaybook::Unrouted { available, .. } => format!(
+                "which playbook decides this lead? give `playbook` ({}), or set a default routing for the account",
+                available.join(", ")
+            ),
+            NoPlaybook::NotAvailable { playbook, available, .. } => format!(
+                "playbook `{playbook}` is not available to this account (available: {})",
+                available.join(", ")
+            ),
+        };
+        ApiError::invalid(message, "playbook")
+    })?;
     let mut identities = Vec::new();
     if let Some(p) = &phone {
         identities.push(("phone".to_string(), p.clone()));
@@ -518,8 +288,8 @@ pub async fn create(
         None => None,
     };
     super::error::require_json(&headers)?;
-    let body_bytes = read_body(body)?;
-    let input: LeadInput = parse_json(&body_bytes)?;
+    let body_bytes = super::extract::read_body(body)?;
+    let input: LeadInput = super::extract::parse_json(&body_bytes)?;
     input.no_situation()?;
     let ruleset = state
         .ruleset()
@@ -555,7 +325,7 @@ pub async fn create(
             lead_id, response, ..
         } => {
             let created = response["created"].as_bool().unwrap_or(false);
-            count_decision(&state, &account.id, &channel_label, &response);
+            state.count_decision(&account.id, &channel_label, &response);
             state.announce(&account.id, &lead_id);
             tracing::info!(account = %account.id, lead = %lead_id, created, "lead recorded");
             let status = if created {
@@ -583,41 +353,6 @@ pub async fn create(
         )
             .into_response(),
     })
-}
-
-/// Counts a recorded lead and its decision in the metrics.
-pub(crate) fn count_decision(state: &AppState, account: &str, channel: &str, response: &Value) {
-    let created = if response["created"].as_bool().unwrap_or(false) {
-        "true"
-    } else {
-        "false"
-    };
-    let decision = &response["decision"];
-    state.metrics.add(
-        "handoff_leads_total",
-        &[
-            ("account", account),
-            ("channel", channel),
-            ("created", created),
-        ],
-        1,
-    );
-    let rule = if decision["otherwise"].as_bool().unwrap_or(false) {
-        "otherwise"
-    } else {
-        decision["rules"]
-            .as_array()
-            .and_then(|r| r.last())
-            .and_then(Value::as_str)
-            .unwrap_or("none")
-    };
-    let outcome = decision["handoff"]["outcome"].as_str().unwrap_or("none");
-    let playbook = decision["playbook"].as_str().unwrap_or("");
-    state.metrics.add(
-        "handoff_decisions_total",
-        &[("playbook", playbook), ("rule", rule), ("outcome", outcome)],
-        1,
-    );
 }
 
 pub async fn get_lead(
@@ -694,11 +429,11 @@ async fn thread_state(
         Ok(b) if b.is_empty() => TakeoverInput::default(),
         _ => {
             super::error::require_json(&headers)?;
-            parse_body(body)?
+            super::extract::parse_body(body)?
         }
     };
     let queue = match input.queue.as_deref() {
-        Some(q) => Some(super::threads::clean_queue(Some(q))?),
+        Some(q) => Some(super::extract::clean_queue(Some(q))?),
         None => None,
     };
     if state
@@ -735,7 +470,7 @@ pub async fn dry_run(
 ) -> Result<Response, ApiError> {
     let account = state.authenticate(&headers)?;
     super::error::require_json(&headers)?;
-    let mut input: LeadInput = parse_body(body)?;
+    let mut input: LeadInput = super::extract::parse_body(body)?;
     let now = match input.now.take() {
         None | Some(Value::Null) => Utc::now(),
         Some(Value::String(t)) => DateTime::parse_from_rfc3339(&t)

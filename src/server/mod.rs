@@ -2,8 +2,8 @@
 //! `serve(config, listener, shutdown)` runs it until shutdown. Routes live in
 //! the submodules; errors in [`error`].
 
-pub mod delivery;
 pub mod error;
+pub mod extract;
 pub mod inbox;
 mod leads;
 pub mod metrics;
@@ -11,6 +11,10 @@ pub mod openapi;
 pub mod queues;
 pub mod threads;
 mod webhooks;
+pub mod workers;
+
+// The delivery worker's routes and sandbox numbers, where callers knew them.
+pub use workers::delivery;
 
 use crate::config::{Account, Config};
 use crate::dsl::diagnostic::{render, Diagnostic, Sources};
@@ -58,6 +62,41 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Counts a recorded lead and its decision in the metrics.
+    pub(crate) fn count_decision(&self, account: &str, channel: &str, response: &Value) {
+        let created = if response["created"].as_bool().unwrap_or(false) {
+            "true"
+        } else {
+            "false"
+        };
+        let decision = &response["decision"];
+        self.metrics.add(
+            "handoff_leads_total",
+            &[
+                ("account", account),
+                ("channel", channel),
+                ("created", created),
+            ],
+            1,
+        );
+        let rule = if decision["otherwise"].as_bool().unwrap_or(false) {
+            "otherwise"
+        } else {
+            decision["rules"]
+                .as_array()
+                .and_then(|r| r.last())
+                .and_then(Value::as_str)
+                .unwrap_or("none")
+        };
+        let outcome = decision["handoff"]["outcome"].as_str().unwrap_or("none");
+        let playbook = decision["playbook"].as_str().unwrap_or("");
+        self.metrics.add(
+            "handoff_decisions_total",
+            &[("playbook", playbook), ("rule", rule), ("outcome", outcome)],
+            1,
+        );
+    }
+
     /// The ruleset in force, if any loaded.
     pub fn ruleset(&self) -> Option<Arc<Ruleset>> {
         self.rules.read().ok().and_then(|r| r.ruleset.clone())
@@ -432,8 +471,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     spawn_rules_watch(state.clone());
-    webhooks::spawn_worker(state.clone());
-    queues::spawn_worker(state.clone());
+    workers::webhooks::spawn_worker(state.clone());
+    workers::queues::spawn_worker(state.clone());
     let local = listener.local_addr()?;
     let (routes, sandboxes) = whatsapp_routes(&state, local).map_err(std::io::Error::other)?;
     delivery::spawn_worker(

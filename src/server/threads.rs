@@ -5,14 +5,14 @@
 //! announced to the inbox's live updates.
 
 use super::error::ApiError;
-use super::error::{Path, Query};
-use super::leads::window_open;
+use super::extract::{Path, Query};
 use super::AppState;
 use crate::config::Account;
 use crate::dsl::check::TemplateCatalog;
 use crate::engine::eval::Actions;
 use crate::engine::Situation;
 use crate::intake::policy;
+use crate::pipeline::window_open;
 use crate::render::RenderedTemplate;
 use crate::store::{AgentReply, LeadState};
 use axum::extract::State;
@@ -247,45 +247,10 @@ pub async fn reply(
     )
 }
 
-/// Checks a person's note or message: trimmed, not empty, and within the
-/// input policy for text of several lines.
-pub fn clean_text(value: Option<&str>, field: &str, max: usize) -> Result<String, ApiError> {
-    clean(value, field, max, policy::Shape::Text)
-}
-
-fn clean(
-    value: Option<&str>,
-    field: &str,
-    max: usize,
-    shape: policy::Shape,
-) -> Result<String, ApiError> {
-    let text = value.map(str::trim).unwrap_or_default();
-    if text.is_empty() {
-        return Err(ApiError::invalid(format!("`{field}` is empty"), field));
-    }
-    policy::text(text, field, max, shape)?;
-    Ok(text.to_string())
-}
-
-/// The name a queue may have: what rules write in `assign` and `takeover`.
-pub fn clean_queue(value: Option<&str>) -> Result<String, ApiError> {
-    let queue = clean(value, "queue", 64, policy::Shape::Line)?;
-    if !queue
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-    {
-        return Err(ApiError::invalid(
-            "`queue` is letters, digits, `-`, `_` or `.`",
-            "queue",
-        ));
-    }
-    Ok(queue)
-}
-
 /// The API's name for who did something.
 fn api_actor(by: Option<&str>) -> Result<String, ApiError> {
     match by {
-        Some(by) => clean(Some(by), "by", 80, policy::Shape::Line),
+        Some(by) => super::extract::clean(Some(by), "by", 80, policy::Shape::Line),
         None => Ok("api".into()),
     }
 }
@@ -359,7 +324,7 @@ pub async fn api_reply(
 ) -> Result<Json<Value>, ApiError> {
     let account = state.authenticate(&headers)?.clone();
     super::error::require_json(&headers)?;
-    let input: ReplyInput = super::leads::parse_body(body)?;
+    let input: ReplyInput = super::extract::parse_body(body)?;
     if let Some(agent) = input.agent.as_deref() {
         if input.by.is_some() {
             return Err(ApiError::invalid(
@@ -410,9 +375,9 @@ pub async fn api_note(
 ) -> Result<Json<Value>, ApiError> {
     let account = state.authenticate(&headers)?;
     super::error::require_json(&headers)?;
-    let input: NoteInput = super::leads::parse_body(body)?;
+    let input: NoteInput = super::extract::parse_body(body)?;
     let actor = api_actor(input.by.as_deref())?;
-    let text = clean_text(input.text.as_deref(), "text", MAX_TEXT)?;
+    let text = super::extract::clean_text(input.text.as_deref(), "text", MAX_TEXT)?;
     if !state
         .store
         .add_note(&account.id, &id, &actor, &text)
@@ -443,9 +408,9 @@ pub async fn api_reassign(
 ) -> Result<Json<Value>, ApiError> {
     let account = state.authenticate(&headers)?;
     super::error::require_json(&headers)?;
-    let input: ReassignInput = super::leads::parse_body(body)?;
+    let input: ReassignInput = super::extract::parse_body(body)?;
     let actor = api_actor(input.by.as_deref())?;
-    let queue = clean_queue(input.queue.as_deref())?;
+    let queue = super::extract::clean_queue(input.queue.as_deref())?;
     let managed = account.queues.contains_key(&queue);
     if !state
         .store

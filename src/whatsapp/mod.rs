@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod error;
+pub mod graph;
 pub mod limiter;
 pub mod sandbox;
 

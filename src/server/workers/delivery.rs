@@ -11,8 +11,8 @@
 //! is sent twice only when Meta accepted it and no status reached us within
 //! the grace period (ten minutes by default).
 
-use super::AppState;
 use crate::config::{Account, WhatsappNumber};
+use crate::server::AppState;
 use crate::store::{OutboxItem, SendOutcome};
 use crate::whatsapp::{CloudClient, Content, ErrorClass, Limiter, OutboundMessage, SendError};
 use chrono::Utc;
