@@ -1011,42 +1011,8 @@ impl PartialEq<&str> for DatabaseUrl {
     }
 }
 
-/// A database URL with any password hidden, for messages: the one after
-/// the user name, and a `password=` parameter (which PostgreSQL URLs allow).
-pub fn redact_url(url: &str) -> String {
-    let (url, query) = match url.split_once('?') {
-        Some((base, query)) => {
-            let params: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => p.to_string(),
-                })
-                .collect();
-            (base, format!("?{}", params.join("&")))
-        }
-        None => (url, String::new()),
-    };
-    format!("{}{query}", redact_credentials(url))
-}
-
-fn redact_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(c) => format!(
-                    "{}://{}:***@{}",
-                    &url[..scheme],
-                    &creds[..c],
-                    &url[at + 1..]
-                ),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+/// Database URLs are the store's to read; messages show them redacted.
+pub use crate::store::redact_url;
 
 #[cfg(test)]
 mod tests {

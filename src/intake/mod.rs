@@ -26,7 +26,6 @@ mod line;
 mod mapping;
 mod meta;
 pub mod phone;
-pub mod policy;
 pub mod signature;
 mod voice;
 mod whatsapp;

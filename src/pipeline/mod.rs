@@ -6,6 +6,7 @@
 //! the store's lead event for each channel.
 
 pub mod event;
+pub mod policy;
 
 use crate::config::Account;
 use crate::engine::{Event, Outcome, Situation};

@@ -4,7 +4,7 @@
 //! queue names) against the input policy.
 
 use super::error::ApiError;
-use crate::intake::policy;
+use crate::pipeline::policy;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::FromRequestParts;

@@ -8,7 +8,7 @@ use crate::config::Account;
 use crate::dsl::schema::CHANNELS;
 use crate::engine::lead::{Answer, TranscriptMessage};
 use crate::engine::{Event, Situation, ThreadInput};
-use crate::intake::policy;
+use crate::pipeline::policy;
 use crate::pipeline::{decide_for, pick_playbook, Decided, NoPlaybook, Route};
 use crate::ruleset::{Decision, Ruleset};
 use crate::store::{ConsentRecord, LeadEvent, Recorded};

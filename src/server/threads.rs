@@ -11,7 +11,7 @@ use crate::config::Account;
 use crate::dsl::check::TemplateCatalog;
 use crate::engine::eval::Actions;
 use crate::engine::Situation;
-use crate::intake::policy;
+use crate::pipeline::policy;
 use crate::pipeline::window_open;
 use crate::render::RenderedTemplate;
 use crate::store::{AgentReply, LeadState};

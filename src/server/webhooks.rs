@@ -260,7 +260,7 @@ async fn accept(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let event = event::from_queued(account, lead.clone(), None)
         .map_err(|e| ApiError::invalid(e, "phone"))?;
-    intake::policy::check_event(&event)?;
+    crate::pipeline::policy::check_event(&event)?;
     let payload = serde_json::to_value(lead).map_err(|e| ApiError::Internal(e.to_string()))?;
     let enqueued = state
         .store

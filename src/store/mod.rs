@@ -18,11 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod postgres;
-mod postgres_inbox;
-mod postgres_queues;
 pub mod sqlite;
-mod sqlite_inbox;
-mod sqlite_queues;
 
 /// A store error; the server answers 500 and logs it.
 #[derive(Clone, Debug)]
@@ -549,6 +545,43 @@ pub(super) fn status_rank(status: Option<&str>) -> u8 {
         Some("read") => 4,
         Some("failed") => 5,
         Some(_) => 0,
+    }
+}
+
+/// A database URL with any password hidden, for messages: the one after
+/// the user name, and a `password=` parameter (which PostgreSQL URLs allow).
+pub fn redact_url(url: &str) -> String {
+    let (url, query) = match url.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            (base, format!("?{}", params.join("&")))
+        }
+        None => (url, String::new()),
+    };
+    format!("{}{query}", redact_credentials(url))
+}
+
+fn redact_credentials(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(c) => format!(
+                    "{}://{}:***@{}",
+                    &url[..scheme],
+                    &creds[..c],
+                    &url[at + 1..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -232,7 +232,7 @@ async fn record(
     let ruleset = state.ruleset().ok_or("no ruleset loaded")?;
     // Meta's events cannot be refused (Meta would redeliver them for days):
     // they are brought within the input policy so that they always store.
-    intake::policy::scrub_event(&mut event);
+    crate::pipeline::policy::scrub_event(&mut event);
     // A lead the account routes to no playbook is still kept, with what it
     // said: a known lead keeps its own playbook, and a new one is there for
     // an operator to see, its decision saying why nothing happened.

@@ -1,34 +1,18 @@
 //! The queues' SQL for SQLite (see [`super::queues`]). One writer thread
 //! makes every pass serial, so capacity holds without further locking.
 
-use super::queues::{
+use super::{now_text, parse_time, survivor, time_text, trail, Sqlite};
+use crate::queues::{pick, Candidate, QueuePlan};
+use crate::store::queues::{
     activity, agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView,
     OperatorRow, Presence, Waiting, SYSTEM_ACTOR,
 };
-use super::sqlite::{now_text, parse_time, survivor, time_text, Sqlite};
-use super::StoreError;
-use crate::queues::{pick, Candidate, QueuePlan};
+use crate::store::StoreError;
 use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Writes one entry of the thread's trail.
-pub(super) fn trail(
-    c: &Connection,
-    account: &str,
-    lead_id: &str,
-    actor: &str,
-    kind: &str,
-    text: Option<&str>,
-) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT INTO thread_events (account_id, lead_id, at, actor, kind, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![account, lead_id, now_text(), actor, kind, text])?;
-    Ok(())
-}
 
 /// The queue's members with their availability and load, in configured order.
 fn members(c: &Connection, account: &str, plan: &QueuePlan) -> Result<Vec<MemberView>, StoreError> {
@@ -323,7 +307,7 @@ impl Sqlite {
             };
             // Closes the conversation, and the queue entry when there is one;
             // one that idled out is closed already, as of then.
-            super::sqlite::settle_idle(c, &id)?;
+            super::settle_idle(c, &id)?;
             let changed = c
                 .prepare_cached(
                     "UPDATE threads SET queue_state = CASE WHEN queue_state IN ('waiting', 'assigned') THEN 'done' ELSE queue_state END, \

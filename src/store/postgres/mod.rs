@@ -48,7 +48,9 @@
 //! (`TEXT`, not `JSONB`): it reads back byte for byte as from SQLite, and
 //! JSONB would refuse a `\u0000` that SQLite keeps; nothing queries inside it.
 
-use super::postgres_queues::trail;
+mod inbox;
+mod queues;
+
 use super::queues::SYSTEM_ACTOR;
 use super::{
     new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadEvent, LeadState, OutboxItem,
@@ -90,27 +92,27 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "schema",
-        include_str!("../../migrations/postgres/0001_schema.sql"),
+        include_str!("../../../migrations/postgres/0001_schema.sql"),
     ),
     (
         2,
         "inbox",
-        include_str!("../../migrations/postgres/0002_inbox.sql"),
+        include_str!("../../../migrations/postgres/0002_inbox.sql"),
     ),
     (
         3,
         "queues",
-        include_str!("../../migrations/postgres/0003_queues.sql"),
+        include_str!("../../../migrations/postgres/0003_queues.sql"),
     ),
     (
         4,
         "conversations",
-        include_str!("../../migrations/postgres/0004_conversations.sql"),
+        include_str!("../../../migrations/postgres/0004_conversations.sql"),
     ),
     (
         5,
         "idempotency",
-        include_str!("../../migrations/postgres/0005_idempotency.sql"),
+        include_str!("../../../migrations/postgres/0005_idempotency.sql"),
     ),
 ];
 
@@ -240,7 +242,7 @@ impl Postgres {
     /// Connects to the database at `url` (`postgres://` or `postgresql://`)
     /// and brings its schema up to date.
     pub async fn open(url: &str) -> Result<Postgres, StoreError> {
-        let shown = crate::config::redact_url(url);
+        let shown = super::redact_url(url);
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError(format!("`{shown}` is not a PostgreSQL URL: {e}")))?
             .application_name("handoff")
@@ -2371,6 +2373,27 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     lead.insert("decisions".into(), Value::Array(decisions));
     lead.insert("outbox".into(), Value::Array(outbox));
     Ok(Some(Value::Object(lead)))
+}
+
+/// Writes one entry of the thread's trail.
+pub(super) async fn trail(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    actor: &str,
+    kind: &str,
+    text: Option<&str>,
+) -> Sql<()> {
+    q("INSERT INTO thread_events (account_id, lead_id, at, actor, kind, text) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(account)
+        .bind(lead_id)
+        .bind(Utc::now())
+        .bind(actor)
+        .bind(kind)
+        .bind(text)
+        .execute(&mut *c)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

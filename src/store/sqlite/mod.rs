@@ -13,6 +13,9 @@
 //! on the blocking pool with their own connections, which WAL lets read while
 //! the writer writes.
 
+mod inbox;
+mod queues;
+
 use super::{
     new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadEvent, LeadState, OutboxItem,
     PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
@@ -38,31 +41,31 @@ const MAX_IDLE_READERS: usize = 8;
 const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0001_leads",
-        include_str!("../../migrations/sqlite/0001_leads.sql"),
+        include_str!("../../../migrations/sqlite/0001_leads.sql"),
     ),
     (
         "0002_webhooks",
-        include_str!("../../migrations/sqlite/0002_webhooks.sql"),
+        include_str!("../../../migrations/sqlite/0002_webhooks.sql"),
     ),
     (
         "0003_delivery",
-        include_str!("../../migrations/sqlite/0003_delivery.sql"),
+        include_str!("../../../migrations/sqlite/0003_delivery.sql"),
     ),
     (
         "0004_inbox",
-        include_str!("../../migrations/sqlite/0004_inbox.sql"),
+        include_str!("../../../migrations/sqlite/0004_inbox.sql"),
     ),
     (
         "0005_queues",
-        include_str!("../../migrations/sqlite/0005_queues.sql"),
+        include_str!("../../../migrations/sqlite/0005_queues.sql"),
     ),
     (
         "0006_conversations",
-        include_str!("../../migrations/sqlite/0006_conversations.sql"),
+        include_str!("../../../migrations/sqlite/0006_conversations.sql"),
     ),
     (
         "0007_idempotency",
-        include_str!("../../migrations/sqlite/0007_idempotency.sql"),
+        include_str!("../../../migrations/sqlite/0007_idempotency.sql"),
     ),
 ];
 
@@ -627,7 +630,7 @@ impl Sqlite {
             .execute(params![now, id])?;
             c.prepare_cached("UPDATE leads SET updated_at = ?1 WHERE id = ?2")?
                 .execute(params![now, id])?;
-            super::sqlite_queues::trail(c, &account, &id, &member, "reply", Some(&text))?;
+            trail(c, &account, &id, &member, "reply", Some(&text))?;
             Ok(super::AgentReply::Queued { outbox_id })
         })
         .await
@@ -1001,7 +1004,7 @@ fn route_thread(
              assignee = NULL, assigned_at = NULL, picked_up_at = NULL, updated_at = ?2 WHERE lead_id = ?3",
         )?
         .execute(params![queue, now, lead_id])?;
-        super::sqlite_queues::trail(
+        trail(
             c,
             account,
             lead_id,
@@ -1110,7 +1113,7 @@ fn record_new(
         },
     ])?;
     if let (true, Some(queue)) = (waits, &record.queue) {
-        super::sqlite_queues::trail(
+        trail(
             c,
             account,
             &lead_id,
@@ -1634,7 +1637,7 @@ fn flag_thread(
         .execute(params![uuid::Uuid::now_v7().to_string(), payload.to_string(), now, outbox_id])?;
     }
     let text = super::queues::fallback_text(reason, fallback);
-    super::sqlite_queues::trail(
+    trail(
         c,
         &account,
         &lead_id,
@@ -2104,6 +2107,22 @@ fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, S
     lead.insert("decisions".into(), Value::Array(decisions));
     lead.insert("outbox".into(), Value::Array(outbox));
     Ok(Some(Value::Object(lead)))
+}
+
+/// Writes one entry of the thread's trail.
+pub(super) fn trail(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    actor: &str,
+    kind: &str,
+    text: Option<&str>,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO thread_events (account_id, lead_id, at, actor, kind, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![account, lead_id, now_text(), actor, kind, text])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! The inbox's SQL for SQLite (see [`super::inbox`]).
 
-use super::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
-use super::queues::FirstReply;
-use super::sqlite::{json_rows, load_state, now_text, parse_time, survivor, time_text, Sqlite};
-use super::sqlite_queues::trail;
-use super::{LeadState, StoreError};
+use super::{json_rows, load_state, now_text, parse_time, survivor, time_text, trail, Sqlite};
+use crate::store::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
+use crate::store::queues::FirstReply;
+use crate::store::{LeadState, StoreError};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
@@ -64,7 +63,7 @@ impl Sqlite {
     pub async fn operators(
         self: &Arc<Self>,
         account: &str,
-    ) -> Result<Vec<(Operator, super::queues::Presence)>, StoreError> {
+    ) -> Result<Vec<(Operator, crate::store::queues::Presence)>, StoreError> {
         let account = account.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -74,7 +73,7 @@ impl Sqlite {
             let rows = stmt.query_map(params![account], |r| {
                 Ok((
                     operator_row(r)?,
-                    super::queues::Presence {
+                    crate::store::queues::Presence {
                         available: r.get::<_, i64>(4)? == 1,
                         seen_at: r.get(5)?,
                     },
@@ -421,7 +420,7 @@ impl Sqlite {
                 return Ok(None);
             };
             let now = now_text();
-            let outbox_id = super::sqlite::insert_reply(
+            let outbox_id = super::insert_reply(
                 c,
                 &account,
                 &id,

@@ -2,13 +2,13 @@
 //! as [`super::sqlite_inbox`]. Writes that touch a thread lock its lead
 //! first, as every other write does.
 
-use super::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
-use super::postgres::{
-    load_state, lock_survivor, q, survivor, text_or_null, time_or_null, time_text, Postgres, Sql,
+use super::{
+    load_state, lock_survivor, q, survivor, text_or_null, time_or_null, time_text, trail, Postgres,
+    Sql,
 };
-use super::postgres_queues::trail;
-use super::queues::FirstReply;
-use super::{LeadState, StoreError};
+use crate::store::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
+use crate::store::queues::FirstReply;
+use crate::store::{LeadState, StoreError};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx_core::row::Row;
@@ -59,7 +59,7 @@ impl Postgres {
     pub async fn operators(
         &self,
         account: &str,
-    ) -> Result<Vec<(Operator, super::queues::Presence)>, StoreError> {
+    ) -> Result<Vec<(Operator, crate::store::queues::Presence)>, StoreError> {
         let rows = q("SELECT o.id, o.account_id, o.email, o.name, COALESCE(p.available, FALSE) AS available, p.seen_at \
                       FROM operators o LEFT JOIN presence p ON p.operator_id = o.id WHERE o.account_id = $1 ORDER BY o.email")
             .bind(account)
@@ -69,7 +69,7 @@ impl Postgres {
         for r in &rows {
             out.push((
                 operator_row(r)?,
-                super::queues::Presence {
+                crate::store::queues::Presence {
                     available: r.try_get("available")?,
                     seen_at: r
                         .try_get::<Option<DateTime<Utc>>, _>("seen_at")?
@@ -371,7 +371,7 @@ impl Postgres {
             return Ok(None);
         };
         let now = Utc::now();
-        let outbox_id = super::postgres::insert_reply(
+        let outbox_id = super::insert_reply(
             &mut tx,
             account,
             &id,

@@ -10,15 +10,15 @@
 //! left the queue between the pass's look and its locks does the pass lock
 //! one more lead, the next thread's, on its own.)
 
-use super::postgres::{
-    lock_hash, lock_survivor, q, retryable, retrying, time_text, Postgres, Sql, RETRIES,
+use super::{
+    lock_hash, lock_survivor, q, retryable, retrying, time_text, trail, Postgres, Sql, RETRIES,
 };
-use super::queues::{
+use crate::queues::{pick, Candidate, QueuePlan};
+use crate::store::queues::{
     activity, agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView,
     OperatorRow, Presence, Waiting, SYSTEM_ACTOR,
 };
-use super::StoreError;
-use crate::queues::{pick, Candidate, QueuePlan};
+use crate::store::StoreError;
 use chrono::{DateTime, SubsecRound, Utc};
 use sqlx_core::row::Row;
 use sqlx_postgres::PgConnection;
@@ -59,27 +59,6 @@ async fn lock_leads(c: &mut PgConnection, ids: &[String]) -> Sql<()> {
     q("SELECT id FROM leads WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
         .bind(&ids)
         .fetch_all(&mut *c)
-        .await?;
-    Ok(())
-}
-
-/// Writes one entry of the thread's trail.
-pub(super) async fn trail(
-    c: &mut PgConnection,
-    account: &str,
-    lead_id: &str,
-    actor: &str,
-    kind: &str,
-    text: Option<&str>,
-) -> Sql<()> {
-    q("INSERT INTO thread_events (account_id, lead_id, at, actor, kind, text) VALUES ($1, $2, $3, $4, $5, $6)")
-        .bind(account)
-        .bind(lead_id)
-        .bind(Utc::now())
-        .bind(actor)
-        .bind(kind)
-        .bind(text)
-        .execute(&mut *c)
         .await?;
     Ok(())
 }
@@ -468,7 +447,7 @@ impl Postgres {
         };
         // Closes the conversation, and the queue entry when there is one;
         // one that idled out is closed already, as of then.
-        super::postgres::settle_idle(&mut tx, &id).await?;
+        super::settle_idle(&mut tx, &id).await?;
         let changed = q("UPDATE threads SET queue_state = CASE WHEN queue_state IN ('waiting', 'assigned') THEN 'done' ELSE queue_state END, \
                          closed_at = CASE WHEN opened_at IS NOT NULL THEN $1 ELSE closed_at END, opened_at = NULL, asked = '[]', updated_at = $1 \
                          WHERE lead_id = $2 AND account_id = $3 AND (queue_state IN ('waiting', 'assigned') OR opened_at IS NOT NULL)")
