@@ -67,6 +67,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_idempotency",
         include_str!("../../../migrations/sqlite/0007_idempotency.sql"),
     ),
+    (
+        "0008_outbox_claims",
+        include_str!("../../../migrations/sqlite/0008_outbox_claims.sql"),
+    ),
 ];
 
 /// How the writer thread answers a write once its transaction has ended.
@@ -1550,10 +1554,11 @@ fn claim_outbox(
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let now = now_text();
     // Automation stops talking the moment a person takes the thread over.
+    // CROSS JOIN keeps SQLite starting from the few taken-over threads.
     c.prepare_cached(
         "UPDATE outbox SET state = 'cancelled', error = 'a person took the thread over before it was sent', updated_at = ?1 \
-         WHERE state = 'pending' AND kind = 'whatsapp' AND automated = 1 \
-         AND lead_id IN (SELECT lead_id FROM threads WHERE state = 'human')",
+         WHERE id IN (SELECT o.id FROM threads t JOIN outbox o ON o.lead_id = t.lead_id \
+           WHERE t.state = 'human' AND o.state = 'pending' AND o.kind = 'whatsapp' AND o.automated = 1)",
     )?
     .execute(params![now])?;
     let expired: Vec<(String, String, String)> = {
@@ -1577,25 +1582,41 @@ fn claim_outbox(
             fallback,
         )?;
     }
-    let mut stmt = c.prepare_cached(
-        "SELECT id, account_id, lead_id, kind, payload, attempts, created_at FROM outbox \
-         WHERE (state = 'pending' AND (next_attempt IS NULL OR next_attempt <= ?1)) \
-            OR (state = 'sending' AND lease_until <= ?1 AND (sending_since IS NULL OR sending_since <= ?2)) \
-         ORDER BY created_at, id LIMIT ?3",
-    )?;
-    let items = stmt
-        .query_map(params![now, seconds_ago(grace), limit], |r| {
-            Ok(OutboxItem {
-                id: r.get(0)?,
-                account: r.get(1)?,
-                lead_id: r.get(2)?,
-                kind: r.get(3)?,
-                payload: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
-                attempts: r.get::<_, i64>(5)? + 1,
-                created_at: parse_time(Some(r.get(6)?)).unwrap_or_else(Utc::now),
-            })
-        })?
+    // Two reads rather than one with an OR, which would make SQLite visit
+    // and sort every pending message: the oldest due pending ones in the
+    // order of their index, and the sends whose lease and grace ran out.
+    let row = |r: &rusqlite::Row<'_>| {
+        Ok(OutboxItem {
+            id: r.get(0)?,
+            account: r.get(1)?,
+            lead_id: r.get(2)?,
+            kind: r.get(3)?,
+            payload: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or(Value::Null),
+            attempts: r.get::<_, i64>(5)? + 1,
+            created_at: parse_time(Some(r.get(6)?)).unwrap_or_else(Utc::now),
+        })
+    };
+    let mut items = c
+        .prepare_cached(
+            "SELECT id, account_id, lead_id, kind, payload, attempts, created_at FROM outbox \
+             WHERE state = 'pending' AND (next_attempt IS NULL OR next_attempt <= ?1) \
+             ORDER BY created_at, id LIMIT ?2",
+        )?
+        .query_map(params![now, limit], row)?
         .collect::<Result<Vec<_>, _>>()?;
+    let stale = c
+        .prepare_cached(
+            "SELECT id, account_id, lead_id, kind, payload, attempts, created_at FROM outbox \
+             WHERE state = 'sending' AND lease_until <= ?1 AND (sending_since IS NULL OR sending_since <= ?2) \
+             ORDER BY created_at, id LIMIT ?3",
+        )?
+        .query_map(params![now, seconds_ago(grace), limit], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    if !stale.is_empty() {
+        items.extend(stale);
+        items.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
     let until = time_text(Utc::now() + chrono::Duration::from_std(lease).unwrap_or_default());
     let mut claim = c.prepare_cached(
         "UPDATE outbox SET state = 'sending', lease_owner = ?1, lease_until = ?2, sending_since = ?3, attempts = attempts + 1, updated_at = ?3 WHERE id = ?4",
