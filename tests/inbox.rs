@@ -4,6 +4,9 @@
 //! live updates, the `handoff operator add` command, and queues: the
 //! availability toggle in the header, idleness, the queues page, and Done.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use handoff::config::{Config, Overrides};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
