@@ -19,6 +19,7 @@ use super::error::ApiError;
 use super::threads::{self, ReplyInput, ThreadQuery};
 use super::AppState;
 use crate::config::Account;
+use crate::intake::signature::constant_time_eq;
 use crate::store::inbox::Session;
 use crate::store::queues::Presence;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -169,12 +170,6 @@ fn set_cookie(
         "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
     ))
     .unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// Compares in constant time, so a token cannot be guessed byte by byte.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A cross-site form post names another origin; same-site ones name ours or none.
@@ -721,7 +716,7 @@ async fn act(
     Form(form): Form<ActionForm>,
 ) -> Result<Response, Refusal> {
     let (session, account) = signed_in(&state, &headers).await?;
-    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
         return Err(Refusal::Forbidden);
     }
     let actor = session.operator.name.clone();
@@ -871,7 +866,7 @@ async fn presence(
     Form(form): Form<PresenceForm>,
 ) -> Result<Response, Refusal> {
     let (session, _) = signed_in(&state, &headers).await?;
-    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
         return Err(Refusal::Forbidden);
     }
     let available = match form.available.as_str() {
@@ -917,7 +912,7 @@ async fn ping(
         Err(Refusal::SignIn) => return StatusCode::UNAUTHORIZED.into_response(),
         Err(r) => return r.into_response(),
     };
-    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
         return Refusal::Forbidden.into_response();
     }
     note_activity(&state, &session.operator.id, &account).await;
@@ -1041,7 +1036,8 @@ async fn login(
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let paired = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same(&c, &form.csrf));
+    let paired = cookie(&headers, LOGIN_COOKIE)
+        .is_some_and(|c| constant_time_eq(c.as_bytes(), form.csrf.as_bytes()));
     if !paired || !same_origin(&headers) {
         return login_form(
             &headers,
@@ -1122,7 +1118,7 @@ async fn logout(
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, Refusal> {
     let (session, _) = signed_in(&state, &headers).await?;
-    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
         return Err(Refusal::Forbidden);
     }
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
