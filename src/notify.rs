@@ -7,9 +7,12 @@
 //!
 //! The signing is written here rather than taken from the `standardwebhooks`
 //! crate: it is one HMAC over `{id}.{timestamp}.{body}` with the `hmac` and
-//! `sha2` crates we already trust for intake signatures, and the crate would
-//! add its own HMAC and time crates for that one line. The published test
-//! vectors below pin our output to the reference implementations'.
+//! `sha2` crates we already trust for intake signatures, where the crate
+//! would add a second HMAC and base64 for that one line; and [`verify`]
+//! takes the time as an argument, where the crate's reads the clock. The
+//! published test vectors below pin our output to the reference
+//! implementations', and `tests/notify.rs` has the crate itself (a
+//! dev-dependency) verify what we sign.
 
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
