@@ -8,6 +8,9 @@
 //! the same run is made again with the store on PostgreSQL (a fresh schema,
 //! dropped afterwards). Bounded: a fixed number of leads.
 
+// Benchmark code: a failed setup step should stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 use handoff::config::{Config, Overrides};
 use handoff::whatsapp::{Sandbox, SandboxConfig, SandboxTemplate};

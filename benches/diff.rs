@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo bench --bench diff`. The README gives the figures.
 
+// Benchmark code: a failed setup step should stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use handoff::diff::{run, Options};

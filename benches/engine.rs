@@ -11,6 +11,9 @@
 //! Everything is generated from fixed seeds, so every run sees the same rules
 //! and the same leads.
 
+// Benchmark code: a failed setup step should stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -7,6 +7,9 @@
 //! the same runs are made on PostgreSQL too (a fresh schema, dropped
 //! afterwards). Bounded: a fixed number of threads.
 
+// Benchmark code: a failed setup step should stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 use chrono::Utc;
 use handoff::queues::{Member, QueuePlan, Strategy};

@@ -8,6 +8,9 @@
 //! Run: `cargo bench --bench serve`. The README gives the figures. Bounded:
 //! a fixed number of requests, loopback only.
 
+// Benchmark code: a failed setup step should stop the run loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 use handoff::config::{Config, Overrides};
 use serde_json::{json, Value};

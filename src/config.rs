@@ -3,6 +3,7 @@
 //! errors that say which setting is wrong and how to fix it. Secrets (API
 //! keys) are stored hashed and never printed.
 
+use crate::intake::signature::constant_time_eq;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -980,10 +981,6 @@ impl Config {
     pub fn account(&self, id: &str) -> Option<&Account> {
         self.accounts.iter().find(|a| a.id == id)
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// A database URL as configured. `Debug` hides its password, so that a

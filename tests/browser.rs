@@ -11,6 +11,9 @@
 //! and passes, except under CI (`CI` set), where it fails: `.ci/run`
 //! installs both.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use handoff::config::{Config, Overrides};

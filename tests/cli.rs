@@ -1,6 +1,9 @@
 //! The `test`, `diff`, `generate`, `check` and `explain` commands, driven
 //! through the real binary on fixture directories.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

@@ -5,6 +5,9 @@
 //! stops marketing messages, and messages of every kind come in. Also the
 //! zero-configuration demo deciding a message written to its sandbox.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;

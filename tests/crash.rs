@@ -6,6 +6,9 @@
 //! sandbox has received every message exactly once once the grace period
 //! has passed.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};

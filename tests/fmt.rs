@@ -1,6 +1,9 @@
 //! `handoff fmt`: one canonical layout that keeps comments, never changes
 //! meaning, and is stable (formatting twice changes nothing).
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use handoff::cli::fmt::format_text;
 use handoff::dsl::parse::parse_playbook;
 use proptest::prelude::*;

@@ -3,6 +3,9 @@
 //! `BLESS=1 cargo test --test golden` to write the expected output after a
 //! deliberate change, then review the diff.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use handoff::cli::check::human_report;
 use handoff::cli::explain::LeadRecord;
 use handoff::dsl::diagnostic::Sources;

@@ -4,6 +4,9 @@
 //! live updates, the `handoff operator add` command, and queues: the
 //! availability toggle in the header, idleness, the queues page, and Done.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use handoff::config::{Config, Overrides};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -291,13 +294,33 @@ async fn signing_in_needs_the_right_password_and_the_forms_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.starts_with("handoff_session="), "{cookie}");
+    // Two cookies are set, in no particular order: the session, and the
+    // sign-in form's pairing cookie cleared.
+    let set: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set.len(), 2, "{set:?}");
+    let cookie = set
+        .iter()
+        .find(|c| c.starts_with("handoff_session="))
+        .unwrap_or_else(|| panic!("no session cookie: {set:?}"));
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
         "{cookie}"
     );
+    assert!(
+        cookie.contains("Path=/;") && cookie.contains("Max-Age=43200"),
+        "{cookie}"
+    );
     assert!(!cookie.contains("Secure"), "plain HTTP here: {cookie}");
+    assert!(
+        set.iter()
+            .any(|c| c.starts_with("handoff_login=;") && c.contains("Max-Age=0")),
+        "{set:?}"
+    );
     let page = client
         .get(s.url("/inbox"))
         .send()
@@ -389,7 +412,8 @@ async fn an_operator_sees_only_their_accounts_threads_and_hostile_names_as_text(
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let flash = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
-        flash.starts_with("handoff_flash=error:"),
+        // `error:` and the text in hex, the `:` percent-encoded.
+        flash.starts_with("handoff_flash=error%3A"),
         "refused: {flash}"
     );
     let (_, lead) = s
@@ -1233,7 +1257,7 @@ async fn the_queues_page_shows_members_and_who_waits_and_done_frees_capacity() {
     assert!(r.headers()["set-cookie"]
         .to_str()
         .unwrap()
-        .starts_with("handoff_flash=error:"));
+        .starts_with("handoff_flash=error%3A"));
     let thread = page(&priya, &s.url(&format!("/inbox/threads/{aisha}"))).await;
     assert!(
         thread.contains("the thread is not open: nothing to close"),

@@ -10,6 +10,9 @@
 //! Runs only when `HANDOFF_TEST_POSTGRES_URL` names a server; it makes a
 //! fresh database there and drops it afterwards.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};

@@ -4,6 +4,9 @@
 //! each kind of answer means for the retry decision, and that a refused
 //! destination gets no request at all.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -143,11 +146,15 @@ async fn the_receiver_verifies_the_signature_and_sees_the_same_id_on_the_retry()
         );
         let timestamp: i64 = header(notify::WEBHOOK_TIMESTAMP).parse().unwrap();
         assert!((now() - timestamp).abs() < 60, "{timestamp}");
-        // What a Standard Webhooks library on the receiver's side does.
+        // What a Standard Webhooks library on the receiver's side does: ours,
+        // and the reference library for Rust.
         assert_eq!(
             notify::verify_headers(SECRET, &request.headers, &request.body, now()),
             Ok(())
         );
+        reference(SECRET)
+            .verify(&request.body, &request.headers)
+            .unwrap();
         // And with another secret the same request does not verify, so the
         // check above is a real one.
         let other = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
@@ -175,6 +182,78 @@ async fn the_receiver_verifies_the_signature_and_sees_the_same_id_on_the_retry()
             .unwrap()
             .to_string()
     });
+}
+
+/// The Standard Webhooks reference library's verifier for `secret`.
+fn reference(secret: &str) -> standardwebhooks::Webhook {
+    standardwebhooks::Webhook::new(secret).unwrap()
+}
+
+/// The headers a delivery of `msg_id` signed by us at `timestamp` carries.
+fn signed_headers(secret: &str, msg_id: &str, timestamp: i64, body: &[u8]) -> HeaderMap {
+    let signature = notify::sign(secret, msg_id, timestamp, body).unwrap();
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        (notify::WEBHOOK_ID, msg_id.to_string()),
+        (notify::WEBHOOK_TIMESTAMP, timestamp.to_string()),
+        (notify::WEBHOOK_SIGNATURE, signature),
+    ] {
+        headers.insert(name, value.parse().unwrap());
+    }
+    headers
+}
+
+#[test]
+fn the_reference_library_accepts_what_we_sign_and_nothing_else() {
+    // Our signer is checked against the spec's test vectors in src/notify.rs;
+    // here the reference library, with its own HMAC and base64 code, checks
+    // it as a receiver would, at the current time.
+    let body = serde_json::to_vec(&json!({
+        "type": "lead.qualified",
+        "timestamp": "2026-12-01T14:02:11Z",
+        "data": {"lead_id": "lead_01", "name": "Aïsha", "note": "a \"quoted\" word"},
+    }))
+    .unwrap();
+    let timestamp = now();
+    let headers = signed_headers(SECRET, "msg_lead_01", timestamp, &body);
+    reference(SECRET).verify(&body, &headers).unwrap();
+    // A secret without its `whsec_` prefix is the same key to both.
+    reference(SECRET.trim_start_matches("whsec_"))
+        .verify(&body, &headers)
+        .unwrap();
+
+    // A tampered body, one changed byte at a time, does not verify.
+    for at in [0, body.len() / 2, body.len() - 1] {
+        let mut tampered = body.clone();
+        tampered[at] ^= 0x01;
+        assert!(
+            matches!(
+                reference(SECRET).verify(&tampered, &headers),
+                Err(standardwebhooks::WebhookError::InvalidSignature)
+            ),
+            "byte {at} changed"
+        );
+    }
+    // Nor does another message ID or timestamp under the same signature,
+    let mut moved = headers.clone();
+    moved.insert(notify::WEBHOOK_ID, "msg_lead_02".parse().unwrap());
+    assert!(reference(SECRET).verify(&body, &moved).is_err());
+    let mut moved = headers.clone();
+    moved.insert(
+        notify::WEBHOOK_TIMESTAMP,
+        (timestamp - 1).to_string().parse().unwrap(),
+    );
+    assert!(reference(SECRET).verify(&body, &moved).is_err());
+    // nor the same message under another secret.
+    assert!(reference("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")
+        .verify(&body, &headers)
+        .is_err());
+    // And a signature from an hour ago is a replay to it, as to us.
+    let stale = signed_headers(SECRET, "msg_lead_01", timestamp - 3600, &body);
+    assert!(matches!(
+        reference(SECRET).verify(&body, &stale),
+        Err(standardwebhooks::WebhookError::TimestampTooOldError)
+    ));
 }
 
 #[tokio::test]

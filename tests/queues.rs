@@ -5,6 +5,9 @@
 //! SIGKILL and restart, `GET /v1/queues`, the metrics, and an AI agent
 //! member receiving its threads as signed webhooks.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;

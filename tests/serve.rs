@@ -1,6 +1,9 @@
 //! `handoff serve` over real HTTP: the server on 127.0.0.1:0 with a fresh
 //! SQLite database and the bundled rules, driven with an HTTP client.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use handoff::config::{Config, Overrides};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -4,6 +4,9 @@
 //! calls must give the same answers on both. The PostgreSQL-only tests at the
 //! end open two stores on one schema, as two instances would, and race them.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use chrono::Utc;
 use handoff::store::{
     ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded, SendOutcome, StatusRecord, Store,

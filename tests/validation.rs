@@ -4,6 +4,9 @@
 //! reused idempotency key, form submission ID or `call_id` with another
 //! request is refused rather than answered as a replay.
 
+// Test code: a failed unwrap, expect or panic is how a test reports.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod harness;
 
 use harness::{answer, databases, Db, Server};

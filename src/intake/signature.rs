@@ -2,10 +2,14 @@
 //! time against every configured secret (two during a rotation). Meta's
 //! `X-Hub-Signature-256: sha256=<hex>`, and the same scheme under a header of
 //! the caller's choosing for web forms.
+//!
+//! [`constant_time_eq`] is where secrets are compared, here and elsewhere:
+//! API key hashes, webhook signatures, session, CSRF and sandbox tokens.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -57,6 +61,15 @@ impl fmt::Display for SignatureError {
 }
 
 impl std::error::Error for SignatureError {}
+
+/// Whether `a` and `b` are the same bytes, taking the same time whichever
+/// byte differs, so that timing cannot be used to guess a secret one byte at
+/// a time. The length is not hidden: a different length is unequal at once,
+/// and the secrets compared here (hashes, MACs, random tokens) have lengths
+/// that are public anyway.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
 
 /// The `X-Hub-Signature-256` value for `body` signed with `secret`:
 /// `sha256=<lowercase hex>`.
@@ -135,8 +148,7 @@ fn verify<S: AsRef<[u8]>>(
     let matched = secrets.iter().any(|secret| {
         let mut mac = new_mac(secret);
         mac.update(body);
-        // Constant-time comparison, so timing reveals nothing of the expected MAC.
-        mac.verify_slice(&signature).is_ok()
+        constant_time_eq(&mac.finalize().into_bytes(), &signature)
     });
     if matched {
         Ok(())
@@ -329,6 +341,15 @@ mod tests {
             );
             proptest::prop_assert!(is_mismatch);
         }
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"token", b"token"));
+        assert!(!constant_time_eq(b"token", b"tokeN"));
+        assert!(!constant_time_eq(b"token", b"toke"));
+        assert!(!constant_time_eq(b"", b"t"));
     }
 
     #[test]

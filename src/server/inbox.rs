@@ -19,16 +19,18 @@ use super::error::ApiError;
 use super::threads::{self, ReplyInput, ThreadQuery};
 use super::AppState;
 use crate::config::Account;
+use crate::intake::signature::constant_time_eq;
 use crate::store::inbox::Session;
 use crate::store::queues::Presence;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chrono::{DateTime, Utc};
 use minijinja::Environment;
 use serde::Deserialize;
@@ -130,17 +132,6 @@ fn render(name: &str, context: Value) -> Response {
     }
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
 fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -157,24 +148,31 @@ fn over_tls(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("https"))
 }
 
-fn set_cookie(
+/// An inbox cookie, set as every one of them is: for `path`, kept
+/// `max_age` seconds, HttpOnly (no script reads it), SameSite=Lax (a
+/// cross-site form post does not carry it), and Secure when the request came
+/// over TLS.
+fn cookie(
     headers: &HeaderMap,
-    name: &str,
-    value: &str,
+    name: &'static str,
+    value: String,
     max_age: i64,
-    path: &str,
-) -> HeaderValue {
-    let secure = if over_tls(headers) { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
-    ))
-    .unwrap_or_else(|_| HeaderValue::from_static(""))
+    path: &'static str,
+) -> Cookie<'static> {
+    Cookie::build((name, value))
+        .path(path)
+        .max_age(time::Duration::seconds(max_age))
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(over_tls(headers))
+        .build()
 }
 
-/// Compares in constant time, so a token cannot be guessed byte by byte.
-fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The cookie that clears `name` at `path`: empty, kept 0 seconds. Set
+/// whether or not the request carried it (`CookieJar::remove` would only
+/// clear a cookie the request sent), with the same attributes as when set.
+fn cleared(headers: &HeaderMap, name: &'static str, path: &'static str) -> Cookie<'static> {
+    cookie(headers, name, String::new(), 0, path)
 }
 
 /// A cross-site form post names another origin; same-site ones name ours or none.
@@ -213,11 +211,11 @@ impl IntoResponse for Refusal {
 }
 
 /// The signed-in operator of this request, and their account.
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<(Session, Account), Refusal> {
-    let token = cookie(headers, SESSION_COOKIE).ok_or(Refusal::SignIn)?;
+async fn signed_in(state: &AppState, jar: &CookieJar) -> Result<(Session, Account), Refusal> {
+    let token = jar.get(SESSION_COOKIE).ok_or(Refusal::SignIn)?.value();
     let session = state
         .store
-        .session(&token_hash(&token))
+        .session(&token_hash(token))
         .await
         .ok()
         .flatten()
@@ -298,8 +296,8 @@ async fn base(
 
 /// Puts the last action's outcome (`error` or `notice`) in a page's
 /// context; true when there was one, whose cookie the page then clears.
-fn take_flash(headers: &HeaderMap, context: &mut serde_json::Map<String, Value>) -> bool {
-    let shown = flash(headers);
+fn take_flash(jar: &CookieJar, context: &mut serde_json::Map<String, Value>) -> bool {
+    let shown = flash(jar);
     let (error, notice) = match &shown {
         Some((true, text)) => (Some(text.clone()), None),
         Some((false, text)) => (None, Some(text.clone())),
@@ -313,18 +311,17 @@ fn take_flash(headers: &HeaderMap, context: &mut serde_json::Map<String, Value>)
 /// Renders a page that may show a flash, clearing its cookie when it did.
 fn render_with_flash(
     headers: &HeaderMap,
+    jar: CookieJar,
     name: &str,
     mut context: serde_json::Map<String, Value>,
 ) -> Response {
-    let shown = take_flash(headers, &mut context);
-    let mut response = render(name, Value::Object(context));
+    let shown = take_flash(&jar, &mut context);
+    let response = render(name, Value::Object(context));
     if shown {
-        response.headers_mut().append(
-            header::SET_COOKIE,
-            set_cookie(headers, FLASH_COOKIE, "", 0, "/inbox"),
-        );
+        (jar.add(cleared(headers, FLASH_COOKIE, "/inbox")), response).into_response()
+    } else {
+        response
     }
-    response
 }
 
 /// The state a thread shows as: taken over, delivery failed, blocked, automated.
@@ -372,9 +369,10 @@ fn queues_of(state: &AppState, account: &Account, threads: &[Value]) -> Vec<Stri
 async fn list(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    jar: CookieJar,
     Query(q): Query<ThreadQuery>,
 ) -> Result<Response, Refusal> {
-    let (session, account) = signed_in(&state, &headers).await?;
+    let (session, account) = signed_in(&state, &jar).await?;
     let filter = match q.filter() {
         Ok(f) => f,
         Err(_) => ThreadQuery::default().filter().unwrap_or_default(),
@@ -428,13 +426,12 @@ async fn list(
         "filter".into(),
         json!({"q": filter.q, "queue": filter.queue, "state": filter.state, "playbook": filter.playbook}),
     );
-    Ok(render_with_flash(&headers, "threads.html", context))
+    Ok(render_with_flash(&headers, jar, "threads.html", context))
 }
 
 /// The outcome of the last action, from its cookie: `(is_error, text)`.
-fn flash(headers: &HeaderMap) -> Option<(bool, String)> {
-    let value = cookie(headers, FLASH_COOKIE)?;
-    let (kind, text) = value.split_once(':')?;
+fn flash(jar: &CookieJar) -> Option<(bool, String)> {
+    let (kind, text) = jar.get(FLASH_COOKIE)?.value().split_once(':')?;
     let bytes = hex::decode(text).ok()?;
     Some((kind == "error", String::from_utf8(bytes).ok()?))
 }
@@ -569,9 +566,10 @@ fn queue_view(account: &Account, thread: &Value) -> Value {
 async fn thread(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    jar: CookieJar,
     Path(id): Path<String>,
 ) -> Result<Response, Refusal> {
-    let (session, account) = signed_in(&state, &headers).await?;
+    let (session, account) = signed_in(&state, &jar).await?;
     let lead = match state.store.lead(&account.id, &id).await {
         Ok(Some(lead)) => lead,
         // Another account's lead looks exactly like one that does not exist.
@@ -663,7 +661,7 @@ async fn thread(
     context.insert("queues".into(), json!(queues_of(&state, &account, &[])));
     context.insert("queue".into(), queue_view(&account, thread));
     context.insert("lead".into(), lead);
-    Ok(render_with_flash(&headers, "thread.html", context))
+    Ok(render_with_flash(&headers, jar, "thread.html", context))
 }
 
 /// The fields of every inbox form.
@@ -689,18 +687,14 @@ fn back_to(headers: &HeaderMap, location: &str, result: Result<&str, String>) ->
         Ok(notice) => ("notice", notice.to_string()),
         Err(e) => ("error", e),
     };
-    let mut response = Redirect::to(location).into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(
-            headers,
-            FLASH_COOKIE,
-            &format!("{kind}:{}", hex::encode(text)),
-            60,
-            "/inbox",
-        ),
+    let flash = cookie(
+        headers,
+        FLASH_COOKIE,
+        format!("{kind}:{}", hex::encode(text)),
+        60,
+        "/inbox",
     );
-    response
+    (CookieJar::new().add(flash), Redirect::to(location)).into_response()
 }
 
 fn api_message(e: ApiError) -> String {
@@ -717,11 +711,12 @@ fn api_message(e: ApiError) -> String {
 async fn act(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    jar: CookieJar,
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, Refusal> {
-    let (session, account) = signed_in(&state, &headers).await?;
-    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+    let (session, account) = signed_in(&state, &jar).await?;
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
         return Err(Refusal::Forbidden);
     }
     let actor = session.operator.name.clone();
@@ -869,10 +864,11 @@ struct PresenceForm {
 async fn presence(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    jar: CookieJar,
     Form(form): Form<PresenceForm>,
 ) -> Result<Response, Refusal> {
-    let (session, _) = signed_in(&state, &headers).await?;
-    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+    let (session, _) = signed_in(&state, &jar).await?;
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
         return Err(Refusal::Forbidden);
     }
     let available = match form.available.as_str() {
@@ -911,14 +907,15 @@ async fn presence(
 async fn ping(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    jar: CookieJar,
     Form(form): Form<LogoutForm>,
 ) -> Response {
-    let (session, account) = match signed_in(&state, &headers).await {
+    let (session, account) = match signed_in(&state, &jar).await {
         Ok(s) => s,
         Err(Refusal::SignIn) => return StatusCode::UNAUTHORIZED.into_response(),
         Err(r) => return r.into_response(),
     };
-    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
         return Refusal::Forbidden.into_response();
     }
     note_activity(&state, &session.operator.id, &account).await;
@@ -943,8 +940,9 @@ fn member_status(status: &str) -> &'static str {
 async fn queues(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    jar: CookieJar,
 ) -> Result<Response, Refusal> {
-    let (session, account) = signed_in(&state, &headers).await?;
+    let (session, account) = signed_in(&state, &jar).await?;
     let mut shown = Vec::new();
     for (name, queue) in &account.queues {
         let mut q = match super::queues::overview(&state, &account, name, queue).await {
@@ -971,7 +969,7 @@ async fn queues(
     }
     let mut context = base(&state, &headers, &session, &account, "queues").await;
     context.insert("queues".into(), json!(shown));
-    Ok(render_with_flash(&headers, "queues.html", context))
+    Ok(render_with_flash(&headers, jar, "queues.html", context))
 }
 
 #[derive(Deserialize, Default)]
@@ -996,15 +994,16 @@ fn login_form(
         json!({"page": "login", "login_csrf": token, "email": email, "error": error}),
     );
     *response.status_mut() = status;
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(headers, LOGIN_COOKIE, &token, 1800, "/inbox/login"),
-    );
-    response
+    let paired = cookie(headers, LOGIN_COOKIE, token, 1800, "/inbox/login");
+    (CookieJar::new().add(paired), response).into_response()
 }
 
-async fn login_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if signed_in(&state, &headers).await.is_ok() {
+async fn login_page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    jar: CookieJar,
+) -> Response {
+    if signed_in(&state, &jar).await.is_ok() {
         return Redirect::to("/inbox").into_response();
     }
     login_form(&headers, StatusCode::OK, "", None)
@@ -1040,9 +1039,12 @@ fn verify_password(password: &str, hash: &str) -> bool {
 async fn login(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let paired = cookie(&headers, LOGIN_COOKIE).is_some_and(|c| same(&c, &form.csrf));
+    let paired = jar
+        .get(LOGIN_COOKIE)
+        .is_some_and(|c| constant_time_eq(c.value().as_bytes(), form.csrf.as_bytes()));
     if !paired || !same_origin(&headers) {
         return login_form(
             &headers,
@@ -1099,16 +1101,16 @@ async fn login(
     {
         note_activity(&state, &operator.id, account).await;
     }
-    let mut response = Redirect::to("/inbox").into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&headers, SESSION_COOKIE, &token, SESSION_HOURS * 3600, "/"),
-    );
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&headers, LOGIN_COOKIE, "", 0, "/inbox/login"),
-    );
-    response
+    let jar = jar
+        .add(cookie(
+            &headers,
+            SESSION_COOKIE,
+            token,
+            SESSION_HOURS * 3600,
+            "/",
+        ))
+        .add(cleared(&headers, LOGIN_COOKIE, "/inbox/login"));
+    (jar, Redirect::to("/inbox")).into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -1120,32 +1122,26 @@ struct LogoutForm {
 async fn logout(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
+    jar: CookieJar,
     Form(form): Form<LogoutForm>,
 ) -> Result<Response, Refusal> {
-    let (session, _) = signed_in(&state, &headers).await?;
-    if !same(&form.csrf, &session.csrf) || !same_origin(&headers) {
+    let (session, _) = signed_in(&state, &jar).await?;
+    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
         return Err(Refusal::Forbidden);
     }
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        if let Err(e) = state.store.end_session(&token_hash(&token)).await {
+    if let Some(token) = jar.get(SESSION_COOKIE) {
+        if let Err(e) = state.store.end_session(&token_hash(token.value())).await {
             tracing::error!(error = %e, "ending a session failed");
         }
     }
-    let mut response = Redirect::to("/inbox/login").into_response();
-    response.headers_mut().append(
-        header::SET_COOKIE,
-        set_cookie(&headers, SESSION_COOKIE, "", 0, "/"),
-    );
-    Ok(response)
+    let jar = jar.add(cleared(&headers, SESSION_COOKIE, "/"));
+    Ok((jar, Redirect::to("/inbox/login")).into_response())
 }
 
 /// `GET /inbox/events`: a `thread` event (`{"lead_id"}`) whenever a thread
 /// of the operator's account changes.
-async fn events(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, Refusal> {
-    let (_, account) = signed_in(&state, &headers).await?;
+async fn events(State(state): State<Arc<AppState>>, jar: CookieJar) -> Result<Response, Refusal> {
+    let (_, account) = signed_in(&state, &jar).await?;
     let receiver = state.thread_changes.subscribe();
     let stream = futures_util::stream::unfold(receiver, move |mut rx| {
         let account = account.id.clone();
@@ -1186,4 +1182,77 @@ async fn js() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         include_str!("inbox/inbox.js"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `Set-Cookie` value a response carries for `cookie`.
+    fn sent(cookie: Cookie<'static>) -> String {
+        let response = CookieJar::new().add(cookie).into_response();
+        response.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn cookies_carry_every_attribute_and_secure_only_over_tls() {
+        let plain = HeaderMap::new();
+        let mut tls = HeaderMap::new();
+        tls.insert("x-forwarded-proto", "https".parse().unwrap());
+        let token = "ab".repeat(32);
+        assert_eq!(
+            sent(cookie(&plain, SESSION_COOKIE, token.clone(), 43200, "/")),
+            format!("handoff_session={token}; HttpOnly; SameSite=Lax; Path=/; Max-Age=43200")
+        );
+        assert_eq!(
+            sent(cookie(&tls, SESSION_COOKIE, token.clone(), 43200, "/")),
+            format!(
+                "handoff_session={token}; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=43200"
+            )
+        );
+        assert_eq!(
+            sent(cookie(
+                &plain,
+                LOGIN_COOKIE,
+                token.clone(),
+                1800,
+                "/inbox/login"
+            )),
+            format!(
+                "handoff_login={token}; HttpOnly; SameSite=Lax; Path=/inbox/login; Max-Age=1800"
+            )
+        );
+        assert_eq!(
+            sent(cleared(&tls, LOGIN_COOKIE, "/inbox/login")),
+            "handoff_login=; HttpOnly; SameSite=Lax; Secure; Path=/inbox/login; Max-Age=0"
+        );
+    }
+
+    #[test]
+    fn a_flash_survives_the_round_trip_through_its_cookie() {
+        let response = back_to(&HeaderMap::new(), "/inbox", Err("no lead `x`".to_string()));
+        let set = response.headers()[header::SET_COOKIE].to_str().unwrap();
+        // The `:` between the kind and the hex text is percent-encoded.
+        assert_eq!(
+            set,
+            format!(
+                "handoff_flash=error%3A{}; HttpOnly; SameSite=Lax; Path=/inbox; Max-Age=60",
+                hex::encode("no lead `x`")
+            )
+        );
+        let mut request = HeaderMap::new();
+        let pair = set.split(';').next().unwrap();
+        request.insert(header::COOKIE, pair.parse().unwrap());
+        let jar = CookieJar::from_headers(&request);
+        assert_eq!(flash(&jar), Some((true, "no lead `x`".to_string())));
+        // A flash cookie set before its `:` was encoded reads the same.
+        let mut request = HeaderMap::new();
+        let old = format!("handoff_flash=notice:{}", hex::encode("Note added."));
+        request.insert(header::COOKIE, old.parse().unwrap());
+        let jar = CookieJar::from_headers(&request);
+        assert_eq!(flash(&jar), Some((false, "Note added.".to_string())));
+    }
 }

@@ -10,7 +10,7 @@
 use super::client::{param_problem, recipient_digits, MAX_CALLBACK_CHARS, MAX_TEXT_CHARS};
 use super::error::MetaError;
 use crate::dsl::check::TemplateCatalog;
-use crate::intake::signature::{sign, META_SIGNATURE_HEADER};
+use crate::intake::signature::{constant_time_eq, sign, META_SIGNATURE_HEADER};
 use crate::render::{placeholders, ApprovedTemplate, Category, Templates};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -813,7 +813,12 @@ impl Sandbox {
                     .into();
             return Err(Box::new(error));
         };
-        if !self.tokens.is_empty() && !self.tokens.iter().any(|t| t == token) {
+        if !self.tokens.is_empty()
+            && !self
+                .tokens
+                .iter()
+                .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
+        {
             let mut error = meta_error(190, None);
             error.subcode = Some(467);
             return Err(Box::new(error));
