@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo run --release --example baseline -- 8090` (the port; 0 picks one).
 
+// A benchmark fixture: failing to start is the only useful answer.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use axum::body::Bytes;
 use axum::routing::post;
 use axum::Router;

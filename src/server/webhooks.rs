@@ -8,6 +8,7 @@ use super::extract::read_body;
 use super::extract::{Path, Query};
 use super::AppState;
 use crate::config::Account;
+use crate::intake::signature::constant_time_eq;
 use crate::intake::{self, MetaObject};
 use crate::pipeline::event::{self, queued, QueuedLead};
 use crate::store::Enqueued;
@@ -63,7 +64,7 @@ pub async fn meta_verify(
         query.get("hub.challenge"),
         token,
     ) {
-        (Some("subscribe"), Some(given), Some(challenge), Some(expected)) if given == expected => {
+        (Some("subscribe"), Some(given), Some(challenge), Some(expected)) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => {
             Ok((StatusCode::OK, challenge.clone()).into_response())
         }
         _ => Err(ApiError::Forbidden(
