@@ -1,19 +1,13 @@
 //! The `test`, `diff`, `generate`, `check` and `explain` commands, driven
 //! through the real binary on fixture directories.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod harness;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use harness::binary;
+use std::process::Output;
 
 fn handoff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("run handoff")
+    binary().args(args).output().expect("run handoff")
 }
 
 fn stdout(o: &Output) -> String {
@@ -186,8 +180,7 @@ fn diff_groups_the_changes_between_two_rule_versions() {
 
 #[test]
 fn diff_can_fail_ci_on_change_and_reads_standard_input() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(root())
+    let mut child = binary()
         .args([
             "diff",
             "tests/fixtures/diff/old/rules",
