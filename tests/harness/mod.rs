@@ -10,7 +10,9 @@
 //! - [`api`]: the HTTP API as an account's key calls it, Meta's webhook
 //!   signature, and the inbox signed in to as a browser would;
 //! - [`hooks`]: endpoints on loopback that receive what the service sends;
-//! - [`wait`]: asking again until something is there.
+//! - [`wait`]: asking again until something is there;
+//! - here: the project's root and what several tests start from (Meta's
+//!   payloads, Aisha's enquiry, Acme's events queues).
 //!
 //! Each test binary uses part of it.
 
@@ -23,11 +25,11 @@ pub mod process;
 pub mod server;
 pub mod wait;
 
-// What the tests use most, by its name alone; each binary uses part of it.
+// What the tests use most, by its name alone.
 #[allow(unused_imports)]
 pub use api::{answer, browser, hidden, meta_signed, Api, Operator};
 #[allow(unused_imports)]
-pub use db::{databases, postgres, Db, PgDatabase, POSTGRES_ENV};
+pub use db::{databases, postgres, Db, PgDatabase};
 #[allow(unused_imports)]
 pub use hooks::{hook, listen, Hook, Received};
 #[allow(unused_imports)]
