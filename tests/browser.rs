@@ -14,12 +14,13 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
-use handoff::config::{Config, Overrides};
+use harness::{aisha, events_queues, free_port, root, until, Db, Server};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -31,10 +32,6 @@ const PASSWORD: &str = "correct horse battery";
 /// How long the page gets to show an element or a text, and how often it is asked.
 const PATIENCE: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Whether the browser is here; under CI its absence is a failure.
 fn browser_available() -> bool {
@@ -67,11 +64,7 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start() -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let chromedriver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -239,10 +232,10 @@ fn check_rendered(path: &Path, width: u32) {
     );
 }
 
-async fn start_server(dir: &Path) -> (String, reqwest::Client, tokio::sync::oneshot::Sender<()>) {
-    let file = dir.join("handoff.toml");
-    std::fs::write(
-        &file,
+/// Acme with its events queues (Priya and Dev, who is no operator, its
+/// closers), and Priya, an operator.
+async fn start_server(db: &Db) -> Server {
+    let config = format!(
         r#"[[accounts]]
 id = "acme"
 name = "Acme Events"
@@ -252,60 +245,31 @@ default = "events"
 [accounts.meta]
 app_secrets = ["env:META_SECRET"]
 
-[accounts.queues.events-closers]
-members = ["priya@acme.example", "dev@acme.example"]
-capacity = 1
-hours = "mon-sun 00:00-24:00"
-timezone = "UTC"
-escalate_after = "2h"
-escalate_to = "events-senior-closers"
-
-[accounts.queues.events-senior-closers]
-members = ["priya@acme.example"]
-strategy = "least_loaded"
-hours = "mon-sun 00:00-24:00"
-timezone = "UTC"
-"#,
-    )
-    .unwrap();
-    let env: BTreeMap<String, String> = [("KEY", KEY), ("META_SECRET", META_SECRET)]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let flags = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
-        rules: Some(root().join("rules")),
-    };
-    let mut config = Config::load(Some(&file), &env, &flags).unwrap();
-    config.templates = Some(root().join("templates"));
-    let state = handoff::server::state(config).await.unwrap();
-    let hash = handoff::server::inbox::hash_password(PASSWORD).unwrap();
-    state
-        .store
-        .create_operator("acme", EMAIL, "Priya Nair", &hash)
+{}"#,
+        events_queues(&["priya@acme.example", "dev@acme.example"])
+    );
+    Server::setup(db, &config, &[("KEY", KEY), ("META_SECRET", META_SECRET)])
+        .operators(PASSWORD, &[("acme", EMAIL, "Priya Nair")])
+        .start()
         .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(handoff::server::serve(state, listener, async {
-        let _ = rx.await;
-    }));
-    (base, reqwest::Client::new(), tx)
 }
 
-async fn sandbox_messages(http: &reqwest::Client, base: &str) -> Vec<Value> {
-    let m: Value = http
-        .get(format!("{base}/sandbox/acme/_sandbox/messages"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    m["messages"].as_array().cloned().unwrap_or_default()
+/// What the sandbox sent.
+async fn sandbox_messages(s: &Server) -> Vec<Value> {
+    s.sandbox(KEY, "acme").await["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// What the sandbox sent, once it is `n` messages or 5 s have passed.
+async fn wait_messages(s: &Server, n: usize) -> Vec<Value> {
+    let sent = async || sandbox_messages(s).await;
+    until(Duration::from_secs(5), harness::POLL, sent, |sent| {
+        sent.len() == n
+    })
+    .await
+    .unwrap_or_else(|sent| sent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,31 +277,13 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
     if !browser_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (base, http, _stop) = start_server(dir.path()).await;
-    let aisha: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("examples/leads/aisha-api.json")).unwrap(),
-    )
-    .unwrap();
-    let r: Value = http
-        .post(format!("{base}/v1/leads"))
-        .bearer_auth(KEY)
-        .json(&aisha)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let lead_id = r["lead_id"].as_str().unwrap().to_string();
+    let db = Db::sqlite();
+    let s = start_server(&db).await;
+    let base = &s.base;
+    let aisha = aisha();
+    let lead_id = s.new_lead(KEY, &aisha).await;
     // The rules sent her the approved template (her window is closed).
-    for _ in 0..100 {
-        if sandbox_messages(&http, &base).await.len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(sandbox_messages(&http, &base).await.len(), 1);
+    assert_eq!(wait_messages(&s, 1).await.len(), 1);
 
     let browser = Driver::start().await;
     browser.go(&format!("{base}/inbox")).await;
@@ -373,23 +319,14 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
     browser.click("#takeover").await;
     browser.wait_text("main", "automation is paused").await;
     let number = handoff::server::delivery::sandbox_number_id("events-main");
-    let played: Value = http
-        .post(format!("{base}/sandbox/acme/_sandbox/inbound"))
-        .bearer_auth(KEY)
-        .json(&json!({"phone_number_id": number, "from": "919812345678", "name": "Aisha Khan", "text": "Is the beach venue free that weekend?"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(played["webhook"]["status"], 200, "{played}");
+    let inbound = json!({"phone_number_id": number, "from": "919812345678", "name": "Aisha Khan", "text": "Is the beach venue free that weekend?"});
+    s.play(KEY, "acme", "inbound", &inbound).await;
     // The page updates by itself (server-sent events) with her new message.
     browser.wait_text("#transcript", "beach venue").await;
     browser.wait_text("#window", "Open").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        sandbox_messages(&http, &base).await.len(),
+        sandbox_messages(&s).await.len(),
         1,
         "automation must not reply on a thread a person took over"
     );
@@ -404,14 +341,7 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
         .await;
     browser.click("#send").await;
     browser.wait_text("main", "Sent").await;
-    let mut sent = Vec::new();
-    for _ in 0..100 {
-        sent = sandbox_messages(&http, &base).await;
-        if sent.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let sent = wait_messages(&s, 2).await;
     assert_eq!(sent.len(), 2, "the reply was sent");
     assert_eq!(sent[1]["type"], "text");
     assert_eq!(
@@ -445,15 +375,7 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
     browser
         .wait_text("main", "automation handles the thread again")
         .await;
-    let lead: Value = http
-        .get(format!("{base}/v1/leads/{lead_id}"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let lead = s.lead(KEY, &lead_id).await;
     assert_eq!(lead["thread"]["state"], "automated");
     // Taking it over gave it to her: it stays hers in its queue.
     assert_eq!(lead["thread"]["queue_state"], "assigned");
@@ -473,14 +395,8 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
     let mut rohan = aisha.clone();
     rohan["name"] = json!("Rohan Mehta");
     rohan["phone"] = json!("+91 98123 40001");
-    let r = http
-        .post(format!("{base}/v1/leads"))
-        .bearer_auth(KEY)
-        .json(&rohan)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let (st, _) = s.post("/v1/leads", KEY, &rohan).await;
+    assert!(st.is_success());
     browser.click("nav a[href=\"/inbox/queues\"]").await;
     let closers = browser
         .wait_text("#queue-events-closers", "Rohan Mehta")
@@ -495,12 +411,7 @@ async fn an_operator_takes_over_aishas_thread_replies_and_releases_it() {
     let mut kiara = aisha.clone();
     kiara["name"] = json!("Kiara Shah");
     kiara["phone"] = json!("+91 98123 40002");
-    http.post(format!("{base}/v1/leads"))
-        .bearer_auth(KEY)
-        .json(&kiara)
-        .send()
-        .await
-        .unwrap();
+    s.post("/v1/leads", KEY, &kiara).await;
     browser
         .wait_text("#queue-events-closers", "Kiara Shah")
         .await;

@@ -4,19 +4,13 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod harness;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use harness::binary;
+use std::process::Output;
 
 fn handoff(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(root())
-        .args(args)
-        .output()
-        .expect("run handoff")
+    binary().args(args).output().expect("run handoff")
 }
 
 fn stdout(o: &Output) -> String {
@@ -189,8 +183,7 @@ fn diff_groups_the_changes_between_two_rule_versions() {
 
 #[test]
 fn diff_can_fail_ci_on_change_and_reads_standard_input() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(root())
+    let mut child = binary()
         .args([
             "diff",
             "tests/fixtures/diff/old/rules",

@@ -8,14 +8,13 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
+use harness::{eventually, free_port, hook, until, Api, Process, POLL};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-mod processes;
-use processes::{free_port, Process};
+use std::time::Duration;
 
 const KEY: &str = "hk_conversations_key";
 const META_SECRET: &str = "conversations-app-secret";
@@ -92,14 +91,13 @@ fn setup(dir: &Path, agent_url: &str) {
         "Hi {{ lead.first_name or 'there' }}, thanks for writing to us.",
     )
     .unwrap();
-    std::fs::write(
-        dir.join("handoff.toml"),
-        format!(
-            r#"database = "sqlite://{db}"
-rules = "{rules}"
-templates = "{templates}"
-
-[[accounts]]
+    harness::process::write_config(
+        dir,
+        &format!("sqlite://{}", dir.join("handoff.db").display()),
+        &rules,
+        Some(&templates),
+        &format!(
+            r#"[[accounts]]
 id = "acme"
 api_keys = ["env:CONV_KEY"]
 [accounts.routing]
@@ -119,28 +117,26 @@ timezone = "Asia/Kolkata"
 backoff_seconds = 0.05
 max_backoff_seconds = 0.2
 "#,
-            db = dir.join("handoff.db").display(),
-            rules = rules.display(),
-            templates = templates.display(),
         ),
-    )
-    .unwrap();
+    );
 }
 
 /// A running `handoff serve` on the shop's configuration.
 struct Shop {
-    base: String,
-    client: reqwest::Client,
+    api: Api,
     _server: Process,
     _dir: tempfile::TempDir,
 }
+
+/// How long the shop gets to come where a test waits for it.
+const PATIENCE: Duration = Duration::from_secs(20);
 
 impl Shop {
     fn start(agent_url: &str) -> Shop {
         let dir = tempfile::tempdir().unwrap();
         setup(dir.path(), agent_url);
         let port = free_port();
-        let server = processes::serve(
+        let server = harness::process::serve(
             dir.path(),
             port,
             &[
@@ -150,56 +146,44 @@ impl Shop {
             ],
         );
         Shop {
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            api: Api::new(format!("http://127.0.0.1:{port}")),
             _server: server,
             _dir: dir,
         }
     }
 
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.api.post(path, KEY, body).await
     }
 
     async fn get(&self, path: &str) -> Value {
-        get_json(&self.client, format!("{}{path}", self.base), KEY).await
+        self.api.json(path, KEY).await
     }
 
     async fn lead(&self, id: &str) -> Value {
-        self.get(&format!("/v1/leads/{id}")).await
+        self.api.lead(KEY, id).await
     }
 
     /// Waits (up to 20 s) until `ready` holds for the lead.
     async fn wait_lead(&self, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let lead = self.lead(id).await;
-            if ready(&lead) {
-                return lead;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "the lead never got there: {lead:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.api.wait_lead(KEY, id, PATIENCE, ready).await
     }
 
     /// What the buyer's phone was sent: the sandbox's accepted sends.
     async fn sent(&self) -> Vec<Value> {
-        self.get("/sandbox/acme/_sandbox/messages").await["messages"]
+        self.api.sandbox(KEY, "acme").await["messages"]
             .as_array()
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// Waits (up to 20 s) until what was sent passes `ready`; what was sent
+    /// then, or at the end.
+    async fn wait_sent(&self, ready: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let sent = async || self.sent().await;
+        until(PATIENCE, POLL, sent, |sent| ready(sent))
+            .await
+            .unwrap_or_else(|sent| sent)
     }
 
     /// The buyer writes to the shop's number (`message` is Meta's message
@@ -211,66 +195,29 @@ impl Shop {
             Value::String(text) => body["text"] = Value::String(text),
             other => body["message"] = other,
         }
-        let r = self
-            .client
-            .post(format!("{}/sandbox/acme/_sandbox/inbound", self.base))
-            .bearer_auth(KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{:?}", r.text().await);
-        let played: Value = r.json().await.unwrap();
-        assert_eq!(played["webhook"]["status"], 200, "{played:#}");
-        played
+        self.api.play(KEY, "acme", "inbound", &body).await
     }
 
     /// The buyer stops (or resumes) marketing messages in WhatsApp.
     async fn buyer_prefers(&self, from: &str, value: &str) {
         let number = handoff::server::delivery::sandbox_number_id("shop-main");
-        let r = self
-            .client
-            .post(format!("{}/sandbox/acme/_sandbox/preferences", self.base))
-            .bearer_auth(KEY)
-            .json(&json!({"phone_number_id": number, "from": from, "value": value}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{:?}", r.text().await);
-        let played: Value = r.json().await.unwrap();
-        assert_eq!(played["webhook"]["status"], 200, "{played:#}");
+        let body = json!({"phone_number_id": number, "from": from, "value": value});
+        self.api.play(KEY, "acme", "preferences", &body).await;
     }
 
     /// The lead with this phone number, once the service has it.
     async fn lead_by_phone(&self, phone: &str) -> String {
-        let start = Instant::now();
-        loop {
-            let found = self
-                .get(&format!("/v1/leads?q={}", phone.trim_start_matches('+')))
-                .await;
-            if let Some(id) = found["leads"][0]["id"].as_str() {
-                return id.to_string();
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "no lead for {phone}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let q = format!("/v1/leads?q={}", phone.trim_start_matches('+'));
+        eventually(PATIENCE, POLL, async || {
+            let found = self.get(&q).await;
+            found["leads"][0]["id"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or(())
+        })
+        .await
+        .unwrap_or_else(|()| panic!("no lead for {phone}"))
     }
-}
-
-/// `GET url` with an API key, as JSON.
-async fn get_json(client: &reqwest::Client, url: String, key: &str) -> Value {
-    client
-        .get(url)
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 fn lead_body(name: &str, phone: &str, intent: &str) -> Value {
@@ -300,33 +247,6 @@ fn sent_to(sent: &[Value], phone: &str) -> Vec<Value> {
         .filter(|m| m["body"]["to"] == digits)
         .cloned()
         .collect()
-}
-
-/// An endpoint that keeps the Standard Webhooks it receives with a valid signature.
-async fn agent() -> (String, Arc<Mutex<Vec<Value>>>) {
-    use axum::http::{HeaderMap, StatusCode as Status};
-    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let log = seen.clone();
-    let app = axum::Router::new().route(
-        "/agent",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let log = log.clone();
-            async move {
-                let now = chrono::Utc::now().timestamp();
-                if handoff::notify::verify_headers(AGENT_SECRET, &headers, &body, now).is_err() {
-                    return Status::UNAUTHORIZED;
-                }
-                log.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                Status::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/agent", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, seen)
 }
 
 #[tokio::test]
@@ -412,14 +332,8 @@ async fn a_closed_thread_opens_again_with_the_next_handoff() {
         .await;
     let lead = shop.wait_lead(&id, |l| decisions(l).len() == 2).await;
     assert_eq!(outcome(&decisions(&lead)[1]), "session");
-    let start = Instant::now();
-    let sent = loop {
-        let sent = sent_to(&shop.sent().await, phone);
-        if sent.len() == 2 || start.elapsed() > Duration::from_secs(20) {
-            break sent;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let sent = shop.wait_sent(|sent| sent_to(sent, phone).len() == 2).await;
+    let sent = sent_to(&sent, phone);
     assert_eq!(sent.len(), 2, "{sent:#?}");
     assert_eq!(
         sent[1]["body"]["text"]["body"],
@@ -435,8 +349,8 @@ async fn a_closed_thread_opens_again_with_the_next_handoff() {
 
 #[tokio::test]
 async fn an_agent_hears_each_message_on_its_thread_and_its_reply_reaches_the_buyer() {
-    let (url, seen) = agent().await;
-    let shop = Shop::start(&url);
+    let agent = hook("/agent", AGENT_SECRET, vec![]).await;
+    let shop = Shop::start(&agent.url);
     let phone = "+919812345603";
     let (_, r) = shop
         .post("/v1/leads", &lead_body("Meera Iyer", phone, "question"))
@@ -449,24 +363,13 @@ async fn an_agent_hears_each_message_on_its_thread_and_its_reply_reaches_the_buy
         json!({"type": "image", "image": {"caption": "This is the venue I like", "mime_type": "image/jpeg", "sha256": "abc", "id": "1234"}}),
     )
     .await;
-    let start = Instant::now();
-    let received = loop {
-        let got = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|e| e["type"] == "message.received")
-            .cloned();
-        if let Some(e) = got {
-            break e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the agent got no message: {:#?}",
-            seen.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let received = eventually(PATIENCE, POLL, async || {
+        let events = agent.events();
+        let got = events.iter().find(|e| e["type"] == "message.received");
+        got.cloned().ok_or(events)
+    })
+    .await
+    .unwrap_or_else(|events| panic!("the agent got no message: {events:#?}"));
     assert_eq!(
         received["data"]["message"]["text"],
         "[image] This is the venue I like"
@@ -483,18 +386,13 @@ async fn an_agent_hears_each_message_on_its_thread_and_its_reply_reaches_the_buy
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{reply:#}");
-    let start = Instant::now();
-    loop {
-        let sent = sent_to(&shop.sent().await, phone);
-        if sent
+    let replied = |sent: &[Value]| {
+        sent_to(sent, phone)
             .iter()
             .any(|m| m["body"]["text"]["body"] == "Lovely choice! For how many guests?")
-        {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{sent:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    let sent = shop.wait_sent(replied).await;
+    assert!(replied(&sent), "{:#?}", sent_to(&sent, phone));
     let lead = shop.lead(&id).await;
     assert_eq!(lead["thread"]["state"], "automated");
     let last = lead["transcript"]
@@ -580,14 +478,7 @@ async fn a_marketing_stop_blocks_the_next_marketing_template_and_not_a_utility_o
             "{phone}: {r:#}"
         );
     }
-    let start = Instant::now();
-    let sent = loop {
-        let sent = shop.sent().await;
-        if sent.len() >= 3 || start.elapsed() > Duration::from_secs(20) {
-            break sent;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let sent = shop.wait_sent(|sent| sent.len() >= 3).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = if sent.len() >= 3 {
         shop.sent().await
@@ -704,19 +595,12 @@ async fn every_kind_of_message_leaves_a_readable_transcript_line() {
         }]}]
     }))
     .unwrap();
-    let signature = handoff::intake::signature::sign(&body, META_SECRET.as_bytes());
-    let r = shop
-        .client
-        .post(format!("{}/webhooks/meta/acme", shop.base))
-        .header("content-type", "application/json")
-        .header("x-hub-signature-256", signature)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{:?}", r.text().await);
-    let start = Instant::now();
-    loop {
+    let (status, r) = shop
+        .api
+        .post_meta("/webhooks/meta/acme", &body, META_SECRET)
+        .await;
+    assert!(status.is_success(), "{status}: {r:#}");
+    eventually(PATIENCE, POLL, async || {
         let all = shop.get("/v1/leads?q=").await;
         let found = all["leads"].as_array().unwrap().iter().find_map(|l| {
             let id = l["id"].as_str()?;
@@ -727,15 +611,13 @@ async fn every_kind_of_message_leaves_a_readable_transcript_line() {
             if let Some(line) = ig["transcript"][0]["text"].as_str() {
                 assert_eq!(ig["transcript"][0]["channel"], "instagram");
                 assert!(line.contains("[image]"), "{line}");
-                break;
+                return Ok(());
             }
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "no Instagram lead: {all:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(all)
+    })
+    .await
+    .unwrap_or_else(|all| panic!("no Instagram lead: {all:#}"));
 }
 
 fn id_str(lead: &Value) -> &str {
@@ -747,56 +629,24 @@ async fn the_demo_account_decides_a_message_written_to_its_sandbox() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let database = format!("sqlite://{}", dir.path().join("demo.db").display());
-    let mut child = Process(
-        Command::new(env!("CARGO_BIN_EXE_handoff"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--database", &database])
-            .env("HANDOFF_DEMO_API_KEY", "demo-conversations-key")
-            .env("HANDOFF_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let key = "demo-conversations-key";
+    let (_server, base) = harness::process::serve_with(
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--database",
+            &database,
+        ],
+        &[("HANDOFF_DEMO_API_KEY", key)],
     );
-    {
-        use std::io::{BufRead, BufReader};
-        let mut reader = BufReader::new(child.0.stdout.take().unwrap());
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        assert!(line.starts_with("handoff listening on "), "{line}");
-        std::thread::spawn(move || for _ in reader.lines() {});
-    }
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
+    let demo = Api::new(base);
     // The README's line: a buyer writes to the demo's sandbox number.
-    let played: Value = client
-        .post(format!("{base}/sandbox/demo/_sandbox/inbound"))
-        .bearer_auth("demo-conversations-key")
-        .json(&json!({"from": "919876500001", "name": "Farah", "text": "Hi, do you do birthday parties in Pune?"}))
-        .send()
+    let inbound = json!({"from": "919876500001", "name": "Farah", "text": "Hi, do you do birthday parties in Pune?"});
+    demo.play(key, "demo", "inbound", &inbound).await;
+    let lead = async || demo.find_lead(key, "919876500001").await;
+    let lead = until(PATIENCE, POLL, lead, |lead| !decisions(lead).is_empty())
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(played["webhook"]["status"], 200, "{played:#}");
-    let start = Instant::now();
-    let lead = loop {
-        let key = "demo-conversations-key";
-        let found = get_json(&client, format!("{base}/v1/leads?q=919876500001"), key).await;
-        if let Some(id) = found["leads"][0]["id"].as_str() {
-            let lead = get_json(&client, format!("{base}/v1/leads/{id}"), key).await;
-            if !decisions(&lead).is_empty() {
-                break lead;
-            }
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "the demo decided nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        .unwrap_or_else(|_| panic!("the demo decided nothing"));
     let d = &decisions(&lead)[0];
     assert_eq!(d["playbook"], "events", "{d:#}");
     assert_eq!(d["decision"]["event"], "message");

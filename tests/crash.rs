@@ -9,27 +9,24 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
+use harness::{free_port, root, until, Api, Process};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-mod processes;
-use processes::{free_port, Process};
 use std::time::Duration;
 
 const KEY: &str = "hk_crash_key";
 const SECRET: &str = "crash-app-secret";
 const LEADS: usize = 1_000;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn serve(dir: &Path, port: u16) -> Process {
-    processes::serve(
+    harness::process::serve(
         dir,
         port,
         &[
@@ -99,18 +96,17 @@ async fn send(base: &str, todo: Vec<usize>, answered: Arc<Mutex<BTreeMap<usize, 
 async fn a_crash_in_the_middle_of_a_burst_loses_nothing_and_sends_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (_sandbox, sandbox_base) = processes::sandbox(
+    let (_sandbox, sandbox_base) = harness::process::sandbox(
         &format!("http://127.0.0.1:{port}/webhooks/meta/acme"),
         SECRET,
     );
-    std::fs::write(
-        dir.path().join("handoff.toml"),
-        format!(
-            r#"database = "sqlite://{db}"
-rules = "{rules}"
-templates = "{templates}"
-
-[[accounts]]
+    harness::process::write_config(
+        dir.path(),
+        &format!("sqlite://{}", dir.path().join("crash.db").display()),
+        &root().join("rules"),
+        Some(&root().join("templates")),
+        &format!(
+            r#"[[accounts]]
 id = "acme"
 api_keys = ["env:CRASH_KEY"]
 [accounts.routing]
@@ -131,12 +127,8 @@ timeout_seconds = 2
 backoff_seconds = 0.05
 max_backoff_seconds = 0.5
 "#,
-            db = dir.path().join("crash.db").display(),
-            rules = root().join("rules").display(),
-            templates = root().join("templates").display(),
         ),
-    )
-    .unwrap();
+    );
     let base = format!("http://127.0.0.1:{port}");
     let server = serve(dir.path(), port);
     let answered: Arc<Mutex<BTreeMap<usize, String>>> = Arc::default();
@@ -178,32 +170,22 @@ max_backoff_seconds = 0.5
     assert_eq!(answered.len(), LEADS, "every lead answered in the end");
 
     // Every message reaches the sandbox; wait past the grace period too.
-    let client = reqwest::Client::new();
-    let messages = |client: reqwest::Client, url: String| async move {
-        client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
-    let url = format!("{sandbox_base}/_sandbox/messages");
-    let mut accepted = 0;
-    for _ in 0..600 {
-        accepted = messages(client.clone(), url.clone()).await["accepted"]
+    let sandbox = Api::new(sandbox_base);
+    let accepted = async || {
+        sandbox.open_json("/_sandbox/messages").await["accepted"]
             .as_u64()
-            .unwrap_or(0);
-        if accepted >= LEADS as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            .unwrap_or(0)
+    };
+    let every = Duration::from_millis(100);
+    let accepted = until(Duration::from_secs(60), every, accepted, |n| {
+        *n >= LEADS as u64
+    })
+    .await
+    .unwrap_or_else(|accepted| accepted);
     assert!(accepted >= LEADS as u64, "every message sent ({accepted})");
     // Past the grace period: a send whose status had not come would go again now.
     tokio::time::sleep(Duration::from_secs(17)).await;
-    let m = messages(client.clone(), url).await;
+    let m = sandbox.open_json("/_sandbox/messages").await;
     let callbacks: Vec<&str> = m["messages"]
         .as_array()
         .unwrap()
@@ -215,21 +197,14 @@ max_backoff_seconds = 0.5
     assert_eq!(distinct.len(), LEADS);
 
     // Exactly one decision per lead, and its one message is the one sent.
+    let api = Api::new(&base);
     for id in answered.values() {
-        let lead: Value = client
-            .get(format!("{base}/v1/leads/{id}"))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let lead = api.lead(KEY, id).await;
         assert_eq!(lead["decisions"].as_array().unwrap().len(), 1, "{id}");
         let outbox = lead["outbox"].as_array().unwrap();
         assert_eq!(outbox.len(), 1, "{id}");
         assert!(distinct.contains(outbox[0]["id"].as_str().unwrap()), "{id}");
     }
-    let r = client.get(format!("{base}/healthz")).send().await.unwrap();
+    let r = api.client.get(api.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }

@@ -6,117 +6,25 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use handoff::config::{Config, Overrides};
+mod harness;
+
+use harness::{hook, until, Db, Hook, Server, POLL};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const KEY: &str = "hk_delivery_key";
 const META_SECRET: &str = "delivery-app-secret";
 const CRM_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// How long a lead or the sandbox gets to come where a test waits for it.
+const PATIENCE: Duration = Duration::from_secs(20);
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Server {
-    base: String,
-    client: reqwest::Client,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.client
-            .get(self.url(path))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    /// What the account's sandbox recorded.
-    async fn sandbox(&self) -> Value {
-        self.get("/sandbox/acme/_sandbox/messages").await
-    }
-
-    async fn fault(&self, fault: Value) {
-        let r = self
-            .client
-            .post(self.url("/sandbox/acme/_sandbox/faults"))
-            .bearer_auth(KEY)
-            .json(&fault)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{:?}", r.text().await);
-    }
-
-    async fn lead(&self, id: &str) -> Value {
-        self.get(&format!("/v1/leads/{id}")).await
-    }
-
-    /// Waits (up to 20 s) until `ready` holds for the lead.
-    async fn wait_lead(&self, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..400 {
-            let lead = self.lead(id).await;
-            if ready(&lead) {
-                return lead;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("lead never got there: {:#}", self.lead(id).await);
-    }
-
-    /// Waits (up to 20 s) until the sandbox has accepted `n` sends.
-    async fn wait_accepted(&self, n: usize) -> Value {
-        for _ in 0..400 {
-            let m = self.sandbox().await;
-            if m["accepted"].as_u64() == Some(n as u64) {
-                return m;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "the sandbox never got {n} sends: {:#}",
-            self.sandbox().await
-        );
-    }
-}
-
-fn config(dir: &Path, extra: &str) -> Config {
-    config_with(dir, "", extra)
-}
-
-/// `account` goes into the account's section, `extra` after `[delivery]`.
-fn config_with(dir: &Path, account: &str, extra: &str) -> Config {
-    let file = dir.join("handoff.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"[[accounts]]
+/// The configuration, with shortened delivery times; `account` goes into
+/// the account's section.
+fn config(account: &str) -> String {
+    format!(
+        r#"[[accounts]]
 id = "acme"
 api_keys = ["env:KEY"]
 {account}
@@ -132,43 +40,46 @@ lease_seconds = 2
 grace_seconds = 3
 timeout_seconds = 1
 pair_interval_seconds = 0.2
-{extra}
+
 "#
-        ),
     )
-    .unwrap();
-    let env: BTreeMap<String, String> = [
+}
+
+/// The server on `db`, its account's section with `account`: in sandbox
+/// mode, as no number has a token.
+async fn start(db: &Db, account: &str) -> Server {
+    let env = [
         ("KEY", KEY),
         ("META_SECRET", META_SECRET),
         ("CRM_SECRET", CRM_SECRET),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let flags = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
-        rules: Some(root().join("rules")),
-    };
-    let mut c = Config::load(Some(&file), &env, &flags).unwrap();
-    c.templates = Some(root().join("templates"));
-    c
+    ];
+    Server::setup(db, &config(account), &env)
+        .config(|c| assert!(c.delivery.sandbox, "no tokens: sandbox mode"))
+        .start()
+        .await
 }
 
-async fn start(config: Config) -> Server {
-    assert!(config.delivery.sandbox, "no tokens: sandbox mode");
-    let state = handoff::server::state(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(handoff::server::serve(state, listener, async {
-        let _ = rx.await;
-    }));
-    Server {
-        base,
-        client: reqwest::Client::new(),
-        _shutdown: tx,
-    }
+/// Makes the account's sandbox misbehave as `fault` says.
+async fn fault(s: &Server, fault: Value) {
+    let r = s
+        .client
+        .post(s.url("/sandbox/acme/_sandbox/faults"))
+        .bearer_auth(KEY)
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text().await);
+}
+
+/// Waits until the sandbox has accepted `n` sends.
+async fn wait_accepted(s: &Server, n: usize) -> Value {
+    let sent = async || s.sandbox(KEY, "acme").await;
+    until(PATIENCE, POLL, sent, |m| {
+        m["accepted"].as_u64() == Some(n as u64)
+    })
+    .await
+    .unwrap_or_else(|m| panic!("the sandbox never got {n} sends: {m:#}"))
 }
 
 /// A Goa enquiry with an opt-in: the events playbook's `goa_options`.
@@ -208,15 +119,15 @@ fn outbox_state(lead: &Value, i: usize) -> (String, String) {
 
 #[tokio::test]
 async fn a_template_is_sent_once_and_its_statuses_come_back_signed() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
     let (st, r) = s
-        .post("/v1/leads", &goa_lead("Aisha Khan", "+919812345678"))
+        .post("/v1/leads", KEY, &goa_lead("Aisha Khan", "+919812345678"))
         .await;
     assert_eq!(st, StatusCode::CREATED, "{r}");
     assert_eq!(r["decision"]["handoff"]["outcome"], "template");
     let id = r["lead_id"].as_str().unwrap();
-    let m = s.wait_accepted(1).await;
+    let m = wait_accepted(&s, 1).await;
     let sent = &m["messages"][0];
     assert_eq!(sent["to"], "919812345678");
     assert_eq!(sent["type"], "template");
@@ -232,7 +143,7 @@ async fn a_template_is_sent_once_and_its_statuses_come_back_signed() {
     // The status webhooks (signed with the account's app secret) reach the
     // server and move the message on: Meta's ID, then delivered.
     let lead = s
-        .wait_lead(id, |l| {
+        .wait_lead(KEY, id, PATIENCE, |l| {
             outbox_state(l, 0) == ("sent".into(), "delivered".into())
         })
         .await;
@@ -247,16 +158,8 @@ async fn a_template_is_sent_once_and_its_statuses_come_back_signed() {
         .contains(&json!({"kind": "whatsapp", "value": "919812345678"})));
     // Nothing more is sent.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.sandbox().await["accepted"], 1);
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(s.sandbox(KEY, "acme").await["accepted"], 1);
+    let metrics = s.text("/metrics").await;
     assert!(
         metrics.contains("handoff_outbox_messages{kind=\"whatsapp\",state=\"sent\"} 1"),
         "{metrics}"
@@ -273,16 +176,17 @@ async fn a_template_is_sent_once_and_its_statuses_come_back_signed() {
 
 #[tokio::test]
 async fn a_rate_limit_then_success_sends_one_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
-    s.fault(json!({"code": 130429, "count": 2, "retry_after": 1}))
-        .await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
+    fault(&s, json!({"code": 130429, "count": 2, "retry_after": 1})).await;
     let (_, r) = s
-        .post("/v1/leads", &goa_lead("Rohan", "+919800000011"))
+        .post("/v1/leads", KEY, &goa_lead("Rohan", "+919800000011"))
         .await;
     let id = r["lead_id"].as_str().unwrap();
-    let lead = s.wait_lead(id, |l| outbox_state(l, 0).0 == "sent").await;
-    let m = s.sandbox().await;
+    let lead = s
+        .wait_lead(KEY, id, PATIENCE, |l| outbox_state(l, 0).0 == "sent")
+        .await;
+    let m = s.sandbox(KEY, "acme").await;
     assert_eq!(m["accepted"], 1, "{m:#}");
     assert_eq!(m["rejected"]["130429"], 2, "{m:#}");
     assert_eq!(whatsapp(&lead)[0]["attempts"], 3);
@@ -290,23 +194,24 @@ async fn a_rate_limit_then_success_sends_one_message() {
 
 #[tokio::test]
 async fn a_long_outage_then_recovery_delivers_every_message_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
     // Meta answers 5xx to the next 60 sends (an outage, with backoff capped
     // at 0.2 s instead of minutes), then recovers.
-    s.fault(json!({"http_status": 503, "count": 60})).await;
+    fault(&s, json!({"http_status": 503, "count": 60})).await;
     let mut ids = Vec::new();
     for i in 0..10 {
         let (st, r) = s
             .post(
                 "/v1/leads",
+                KEY,
                 &goa_lead(&format!("Lead {i}"), &format!("+9198000001{i:02}")),
             )
             .await;
         assert_eq!(st, StatusCode::CREATED, "{r}");
         ids.push(r["lead_id"].as_str().unwrap().to_string());
     }
-    let m = s.wait_accepted(10).await;
+    let m = wait_accepted(&s, 10).await;
     let callbacks: BTreeSet<String> = m["messages"]
         .as_array()
         .unwrap()
@@ -316,16 +221,17 @@ async fn a_long_outage_then_recovery_delivers_every_message_once() {
     assert_eq!(callbacks.len(), 10, "each message once");
     assert_eq!(m["rejected_total"], 60);
     for id in &ids {
-        s.wait_lead(id, |l| outbox_state(l, 0).0 == "sent").await;
+        s.wait_lead(KEY, id, PATIENCE, |l| outbox_state(l, 0).0 == "sent")
+            .await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.sandbox().await["accepted"], 10);
+    assert_eq!(s.sandbox(KEY, "acme").await["accepted"], 10);
 }
 
 #[tokio::test]
 async fn a_session_message_the_closed_window_refuses_goes_as_the_template() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
     // Our records say she wrote on WhatsApp a minute ago (an inbound webhook
     // straight to the server), so the rules choose a session message; the
     // sandbox never saw her write, so, as Meta would, it answers 131047.
@@ -337,41 +243,23 @@ async fn a_session_message_the_closed_window_refuses_goes_as_the_template() {
         "messages": [{"from": "919800000021", "id": "wamid.inbound-1", "timestamp": now.to_string(), "type": "text", "text": {"body": "Hi, about Goa"}}]
     }}]}]});
     let body = serde_json::to_vec(&inbound).unwrap();
-    let r = s
-        .client
-        .post(s.url("/webhooks/meta/acme"))
-        .header(
-            "X-Hub-Signature-256",
-            handoff::intake::signature::sign(&body, META_SECRET.as_bytes()),
-        )
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (st, _) = s.post_meta("/webhooks/meta/acme", &body, META_SECRET).await;
+    assert_eq!(st, StatusCode::OK);
     // Wait for the worker to store the inbound message, then the enquiry.
-    let mut window = false;
-    for _ in 0..100 {
-        let list = s.get("/v1/leads?q=919800000021").await;
-        if let Some(l) = list["leads"].as_array().and_then(|l| l.first()) {
-            let lead = s.lead(l["id"].as_str().unwrap()).await;
-            if lead["thread"]["last_inbound_at"].is_string() {
-                window = true;
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(window, "the inbound message opened the window");
+    let lead = async || s.find_lead(KEY, "919800000021").await;
+    let window = until(Duration::from_secs(5), POLL, lead, |lead| {
+        lead["thread"]["last_inbound_at"].is_string()
+    })
+    .await;
+    assert!(window.is_ok(), "the inbound message opened the window");
     let (st, r) = s
-        .post("/v1/leads", &goa_lead("Meera", "+919800000021"))
+        .post("/v1/leads", KEY, &goa_lead("Meera", "+919800000021"))
         .await;
     assert_eq!(st, StatusCode::OK, "{r}");
     assert_eq!(r["decision"]["handoff"]["outcome"], "session", "{r:#}");
     let id = r["lead_id"].as_str().unwrap();
     let lead = s
-        .wait_lead(id, |l| {
+        .wait_lead(KEY, id, PATIENCE, |l| {
             whatsapp(l).len() == 2 && outbox_state(l, 1).0 == "sent"
         })
         .await;
@@ -380,7 +268,7 @@ async fn a_session_message_the_closed_window_refuses_goes_as_the_template() {
     assert_eq!(messages[0]["error_code"], 131047);
     assert_eq!(messages[1]["replaces"], messages[0]["id"]);
     assert_eq!(messages[1]["payload"]["template"]["name"], "event_options");
-    let m = s.sandbox().await;
+    let m = s.sandbox(KEY, "acme").await;
     assert_eq!(m["accepted"], 1);
     assert_eq!(m["rejected"]["131047"], 1);
     assert_eq!(m["messages"][0]["type"], "template");
@@ -392,158 +280,116 @@ async fn a_session_message_the_closed_window_refuses_goes_as_the_template() {
 
 #[tokio::test]
 async fn a_user_who_wrote_in_through_the_sandbox_gets_the_session_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
     // The sandbox plays her writing in to the events number: its window
     // opens and its signed webhook reaches the server, which opens ours.
     let number = handoff::server::delivery::sandbox_number_id("events-main");
-    let r = s
-        .client
-        .post(s.url("/sandbox/acme/_sandbox/inbound"))
-        .bearer_auth(KEY)
-        .json(&json!({"phone_number_id": number, "from": "919800000031", "name": "Priya", "text": "Hi!"}))
-        .send()
-        .await
-        .unwrap();
-    let played: Value = r.json().await.unwrap();
-    assert_eq!(played["webhook"]["status"], 200, "{played:#}");
-    let mut id = None;
-    for _ in 0..100 {
-        let list = s.get("/v1/leads?q=919800000031").await;
-        if let Some(l) = list["leads"].as_array().and_then(|l| l.first()) {
-            id = Some(l["id"].as_str().unwrap().to_string());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(id.is_some(), "the played message became a lead");
+    let inbound =
+        json!({"phone_number_id": number, "from": "919800000031", "name": "Priya", "text": "Hi!"});
+    s.play(KEY, "acme", "inbound", &inbound).await;
+    let list = async || s.json("/v1/leads?q=919800000031", KEY).await;
+    let found = until(Duration::from_secs(5), POLL, list, |list| {
+        list["leads"].as_array().and_then(|l| l.first()).is_some()
+    })
+    .await;
+    assert!(found.is_ok(), "the played message became a lead");
     let (_, r) = s
-        .post("/v1/leads", &goa_lead("Priya", "+919800000031"))
+        .post("/v1/leads", KEY, &goa_lead("Priya", "+919800000031"))
         .await;
     assert_eq!(r["decision"]["handoff"]["outcome"], "session", "{r:#}");
     let id = r["lead_id"].as_str().unwrap();
-    s.wait_lead(id, |l| {
+    s.wait_lead(KEY, id, PATIENCE, |l| {
         outbox_state(l, 0) == ("sent".into(), "delivered".into())
     })
     .await;
-    let m = s.sandbox().await;
+    let m = s.sandbox(KEY, "acme").await;
     assert_eq!(m["accepted"], 1);
     assert_eq!(m["messages"][0]["type"], "text");
 }
 
 #[tokio::test]
 async fn an_undeliverable_message_fails_and_flags_the_thread() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
     // Accepted, then reported failed: the user is not on WhatsApp.
-    s.fault(json!({"code": 131026, "count": 1, "as_status": true}))
+    fault(&s, json!({"code": 131026, "count": 1, "as_status": true})).await;
+    let (_, r) = s
+        .post("/v1/leads", KEY, &goa_lead("Dev", "+919800000041"))
         .await;
-    let (_, r) = s.post("/v1/leads", &goa_lead("Dev", "+919800000041")).await;
     let id = r["lead_id"].as_str().unwrap();
-    let lead = s.wait_lead(id, |l| outbox_state(l, 0).0 == "failed").await;
+    let lead = s
+        .wait_lead(KEY, id, PATIENCE, |l| outbox_state(l, 0).0 == "failed")
+        .await;
     assert_eq!(whatsapp(&lead)[0]["error_code"], 131026);
     assert_eq!(lead["thread"]["flag"], "delivery_failed");
     // A permanent refusal at send time fails too, and is never retried.
-    s.fault(json!({"code": 131026, "count": 1})).await;
+    fault(&s, json!({"code": 131026, "count": 1})).await;
     let (_, r) = s
-        .post("/v1/leads", &goa_lead("Isha", "+919800000042"))
+        .post("/v1/leads", KEY, &goa_lead("Isha", "+919800000042"))
         .await;
     let id = r["lead_id"].as_str().unwrap();
-    let lead = s.wait_lead(id, |l| outbox_state(l, 0).0 == "failed").await;
+    let lead = s
+        .wait_lead(KEY, id, PATIENCE, |l| outbox_state(l, 0).0 == "failed")
+        .await;
     assert_eq!(whatsapp(&lead)[0]["attempts"], 1);
     assert_eq!(lead["thread"]["flag"], "delivery_failed");
 }
 
 #[tokio::test]
 async fn a_message_waiting_when_a_person_takes_over_is_never_sent() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
     // Meta is down for a while, so the message waits in the outbox...
-    s.fault(json!({"http_status": 503, "count": 5})).await;
+    fault(&s, json!({"http_status": 503, "count": 5})).await;
     let (_, r) = s
-        .post("/v1/leads", &goa_lead("Nikhil", "+919800000051"))
+        .post("/v1/leads", KEY, &goa_lead("Nikhil", "+919800000051"))
         .await;
     let id = r["lead_id"].as_str().unwrap();
     // ...and a closer takes the thread over meanwhile.
     let (st, _) = s
-        .post(&format!("/v1/leads/{id}/takeover"), &json!({}))
+        .post(&format!("/v1/leads/{id}/takeover"), KEY, &json!({}))
         .await;
     assert_eq!(st, StatusCode::OK);
     let lead = s
-        .wait_lead(id, |l| outbox_state(l, 0).0 == "cancelled")
+        .wait_lead(KEY, id, PATIENCE, |l| outbox_state(l, 0).0 == "cancelled")
         .await;
     assert!(whatsapp(&lead)[0]["error"]
         .as_str()
         .unwrap()
         .contains("took the thread over"));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.sandbox().await["accepted"], 0);
+    assert_eq!(s.sandbox(KEY, "acme").await["accepted"], 0);
 }
 
 #[tokio::test]
 async fn a_send_that_times_out_waits_for_its_status_and_is_not_sent_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
     // The sandbox holds its answer past the client's 1 s timeout but accepts
     // the message: the send may have reached Meta, so it is not repeated;
     // the `sent` status carrying its outbox ID settles it.
-    s.fault(json!({"delay_ms": 1500, "count": 1})).await;
+    fault(&s, json!({"delay_ms": 1500, "count": 1})).await;
     let (_, r) = s
-        .post("/v1/leads", &goa_lead("Ananya", "+919800000061"))
+        .post("/v1/leads", KEY, &goa_lead("Ananya", "+919800000061"))
         .await;
     let id = r["lead_id"].as_str().unwrap();
     let lead = s
-        .wait_lead(id, |l| {
+        .wait_lead(KEY, id, PATIENCE, |l| {
             outbox_state(l, 0) == ("sent".into(), "delivered".into())
         })
         .await;
     assert!(whatsapp(&lead)[0]["message_id"].is_string());
     // Past the grace period: still one send.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(s.sandbox().await["accepted"], 1);
-    assert_eq!(whatsapp(&s.lead(id).await)[0]["attempts"], 1);
+    assert_eq!(s.sandbox(KEY, "acme").await["accepted"], 1);
+    assert_eq!(whatsapp(&s.lead(KEY, id).await)[0]["attempts"], 1);
 }
 
 /// A CRM on loopback: verifies each webhook's signature and answers from
-/// `answers` (then 200); records `(webhook-id, type, lead id)`.
-struct Crm {
-    url: String,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
-}
-
-async fn crm(answers: Vec<u16>) -> Crm {
-    use axum::http::{HeaderMap, StatusCode as Status};
-    let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>> = Default::default();
-    let answers = std::sync::Arc::new(std::sync::Mutex::new(answers));
-    let (log, queue) = (seen.clone(), answers.clone());
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let (log, queue) = (log.clone(), queue.clone());
-            async move {
-                let now = chrono::Utc::now().timestamp();
-                if handoff::notify::verify_headers(CRM_SECRET, &headers, &body, now).is_err() {
-                    return Status::UNAUTHORIZED;
-                }
-                let event: Value = serde_json::from_slice(&body).unwrap();
-                log.lock().unwrap().push((
-                    headers["webhook-id"].to_str().unwrap().to_string(),
-                    event["type"].as_str().unwrap().to_string(),
-                    event["data"]["id"].as_str().unwrap().to_string(),
-                ));
-                let mut queue = queue.lock().unwrap();
-                if queue.is_empty() {
-                    Status::OK
-                } else {
-                    Status::from_u16(queue.remove(0)).unwrap()
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Crm { url, seen }
+/// `answers` (then 200).
+async fn crm(answers: Vec<u16>) -> Hook {
+    hook("/hook", CRM_SECRET, answers).await
 }
 
 /// A lead without a WhatsApp opt-in: `no_opt_in` fires, with `notify "crm"`.
@@ -555,79 +401,82 @@ fn caller(phone: &str) -> Value {
 #[tokio::test]
 async fn the_crm_gets_the_signed_lead_record_and_a_retry_keeps_its_webhook_id() {
     let receiver = crm(vec![503]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let db = Db::sqlite();
     let account = format!(
         "lead_updates = [\"crm\"]\n[accounts.endpoints.crm]\nurl = \"{}\"\nsecret = \"env:CRM_SECRET\"\nallow_private = true\n",
         receiver.url
     );
-    let s = start(config_with(dir.path(), &account, "")).await;
-    let (st, r) = s.post("/v1/leads", &caller("+919800000071")).await;
+    let s = start(&db, &account).await;
+    let (st, r) = s.post("/v1/leads", KEY, &caller("+919800000071")).await;
     assert_eq!(st, StatusCode::CREATED, "{r}");
     assert_eq!(r["decision"]["rules"], json!(["no_opt_in"]));
     let id = r["lead_id"].as_str().unwrap();
     let lead = s
-        .wait_lead(id, |l| {
+        .wait_lead(KEY, id, PATIENCE, |l| {
             let o = l["outbox"].as_array().unwrap();
             o.len() == 2 && o.iter().all(|m| m["state"] == "sent")
         })
         .await;
-    let seen = receiver.seen.lock().unwrap().clone();
+    let seen = receiver.received();
     // Three requests: the first refused with a 503 and retried under the same ID.
     assert_eq!(seen.len(), 3, "{seen:?}");
     // The refused one came again with the same webhook-id.
-    let retried = seen.iter().filter(|s| s.0 == seen[0].0).count();
+    let retried = seen.iter().filter(|s| s.id == seen[0].id).count();
     assert_eq!(retried, 2, "a retry keeps its webhook-id: {seen:?}");
-    let kinds: BTreeSet<&str> = seen.iter().map(|s| s.1.as_str()).collect();
+    let kinds: BTreeSet<&str> = seen.iter().map(|s| s.kind()).collect();
     assert_eq!(kinds, BTreeSet::from(["lead.notify", "lead.updated"]));
-    assert!(seen.iter().all(|s| s.2 == id), "the lead record itself");
+    assert!(
+        seen.iter().all(|s| s.subject() == id),
+        "the lead record itself"
+    );
     let ids: BTreeSet<&str> = lead["outbox"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert!(seen.iter().all(|s| ids.contains(s.0.as_str())));
+    assert!(seen.iter().all(|s| ids.contains(s.id.as_str())));
 }
 
 #[tokio::test]
 async fn an_endpoint_that_answers_410_is_disabled_and_a_loopback_one_is_refused() {
     let gone = crm(vec![410]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let db = Db::sqlite();
     let account = format!(
         "[accounts.endpoints.crm]\nurl = \"{}\"\nsecret = \"env:CRM_SECRET\"\nallow_private = true\n",
         gone.url
     );
-    let s = start(config_with(dir.path(), &account, "")).await;
-    let (_, r) = s.post("/v1/leads", &caller("+919800000081")).await;
+    let s = start(&db, &account).await;
+    let (_, r) = s.post("/v1/leads", KEY, &caller("+919800000081")).await;
     let id = r["lead_id"].as_str().unwrap();
     let lead = s
-        .wait_lead(id, |l| l["outbox"][0]["state"] == "failed")
+        .wait_lead(KEY, id, PATIENCE, |l| l["outbox"][0]["state"] == "failed")
         .await;
     assert!(lead["outbox"][0]["error"].as_str().unwrap().contains("410"));
     // Disabled: the next notification fails without a request.
-    let (_, r) = s.post("/v1/leads", &caller("+919800000082")).await;
+    let (_, r) = s.post("/v1/leads", KEY, &caller("+919800000082")).await;
     let id = r["lead_id"].as_str().unwrap();
     let lead = s
-        .wait_lead(id, |l| l["outbox"][0]["state"] == "failed")
+        .wait_lead(KEY, id, PATIENCE, |l| l["outbox"][0]["state"] == "failed")
         .await;
     assert!(lead["outbox"][0]["error"]
         .as_str()
         .unwrap()
         .contains("disabled"));
-    assert_eq!(gone.seen.lock().unwrap().len(), 1);
+    assert_eq!(gone.received().len(), 1);
 
     // Without `allow_private`, a loopback address is never called.
     let private = crm(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let db = Db::sqlite();
     let account = format!(
         "[accounts.endpoints.crm]\nurl = \"{}\"\nsecret = \"env:CRM_SECRET\"\n",
         private.url
     );
-    let s = start(config_with(dir.path(), &account, "")).await;
-    let (_, r) = s.post("/v1/leads", &caller("+919800000083")).await;
+    let s = start(&db, &account).await;
+    let (_, r) = s.post("/v1/leads", KEY, &caller("+919800000083")).await;
     let id = r["lead_id"].as_str().unwrap();
     let lead = s
-        .wait_lead(id, |l| l["outbox"][0]["state"] == "failed")
+        .wait_lead(KEY, id, PATIENCE, |l| l["outbox"][0]["state"] == "failed")
         .await;
     assert!(
         lead["outbox"][0]["error"]
@@ -637,22 +486,23 @@ async fn an_endpoint_that_answers_410_is_disabled_and_a_loopback_one_is_refused(
         "{:#}",
         lead["outbox"][0]
     );
-    assert_eq!(private.seen.lock().unwrap().len(), 0);
+    assert_eq!(private.received().len(), 0);
 }
 
 #[tokio::test]
 async fn a_user_who_stopped_marketing_messages_is_on_record_as_opted_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "")).await;
+    let db = Db::sqlite();
+    let s = start(&db, "").await;
     // Accepted, then reported failed with 131050 (the user stopped
     // marketing messages), as Meta often does.
-    s.fault(json!({"code": 131050, "count": 1, "as_status": true}))
-        .await;
+    fault(&s, json!({"code": 131050, "count": 1, "as_status": true})).await;
     let (_, r) = s
-        .post("/v1/leads", &goa_lead("Maria", "+919800000091"))
+        .post("/v1/leads", KEY, &goa_lead("Maria", "+919800000091"))
         .await;
     let id = r["lead_id"].as_str().unwrap();
-    let lead = s.wait_lead(id, |l| outbox_state(l, 0).0 == "failed").await;
+    let lead = s
+        .wait_lead(KEY, id, PATIENCE, |l| outbox_state(l, 0).0 == "failed")
+        .await;
     assert_eq!(whatsapp(&lead)[0]["error_code"], 131050);
     let opt_out = lead["consents"]
         .as_array()
@@ -668,27 +518,28 @@ async fn a_user_who_stopped_marketing_messages_is_on_record_as_opted_out() {
 #[tokio::test]
 async fn a_lead_whatsapp_cannot_reach_goes_to_the_fallback_endpoint_and_the_thread_is_flagged() {
     let sms = crm(vec![]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let db = Db::sqlite();
     let account = format!(
         "fallback = [\"sms\"]\n[accounts.endpoints.sms]\nurl = \"{}\"\nsecret = \"env:CRM_SECRET\"\nallow_private = true\n",
         sms.url
     );
-    let s = start(config_with(dir.path(), &account, "")).await;
+    let s = start(&db, &account).await;
     // Refused at send time: not on WhatsApp.
-    s.fault(json!({"code": 131026, "count": 1})).await;
-    let (_, r) = s.post("/v1/leads", &goa_lead("Dev", "+919800000091")).await;
+    fault(&s, json!({"code": 131026, "count": 1})).await;
+    let (_, r) = s
+        .post("/v1/leads", KEY, &goa_lead("Dev", "+919800000091"))
+        .await;
     let refused = r["lead_id"].as_str().unwrap().to_string();
     // Accepted, then reported failed by a status webhook: the user stopped
     // marketing messages.
-    s.fault(json!({"code": 131050, "count": 1, "as_status": true}))
-        .await;
+    fault(&s, json!({"code": 131050, "count": 1, "as_status": true})).await;
     let (_, r) = s
-        .post("/v1/leads", &goa_lead("Isha", "+919800000092"))
+        .post("/v1/leads", KEY, &goa_lead("Isha", "+919800000092"))
         .await;
     let blocked = r["lead_id"].as_str().unwrap().to_string();
     for id in [&refused, &blocked] {
         let lead = s
-            .wait_lead(id, |l| {
+            .wait_lead(KEY, id, PATIENCE, |l| {
                 l["outbox"]
                     .as_array()
                     .unwrap()
@@ -698,8 +549,11 @@ async fn a_lead_whatsapp_cannot_reach_goes_to_the_fallback_endpoint_and_the_thre
             .await;
         assert_eq!(lead["thread"]["flag"], "delivery_failed");
     }
-    let seen = sms.seen.lock().unwrap().clone();
-    let got: BTreeSet<(String, String)> = seen.iter().map(|s| (s.1.clone(), s.2.clone())).collect();
+    let seen = sms.received();
+    let got: BTreeSet<(String, String)> = seen
+        .iter()
+        .map(|s| (s.kind().to_string(), s.subject().to_string()))
+        .collect();
     assert_eq!(
         got,
         BTreeSet::from([
@@ -709,10 +563,14 @@ async fn a_lead_whatsapp_cannot_reach_goes_to_the_fallback_endpoint_and_the_thre
         "one signed webhook per lead: {seen:?}"
     );
     // A lead WhatsApp delivers to is not sent to the fallback.
-    let (_, r) = s.post("/v1/leads", &goa_lead("Ok", "+919800000093")).await;
-    let fine = r["lead_id"].as_str().unwrap().to_string();
-    s.wait_lead(&fine, |l| outbox_state(l, 0).1 == "delivered")
+    let (_, r) = s
+        .post("/v1/leads", KEY, &goa_lead("Ok", "+919800000093"))
         .await;
+    let fine = r["lead_id"].as_str().unwrap().to_string();
+    s.wait_lead(KEY, &fine, PATIENCE, |l| {
+        outbox_state(l, 0).1 == "delivered"
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(sms.seen.lock().unwrap().len(), 2);
+    assert_eq!(sms.received().len(), 2);
 }

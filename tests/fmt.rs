@@ -4,15 +4,12 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
 use handoff::cli::fmt::format_text;
 use handoff::dsl::parse::parse_playbook;
+use harness::{binary, root};
 use proptest::prelude::*;
-use std::path::PathBuf;
-use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Formats, then checks meaning and stability; returns the formatted text.
 fn assert_round_trip(text: &str) -> String {
@@ -71,8 +68,7 @@ fn check_mode_names_files_that_would_change_and_changes_nothing() {
     let messy = dir.path().join("messy.rules");
     let text = std::fs::read_to_string(root().join("tests/golden/fmt/messy.rules")).unwrap();
     std::fs::write(&messy, &text).unwrap();
-    let bin = env!("CARGO_BIN_EXE_handoff");
-    let out = Command::new(bin)
+    let out = binary()
         .args(["fmt", "--check"])
         .arg(dir.path())
         .output()
@@ -87,9 +83,9 @@ fn check_mode_names_files_that_would_change_and_changes_nothing() {
         text,
         "--check must not write"
     );
-    let out = Command::new(bin).arg("fmt").arg(&messy).output().unwrap();
+    let out = binary().arg("fmt").arg(&messy).output().unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let out = Command::new(bin)
+    let out = binary()
         .args(["fmt", "--check"])
         .arg(&messy)
         .output()
@@ -102,11 +98,7 @@ fn a_file_with_a_syntax_error_is_left_alone_with_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.rules");
     std::fs::write(&bad, "playbook bad { rule r { when then } }").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .arg("fmt")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = binary().arg("fmt").arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected a condition"));
 }

@@ -6,18 +6,16 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
 use handoff::cli::check::human_report;
 use handoff::cli::explain::LeadRecord;
 use handoff::dsl::diagnostic::Sources;
 use handoff::engine::Situation;
 use handoff::render::Templates;
 use handoff::ruleset::{self, from_sources};
+use harness::{binary, root};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn cases(dir: &str, ext: &str) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(root().join("tests/golden").join(dir))
@@ -108,8 +106,7 @@ fn mask_hash(text: &str) -> String {
 fn explain_output() {
     let mut failures = Vec::new();
     for case in cases("explain", "json") {
-        let output = Command::new(env!("CARGO_BIN_EXE_handoff"))
-            .current_dir(root())
+        let output = binary()
             .args(["explain", "--lead"])
             .arg(case.strip_prefix(root()).unwrap())
             .output()

@@ -7,64 +7,32 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use handoff::config::{Config, Overrides};
-use reqwest::StatusCode;
+mod harness;
+
+use harness::{aisha, binary, browser, events_queues, hidden, until, Db, Server, POLL};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const KEY: &str = "hk_inbox_one";
 const OTHER_KEY: &str = "hk_inbox_two";
 const META_SECRET: &str = "inbox-app-secret";
 const PASSWORD: &str = "a long enough password";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Server {
-    base: String,
-    api: reqwest::Client,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-/// A browser-like client: keeps cookies, does not follow redirects.
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
+/// How long the service gets to come where a test waits for it.
+const FIVE_SECONDS: Duration = Duration::from_secs(5);
 
 /// Queues for Acme: `events-closers` (where Aisha's kind of lead goes)
 /// with Priya and an email no operator has, one open thread each, always
 /// open, escalating to `events-senior-closers` (Priya) after 2 h.
-const QUEUES: &str = r#"
-[accounts.queues.events-closers]
-members = ["priya@acme.example", "nobody@acme.example"]
-capacity = 1
-hours = "mon-sun 00:00-24:00"
-timezone = "UTC"
-escalate_after = "2h"
-escalate_to = "events-senior-closers"
-
-[accounts.queues.events-senior-closers]
-members = ["priya@acme.example"]
-strategy = "least_loaded"
-hours = "mon-sun 00:00-24:00"
-timezone = "UTC"
-"#;
+fn queues() -> String {
+    events_queues(&["priya@acme.example", "nobody@acme.example"])
+}
 
 /// The configuration; `acme_keys` go in Acme's account table, `acme_tables`
 /// after its subtables (its queues).
-fn config(dir: &Path, acme_keys: &str, acme_tables: &str) -> Config {
-    let file = dir.join("handoff.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"[[accounts]]
+fn config(acme_keys: &str, acme_tables: &str) -> String {
+    format!(
+        r#"[[accounts]]
 id = "acme"
 name = "Acme Events"
 api_keys = ["env:KEY_ONE"]
@@ -84,151 +52,38 @@ default = "clinics"
 [delivery]
 pair_interval_seconds = 0.2
 "#
-        ),
     )
-    .unwrap();
-    let env: BTreeMap<String, String> = [
+}
+
+async fn start(db: &Db) -> Server {
+    start_with(db, "", "").await
+}
+
+/// A server whose Acme account has `acme_keys` and `acme_tables` (see
+/// [`config`]), with an operator at each account: Priya at Acme, Omar at
+/// Globex.
+async fn start_with(db: &Db, acme_keys: &str, acme_tables: &str) -> Server {
+    let env = [
         ("KEY_ONE", KEY),
         ("KEY_TWO", OTHER_KEY),
         ("META_SECRET", META_SECRET),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let flags = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
-        rules: Some(root().join("rules")),
-    };
-    let mut c = Config::load(Some(&file), &env, &flags).unwrap();
-    c.templates = Some(root().join("templates"));
-    c
-}
-
-async fn start(dir: &Path) -> Server {
-    start_with(dir, "", "").await
-}
-
-/// A server whose Acme account has `acme_keys` and `acme_tables` (see [`config`]).
-async fn start_with(dir: &Path, acme_keys: &str, acme_tables: &str) -> Server {
-    let state = handoff::server::state(config(dir, acme_keys, acme_tables))
+    ];
+    Server::setup(db, &config(acme_keys, acme_tables), &env)
+        .operators(
+            PASSWORD,
+            &[
+                ("acme", "priya@acme.example", "Priya"),
+                ("globex", "omar@globex.example", "Omar"),
+            ],
+        )
+        .start()
         .await
-        .unwrap();
-    let hash = handoff::server::inbox::hash_password(PASSWORD).unwrap();
-    for (account, email, name) in [
-        ("acme", "priya@acme.example", "Priya"),
-        ("globex", "omar@globex.example", "Omar"),
-    ] {
-        state
-            .store
-            .create_operator(account, email, name, &hash)
-            .await
-            .unwrap();
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(handoff::server::serve(state, listener, async {
-        let _ = rx.await;
-    }));
-    Server {
-        base,
-        api: reqwest::Client::new(),
-        _shutdown: tx,
-    }
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn lead(&self, key: &str, body: Value) -> String {
-        let r: Value = self
-            .api
-            .post(self.url("/v1/leads"))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        r["lead_id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{r}"))
-            .to_string()
-    }
-
-    async fn api(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut r = self.api.request(method, self.url(path)).bearer_auth(KEY);
-        if let Some(body) = body {
-            r = r.json(&body);
-        }
-        let r = r.send().await.unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Signs in; returns the client and the session's CSRF token.
-    async fn sign_in(&self, email: &str) -> (reqwest::Client, String) {
-        let client = browser();
-        let page = client
-            .get(self.url("/inbox/login"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let csrf = hidden(&page, "csrf");
-        let r = client
-            .post(self.url("/inbox/login"))
-            .form(&[("email", email), ("password", PASSWORD), ("csrf", &csrf)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::SEE_OTHER, "signed in");
-        let page = client
-            .get(self.url("/inbox"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let csrf = hidden(&page, "csrf");
-        (client, csrf)
-    }
-}
-
-/// The value of the first hidden input named `name`.
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no `{name}` in {page}"))
-        + marker.len();
-    page[start..].split('"').next().unwrap().to_string()
-}
-
-fn aisha() -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(root().join("examples/leads/aisha-api.json")).unwrap(),
-    )
-    .unwrap()
 }
 
 #[tokio::test]
 async fn signing_in_needs_the_right_password_and_the_forms_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let client = browser();
     // Not signed in: every page leads to the sign-in page.
     let r = client.get(s.url("/inbox")).send().await.unwrap();
@@ -356,18 +211,18 @@ async fn signing_in_needs_the_right_password_and_the_forms_token() {
 
 #[tokio::test]
 async fn an_operator_sees_only_their_accounts_threads_and_hostile_names_as_text() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let acme = s
-        .lead(KEY, json!({"name": "<script>alert(1)</script>", "phone": "+919800000101", "intent": "pricing"}))
+        .new_lead(KEY, &json!({"name": "<script>alert(1)</script>", "phone": "+919800000101", "intent": "pricing"}))
         .await;
     let globex = s
-        .lead(
+        .new_lead(
             OTHER_KEY,
-            json!({"name": "Globex Patient", "phone": "+919800000102", "intent": "appointment"}),
+            &json!({"name": "Globex Patient", "phone": "+919800000102", "intent": "appointment"}),
         )
         .await;
-    let (priya, _) = s.sign_in("priya@acme.example").await;
+    let (priya, _) = sign_in(&s, "priya@acme.example").await;
     let list = priya
         .get(s.url("/inbox"))
         .send()
@@ -402,7 +257,7 @@ async fn an_operator_sees_only_their_accounts_threads_and_hostile_names_as_text(
         .await
         .unwrap();
     assert!(!page.contains("<script>alert"));
-    let (omar, csrf) = s.sign_in("omar@globex.example").await;
+    let (omar, csrf) = sign_in(&s, "omar@globex.example").await;
     let r = omar
         .post(s.url(&format!("/inbox/threads/{acme}/takeover")))
         .form(&[("csrf", csrf.as_str())])
@@ -416,9 +271,7 @@ async fn an_operator_sees_only_their_accounts_threads_and_hostile_names_as_text(
         flash.starts_with("handoff_flash=error%3A"),
         "refused: {flash}"
     );
-    let (_, lead) = s
-        .api(reqwest::Method::GET, &format!("/v1/leads/{acme}"), None)
-        .await;
+    let (_, lead) = s.get(&format!("/v1/leads/{acme}"), KEY).await;
     assert_eq!(
         lead["thread"]["state"], "automated",
         "another account's operator changed nothing"
@@ -427,10 +280,10 @@ async fn an_operator_sees_only_their_accounts_threads_and_hostile_names_as_text(
 
 #[tokio::test]
 async fn forms_without_the_sessions_token_or_from_another_site_change_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let id = s.lead(KEY, aisha()).await;
-    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
+    let id = s.new_lead(KEY, &aisha()).await;
+    let (priya, csrf) = sign_in(&s, "priya@acme.example").await;
     let takeover = s.url(&format!("/inbox/threads/{id}/takeover"));
     let r = priya
         .post(&takeover)
@@ -447,9 +300,7 @@ async fn forms_without_the_sessions_token_or_from_another_site_change_nothing() 
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let (_, lead) = s
-        .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
-        .await;
+    let (_, lead) = s.get(&format!("/v1/leads/{id}"), KEY).await;
     assert_eq!(lead["thread"]["state"], "automated");
     // With the token: taken over, on the thread's trail.
     let r = priya
@@ -459,9 +310,7 @@ async fn forms_without_the_sessions_token_or_from_another_site_change_nothing() 
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let (_, lead) = s
-        .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
-        .await;
+    let (_, lead) = s.get(&format!("/v1/leads/{id}"), KEY).await;
     assert_eq!(lead["thread"]["state"], "human");
     let page = priya
         .get(s.url(&format!("/inbox/threads/{id}")))
@@ -476,18 +325,19 @@ async fn forms_without_the_sessions_token_or_from_another_site_change_nothing() 
 
 #[tokio::test]
 async fn threads_filter_by_state_queue_playbook_and_search() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let aisha = s.lead(KEY, aisha()).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
+    let aisha = s.new_lead(KEY, &aisha()).await;
     // A big-event caller without an opt-in: the rules want WhatsApp, but
     // the handoff is blocked until she opts in.
     let caller = s
-        .lead(KEY, json!({"name": "Kabir Rao", "phone": "+919800000111", "channel": "voice", "intent": "event_enquiry", "fields": {"city": "Amritsar", "event_date": "2027-10-30", "guests": 800, "event_type": "wedding"}}))
+        .new_lead(KEY, &json!({"name": "Kabir Rao", "phone": "+919800000111", "channel": "voice", "intent": "event_enquiry", "fields": {"city": "Amritsar", "event_date": "2027-10-30", "guests": 800, "event_type": "wedding"}}))
         .await;
     let (st, _) = s
-        .api(
-            reqwest::Method::POST,
+        .request(
+            Method::POST,
             &format!("/v1/leads/{aisha}/takeover"),
+            KEY,
             None,
         )
         .await;
@@ -500,49 +350,31 @@ async fn threads_filter_by_state_queue_playbook_and_search() {
             .map(|t| t["lead_id"].as_str().unwrap().to_string())
             .collect()
     };
-    let (_, all) = s.api(reqwest::Method::GET, "/v1/threads", None).await;
+    let (_, all) = s.get("/v1/threads", KEY).await;
     assert_eq!(
         ids(&all),
         vec![caller.clone(), aisha.clone()],
         "newest activity first"
     );
-    let (_, human) = s
-        .api(reqwest::Method::GET, "/v1/threads?state=human", None)
-        .await;
+    let (_, human) = s.get("/v1/threads?state=human", KEY).await;
     assert_eq!(ids(&human), vec![aisha.clone()]);
-    let (_, blocked) = s
-        .api(reqwest::Method::GET, "/v1/threads?state=blocked", None)
-        .await;
+    let (_, blocked) = s.get("/v1/threads?state=blocked", KEY).await;
     assert_eq!(ids(&blocked), vec![caller.clone()]);
-    let (_, queue) = s
-        .api(
-            reqwest::Method::GET,
-            "/v1/threads?queue=events-senior-closers",
-            None,
-        )
-        .await;
+    let (_, queue) = s.get("/v1/threads?queue=events-senior-closers", KEY).await;
     assert_eq!(ids(&queue), vec![caller.clone()]);
-    let (_, found) = s
-        .api(reqwest::Method::GET, "/v1/threads?q=kabir", None)
-        .await;
+    let (_, found) = s.get("/v1/threads?q=kabir", KEY).await;
     assert_eq!(ids(&found), vec![caller.clone()]);
-    let (_, found) = s
-        .api(reqwest::Method::GET, "/v1/threads?q=98123", None)
-        .await;
+    let (_, found) = s.get("/v1/threads?q=98123", KEY).await;
     assert_eq!(ids(&found), vec![aisha.clone()], "by phone");
-    let (_, none) = s
-        .api(reqwest::Method::GET, "/v1/threads?playbook=clinics", None)
-        .await;
+    let (_, none) = s.get("/v1/threads?playbook=clinics", KEY).await;
     assert_eq!(ids(&none), Vec::<String>::new());
-    let (st, e) = s
-        .api(reqwest::Method::GET, "/v1/threads?state=sleeping", None)
-        .await;
+    let (st, e) = s.get("/v1/threads?state=sleeping", KEY).await;
     assert_eq!(
         (st, e["error"]["at"].clone()),
         (StatusCode::UNPROCESSABLE_ENTITY, json!("state"))
     );
     // Unread markers: new activity until the operator opens the thread.
-    let (priya, _) = s.sign_in("priya@acme.example").await;
+    let (priya, _) = sign_in(&s, "priya@acme.example").await;
     let list = priya
         .get(s.url("/inbox"))
         .send()
@@ -579,61 +411,27 @@ async fn threads_filter_by_state_queue_playbook_and_search() {
 
 #[tokio::test]
 async fn replies_are_free_text_only_inside_the_window_and_pause_automation() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let id = s.lead(KEY, aisha()).await;
-    let sandbox = |s: &Server| {
-        let (api, url) = (s.api.clone(), s.url("/sandbox/acme/_sandbox/messages"));
-        async move {
-            api.get(url)
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()["accepted"]
-                .as_u64()
-                .unwrap_or(0)
-        }
-    };
+    let db = Db::sqlite();
+    let s = start(&db).await;
+    let id = s.new_lead(KEY, &aisha()).await;
+    let sent = async || s.sandbox(KEY, "acme").await["accepted"].as_u64();
+    let accepted = async |n: u64| until(FIVE_SECONDS, POLL, sent, |m| *m == Some(n)).await;
     // The rules' own template goes first.
-    for _ in 0..100 {
-        if sandbox(&s).await == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _ = accepted(1).await;
     let path = format!("/v1/leads/{id}/reply");
     // Her window is closed: free text is refused, with why.
-    let (st, e) = s
-        .api(
-            reqwest::Method::POST,
-            &path,
-            Some(json!({"text": "Hello!"})),
-        )
-        .await;
+    let (st, e) = s.post(&path, KEY, &json!({"text": "Hello!"})).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert!(e["error"]["message"]
         .as_str()
         .unwrap()
         .contains("window is closed"));
     let (st, _) = s
-        .api(
-            reqwest::Method::POST,
-            &path,
-            Some(json!({"template": "no_such_template"})),
-        )
+        .post(&path, KEY, &json!({"template": "no_such_template"}))
         .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     // The templates, filled in for her.
-    let (_, t) = s
-        .api(
-            reqwest::Method::GET,
-            &format!("/v1/leads/{id}/templates"),
-            None,
-        )
-        .await;
+    let (_, t) = s.get(&format!("/v1/leads/{id}/templates"), KEY).await;
     assert_eq!(t["window_open"], false);
     let options = t["templates"]
         .as_array()
@@ -648,17 +446,15 @@ async fn replies_are_free_text_only_inside_the_window_and_pause_automation() {
     );
     // An approved template goes; the thread is now a person's.
     let (st, r) = s
-        .api(
-            reqwest::Method::POST,
+        .post(
             &path,
-            Some(json!({"template": "event_options", "by": "Priya"})),
+            KEY,
+            &json!({"template": "event_options", "by": "Priya"}),
         )
         .await;
     assert_eq!(st, StatusCode::OK, "{r}");
     assert_eq!(r["thread"], "human");
-    let (_, lead) = s
-        .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
-        .await;
+    let (_, lead) = s.get(&format!("/v1/leads/{id}"), KEY).await;
     assert_eq!(lead["thread"]["state"], "human");
     let reply = lead["outbox"]
         .as_array()
@@ -677,29 +473,22 @@ async fn replies_are_free_text_only_inside_the_window_and_pause_automation() {
         .iter()
         .any(|m| m["from"] == "operator:Priya"));
     // It is sent although the thread is taken over (a person's reply).
-    let mut sent = false;
-    for _ in 0..100 {
-        if sandbox(&s).await == 2 {
-            sent = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let sent = accepted(2).await.is_ok();
     assert!(sent, "the automated template and the person's reply");
     // Notes and reassignment, on the trail.
     let (st, _) = s
-        .api(
-            reqwest::Method::POST,
+        .post(
             &format!("/v1/leads/{id}/notes"),
-            Some(json!({"text": "Prefers calls after 6pm", "by": "Priya"})),
+            KEY,
+            &json!({"text": "Prefers calls after 6pm", "by": "Priya"}),
         )
         .await;
     assert_eq!(st, StatusCode::OK);
     let (st, e) = s
-        .api(
-            reqwest::Method::POST,
+        .post(
             &format!("/v1/leads/{id}/notes"),
-            Some(json!({"text": "  "})),
+            KEY,
+            &json!({"text": "  "}),
         )
         .await;
     assert_eq!(
@@ -707,22 +496,22 @@ async fn replies_are_free_text_only_inside_the_window_and_pause_automation() {
         (StatusCode::UNPROCESSABLE_ENTITY, json!("text"))
     );
     let (st, _) = s
-        .api(
-            reqwest::Method::POST,
+        .post(
             &format!("/v1/leads/{id}/reassign"),
-            Some(json!({"queue": "events-senior"})),
+            KEY,
+            &json!({"queue": "events-senior"}),
         )
         .await;
     assert_eq!(st, StatusCode::OK);
     let (st, _) = s
-        .api(
-            reqwest::Method::POST,
+        .post(
             &format!("/v1/leads/{id}/reassign"),
-            Some(json!({"queue": "bad queue!"})),
+            KEY,
+            &json!({"queue": "bad queue!"}),
         )
         .await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
-    let (priya, _) = s.sign_in("priya@acme.example").await;
+    let (priya, _) = sign_in(&s, "priya@acme.example").await;
     let page = priya
         .get(s.url(&format!("/inbox/threads/{id}")))
         .send()
@@ -738,18 +527,18 @@ async fn replies_are_free_text_only_inside_the_window_and_pause_automation() {
 
 #[tokio::test]
 async fn open_pages_hear_of_changes_to_their_accounts_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let (priya, _) = s.sign_in("priya@acme.example").await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
+    let (priya, _) = sign_in(&s, "priya@acme.example").await;
     let mut events = priya.get(s.url("/inbox/events")).send().await.unwrap();
     assert_eq!(events.headers()["content-type"], "text/event-stream");
     // Another account's lead first: not told. Then one of hers.
-    s.lead(
+    s.new_lead(
         OTHER_KEY,
-        json!({"name": "Globex Patient", "phone": "+919800000131", "intent": "appointment"}),
+        &json!({"name": "Globex Patient", "phone": "+919800000131", "intent": "appointment"}),
     )
     .await;
-    let id = s.lead(KEY, aisha()).await;
+    let id = s.new_lead(KEY, &aisha()).await;
     let mut seen = String::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !seen.contains(&id) {
@@ -772,7 +561,7 @@ fn operator_add_creates_an_operator_who_can_sign_in() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("ops.db").display());
     let run = |password: &str, email: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
+        binary()
             .current_dir(dir.path())
             .args([
                 "operator",
@@ -804,7 +593,7 @@ fn operator_add_creates_an_operator_who_can_sign_in() {
     let again = run(PASSWORD, "dev@example.com");
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
-    let wrong = std::process::Command::new(env!("CARGO_BIN_EXE_handoff"))
+    let wrong = binary()
         .current_dir(dir.path())
         .args([
             "operator",
@@ -827,9 +616,9 @@ fn operator_add_creates_an_operator_who_can_sign_in() {
 
 #[tokio::test]
 async fn a_reply_from_the_business_phone_pauses_automation() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
-    let id = s.lead(KEY, aisha()).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
+    let id = s.new_lead(KEY, &aisha()).await;
     // Someone at the business answers from the WhatsApp Business app: Meta
     // echoes it (`smb_message_echoes`).
     let echo = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "smb_message_echoes", "value": {
@@ -838,30 +627,14 @@ async fn a_reply_from_the_business_phone_pauses_automation() {
         "message_echoes": [{"from": "15550783881", "to": "919812345678", "id": "wamid.echo-1", "timestamp": "1799999100", "type": "text", "text": {"body": "Hi Aisha, Dev here from the events team."}}]
     }}]}]});
     let body = serde_json::to_vec(&echo).unwrap();
-    let r = s
-        .api
-        .post(s.url("/webhooks/meta/acme"))
-        .header(
-            "X-Hub-Signature-256",
-            handoff::intake::signature::sign(&body, META_SECRET.as_bytes()),
-        )
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let mut lead = Value::Null;
-    for _ in 0..100 {
-        lead = s
-            .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
-            .await
-            .1;
-        if lead["thread"]["state"] == "human" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (st, _) = s.post_meta("/webhooks/meta/acme", &body, META_SECRET).await;
+    assert_eq!(st, StatusCode::OK);
+    let lead = async || s.get(&format!("/v1/leads/{id}"), KEY).await.1;
+    let lead = until(FIVE_SECONDS, POLL, lead, |l| {
+        l["thread"]["state"] == "human"
+    })
+    .await
+    .unwrap_or_else(|lead| lead);
     assert_eq!(lead["thread"]["state"], "human", "{lead:#}");
     let said = lead["transcript"]
         .as_array()
@@ -884,9 +657,15 @@ async fn page(client: &reqwest::Client, url: &str) -> String {
     r.text().await.unwrap()
 }
 
+/// Signs in as `email`: the browser and the session's form token.
+async fn sign_in(s: &Server, email: &str) -> (reqwest::Client, String) {
+    let operator = s.sign_in(email, PASSWORD).await;
+    (operator.client, operator.csrf)
+}
+
 /// How `GET /v1/queues` shows the member `email` of `queue`.
 async fn member(s: &Server, queue: &str, email: &str) -> Value {
-    let (st, queues) = s.api(reqwest::Method::GET, "/v1/queues", None).await;
+    let (st, queues) = s.get("/v1/queues", KEY).await;
     assert_eq!(st, StatusCode::OK, "{queues}");
     queues["queues"]
         .as_array()
@@ -906,19 +685,9 @@ async fn member(s: &Server, queue: &str, email: &str) -> Value {
 
 /// Waits (up to 10 s) until the lead's thread satisfies `ready`.
 async fn wait_thread(s: &Server, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let mut thread = Value::Null;
-    for _ in 0..100 {
-        thread = s
-            .api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
-            .await
-            .1["thread"]
-            .clone();
-        if ready(&thread) {
-            return thread;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the thread never got there: {thread:#}");
+    let within = Duration::from_secs(10);
+    let lead = s.wait_lead(KEY, id, within, |l| ready(&l["thread"])).await;
+    lead["thread"].clone()
 }
 
 /// Posts a header or thread form of the inbox, from the inbox page `from`.
@@ -950,9 +719,9 @@ fn goa_lead(name: &str, phone: &str) -> Value {
 
 #[tokio::test]
 async fn operators_set_themselves_available_or_away_from_the_header() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start_with(dir.path(), "", QUEUES).await;
-    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    let db = Db::sqlite();
+    let s = start_with(&db, "", &queues()).await;
+    let (priya, csrf) = sign_in(&s, "priya@acme.example").await;
     // Signed in, nobody is available until they say so.
     let list = page(&priya, &s.url("/inbox")).await;
     assert!(list.contains("id=\"presence-status\""), "{list}");
@@ -968,7 +737,7 @@ async fn operators_set_themselves_available_or_away_from_the_header() {
         (json!(false), json!("away"))
     );
     // Globex has no queues: no availability, no Queues link.
-    let (omar, _) = s.sign_in("omar@globex.example").await;
+    let (omar, _) = sign_in(&s, "omar@globex.example").await;
     let other = page(&omar, &s.url("/inbox")).await;
     assert!(!other.contains("presence-status") && !other.contains("/inbox/queues"));
 
@@ -1054,10 +823,10 @@ async fn operators_set_themselves_available_or_away_from_the_header() {
 
 #[tokio::test]
 async fn an_available_operator_without_activity_is_idle_until_the_page_pings() {
-    let dir = tempfile::tempdir().unwrap();
+    let db = Db::sqlite();
     // Idle after 6 s without activity.
-    let s = start_with(dir.path(), "idle_minutes = 0.1", QUEUES).await;
-    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    let s = start_with(&db, "idle_minutes = 0.1", &queues()).await;
+    let (priya, csrf) = sign_in(&s, "priya@acme.example").await;
     let r = post_form(
         &s,
         &priya,
@@ -1077,12 +846,10 @@ async fn an_available_operator_without_activity_is_idle_until_the_page_pings() {
         "idle"
     );
     // A lead comes in meanwhile: it waits, Priya being idle.
-    let id = s.lead(KEY, aisha()).await;
+    let id = s.new_lead(KEY, &aisha()).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(
-        s.api(reqwest::Method::GET, &format!("/v1/leads/{id}"), None)
-            .await
-            .1["thread"]["queue_state"],
+        s.get(&format!("/v1/leads/{id}"), KEY).await.1["thread"]["queue_state"],
         "waiting"
     );
     // An open page refreshing itself on a live update is not activity.
@@ -1118,13 +885,13 @@ async fn an_available_operator_without_activity_is_idle_until_the_page_pings() {
 
 #[tokio::test]
 async fn the_queues_page_shows_members_and_who_waits_and_done_frees_capacity() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start_with(dir.path(), "", QUEUES).await;
-    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    let db = Db::sqlite();
+    let s = start_with(&db, "", &queues()).await;
+    let (priya, csrf) = sign_in(&s, "priya@acme.example").await;
     // Priya is away: both leads wait, oldest first.
-    let aisha = s.lead(KEY, aisha()).await;
+    let aisha = s.new_lead(KEY, &aisha()).await;
     let rohan = s
-        .lead(KEY, goa_lead("Rohan <b>Mehta</b>", "+919800000201"))
+        .new_lead(KEY, &goa_lead("Rohan <b>Mehta</b>", "+919800000201"))
         .await;
     for id in [&aisha, &rohan] {
         wait_thread(&s, id, |t| t["queue_state"] == "waiting").await;
@@ -1230,9 +997,7 @@ async fn the_queues_page_shows_members_and_who_waits_and_done_frees_capacity() {
     );
     let t = wait_thread(&s, &rohan, |t| t["queue_state"] == "assigned").await;
     assert_eq!(t["assignee"], "Priya");
-    let (_, lead) = s
-        .api(reqwest::Method::GET, &format!("/v1/leads/{aisha}"), None)
-        .await;
+    let (_, lead) = s.get(&format!("/v1/leads/{aisha}"), KEY).await;
     assert_eq!(lead["thread"]["queue_state"], "done");
     let thread = page(&priya, &s.url(&format!("/inbox/threads/{aisha}"))).await;
     assert!(
@@ -1281,15 +1046,15 @@ async fn the_queues_page_shows_members_and_who_waits_and_done_frees_capacity() {
 
 #[tokio::test]
 async fn the_thread_page_shows_the_conversation_the_answers_and_done_closes_any_open_thread() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(dir.path()).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let mut lead = aisha();
     lead["answers"] = json!([
         {"question": "Which venue style?", "answer": "<b>Beach</b>"},
         {"question": "Any dietary needs?", "answer": "Jain food"},
     ]);
-    let id = s.lead(KEY, lead).await;
-    let (priya, csrf) = s.sign_in("priya@acme.example").await;
+    let id = s.new_lead(KEY, &lead).await;
+    let (priya, csrf) = sign_in(&s, "priya@acme.example").await;
     let path = format!("/inbox/threads/{id}");
     let url = s.url(&path);
     let thread = page(&priya, &url).await;
@@ -1324,9 +1089,7 @@ async fn the_thread_page_shows_the_conversation_the_answers_and_done_closes_any_
     );
     assert!(thread.contains("id=\"conversation\">Closed"), "{thread}");
     assert!(!thread.contains("id=\"done\""));
-    let (_, again) = s
-        .api(reqwest::Method::POST, "/v1/leads", Some(aisha()))
-        .await;
+    let (_, again) = s.post("/v1/leads", KEY, &aisha()).await;
     assert_eq!(
         again["decision"]["handoff"]["outcome"], "template",
         "a new conversation"

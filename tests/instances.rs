@@ -13,18 +13,18 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
+use harness::{eventually, free_port, meta_signed, root, until, Api, PgDatabase, Process};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-mod processes;
-use processes::{free_port, Database, Process};
 use std::time::{Duration, Instant};
 
-const ENV: &str = "HANDOFF_TEST_POSTGRES_URL";
 const KEY: &str = "hk_instances_key";
 const SECRET: &str = "instances-app-secret";
 const LEADS: usize = 5_000;
@@ -34,12 +34,8 @@ const INBOUND: usize = 300;
 const TWICE_EVERY: usize = 5;
 const GRACE_SECONDS: u64 = 30;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn serve(dir: &Path, port: u16) -> Process {
-    processes::serve(
+    harness::process::serve(
         dir,
         port,
         &[
@@ -66,9 +62,9 @@ fn wa_id(i: usize) -> String {
     format!("9196{i:08}")
 }
 
-/// A signed WhatsApp webhook: user `i` writes in.
-fn inbound(i: usize) -> (Vec<u8>, String) {
-    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
+/// A WhatsApp webhook: user `i` writes in.
+fn inbound(i: usize) -> Vec<u8> {
+    json!({"object": "whatsapp_business_account", "entry": [{"id": "102290129340398", "changes": [{"field": "messages", "value": {
         "messaging_product": "whatsapp",
         "metadata": {"display_phone_number": "15550783881", "phone_number_id": "106540352242922"},
         "contacts": [{"profile": {"name": format!("Writer {i}")}, "wa_id": wa_id(i)}],
@@ -76,9 +72,7 @@ fn inbound(i: usize) -> (Vec<u8>, String) {
                       "type": "text", "text": {"body": "Hi, is the Goa venue free in March?"}}],
     }}]}]})
     .to_string()
-    .into_bytes();
-    let signature = handoff::intake::signature::sign(&body, SECRET.as_bytes());
-    (body, signature)
+    .into_bytes()
 }
 
 /// One request to `base`; the lead ID it answered, or `None` when the
@@ -104,15 +98,8 @@ async fn post_lead(client: &reqwest::Client, base: &str, i: usize) -> Option<Str
 }
 
 async fn post_inbound(client: &reqwest::Client, base: &str, i: usize) -> bool {
-    let (body, signature) = inbound(i);
-    match client
-        .post(format!("{base}/webhooks/meta/acme"))
-        .header("X-Hub-Signature-256", signature)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-    {
+    let url = format!("{base}/webhooks/meta/acme");
+    match meta_signed(client, &url, inbound(i), SECRET).send().await {
         Ok(r) => {
             assert_ne!(r.status(), StatusCode::UNAUTHORIZED, "inbound {i}");
             r.status().is_success()
@@ -204,40 +191,26 @@ async fn send_all(bases: [String; 2], answers: Arc<Mutex<Answers>>, deadline: In
     }
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Value {
-    client
-        .get(url)
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_database_decide_each_lead_once_and_send_each_message_once() {
-    let Some(admin) = std::env::var(ENV).ok().filter(|u| !u.is_empty()) else {
-        eprintln!("skipping PostgreSQL: set {ENV}=postgres://...");
+    let Some(admin) = harness::postgres() else {
         return;
     };
     let started = Instant::now();
-    let db = Database::create(&admin).await;
+    let db = PgDatabase::create(&admin).await;
     let dir = tempfile::tempdir().unwrap();
     let (port_a, port_b) = (free_port(), free_port());
-    let (_sandbox, sandbox_base) = processes::sandbox(
+    let (_sandbox, sandbox_base) = harness::process::sandbox(
         &format!("http://127.0.0.1:{port_a}/webhooks/meta/acme"),
         SECRET,
     );
-    std::fs::write(
-        dir.path().join("handoff.toml"),
-        format!(
-            r#"database = "{url}"
-rules = "{rules}"
-templates = "{templates}"
-
-[[accounts]]
+    harness::process::write_config(
+        dir.path(),
+        &db.url,
+        &root().join("rules"),
+        Some(&root().join("templates")),
+        &format!(
+            r#"[[accounts]]
 id = "acme"
 api_keys = ["env:INSTANCES_KEY"]
 [accounts.routing]
@@ -258,12 +231,8 @@ timeout_seconds = 2
 backoff_seconds = 0.05
 max_backoff_seconds = 0.5
 "#,
-            url = db.url,
-            rules = root().join("rules").display(),
-            templates = root().join("templates").display(),
         ),
-    )
-    .unwrap();
+    );
     let a = serve(dir.path(), port_a);
     let _b = serve(dir.path(), port_b);
     let bases = [
@@ -322,7 +291,7 @@ max_backoff_seconds = 0.5
     assert_eq!(answers.inbound.len(), INBOUND, "every webhook accepted");
 
     // Every answer for a lead named the same lead, whichever instance gave it.
-    let client = reqwest::Client::new();
+    let apis = bases.clone().map(Api::new);
     let mut lead_ids = BTreeMap::new();
     for (i, ids) in &answers.leads {
         assert_eq!(ids.len(), 1, "lead {i} answered as {ids:?}");
@@ -333,7 +302,7 @@ max_backoff_seconds = 0.5
     // Exactly one decision per lead, and the WhatsApp messages it queued.
     let mut expected: BTreeSet<String> = BTreeSet::new();
     for (i, id) in &lead_ids {
-        let lead = get(&client, &format!("{}/v1/leads/{id}", bases[i % 2])).await;
+        let lead = apis[i % 2].lead(KEY, id).await;
         assert_eq!(
             lead["decisions"].as_array().unwrap().len(),
             1,
@@ -346,24 +315,26 @@ max_backoff_seconds = 0.5
     // Each user who wrote in is one lead, decided once (the webhook workers
     // of both instances share the stored events).
     for i in 0..INBOUND {
-        let mut found = Value::Null;
-        for _ in 0..200 {
-            let list = get(&client, &format!("{}/v1/leads?q={}", bases[1], wa_id(i))).await;
-            let leads = list["leads"].as_array().cloned().unwrap_or_default();
-            assert!(leads.len() <= 1, "user {i}: {leads:?}");
-            if let Some(l) = leads.first() {
-                let lead = get(
-                    &client,
-                    &format!("{}/v1/leads/{}", bases[1], l["id"].as_str().unwrap()),
-                )
-                .await;
-                if !lead["decisions"].as_array().unwrap().is_empty() {
-                    found = lead;
-                    break;
+        let found = eventually(
+            Duration::from_secs(20),
+            Duration::from_millis(100),
+            async || {
+                let list = apis[1]
+                    .json(&format!("/v1/leads?q={}", wa_id(i)), KEY)
+                    .await;
+                let leads = list["leads"].as_array().cloned().unwrap_or_default();
+                assert!(leads.len() <= 1, "user {i}: {leads:?}");
+                if let Some(l) = leads.first() {
+                    let lead = apis[1].lead(KEY, l["id"].as_str().unwrap()).await;
+                    if !lead["decisions"].as_array().unwrap().is_empty() {
+                        return Ok(lead);
+                    }
                 }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+                Err(Value::Null)
+            },
+        )
+        .await
+        .unwrap_or_else(|none| none);
         assert_eq!(
             found["decisions"].as_array().map(Vec::len),
             Some(1),
@@ -383,22 +354,22 @@ max_backoff_seconds = 0.5
 
     // The sandbox gets every message, and once the grace period has passed
     // (when an uncertain send would go again) still exactly once each.
-    let url = format!("{sandbox_base}/_sandbox/messages");
-    let mut accepted = 0;
-    for _ in 0..240 {
-        accepted = get(&client, &url).await["accepted"].as_u64().unwrap_or(0);
-        if accepted >= expected.len() as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let sandbox = Api::new(sandbox_base);
+    let messages = async || sandbox.json("/_sandbox/messages", KEY).await;
+    let accepted = async || messages().await["accepted"].as_u64().unwrap_or(0);
+    let every = Duration::from_millis(500);
+    let accepted = until(Duration::from_secs(120), every, accepted, |n| {
+        *n >= expected.len() as u64
+    })
+    .await
+    .unwrap_or_else(|accepted| accepted);
     assert!(
         accepted >= expected.len() as u64,
         "every message sent ({accepted} of {})",
         expected.len()
     );
     tokio::time::sleep(Duration::from_secs(GRACE_SECONDS + 3)).await;
-    let m = get(&client, &url).await;
+    let m = messages().await;
     let callbacks: Vec<String> = m["messages"]
         .as_array()
         .unwrap()
@@ -413,9 +384,9 @@ max_backoff_seconds = 0.5
     twice.retain(|_, n| *n > 1);
     assert!(twice.is_empty(), "sent more than once: {twice:?}");
     assert_eq!(distinct, expected, "exactly the queued messages were sent");
-    for base in &bases {
-        let r = client.get(format!("{base}/readyz")).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{base}");
+    for api in &apis {
+        let r = api.client.get(api.url("/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", api.base);
     }
     drop(restarted.lock().unwrap().take());
     eprintln!(
@@ -427,57 +398,40 @@ max_backoff_seconds = 0.5
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rules_edit_reaches_every_instance_and_each_reports_its_hash() {
-    let Some(admin) = std::env::var(ENV).ok().filter(|u| !u.is_empty()) else {
-        eprintln!("skipping PostgreSQL: set {ENV}=postgres://...");
+    let Some(admin) = harness::postgres() else {
         return;
     };
-    let db = Database::create(&admin).await;
+    let db = PgDatabase::create(&admin).await;
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir_all(&rules).unwrap();
     for f in ["events.rules", "clinics.rules", "real_estate.rules"] {
         std::fs::copy(root().join("rules").join(f), rules.join(f)).unwrap();
     }
-    std::fs::write(
-        dir.path().join("handoff.toml"),
-        format!(
-            r#"database = "{url}"
-rules = "{rules}"
-templates = "{templates}"
-
-[[accounts]]
+    harness::process::write_config(
+        dir.path(),
+        &db.url,
+        &rules,
+        Some(&root().join("templates")),
+        r#"[[accounts]]
 id = "acme"
 api_keys = ["env:INSTANCES_KEY"]
 [accounts.routing]
 default = "events"
 "#,
-            url = db.url,
-            rules = rules.display(),
-            templates = root().join("templates").display(),
-        ),
-    )
-    .unwrap();
+    );
     let (port_a, port_b) = (free_port(), free_port());
     let _a = serve(dir.path(), port_a);
     let _b = serve(dir.path(), port_b);
-    let client = reqwest::Client::new();
-    let hash = |port: u16| {
-        let client = client.clone();
-        async move {
-            let r = client
-                .get(format!("http://127.0.0.1:{port}/v1/rulesets"))
-                .bearer_auth(KEY)
-                .send()
-                .await
-                .unwrap();
-            r.json::<Value>().await.unwrap()["ruleset"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
+    let apis = [port_a, port_b].map(|port| Api::new(format!("http://127.0.0.1:{port}")));
+    let hash = async |api: &Api| {
+        api.json("/v1/rulesets", KEY).await["ruleset"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
-    let before = hash(port_a).await;
-    assert_eq!(before, hash(port_b).await, "one ruleset, one hash");
+    let before = hash(&apis[0]).await;
+    assert_eq!(before, hash(&apis[1]).await, "one ruleset, one hash");
     // An edit on disk (here shared; in production deployed to each instance).
     let text = std::fs::read_to_string(rules.join("events.rules")).unwrap();
     std::fs::write(
@@ -488,14 +442,13 @@ default = "events"
         ),
     )
     .unwrap();
-    let mut after = (String::new(), String::new());
-    for _ in 0..100 {
-        after = (hash(port_a).await, hash(port_b).await);
-        if after.0 != before && after.1 != before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let hashes = async || (hash(&apis[0]).await, hash(&apis[1]).await);
+    let every = Duration::from_millis(100);
+    let after = until(Duration::from_secs(10), every, hashes, |after| {
+        after.0 != before && after.1 != before
+    })
+    .await
+    .unwrap_or_else(|after| after);
     assert_ne!(after.0, before, "instance A picked the edit up");
     assert_eq!(after.0, after.1, "both report the new ruleset's hash");
 }

@@ -7,6 +7,8 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -52,8 +54,6 @@ async fn receiver_after(
     delay: Duration,
     answer: impl Fn(usize, &str) -> Response + Send + Sync + 'static,
 ) -> Receiver {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let answer: Answer = Arc::new(answer);
     let recorded = seen.clone();
@@ -77,8 +77,10 @@ async fn receiver_after(
             }
         },
     );
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Receiver { addr, seen }
+    Receiver {
+        addr: harness::listen(app).await,
+        seen,
+    }
 }
 
 async fn receiver(answer: impl Fn(usize, &str) -> Response + Send + Sync + 'static) -> Receiver {
@@ -437,13 +439,10 @@ async fn a_slow_receiver_times_out_and_is_retried() {
 
 #[tokio::test]
 async fn nothing_listening_is_a_retryable_transport_failure() {
-    // Bind, note the port, and close it again, so nothing listens there.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let port = harness::free_port();
     let error = Notifier::new()
         .deliver(
-            &endpoint(format!("http://{addr}/hook")),
+            &endpoint(format!("http://127.0.0.1:{port}/hook")),
             "msg_1",
             "lead.created",
             &lead(),

@@ -4,35 +4,29 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
 use chrono::{TimeZone, Utc};
 use handoff::dsl::diagnostic::Sources;
 use handoff::engine::{Lead, Situation};
 use handoff::render::Templates;
 use handoff::ruleset::{from_sources, load, Ruleset};
+use harness::root;
 use proptest::prelude::*;
 use serde_json::json;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 fn events_source() -> &'static str {
     static SOURCE: OnceLock<String> = OnceLock::new();
-    SOURCE.get_or_init(|| {
-        std::fs::read_to_string(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules/events.rules"),
-        )
-        .unwrap()
-    })
+    SOURCE.get_or_init(|| std::fs::read_to_string(root().join("rules/events.rules")).unwrap())
 }
 
 fn bundled() -> &'static Ruleset {
     static RULESET: OnceLock<Ruleset> = OnceLock::new();
     RULESET.get_or_init(|| {
-        load(
-            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
-            None,
-        )
-        .ruleset
-        .expect("bundled rules check")
+        load(&root().join("rules"), None)
+            .ruleset
+            .expect("bundled rules check")
     })
 }
 

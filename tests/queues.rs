@@ -8,13 +8,12 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use reqwest::StatusCode;
+mod harness;
+
+use harness::{binary, eventually, free_port, hook, until, Api, Operator, PgDatabase, Process};
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
-mod processes;
-use processes::{free_port, Database, Process};
+use std::time::Duration;
 
 const KEY: &str = "hk_queues_key";
 const PASSWORD: &str = "a long enough password";
@@ -45,13 +44,16 @@ fn setup(dir: &Path, agent_url: &str, database: Option<&str>) {
     let rules = dir.join("rules");
     std::fs::create_dir_all(&rules).unwrap();
     std::fs::write(rules.join("sales.rules"), PLAYBOOK).unwrap();
-    std::fs::write(
-        dir.join("handoff.toml"),
-        format!(
-            r#"database = "{db}"
-rules = "{rules}"
-
-[[accounts]]
+    let database = database
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("handoff.db").display()));
+    harness::process::write_config(
+        dir,
+        &database,
+        &rules,
+        None,
+        &format!(
+            r#"[[accounts]]
 id = "acme"
 api_keys = ["env:QUEUES_KEY"]
 [accounts.routing]
@@ -79,14 +81,9 @@ capacity = 3
 
 [accounts.queues.bot]
 members = ["agent:qualifier"]
-"#,
-            db = database
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("sqlite://{}", dir.join("handoff.db").display())),
-            rules = rules.display(),
+"#
         ),
-    )
-    .unwrap();
+    );
     for (email, name) in [
         ("asha@acme.example", "Asha"),
         ("bilal@acme.example", "Bilal"),
@@ -99,7 +96,7 @@ members = ["agent:qualifier"]
 /// Runs `handoff operator <args> --account acme` on the directory's
 /// configuration; what it printed.
 fn operator(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_handoff"))
+    let out = binary()
         .arg("operator")
         .args(args)
         .args(["--account", "acme", "--config"])
@@ -123,104 +120,26 @@ fn operator_list(dir: &Path) -> String {
 }
 
 fn serve(dir: &Path, port: u16) -> Process {
-    processes::serve(
+    harness::process::serve(
         dir,
         port,
         &[("QUEUES_KEY", KEY), ("AGENT_SECRET", AGENT_SECRET)],
     )
 }
 
-/// An operator's browser: signed in, with the session's form token.
-struct Operator {
-    client: reqwest::Client,
-    csrf: String,
-}
-
-fn hidden(page: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = page
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no `{name}` in {page}"))
-        + marker.len();
-    page[start..].split('"').next().unwrap().to_string()
-}
-
+/// Signs in at the instance at `base` as `email`.
 async fn sign_in(base: &str, email: &str) -> Operator {
-    let client = reqwest::Client::builder()
-        .cookie_store(true)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let page = client
-        .get(format!("{base}/inbox/login"))
-        .send()
-        .await
-        .unwrap();
-    let csrf = hidden(&page.text().await.unwrap(), "csrf");
-    let r = client
-        .post(format!("{base}/inbox/login"))
-        .form(&[("email", email), ("password", PASSWORD), ("csrf", &csrf)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER, "{email} signed in");
-    let page = client.get(format!("{base}/inbox")).send().await.unwrap();
-    let csrf = hidden(&page.text().await.unwrap(), "csrf");
-    Operator { client, csrf }
+    Operator::sign_in(base, email, PASSWORD).await
 }
 
-impl Operator {
-    async fn post(&self, base: &str, path: &str, form: &[(&str, &str)]) {
-        let mut fields = vec![("csrf", self.csrf.as_str())];
-        fields.extend_from_slice(form);
-        let r = self
-            .client
-            .post(format!("{base}{path}"))
-            .header("origin", base)
-            .form(&fields)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
-    }
-
-    async fn available(&self, base: &str, on: bool) {
-        self.post(
-            base,
-            "/inbox/presence",
-            &[("available", if on { "1" } else { "0" })],
-        )
-        .await;
-    }
-}
-
+/// `GET path` at one instance, with the account's key.
 async fn api(base: &str, path: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{base}{path}"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    Api::new(base).json(path, KEY).await
 }
 
 async fn post_lead(base: &str, name: &str, phone: &str, intent: &str) -> String {
-    let r: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/leads"))
-        .bearer_auth(KEY)
-        .json(&json!({"name": name, "phone": phone, "channel": "web_form", "intent": intent}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["lead_id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{r}"))
-        .to_string()
+    let lead = json!({"name": name, "phone": phone, "channel": "web_form", "intent": intent});
+    Api::new(base).new_lead(KEY, &lead).await
 }
 
 async fn thread(base: &str, id: &str) -> Value {
@@ -229,18 +148,11 @@ async fn thread(base: &str, id: &str) -> Value {
 
 /// Waits (up to 15 s) until the lead's thread satisfies `ready`.
 async fn wait_thread(base: &str, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    loop {
-        let t = thread(base, id).await;
-        if ready(&t) {
-            return t;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "never got there: {t:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (api, within) = (Api::new(base), Duration::from_secs(15));
+    let lead = api
+        .wait_lead(KEY, id, within, |l| ready(&l["thread"]))
+        .await;
+    lead["thread"].clone()
 }
 
 fn queue<'a>(queues: &'a Value, name: &str) -> &'a Value {
@@ -263,14 +175,7 @@ fn member<'a>(q: &'a Value, name: &str) -> &'a Value {
 
 /// The thread's inbox page, trail included, as a signed-in operator sees it.
 async fn thread_page(op: &Operator, base: &str, id: &str) -> String {
-    op.client
-        .get(format!("{base}/inbox/threads/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    op.page(base, &format!("/inbox/threads/{id}")).await
 }
 
 #[tokio::test]
@@ -402,28 +307,8 @@ async fn threads_go_to_who_is_available_wait_for_who_comes_back_and_escalate_onc
 
 #[tokio::test]
 async fn an_agent_member_receives_its_threads_as_signed_webhooks() {
-    use axum::http::{HeaderMap, StatusCode as Status};
-    let seen: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
-    let log = seen.clone();
-    let app = axum::Router::new().route(
-        "/agent",
-        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
-            let log = log.clone();
-            async move {
-                let now = chrono::Utc::now().timestamp();
-                if handoff::notify::verify_headers(AGENT_SECRET, &headers, &body, now).is_err() {
-                    return Status::UNAUTHORIZED;
-                }
-                log.lock()
-                    .unwrap()
-                    .push(serde_json::from_slice(&body).unwrap());
-                Status::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let agent_url = format!("http://{}/agent", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let agent = hook("/agent", AGENT_SECRET, vec![]).await;
+    let agent_url = agent.url.clone();
 
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), &agent_url, None);
@@ -433,17 +318,13 @@ async fn an_agent_member_receives_its_threads_as_signed_webhooks() {
     let id = post_lead(&base, "Rohan", "+919811000010", "question").await;
     let t = wait_thread(&base, &id, |t| t["queue_state"] == "assigned").await;
     assert_eq!(t["assignee"], "qualifier");
-    let start = Instant::now();
-    let event = loop {
-        if let Some(e) = seen.lock().unwrap().first().cloned() {
-            break e;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "the agent got nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let event = eventually(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        async || agent.events().first().cloned().ok_or(()),
+    )
+    .await
+    .unwrap_or_else(|()| panic!("the agent got nothing"));
     assert_eq!(event["type"], "thread.assigned");
     assert_eq!(event["data"]["id"], id.as_str());
     assert_eq!(
@@ -455,14 +336,7 @@ async fn an_agent_member_receives_its_threads_as_signed_webhooks() {
 
 /// What `GET /metrics` says at one instance.
 async fn metrics_text(base: &str) -> String {
-    reqwest::Client::new()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    Api::new(base).text("/metrics").await
 }
 
 /// `handoff_assignments_total` for a queue at one instance.
@@ -496,30 +370,24 @@ async fn loads_within(base: &str, name: &str, capacity: u64) -> (Vec<u64>, usize
 /// Samples `floor` at `base` (every member within capacity each time) until
 /// everyone holds three and `waiting` wait; fails after 15 s.
 async fn settles(base: &str, waiting: usize) {
-    let start = Instant::now();
-    loop {
-        let (loads, now_waiting) = loads_within(base, "floor", 3).await;
-        if loads == [3, 3, 3] && now_waiting == waiting {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "{loads:?} {now_waiting}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let sample = async || loads_within(base, "floor", 3).await;
+    let every = Duration::from_millis(100);
+    until(
+        Duration::from_secs(15),
+        every,
+        sample,
+        |(loads, now_waiting)| loads == &[3, 3, 3] && *now_waiting == waiting,
+    )
+    .await
+    .unwrap_or_else(|(loads, now_waiting)| panic!("{loads:?} {now_waiting}"));
 }
 
 #[tokio::test]
 async fn two_instances_on_postgresql_never_give_a_member_more_than_capacity() {
-    let Some(admin) = std::env::var("HANDOFF_TEST_POSTGRES_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    else {
-        eprintln!("skipping PostgreSQL: set HANDOFF_TEST_POSTGRES_URL=postgres://...");
+    let Some(admin) = harness::postgres() else {
         return;
     };
-    let db = Database::create(&admin).await;
+    let db = PgDatabase::create(&admin).await;
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), "http://127.0.0.1:9/unused", Some(&db.url));
     let (port_a, port_b) = (free_port(), free_port());
@@ -590,7 +458,7 @@ async fn two_instances_on_postgresql_never_give_a_member_more_than_capacity() {
 
 #[test]
 fn the_example_configuration_gives_the_events_playbooks_closers_members() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = harness::root();
     let env = [("HANDOFF_DEMO_KEY".to_string(), "hk_example".to_string())].into();
     let config = handoff::config::Config::load(
         Some(&root.join("examples/queues.toml")),
@@ -619,7 +487,7 @@ fn the_example_configuration_gives_the_events_playbooks_closers_members() {
 
 #[test]
 fn the_readme_queue_configuration_loads() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = harness::root();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let section = &readme[readme.find("## Queues").expect("a Queues section")..];
     let start = section.find("```toml\n").expect("a toml block") + "```toml\n".len();

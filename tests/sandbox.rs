@@ -5,6 +5,8 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
@@ -19,7 +21,6 @@ use handoff::whatsapp::{
 };
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,10 +36,7 @@ const AISHA: &str = "919820012345";
 const PATIENCE: Duration = Duration::from_secs(20);
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/meta")
-        .join(name);
-    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    serde_json::from_slice(&harness::fixture(name)).unwrap()
 }
 
 fn templates() -> Vec<SandboxTemplate> {
@@ -538,9 +536,7 @@ async fn tokens_are_checked_and_never_shown() {
 async fn the_sandbox_nests_under_a_prefix() {
     let sandbox = Arc::new(Sandbox::new(config()).unwrap());
     let app = axum::Router::new().nest("/sandbox", router(sandbox.clone()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/sandbox/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{}/sandbox/", harness::listen(app).await);
     let client = CloudClient::new(&base, "v24.0", Duration::from_secs(10)).unwrap();
     let sent = client
         .send(NUMBER, TOKEN, &options_template(AISHA, None))

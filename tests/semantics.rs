@@ -4,17 +4,19 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
 use chrono::{DateTime, Utc};
 use handoff::dsl::codes::Code;
 use handoff::dsl::diagnostic::Sources;
 use handoff::engine::{Lead, Outcome, Situation};
 use handoff::render::Templates;
 use handoff::ruleset::{from_sources, Decision, Loaded, Ruleset};
+use harness::root;
 use serde_json::json;
-use std::path::PathBuf;
 
 fn load(text: &str) -> Loaded {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/templates");
+    let dir = root().join("tests/golden/templates");
     let mut sources = Sources::default();
     let (templates, diagnostics) = Templates::load(&dir, "templates", &mut sources);
     from_sources(
@@ -27,10 +29,7 @@ fn load(text: &str) -> Loaded {
 
 /// The bundled playbooks in `rules/`.
 fn load_bundled() -> Loaded {
-    handoff::ruleset::load(
-        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
-        None,
-    )
+    handoff::ruleset::load(&root().join("rules"), None)
 }
 
 fn ruleset(text: &str) -> Ruleset {

@@ -4,64 +4,22 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use handoff::config::{Config, Overrides};
+mod harness;
+
+use harness::process::serve_with;
+use harness::{aisha, fixture, listen, root, until, Api, Db, Server, POLL};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
 const KEY: &str = "hk_test_key_one";
 const OTHER_KEY: &str = "hk_test_key_two";
 const META_SECRET: &str = "meta-app-secret";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Server {
-    base: String,
-    client: reqwest::Client,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn post(&self, path: &str, key: &str, body: &Value) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .post(self.url(path))
-            .bearer_auth(key)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn get(&self, path: &str, key: &str) -> (StatusCode, Value) {
-        let r = self
-            .client
-            .get(self.url(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-}
-
-/// A config with two accounts, the database in `dir` and the rules in `rules`.
-fn config(dir: &Path, rules: &Path) -> Config {
-    let file = dir.join("handoff.toml");
-    std::fs::write(
-        &file,
-        r#"[[accounts]]
+/// Two accounts: `acme` (the events playbook, its WhatsApp number, Meta's
+/// webhooks and a signed web form) and `globex` (clinics).
+const CONFIG: &str = r#"[[accounts]]
 id = "acme"
 api_keys = ["env:KEY_ONE"]
 [accounts.routing]
@@ -86,56 +44,25 @@ whatsapp_me = "consent:whatsapp"
 id = "globex"
 api_keys = ["env:KEY_TWO"]
 playbooks = ["clinics"]
-"#,
-    )
-    .unwrap();
-    let env: BTreeMap<String, String> = [
-        ("KEY_ONE", KEY),
-        ("KEY_TWO", OTHER_KEY),
-        ("META_SECRET", META_SECRET),
-        ("META_SECRET_OLD", "old-secret"),
-        ("META_VERIFY", "verify-me"),
-        ("FORM_SECRET", "form-secret"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let flags = Overrides {
-        listen: Some("127.0.0.1:0".into()),
-        database: Some(format!("sqlite://{}", dir.join("handoff.db").display())),
-        rules: Some(rules.to_path_buf()),
-    };
-    let mut c = Config::load(Some(&file), &env, &flags).unwrap();
-    c.templates = Some(root().join("templates"));
-    c
-}
+"#;
 
-async fn start(config: Config) -> Server {
-    let state = handoff::server::state(config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(handoff::server::serve(state, listener, async {
-        let _ = rx.await;
-    }));
-    Server {
-        base,
-        client: reqwest::Client::new(),
-        _shutdown: tx,
-    }
-}
+const ENV: &[(&str, &str)] = &[
+    ("KEY_ONE", KEY),
+    ("KEY_TWO", OTHER_KEY),
+    ("META_SECRET", META_SECRET),
+    ("META_SECRET_OLD", "old-secret"),
+    ("META_VERIFY", "verify-me"),
+    ("FORM_SECRET", "form-secret"),
+];
 
-fn aisha() -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(root().join("examples/leads/aisha-api.json")).unwrap(),
-    )
-    .unwrap()
+async fn start(db: &Db) -> Server {
+    Server::start(db, CONFIG, ENV).await
 }
 
 #[tokio::test]
 async fn a_lead_is_stored_decided_and_put_in_the_outbox_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let r = s
         .client
         .post(s.url("/v1/leads"))
@@ -191,8 +118,8 @@ async fn a_lead_is_stored_decided_and_put_in_the_outbox_once() {
 
 #[tokio::test]
 async fn later_events_for_the_same_person_reach_the_same_lead_and_two_leads_merge() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let (st, a) = s.post("/v1/leads", KEY, &json!({"name": "Rohan", "phone": "+919800000001", "intent": "pricing", "fields": {"city": "Pune"}})).await;
     assert_eq!(st, StatusCode::CREATED, "{a}");
     let (st, b) = s.post("/v1/leads", KEY, &json!({"email": "Rohan@Example.com", "intent": "pricing", "fields": {"guests": 80}, "transcript": [{"channel": "web_form", "from": "lead", "text": "price for 80?", "at": "2026-11-01T10:00:00Z"}]})).await;
@@ -250,8 +177,8 @@ async fn later_events_for_the_same_person_reach_the_same_lead_and_two_leads_merg
 
 #[tokio::test]
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let raw = |body: &'static str| {
         s.client
             .post(s.url("/v1/leads"))
@@ -386,8 +313,8 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
 
 #[tokio::test]
 async fn one_account_never_sees_another_accounts_leads() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let (_, a) = s.post("/v1/leads", KEY, &aisha()).await;
     let id = a["lead_id"].as_str().unwrap();
     let (st, _) = s.get(&format!("/v1/leads/{id}"), OTHER_KEY).await;
@@ -415,8 +342,8 @@ async fn one_account_never_sees_another_accounts_leads() {
 
 #[tokio::test]
 async fn takeover_pauses_automation_and_release_resumes_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let (_, a) = s.post("/v1/leads", KEY, &aisha()).await;
     let id = a["lead_id"].as_str().unwrap();
     let (st, _) = s
@@ -451,8 +378,8 @@ async fn takeover_pauses_automation_and_release_resumes_it() {
 
 #[tokio::test]
 async fn dry_run_decides_without_storing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let mut lead = aisha();
     lead["now"] = json!("2027-01-10T10:00:00+05:30");
     lead["window"] = json!("open");
@@ -481,7 +408,8 @@ async fn a_broken_rules_edit_never_replaces_the_working_rules() {
     for f in ["events.rules", "clinics.rules", "real_estate.rules"] {
         std::fs::copy(root().join("rules").join(f), rules.join(f)).unwrap();
     }
-    let s = start(config(dir.path(), &rules)).await;
+    let db = Db::sqlite();
+    let s = Server::setup(&db, CONFIG, ENV).rules(&rules).start().await;
     let (_, before) = s.get("/v1/rulesets", KEY).await;
     let hash = before["ruleset"].clone();
     assert!(hash.is_string());
@@ -534,8 +462,8 @@ async fn a_broken_rules_edit_never_replaces_the_working_rules() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     assert_eq!(
         s.client
             .get(s.url("/healthz"))
@@ -557,8 +485,8 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn metrics_count_leads_and_decisions_and_the_openapi_document_is_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     s.post("/v1/leads", KEY, &aisha()).await;
     s.post("/v1/leads", KEY, &json!({"phone": "bad"})).await;
     // A form webhook, then its redelivery: one event stored, so counted once.
@@ -610,92 +538,51 @@ async fn metrics_count_leads_and_decisions_and_the_openapi_document_is_served() 
         !text.contains("919812345678"),
         "no phone numbers in metrics"
     );
-    let doc: Value = s
-        .client
-        .get(s.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = s.open_json("/openapi.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(doc["paths"]["/v1/leads"]["post"].is_object());
 }
 
-/// Starts the real binary; returns the process and its base URL.
-fn spawn_binary(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_handoff"))
-        .current_dir(root())
-        .args(["serve", "--listen", "127.0.0.1:0", "--database"])
-        .arg(format!("sqlite://{}", dir.join("crash.db").display()))
-        .env("HANDOFF_DEMO_API_KEY", KEY)
-        .env("HANDOFF_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = std::io::BufReader::new(stdout);
-    let mut line = String::new();
-    use std::io::BufRead;
-    reader.read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("handoff listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
-        .to_string();
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in reader.lines() {});
-    (child, base)
+/// Starts the real binary on a SQLite file in `dir`, with the demo account
+/// and `KEY` as its key; returns the process and its base URL.
+fn spawn_binary(dir: &std::path::Path) -> (harness::Process, String) {
+    let database = format!("sqlite://{}", dir.join("crash.db").display());
+    serve_with(
+        &["--listen", "127.0.0.1:0", "--database", &database],
+        &[("HANDOFF_DEMO_API_KEY", KEY)],
+    )
 }
 
 #[tokio::test]
 async fn an_accepted_lead_survives_a_crash_right_after_the_answer() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = spawn_binary(dir.path());
-    let client = reqwest::Client::new();
-    let r = client
-        .post(format!("{base}/v1/leads"))
-        .bearer_auth(KEY)
-        .header("Idempotency-Key", "crash-1")
-        .json(&aisha())
-        .send()
-        .await
-        .unwrap();
+    let post = async |api: &Api| {
+        api.client
+            .post(api.url("/v1/leads"))
+            .bearer_auth(KEY)
+            .header("Idempotency-Key", "crash-1")
+            .json(&aisha())
+            .send()
+            .await
+            .unwrap()
+    };
+    let r = post(&Api::new(base)).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let first: Value = r.json().await.unwrap();
-    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    child.0.wait().unwrap();
     let (mut child, base) = spawn_binary(dir.path());
+    let api = Api::new(base);
     let id = first["lead_id"].as_str().unwrap();
-    let r = client
-        .get(format!("{base}/v1/leads/{id}"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let lead: Value = r.json().await.unwrap();
+    let (status, lead) = api.get(&format!("/v1/leads/{id}"), KEY).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(lead["decisions"].as_array().unwrap().len(), 1);
     // The retry after the crash is recognised: still one decision.
-    let r = client
-        .post(format!("{base}/v1/leads"))
-        .bearer_auth(KEY)
-        .header("Idempotency-Key", "crash-1")
-        .json(&aisha())
-        .send()
-        .await
-        .unwrap();
+    let r = post(&api).await;
     assert_eq!(r.headers()["idempotent-replayed"], "true");
-    let r = client
-        .get(format!("{base}/v1/leads/{id}"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        r.json::<Value>().await.unwrap()["decisions"]
+        api.lead(KEY, id).await["decisions"]
             .as_array()
             .unwrap()
             .len(),
@@ -703,49 +590,23 @@ async fn an_accepted_lead_survives_a_crash_right_after_the_answer() {
     );
     // SIGTERM: a graceful stop, exit 0.
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = child.wait().unwrap();
+    let exit = child.0.wait().unwrap();
     assert!(exit.success(), "graceful shutdown exits 0: {exit:?}");
-}
-
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(root().join("tests/fixtures/meta").join(name)).unwrap()
-}
-
-async fn post_signed(s: &Server, path: &str, body: &[u8], secret: &str) -> (StatusCode, Value) {
-    let signature = handoff::intake::signature::sign(body, secret.as_bytes());
-    let r = s
-        .client
-        .post(s.url(path))
-        .header("X-Hub-Signature-256", signature)
-        .header("content-type", "application/json")
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// Waits until the newest lead matching `q` (all leads when empty) passes
 /// `ready`: the webhook worker processes stored events in the background.
 async fn wait_for(s: &Server, q: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..100 {
-        let (_, list) = s.get(&format!("/v1/leads?q={q}"), KEY).await;
-        if let Some(first) = list["leads"].as_array().and_then(|l| l.first()) {
-            let (_, lead) = s
-                .get(&format!("/v1/leads/{}", first["id"].as_str().unwrap()), KEY)
-                .await;
-            if ready(&lead) {
-                return lead;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("no lead for `{q}` got there within 5 s");
+    let lead = async || s.find_lead(KEY, q).await;
+    until(Duration::from_secs(5), POLL, lead, |l| {
+        !l.is_null() && ready(l)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no lead for `{q}` got there within 5 s"))
 }
 
 /// Waits for a lead matching `q` that has been decided.
@@ -758,8 +619,8 @@ async fn wait_for_lead(s: &Server, q: &str) -> Value {
 
 #[tokio::test]
 async fn meta_verification_answers_the_challenge_only_with_the_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let r = s.client.get(s.url("/webhooks/meta/acme?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "1158201444");
@@ -774,10 +635,12 @@ async fn meta_verification_answers_the_challenge_only_with_the_token() {
 
 #[tokio::test]
 async fn a_signed_whatsapp_message_becomes_a_lead_once_and_opens_the_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let body = fixture("whatsapp-inbound-text.json");
-    let (st, e) = post_signed(&s, "/webhooks/meta/acme", &body, "wrong-secret").await;
+    let (st, e) = s
+        .post_meta("/webhooks/meta/acme", &body, "wrong-secret")
+        .await;
     assert_eq!(st, StatusCode::UNAUTHORIZED, "{e}");
     let mut tampered = body.clone();
     tampered[10] ^= 1;
@@ -791,10 +654,12 @@ async fn a_signed_whatsapp_message_becomes_a_lead_once_and_opens_the_window() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let (st, r) = post_signed(&s, "/webhooks/meta/acme", &body, META_SECRET).await;
+    let (st, r) = s.post_meta("/webhooks/meta/acme", &body, META_SECRET).await;
     assert_eq!((st, r["new"].clone()), (StatusCode::OK, json!(1)), "{r}");
     // Meta redelivers: stored once. A rotated-out secret still verifies.
-    let (st, r) = post_signed(&s, "/webhooks/meta/acme", &body, "old-secret").await;
+    let (st, r) = s
+        .post_meta("/webhooks/meta/acme", &body, "old-secret")
+        .await;
     assert_eq!((st, r["new"].clone()), (StatusCode::OK, json!(0)), "{r}");
     let lead = wait_for_lead(&s, "919820012345").await;
     assert_eq!(lead["name"], "Aisha Khan");
@@ -821,15 +686,17 @@ async fn a_signed_whatsapp_message_becomes_a_lead_once_and_opens_the_window() {
 
 #[tokio::test]
 async fn stop_on_whatsapp_revokes_the_opt_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let mut lead = aisha();
     lead["phone"] = json!("+919820012345");
     s.post("/v1/leads", KEY, &lead).await;
     let body = String::from_utf8(fixture("whatsapp-inbound-text.json"))
         .unwrap()
         .replace("Yes please send the Goa options", " STOP ");
-    let (st, _) = post_signed(&s, "/webhooks/meta/acme", body.as_bytes(), META_SECRET).await;
+    let (st, _) = s
+        .post_meta("/webhooks/meta/acme", body.as_bytes(), META_SECRET)
+        .await;
     assert_eq!(st, StatusCode::OK);
     let lead = wait_for(&s, "919820012345", |lead| {
         lead["consents"].as_array().is_some_and(|c| c.len() == 2)
@@ -849,15 +716,15 @@ async fn stop_on_whatsapp_revokes_the_opt_in() {
 
 #[tokio::test]
 async fn an_instagram_dm_and_the_business_echo_pause_automation() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
-    let (st, r) = post_signed(
-        &s,
-        "/webhooks/meta/acme",
-        &fixture("instagram-dm.json"),
-        META_SECRET,
-    )
-    .await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
+    let (st, r) = s
+        .post_meta(
+            "/webhooks/meta/acme",
+            &fixture("instagram-dm.json"),
+            META_SECRET,
+        )
+        .await;
     assert_eq!(
         (st, r["received"].clone()),
         (StatusCode::OK, json!(2)),
@@ -879,8 +746,8 @@ async fn an_instagram_dm_and_the_business_echo_pause_automation() {
 
 #[tokio::test]
 async fn a_signed_web_form_is_mapped_and_decided() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let body =
         "your_name=Meera+Iyer&mobile=098200%2055555&city=Goa&event_date=2027-03-14&whatsapp_me=yes";
     let sig = handoff::intake::signature::sign(body.as_bytes(), b"form-secret");
@@ -922,8 +789,8 @@ async fn a_signed_web_form_is_mapped_and_decided() {
 
 #[tokio::test]
 async fn a_voice_call_report_with_a_spoken_opt_in() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let report = json!({
         "call_id": "call-7f3a",
         "from": "+91 98145 67890",
@@ -972,29 +839,30 @@ async fn a_lead_ad_is_fetched_from_the_graph_api_and_mapped() {
             (axum::http::StatusCode::OK, axum::Json(body))
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let graph_base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, graph).await });
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = config(dir.path(), &root().join("rules"));
-    c.accounts[0].graph.base = graph_base;
-    c.accounts[0].graph.page_token = Some(handoff::config::Secret::new("page-token"));
-    c.accounts[0].graph.lead_fields = [
-        ("which_city_is_your_event_in?", "field:city"),
-        ("event_date", "field:event_date"),
-        ("whatsapp_updates", "consent:whatsapp"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let s = start(c).await;
-    let (st, r) = post_signed(
-        &s,
-        "/webhooks/meta/acme",
-        &fixture("leadgen-change.json"),
-        META_SECRET,
-    )
-    .await;
+    let graph_base = format!("http://{}", listen(graph).await);
+    let db = Db::sqlite();
+    let s = Server::setup(&db, CONFIG, ENV)
+        .config(|c| {
+            c.accounts[0].graph.base = graph_base;
+            c.accounts[0].graph.page_token = Some(handoff::config::Secret::new("page-token"));
+            c.accounts[0].graph.lead_fields = [
+                ("which_city_is_your_event_in?", "field:city"),
+                ("event_date", "field:event_date"),
+                ("whatsapp_updates", "consent:whatsapp"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        })
+        .start()
+        .await;
+    let (st, r) = s
+        .post_meta(
+            "/webhooks/meta/acme",
+            &fixture("leadgen-change.json"),
+            META_SECRET,
+        )
+        .await;
     assert_eq!((st, r["new"].clone()), (StatusCode::OK, json!(1)), "{r}");
     let lead = wait_for_lead(&s, "Rahul").await;
     assert_eq!(lead["phone"], "+919876543210");
@@ -1006,48 +874,39 @@ async fn a_lead_ad_is_fetched_from_the_graph_api_and_mapped() {
 
 #[tokio::test]
 async fn a_whatsapp_message_for_another_accounts_number_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     let body = String::from_utf8(fixture("whatsapp-inbound-text.json"))
         .unwrap()
         .replace("106540352242922", "999000111222333");
-    let (st, _) = post_signed(&s, "/webhooks/meta/acme", body.as_bytes(), META_SECRET).await;
+    let (st, _) = s
+        .post_meta("/webhooks/meta/acme", body.as_bytes(), META_SECRET)
+        .await;
     assert_eq!(
         st,
         StatusCode::OK,
         "stored and acknowledged: Meta must not redeliver"
     );
-    for _ in 0..100 {
-        let text = s
-            .client
-            .get(s.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if text.contains("handoff_webhook_events{state=\"failed\"} 1") {
-            let (_, list) = s.get("/v1/leads", KEY).await;
-            assert_eq!(
-                list["leads"],
-                json!([]),
-                "no lead from a number this account does not own"
-            );
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("the event for a foreign number was not refused");
+    let metrics = async || s.text("/metrics").await;
+    until(Duration::from_secs(5), POLL, metrics, |text| {
+        text.contains("handoff_webhook_events{state=\"failed\"} 1")
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the event for a foreign number was not refused"));
+    let (_, list) = s.get("/v1/leads", KEY).await;
+    assert_eq!(
+        list["leads"],
+        json!([]),
+        "no lead from a number this account does not own"
+    );
 }
 
 #[tokio::test]
 async fn meta_reports_a_marketing_opt_out_and_it_is_on_record() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), &root().join("rules"))).await;
+    let db = Db::sqlite();
+    let s = start(&db).await;
     // The person first writes on WhatsApp, so the lead has their WhatsApp ID.
-    post_signed(
-        &s,
+    s.post_meta(
         "/webhooks/meta/acme",
         &fixture("whatsapp-inbound-text.json"),
         META_SECRET,
@@ -1064,7 +923,7 @@ async fn meta_reports_a_marketing_opt_out_and_it_is_on_record() {
         }}]}]
     }))
     .unwrap();
-    let (st, r) = post_signed(&s, "/webhooks/meta/acme", &body, META_SECRET).await;
+    let (st, r) = s.post_meta("/webhooks/meta/acme", &body, META_SECRET).await;
     assert_eq!((st, r["new"].clone()), (StatusCode::OK, json!(1)), "{r}");
     let lead = wait_for(&s, "919820012345", |lead| {
         lead["consents"]

@@ -7,114 +7,23 @@
 // Test code: a failed unwrap, expect or panic is how a test reports.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod harness;
+
 use chrono::Utc;
 use handoff::store::{
     ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded, SendOutcome, StatusRecord, Store,
 };
+use harness::{databases, Db};
 use serde_json::{json, Value};
-use sqlx_core::connection::Connection;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const ENV: &str = "HANDOFF_TEST_POSTGRES_URL";
 const LEASE: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(600);
 const MAX_AGE: Duration = Duration::from_secs(86_400);
 static NO_FALLBACKS: std::collections::BTreeMap<String, Vec<String>> =
     std::collections::BTreeMap::new();
-
-/// A database for one test: a SQLite file, or a PostgreSQL schema dropped
-/// when the test ends (however it ends).
-enum Db {
-    Sqlite(tempfile::TempDir),
-    Postgres { base: String, schema: String },
-}
-
-impl Db {
-    fn name(&self) -> &'static str {
-        match self {
-            Db::Sqlite(_) => "sqlite",
-            Db::Postgres { .. } => "postgres",
-        }
-    }
-
-    fn url(&self) -> String {
-        match self {
-            Db::Sqlite(dir) => format!("sqlite://{}", dir.path().join("store.db").display()),
-            Db::Postgres { base, schema } => {
-                let sep = if base.contains('?') { '&' } else { '?' };
-                format!("{base}{sep}options=-c%20search_path%3D{schema}")
-            }
-        }
-    }
-
-    async fn open(&self) -> Store {
-        Store::open(&self.url())
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", self.name()))
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Db::Postgres { base, schema } = self {
-            let (base, schema) = (base.clone(), schema.clone());
-            // Drop runs outside any runtime: a thread of its own with one.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    if let Ok(mut c) = sqlx_postgres::PgConnection::connect(&base).await {
-                        let _ = sqlx_core::query::query::<sqlx_postgres::Postgres>(&format!(
-                            "DROP SCHEMA IF EXISTS {schema} CASCADE"
-                        ))
-                        .execute(&mut c)
-                        .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-/// The PostgreSQL server to test against, or `None` (with the message) to skip it.
-fn postgres_base() -> Option<String> {
-    match std::env::var(ENV) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipping PostgreSQL: set {ENV}=postgres://...");
-            None
-        }
-    }
-}
-
-async fn fresh_postgres(base: &str) -> Db {
-    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
-    let mut c = sqlx_postgres::PgConnection::connect(base)
-        .await
-        .unwrap_or_else(|e| panic!("{ENV} is set but PostgreSQL cannot be reached: {e}"));
-    sqlx_core::query::query::<sqlx_postgres::Postgres>(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    Db::Postgres {
-        base: base.to_string(),
-        schema,
-    }
-}
-
-/// A fresh database of each backend there is.
-async fn databases() -> Vec<Db> {
-    let mut dbs = vec![Db::Sqlite(tempfile::tempdir().unwrap())];
-    if let Some(base) = postgres_base() {
-        dbs.push(fresh_postgres(&base).await);
-    }
-    dbs
-}
 
 fn person(phone: &str, name: &str) -> LeadEvent {
     LeadEvent {
@@ -800,8 +709,8 @@ async fn a_takeover_cancels_the_automated_messages_still_waiting() {
 // ---- PostgreSQL only: two stores on one database, as two instances.
 
 async fn two_instances() -> Option<(Db, Store, Store)> {
-    let base = postgres_base()?;
-    let db = fresh_postgres(&base).await;
+    let base = harness::postgres()?;
+    let db = Db::postgres(&base).await;
     let (a, b) = (db.open().await, db.open().await);
     Some((db, a, b))
 }
