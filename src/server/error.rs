@@ -312,6 +312,16 @@ pub async fn json_errors(
     answer
 }
 
+/// A lead or text outside the input policy: 422 at the field.
+impl From<crate::pipeline::policy::Refusal> for ApiError {
+    fn from(r: crate::pipeline::policy::Refusal) -> Self {
+        ApiError::Unprocessable {
+            message: r.message,
+            at: Some(r.at),
+        }
+    }
+}
+
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         ApiError::Internal(e.0)

@@ -138,15 +138,6 @@ fn clean_answers(answers: Vec<Answer>) -> Vec<Answer> {
         .collect()
 }
 
-impl From<policy::Refusal> for ApiError {
-    fn from(r: policy::Refusal) -> Self {
-        ApiError::Unprocessable {
-            message: r.message,
-            at: Some(r.at),
-        }
-    }
-}
-
 /// Checks a lead body and turns it into a store event and its playbook:
 /// the same rules for intake and for dry runs.
 fn to_event(
