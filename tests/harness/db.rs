@@ -39,18 +39,82 @@ async fn execute(c: &mut PgConnection, sql: &str) -> Result<(), sqlx_core::Error
 /// Runs `sql` at `url`, ignoring failures, from a drop: that runs outside
 /// any runtime, so on a thread of its own with one.
 fn clean_up(url: String, sql: String) {
-    let _ = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            if let Ok(mut c) = PgConnection::connect(&url).await {
-                let _ = execute(&mut c, &sql).await;
+    let _ = std::thread::spawn(move || run_once(&url, &sql)).join();
+}
+
+fn run_once(url: &str, sql: &str) -> bool {
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return false;
+    };
+    rt.block_on(async {
+        match PgConnection::connect(url).await {
+            Ok(mut c) => {
+                let _ = execute(&mut c, "SET lock_timeout = '300ms'").await;
+                execute(&mut c, sql).await.is_ok()
             }
-        });
+            Err(_) => false,
+        }
     })
-    .join();
+}
+
+/// Drops a test's schema without waiting for it. The service under test
+/// runs on the test's own runtime, and its workers may hold a transaction
+/// on the schema when the test ends: waiting for the drop there would
+/// block the very thread they need to finish (the drop would wait on their
+/// locks forever). So the drop runs beside the test, trying again until the
+/// workers are gone; a schema it could not drop before the process ended is
+/// dropped by a later run (see [`drop_stale_schemas`]).
+fn drop_schema_later(url: String, schema: String) {
+    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+    // Mostly nothing holds the schema and it drops at once.
+    let (first_url, first_sql) = (url.clone(), sql.clone());
+    let dropped = std::thread::spawn(move || run_once(&first_url, &first_sql))
+        .join()
+        .unwrap_or(false);
+    if dropped {
+        return;
+    }
+    std::thread::spawn(move || {
+        for _ in 0..60 {
+            if run_once(&url, &sql) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    });
+}
+
+/// Drops test schemas (`t_` and a UUIDv7, which starts with its creation
+/// time in milliseconds) more than an hour old: left by a run that ended
+/// before its drops did.
+async fn drop_stale_schemas(c: &mut PgConnection) {
+    let Ok(rows) = sqlx_core::query::query::<sqlx_postgres::Postgres>(
+        "SELECT nspname FROM pg_namespace WHERE nspname LIKE 't\\_%'",
+    )
+    .fetch_all(&mut *c)
+    .await
+    else {
+        return;
+    };
+    let hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis().saturating_sub(3_600_000))
+        .unwrap_or(0);
+    for row in rows {
+        let Ok(name) = sqlx_core::row::Row::try_get::<String, _>(&row, 0) else {
+            continue;
+        };
+        let created = name
+            .get(2..14)
+            .and_then(|hex| u128::from_str_radix(hex, 16).ok());
+        if created.is_some_and(|ms| ms < hour_ago) {
+            let _ = execute(c, "SET lock_timeout = '1s'").await;
+            let _ = execute(c, &format!("DROP SCHEMA IF EXISTS {name} CASCADE")).await;
+        }
+    }
 }
 
 /// A database for one test: a SQLite file, or a PostgreSQL schema.
@@ -69,6 +133,7 @@ impl Db {
     pub async fn postgres(base: &str) -> Db {
         let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
         let mut c = connect(base).await;
+        drop_stale_schemas(&mut c).await;
         execute(&mut c, &format!("CREATE SCHEMA {schema}"))
             .await
             .unwrap();
@@ -142,10 +207,7 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         if let Db::Postgres { base, schema } = self {
-            clean_up(
-                base.clone(),
-                format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
-            );
+            drop_schema_later(base.clone(), schema.clone());
         }
     }
 }
