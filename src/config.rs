@@ -458,7 +458,7 @@ fn queue_configs(
         let hours = match (&q.hours, &q.timezone) {
             (Some(h), Some(tz)) => Some(
                 crate::queues::parse_hours(h, tz)
-                    .map_err(|e| ConfigError(format!("{at}.hours: {e}")))?,
+                    .map_err(|e| ConfigError::Invalid(format!("{at}.hours: {e}")))?,
             ),
             (Some(_), None) => {
                 return err(format!(
@@ -475,7 +475,7 @@ fn queue_configs(
         let escalate = match (&q.escalate_after, &q.escalate_to) {
             (Some(after), Some(to)) => {
                 let after = crate::queues::parse_duration(after)
-                    .map_err(|e| ConfigError(format!("{at}.escalate_after: {e}")))?;
+                    .map_err(|e| ConfigError::Invalid(format!("{at}.escalate_after: {e}")))?;
                 if to == name {
                     return err(format!("{at}.escalate_to names the queue itself"));
                 }
@@ -615,20 +615,22 @@ pub struct Overrides {
     pub rules: Option<PathBuf>,
 }
 
-/// A configuration problem, naming the setting.
-#[derive(Debug)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A configuration problem, naming the file or the setting.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file named cannot be read.
+    #[error("cannot read the configuration `{file}`: {reason}")]
+    Read { file: String, reason: String },
+    /// The file is not TOML, or not of the configuration's shape.
+    #[error("`{file}`: {reason}")]
+    Syntax { file: String, reason: String },
+    /// A setting's value cannot be used; the message names it.
+    #[error("{0}")]
+    Invalid(String),
 }
 
-impl std::error::Error for ConfigError {}
-
 fn err<T>(message: impl Into<String>) -> Result<T, ConfigError> {
-    Err(ConfigError(message.into()))
+    Err(ConfigError::Invalid(message.into()))
 }
 
 impl Config {
@@ -644,10 +646,10 @@ impl Config {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(t) => (Some(t), path.display().to_string()),
                 Err(e) => {
-                    return err(format!(
-                        "cannot read the configuration `{}`: {e}",
-                        path.display()
-                    ))
+                    return Err(ConfigError::Read {
+                        file: path.display().to_string(),
+                        reason: e.to_string(),
+                    })
                 }
             },
             None => match std::fs::read_to_string("handoff.toml") {
@@ -656,8 +658,10 @@ impl Config {
             },
         };
         let parsed: FileConfig = match &text {
-            Some(t) => toml::from_str(t)
-                .map_err(|e| ConfigError(format!("`{shown}`: {}", e.to_string().trim())))?,
+            Some(t) => toml::from_str(t).map_err(|e| ConfigError::Syntax {
+                file: shown.clone(),
+                reason: e.to_string().trim().to_string(),
+            })?,
             None => FileConfig::default(),
         };
         let pick =
@@ -1081,16 +1085,19 @@ mod tests {
         )
         .unwrap();
         let e = Config::load(Some(&file), &env(&[]), &Overrides::default()).unwrap_err();
-        assert!(e.0.contains("accounts[0].api_keys[0]"), "{e}");
+        assert!(e.to_string().contains("accounts[0].api_keys[0]"), "{e}");
         std::fs::write(&file, "lisen = \"x\"\n").unwrap();
         let e = Config::load(Some(&file), &env(&[]), &Overrides::default()).unwrap_err();
-        assert!(e.0.contains("lisen"), "{e}");
+        assert!(e.to_string().contains("lisen"), "{e}");
         let flags = Overrides {
             database: Some("mysql://u:pw@h/db".into()),
             ..Overrides::default()
         };
         let e = Config::load(None, &env(&[]), &flags).unwrap_err();
-        assert!(e.0.contains("u:***@h") && !e.0.contains("pw"), "{e}");
+        assert!(
+            e.to_string().contains("u:***@h") && !e.to_string().contains("pw"),
+            "{e}"
+        );
     }
 
     /// Loads an account `a` with `extra` appended to its section.
@@ -1184,7 +1191,7 @@ mod tests {
         ];
         for (extra, expected) in cases {
             let e = with_account(extra).unwrap_err();
-            assert!(e.0.contains(expected), "{extra}: {e}");
+            assert!(e.to_string().contains(expected), "{extra}: {e}");
         }
     }
 
@@ -1214,7 +1221,8 @@ mod tests {
         };
         let e = Config::load(None, &env(&[]), &flags).unwrap_err();
         assert!(
-            e.0.contains("postgres://USER:PASSWORD@HOST") && !e.0.contains("pw@"),
+            e.to_string().contains("postgres://USER:PASSWORD@HOST")
+                && !e.to_string().contains("pw@"),
             "{e}"
         );
     }

@@ -4,6 +4,7 @@
 //! (compile and evaluate) and [`render`] (templates); [`ruleset`] loads a
 //! rules directory from disk; [`cli`] holds the commands.
 
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod diff;

@@ -14,6 +14,7 @@
 //! implementations', and `tests/notify.rs` has the crate itself (a
 //! dev-dependency) verify what we sign.
 
+use crate::backoff::{Backoff, Jitter};
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
@@ -958,21 +959,8 @@ fn chain(error: &dyn std::error::Error) -> String {
 // ---------------------------------------------------------------------------
 // Retry schedule
 
-const FIRST_RETRY_MS: u64 = 5_000;
-const MAX_STEP_MS: u64 = 60 * 60 * 1000;
-const MIN_STEP_MS: u64 = 1_000;
-
-/// The longest [`backoff`] can be after `attempt` attempts: 5 s doubling
-/// per attempt, capped at 1 h.
-fn backoff_ceiling(attempt: u32) -> Duration {
-    // Past 10 doublings the cap has long been reached; stopping there keeps
-    // the shift from overflowing.
-    let doublings = attempt.saturating_sub(1).min(10);
-    Duration::from_millis((FIRST_RETRY_MS << doublings).min(MAX_STEP_MS))
-}
-
 /// How long to wait after `attempt` failed attempts (1 after the first)
-/// before the next: exponential with full jitter, a uniformly random delay
+/// before the next: [`Backoff`] with full jitter, a uniformly random delay
 /// between 1 s and a ceiling that starts at 5 s, doubles per attempt and
 /// stops at 1 h. Full jitter spreads the retries of many messages that
 /// failed together, so a receiver coming back up is not hit by all at once.
@@ -993,9 +981,16 @@ fn backoff_ceiling(attempt: u32) -> Duration {
 /// on average; with the jitter's spread it falls short of 24 hours less
 /// than once in a thousand messages. Wait for [`NotifyError::retry_after`]
 /// instead when the receiver asked for longer.
+pub const BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(5),
+    max: Duration::from_secs(3600),
+    floor: Duration::from_secs(1),
+    jitter: Jitter::Full,
+};
+
+/// The wait after `attempt` failed attempts: [`BACKOFF`].
 pub fn backoff(attempt: u32) -> Duration {
-    let ceiling = u64::try_from(backoff_ceiling(attempt).as_millis()).unwrap_or(MAX_STEP_MS);
-    Duration::from_millis(rand::random_range(MIN_STEP_MS..=ceiling.max(MIN_STEP_MS)))
+    BACKOFF.wait(attempt)
 }
 
 #[cfg(test)]
@@ -1454,18 +1449,18 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_stays_capped() {
-        let ceilings: Vec<u64> = (1..=14).map(|n| backoff_ceiling(n).as_secs()).collect();
+        let ceilings: Vec<u64> = (1..=14).map(|n| BACKOFF.ceiling(n).as_secs()).collect();
         assert_eq!(
             ceilings,
             [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600, 3600, 3600]
         );
-        assert_eq!(backoff_ceiling(0), Duration::from_secs(5));
-        assert_eq!(backoff_ceiling(u32::MAX), Duration::from_secs(3600));
+        assert_eq!(BACKOFF.ceiling(0), Duration::from_secs(5));
+        assert_eq!(BACKOFF.ceiling(u32::MAX), Duration::from_secs(3600));
         for attempt in [0, 1, 2, 5, 10, 11, 40, MAX_ATTEMPTS, u32::MAX] {
             for _ in 0..200 {
                 let delay = backoff(attempt);
                 assert!(delay >= Duration::from_secs(1), "{attempt}: {delay:?}");
-                assert!(delay <= backoff_ceiling(attempt), "{attempt}: {delay:?}");
+                assert!(delay <= BACKOFF.ceiling(attempt), "{attempt}: {delay:?}");
             }
         }
         // Jittered: two hundred draws at the cap are not all the same.
@@ -1478,7 +1473,7 @@ mod tests {
         let day = Duration::from_secs(24 * 60 * 60);
         // The expected span: each wait is uniform between 1 s and its ceiling.
         let mean: Duration = (1..MAX_ATTEMPTS)
-            .map(|n| (backoff_ceiling(n) + Duration::from_secs(1)) / 2)
+            .map(|n| (BACKOFF.ceiling(n) + Duration::from_secs(1)) / 2)
             .sum();
         assert!(mean > day + Duration::from_secs(6 * 3600), "{mean:?}");
         // And the drawn schedules: their average is within minutes of the

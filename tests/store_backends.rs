@@ -10,8 +10,10 @@
 mod harness;
 
 use chrono::Utc;
+use handoff::intake::DeliveryStatus;
 use handoff::store::{
-    ConsentRecord, DecisionRecord, LeadEvent, LeadState, Recorded, SendOutcome, StatusRecord, Store,
+    ConsentRecord, DecisionRecord, LeadEvent, LeadState, OutboxKind, Recorded, SendOutcome,
+    StatusRecord, Store, WebhookSource,
 };
 use harness::{databases, Db};
 use serde_json::{json, Value};
@@ -46,9 +48,9 @@ fn person(phone: &str, name: &str) -> LeadEvent {
 }
 
 /// A session message with its approved template, as the engine queues one.
-fn message(phone: &str) -> (String, Value) {
+fn message(phone: &str) -> (OutboxKind, Value) {
     (
-        "whatsapp".into(),
+        OutboxKind::Whatsapp,
         json!({
             "outcome": "session", "to": phone, "text": "Hi! About your event",
             "template": {"name": "event_followup", "language": "en", "params": ["Aisha"]},
@@ -56,7 +58,7 @@ fn message(phone: &str) -> (String, Value) {
     )
 }
 
-fn decision(outbox: Vec<(String, Value)>) -> DecisionRecord {
+fn decision(outbox: Vec<(OutboxKind, Value)>) -> DecisionRecord {
     DecisionRecord {
         playbook: "events".into(),
         ruleset_hash: "abc123".into(),
@@ -103,6 +105,7 @@ async fn lead(store: &Store, id: &str) -> Value {
         .await
         .unwrap()
         .expect("the lead exists")
+        .to_value()
 }
 
 #[tokio::test]
@@ -259,14 +262,14 @@ async fn a_redelivered_webhook_is_stored_once_and_finishing_it_counts() {
         ];
         assert_eq!(
             store
-                .enqueue_webhooks("acme", "whatsapp", &events)
+                .enqueue_webhooks("acme", WebhookSource::Whatsapp, &events)
                 .await
                 .unwrap(),
             2
         );
         assert_eq!(
             store
-                .enqueue_webhooks("acme", "whatsapp", &events[..1])
+                .enqueue_webhooks("acme", WebhookSource::Whatsapp, &events[..1])
                 .await
                 .unwrap(),
             0,
@@ -275,7 +278,7 @@ async fn a_redelivered_webhook_is_stored_once_and_finishing_it_counts() {
         );
         assert_eq!(
             store
-                .enqueue_webhooks("other", "whatsapp", &events[..1])
+                .enqueue_webhooks("other", WebhookSource::Whatsapp, &events[..1])
                 .await
                 .unwrap(),
             1,
@@ -518,7 +521,7 @@ async fn statuses_move_forward_and_a_closed_window_falls_back_to_the_template() 
         assert!(store.finish_outbox("a", &item, sent, &[]).await.unwrap());
         let status = |name: &str, errors: Value| StatusRecord {
             message_id: "wamid.s".into(),
-            status: name.into(),
+            status: DeliveryStatus::from_meta(name).unwrap(),
             at: Utc::now(),
             recipient: "919800000006".into(),
             errors,
@@ -783,8 +786,8 @@ async fn two_instances_never_claim_the_same_message_or_webhook_event() {
         .map(|i| (format!("wamid.{i}"), json!({"i": i})))
         .collect();
     let (na, nb) = tokio::join!(
-        a.enqueue_webhooks("acme", "whatsapp", &events),
-        b.enqueue_webhooks("acme", "whatsapp", &events)
+        a.enqueue_webhooks("acme", WebhookSource::Whatsapp, &events),
+        b.enqueue_webhooks("acme", WebhookSource::Whatsapp, &events)
     );
     assert_eq!(na.unwrap() + nb.unwrap(), 200, "each event stored once");
     let mut messages = BTreeSet::new();
@@ -1485,7 +1488,7 @@ async fn claim_message(store: &Store, lead: &str) -> handoff::store::OutboxItem 
         .await
         .unwrap()
         .into_iter()
-        .find(|i| i.lead_id == lead && i.kind == "whatsapp")
+        .find(|i| i.lead_id == lead && i.kind == OutboxKind::Whatsapp)
         .expect("the lead's message is due")
 }
 
@@ -1567,7 +1570,7 @@ async fn a_message_whatsapp_cannot_deliver_sends_the_lead_to_the_fallback_endpoi
             .unwrap());
         let status = StatusRecord {
             message_id: "wamid.fb".into(),
-            status: "failed".into(),
+            status: DeliveryStatus::Failed,
             at: Utc::now(),
             recipient: "919891000002".into(),
             errors: json!([{"code": 131050, "title": "user stopped marketing messages"}]),

@@ -12,7 +12,7 @@ use crate::config::Account;
 use crate::engine::{Event, Outcome, Situation};
 use crate::render::RenderedTemplate;
 use crate::ruleset::{Decision, Ruleset};
-use crate::store::{DecisionRecord, LeadState, DEFAULT_IDLE_DAYS};
+use crate::store::{DecisionRecord, LeadState, OutboxKind, DEFAULT_IDLE_DAYS};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -125,13 +125,13 @@ pub enum Outbound {
 
 impl Outbound {
     /// The outbox's kind and payload, as stored.
-    pub fn row(&self) -> (String, Value) {
+    pub fn row(&self) -> (OutboxKind, Value) {
         let (kind, payload) = match self {
-            Outbound::Whatsapp(w) => ("whatsapp", serde_json::to_value(w)),
-            Outbound::Notify(n) => ("notify", serde_json::to_value(n)),
+            Outbound::Whatsapp(w) => (OutboxKind::Whatsapp, serde_json::to_value(w)),
+            Outbound::Notify(n) => (OutboxKind::Notify, serde_json::to_value(n)),
         };
         // Plain structs of strings serialize without fail.
-        (kind.to_string(), payload.unwrap_or(Value::Null))
+        (kind, payload.unwrap_or(Value::Null))
     }
 }
 

@@ -324,6 +324,9 @@ impl From<crate::pipeline::policy::Refusal> for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::Internal(e.0)
+        match e {
+            crate::store::StoreError::Conflict(message) => ApiError::Conflict(message),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }

@@ -1,16 +1,114 @@
-//! What handlers read a request with: path and query extractors that refuse
-//! with the API's error shape, the JSON body read and parsed naming the
-//! field at fault, and the checks of what people write (notes, names,
-//! queue names) against the input policy.
+//! What handlers read a request with: the account a request's API key
+//! belongs to, path and query extractors that refuse with the API's error
+//! shape, JSON bodies read and parsed naming the field at fault, and the
+//! checks of what people write (notes, names, queue names) against the
+//! input policy.
+//!
+//! Extractors run in the order a handler names them; the API's handlers name
+//! [`ApiAccount`] first, so a request without a valid key is refused (401)
+//! before anything about its path or body is looked at.
 
-use super::error::ApiError;
+use super::error::{require_json, ApiError};
+use super::AppState;
+use crate::config::Account;
 use crate::pipeline::policy;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use std::sync::Arc;
+
+/// The account whose API key (`Authorization: Bearer <key>`) the request
+/// carries; 401 without one. Borrows the account from the service's
+/// configuration rather than copying it for every request.
+pub struct ApiAccount {
+    state: Arc<AppState>,
+    index: usize,
+}
+
+impl ApiAccount {
+    /// The account.
+    pub fn get(&self) -> &Account {
+        // `index` came from a search of this same, immutable configuration.
+        &self.state.config.accounts[self.index]
+    }
+}
+
+impl std::ops::Deref for ApiAccount {
+    type Target = Account;
+
+    fn deref(&self) -> &Account {
+        self.get()
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for ApiAccount {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        let account = state.authenticate(&parts.headers)?;
+        let index = state
+            .config
+            .accounts
+            .iter()
+            .position(|a| std::ptr::eq(a, account))
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(ApiAccount {
+            state: Arc::clone(state),
+            index,
+        })
+    }
+}
+
+/// A JSON body: a JSON `Content-Type` (415 otherwise), within the body
+/// limit (413), parsed into `T` naming the field at fault (400).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let JsonBytes(bytes) = JsonBytes::from_request(request, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// An optional JSON body: an empty body, with or without a `Content-Type`,
+/// is `T::default()`; anything else is read as [`ApiJson`] reads it.
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = request.headers().clone();
+        let bytes = read_body(Bytes::from_request(request, state).await)?;
+        if bytes.is_empty() {
+            return Ok(OptionalJson(T::default()));
+        }
+        require_json(&headers)?;
+        parse_json(&bytes).map(OptionalJson)
+    }
+}
+
+/// A JSON body's bytes, for a handler that also keeps them (the lead intake
+/// fingerprints the body of an idempotent request): the `Content-Type` and
+/// size checked as [`ApiJson`] checks them, nothing parsed.
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        require_json(request.headers())?;
+        read_body(Bytes::from_request(request, state).await).map(JsonBytes)
+    }
+}
 
 /// A path's parameters, refused with the API's error shape (a path segment
 /// that is not UTF-8 once percent-decoded is a 400, not a text answer).
@@ -39,13 +137,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
             .map(|q| Query(q.0))
             .map_err(|e: QueryRejection| ApiError::bad(e.body_text(), Some("query".into())))
     }
-}
-
-/// Parses a JSON body, naming the field that is wrong.
-pub fn parse_body<T: serde::de::DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    parse_json(&read_body(body)?)
 }
 
 /// The body, or the error for one that could not be read (413 when too large).

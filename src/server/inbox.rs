@@ -24,7 +24,8 @@ use crate::store::inbox::Session;
 use crate::store::queues::Presence;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -33,6 +34,7 @@ use axum::{Form, Router};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chrono::{DateTime, Utc};
 use minijinja::Environment;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -231,6 +233,74 @@ async fn signed_in(state: &AppState, jar: &CookieJar) -> Result<(Session, Accoun
     Ok((session, account))
 }
 
+/// The signed-in operator of a request and their account: what every inbox
+/// page reads. A request without a live session goes to the sign-in page.
+struct Operator {
+    session: Session,
+    account: Account,
+}
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Refusal> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        let (session, account) = signed_in(state, &jar).await?;
+        Ok(Operator { session, account })
+    }
+}
+
+/// A form the signed-in operator sent: it carries the session's CSRF token
+/// and comes from this site, or nothing in it is done (403).
+struct OperatorForm<T> {
+    operator: Operator,
+    form: T,
+}
+
+/// Whether a form may act for `session`: it carries the session's CSRF
+/// token and comes from this site.
+fn form_allowed(headers: &HeaderMap, csrf: &str, session: &Session) -> Result<(), Refusal> {
+    if same_origin(headers) && constant_time_eq(csrf.as_bytes(), session.csrf.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Refusal::Forbidden)
+    }
+}
+
+/// A form's fields beside the CSRF token every inbox form carries.
+#[derive(Deserialize)]
+struct WithCsrf<T> {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    fields: T,
+}
+
+/// A form with nothing but its CSRF token.
+#[derive(Deserialize, Default)]
+struct NoFields {}
+
+impl<T: DeserializeOwned + Send> FromRequest<Arc<AppState>> for OperatorForm<T> {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &Arc<AppState>) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let operator = Operator::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let Form(WithCsrf { csrf, fields }) =
+            Form::<WithCsrf<T>>::from_request(Request::from_parts(parts, body), state)
+                .await
+                .map_err(IntoResponse::into_response)?;
+        form_allowed(&headers, &csrf, &operator.session).map_err(IntoResponse::into_response)?;
+        Ok(OperatorForm {
+            operator,
+            form: fields,
+        })
+    }
+}
+
 /// Whether the request is a page refreshing itself on a live update (the
 /// operator did nothing).
 fn live(headers: &HeaderMap) -> bool {
@@ -368,11 +438,11 @@ fn queues_of(state: &AppState, account: &Account, threads: &[Value]) -> Vec<Stri
 
 async fn list(
     State(state): State<Arc<AppState>>,
+    Operator { session, account }: Operator,
     headers: HeaderMap,
     jar: CookieJar,
     Query(q): Query<ThreadQuery>,
 ) -> Result<Response, Refusal> {
-    let (session, account) = signed_in(&state, &jar).await?;
     let filter = match q.filter() {
         Ok(f) => f,
         Err(_) => ThreadQuery::default().filter().unwrap_or_default(),
@@ -565,13 +635,13 @@ fn queue_view(account: &Account, thread: &Value) -> Value {
 
 async fn thread(
     State(state): State<Arc<AppState>>,
+    Operator { session, account }: Operator,
     headers: HeaderMap,
     jar: CookieJar,
     Path(id): Path<String>,
 ) -> Result<Response, Refusal> {
-    let (session, account) = signed_in(&state, &jar).await?;
     let lead = match state.store.lead(&account.id, &id).await {
-        Ok(Some(lead)) => lead,
+        Ok(Some(lead)) => lead.to_value(),
         // Another account's lead looks exactly like one that does not exist.
         _ => {
             return Ok((
@@ -668,8 +738,6 @@ async fn thread(
 #[derive(Deserialize, Default)]
 struct ActionForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     text: Option<String>,
     #[serde(default)]
     template: Option<String>,
@@ -711,14 +779,12 @@ fn api_message(e: ApiError) -> String {
 async fn act(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    jar: CookieJar,
     Path((id, action)): Path<(String, String)>,
-    Form(form): Form<ActionForm>,
+    OperatorForm {
+        operator: Operator { session, account },
+        form,
+    }: OperatorForm<ActionForm>,
 ) -> Result<Response, Refusal> {
-    let (session, account) = signed_in(&state, &jar).await?;
-    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
-        return Err(Refusal::Forbidden);
-    }
     let actor = session.operator.name.clone();
     let result: Result<&str, String> = match action.as_str() {
         "takeover" | "release" => {
@@ -854,8 +920,6 @@ fn came_from(headers: &HeaderMap) -> String {
 #[derive(Deserialize, Default)]
 struct PresenceForm {
     #[serde(default)]
-    csrf: String,
-    #[serde(default)]
     available: String,
 }
 
@@ -864,13 +928,11 @@ struct PresenceForm {
 async fn presence(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    jar: CookieJar,
-    Form(form): Form<PresenceForm>,
+    OperatorForm {
+        operator: Operator { session, .. },
+        form,
+    }: OperatorForm<PresenceForm>,
 ) -> Result<Response, Refusal> {
-    let (session, _) = signed_in(&state, &jar).await?;
-    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
-        return Err(Refusal::Forbidden);
-    }
     let available = match form.available.as_str() {
         "1" => true,
         "0" => false,
@@ -906,17 +968,19 @@ async fn presence(
 /// (sent at most once a minute, and only after some activity). 204.
 async fn ping(
     State(state): State<Arc<AppState>>,
+    operator: Result<Operator, Refusal>,
     headers: HeaderMap,
-    jar: CookieJar,
-    Form(form): Form<LogoutForm>,
+    Form(form): Form<WithCsrf<NoFields>>,
 ) -> Response {
-    let (session, account) = match signed_in(&state, &jar).await {
-        Ok(s) => s,
+    // The page's script asks, not a person: a lapsed session is a 401
+    // for it to act on, not a redirect to follow.
+    let Operator { session, account } = match operator {
+        Ok(o) => o,
         Err(Refusal::SignIn) => return StatusCode::UNAUTHORIZED.into_response(),
         Err(r) => return r.into_response(),
     };
-    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
-        return Refusal::Forbidden.into_response();
+    if let Err(r) = form_allowed(&headers, &form.csrf, &session) {
+        return r.into_response();
     }
     note_activity(&state, &session.operator.id, &account).await;
     StatusCode::NO_CONTENT.into_response()
@@ -939,10 +1003,10 @@ fn member_status(status: &str) -> &'static str {
 /// assigns, whether it is open, who is in it and how busy, who waits.
 async fn queues(
     State(state): State<Arc<AppState>>,
+    Operator { session, account }: Operator,
     headers: HeaderMap,
     jar: CookieJar,
 ) -> Result<Response, Refusal> {
-    let (session, account) = signed_in(&state, &jar).await?;
     let mut shown = Vec::new();
     for (name, queue) in &account.queues {
         let mut q = match super::queues::overview(&state, &account, name, queue).await {
@@ -1113,22 +1177,12 @@ async fn login(
     (jar, Redirect::to("/inbox")).into_response()
 }
 
-#[derive(Deserialize, Default)]
-struct LogoutForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 async fn logout(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     jar: CookieJar,
-    Form(form): Form<LogoutForm>,
+    _: OperatorForm<NoFields>,
 ) -> Result<Response, Refusal> {
-    let (session, _) = signed_in(&state, &jar).await?;
-    if !constant_time_eq(form.csrf.as_bytes(), session.csrf.as_bytes()) || !same_origin(&headers) {
-        return Err(Refusal::Forbidden);
-    }
     if let Some(token) = jar.get(SESSION_COOKIE) {
         if let Err(e) = state.store.end_session(&token_hash(token.value())).await {
             tracing::error!(error = %e, "ending a session failed");
@@ -1140,8 +1194,10 @@ async fn logout(
 
 /// `GET /inbox/events`: a `thread` event (`{"lead_id"}`) whenever a thread
 /// of the operator's account changes.
-async fn events(State(state): State<Arc<AppState>>, jar: CookieJar) -> Result<Response, Refusal> {
-    let (_, account) = signed_in(&state, &jar).await?;
+async fn events(
+    State(state): State<Arc<AppState>>,
+    Operator { account, .. }: Operator,
+) -> Result<Response, Refusal> {
     let receiver = state.thread_changes.subscribe();
     let stream = futures_util::stream::unfold(receiver, move |mut rx| {
         let account = account.id.clone();

@@ -2,7 +2,7 @@
 //! searching leads, taking a thread over and releasing it, and dry runs.
 
 use super::error::ApiError;
-use super::extract::{Path, Query};
+use super::extract::{ApiAccount, ApiJson, JsonBytes, OptionalJson, Path, Query};
 use super::AppState;
 use crate::config::Account;
 use crate::dsl::schema::CHANNELS;
@@ -11,9 +11,7 @@ use crate::engine::{Event, Situation, ThreadInput};
 use crate::pipeline::policy;
 use crate::pipeline::{decide_for, pick_playbook, Decided, NoPlaybook, Route};
 use crate::ruleset::{Decision, Ruleset};
-use crate::store::{ConsentRecord, LeadEvent, Recorded};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use crate::store::{ConsentRecord, LeadEvent, LeadRecord, Recorded};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -260,10 +258,10 @@ fn to_event(
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    account: ApiAccount,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBytes(body_bytes): JsonBytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let account = state.authenticate(&headers)?.clone();
     let idempotency = match headers.get("idempotency-key") {
         Some(v) => match v.to_str() {
             Ok(k) if !k.trim().is_empty() && k.len() <= 255 => {
@@ -278,8 +276,6 @@ pub async fn create(
         },
         None => None,
     };
-    super::error::require_json(&headers)?;
-    let body_bytes = super::extract::read_body(body)?;
     let input: LeadInput = super::extract::parse_json(&body_bytes)?;
     input.no_situation()?;
     let ruleset = state
@@ -348,10 +344,9 @@ pub async fn create(
 
 pub async fn get_lead(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
+) -> Result<Json<LeadRecord>, ApiError> {
     // Another account's lead is answered exactly as a lead that does not exist.
     match state.store.lead(&account.id, &id).await? {
         Some(lead) => Ok(Json(lead)),
@@ -367,10 +362,9 @@ pub struct SearchQuery {
 
 pub async fn search(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Query(query): Query<SearchQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let leads = state
         .store
@@ -392,37 +386,29 @@ pub struct TakeoverInput {
 
 pub async fn takeover(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    OptionalJson(input): OptionalJson<TakeoverInput>,
 ) -> Result<Json<Value>, ApiError> {
-    thread_state(state, headers, id, body, true).await
+    thread_state(&state, &account, id, input, true).await
 }
 
 pub async fn release(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    OptionalJson(input): OptionalJson<TakeoverInput>,
 ) -> Result<Json<Value>, ApiError> {
-    thread_state(state, headers, id, body, false).await
+    thread_state(&state, &account, id, input, false).await
 }
 
 async fn thread_state(
-    state: Arc<AppState>,
-    headers: HeaderMap,
+    state: &AppState,
+    account: &Account,
     id: String,
-    body: Result<Bytes, BytesRejection>,
+    input: TakeoverInput,
     human: bool,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
-    let input: TakeoverInput = match &body {
-        Ok(b) if b.is_empty() => TakeoverInput::default(),
-        _ => {
-            super::error::require_json(&headers)?;
-            super::extract::parse_body(body)?
-        }
-    };
     let queue = match input.queue.as_deref() {
         Some(q) => Some(super::extract::clean_queue(Some(q))?),
         None => None,
@@ -456,12 +442,9 @@ async fn thread_state(
 /// open, marketing allowed).
 pub async fn dry_run(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    account: ApiAccount,
+    ApiJson(mut input): ApiJson<LeadInput>,
 ) -> Result<Response, ApiError> {
-    let account = state.authenticate(&headers)?;
-    super::error::require_json(&headers)?;
-    let mut input: LeadInput = super::extract::parse_body(body)?;
     let now = match input.now.take() {
         None | Some(Value::Null) => Utc::now(),
         Some(Value::String(t)) => DateTime::parse_from_rfc3339(&t)
@@ -516,7 +499,7 @@ pub async fn dry_run(
     let ruleset = state
         .ruleset()
         .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
-    let (lead_event, playbook) = to_event(input, account, &ruleset)?;
+    let (lead_event, playbook) = to_event(input, &account, &ruleset)?;
     let lead = lead_event.lead();
     let situation = Situation {
         now,

@@ -26,6 +26,7 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
+use extract::ApiAccount;
 use metrics::Labels;
 use serde_json::{json, Value};
 use std::sync::{Arc, RwLock};
@@ -359,9 +360,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
 
 async fn rulesets(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
     let rules = state
         .rules
         .read()
@@ -377,8 +377,8 @@ async fn rulesets(
         .ruleset
         .as_ref()
         .map(|r| {
-            let mut w = AppState::unknown_senders(account, r);
-            w.extend(queues::unmanaged(account, r));
+            let mut w = AppState::unknown_senders(&account, r);
+            w.extend(queues::unmanaged(&account, r));
             w
         })
         .unwrap_or_default();
@@ -393,9 +393,8 @@ async fn rulesets(
 
 async fn reload(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _account: ApiAccount,
 ) -> Result<impl IntoResponse, ApiError> {
-    state.authenticate(&headers)?;
     let state2 = state.clone();
     let ok = tokio::task::spawn_blocking(move || state2.reload())
         .await

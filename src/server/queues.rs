@@ -3,14 +3,13 @@
 //! playbooks' queues no member is given.
 
 use super::error::ApiError;
-use super::extract::Path;
+use super::extract::{ApiAccount, Path};
 use super::AppState;
 use crate::config::{Account, QueueConfig};
 use crate::dsl::ast::ActionKind;
 use crate::queues::{show_duration, QueueHours, QueuePlan};
 use crate::ruleset::Ruleset;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
@@ -139,12 +138,11 @@ pub async fn overview(
 /// `GET /v1/queues`: every queue of the account with members.
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
     let mut queues = Vec::new();
     for (name, queue) in &account.queues {
-        queues.push(overview(&state, account, name, queue).await?);
+        queues.push(overview(&state, &account, name, queue).await?);
     }
     Ok(Json(json!({ "queues": queues })))
 }
@@ -153,10 +151,9 @@ pub async fn list(
 /// (the next handoff message opens a new one) and its member's load drops.
 pub async fn api_close(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
     if state.store.lead(&account.id, &id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no lead `{id}`")));
     }
@@ -168,16 +165,15 @@ pub async fn api_close(
     }
     state.announce(&account.id, &id);
     state.queues.notify_one();
-    let lead = state
+    let thread = state
         .store
         .lead(&account.id, &id)
         .await?
-        .unwrap_or(Value::Null);
-    let thread = &lead["thread"];
+        .and_then(|lead| lead.thread);
     Ok(Json(json!({
         "lead_id": id,
         "open": false,
-        "closed_at": thread["closed_at"],
-        "queue_state": thread["queue_state"],
+        "closed_at": thread.as_ref().and_then(|t| t.closed_at).map(crate::store::view::time_text),
+        "queue_state": thread.and_then(|t| t.queue_state),
     })))
 }

@@ -5,7 +5,7 @@
 //! announced to the inbox's live updates.
 
 use super::error::ApiError;
-use super::extract::{Path, Query};
+use super::extract::{ApiAccount, ApiJson, Path, Query};
 use super::AppState;
 use crate::config::Account;
 use crate::dsl::check::TemplateCatalog;
@@ -16,7 +16,6 @@ use crate::pipeline::window_open;
 use crate::render::RenderedTemplate;
 use crate::store::{AgentReply, LeadState};
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
@@ -260,10 +259,9 @@ fn api_actor(by: Option<&str>) -> Result<String, ApiError> {
 /// `GET /v1/threads`: an account's threads, newest activity first.
 pub async fn list(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Query(q): Query<ThreadQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
     let filter = q.filter()?;
     let threads = state.store.threads(&account.id, None, &filter).await?;
     Ok(Json(json!({"threads": threads})))
@@ -318,13 +316,10 @@ impl ThreadQuery {
 /// `POST /v1/leads/{id}/reply`.
 pub async fn api_reply(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Path(id): Path<String>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    ApiJson(input): ApiJson<ReplyInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?.clone();
-    super::error::require_json(&headers)?;
-    let input: ReplyInput = super::extract::parse_body(body)?;
     if let Some(agent) = input.agent.as_deref() {
         if input.by.is_some() {
             return Err(ApiError::invalid(
@@ -369,13 +364,10 @@ pub struct NoteInput {
 /// `POST /v1/leads/{id}/notes`.
 pub async fn api_note(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Path(id): Path<String>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    ApiJson(input): ApiJson<NoteInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
-    super::error::require_json(&headers)?;
-    let input: NoteInput = super::extract::parse_body(body)?;
     let actor = api_actor(input.by.as_deref())?;
     let text = super::extract::clean_text(input.text.as_deref(), "text", MAX_TEXT)?;
     if !state
@@ -402,13 +394,10 @@ pub struct ReassignInput {
 /// `POST /v1/leads/{id}/reassign`.
 pub async fn api_reassign(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Path(id): Path<String>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    ApiJson(input): ApiJson<ReassignInput>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?;
-    super::error::require_json(&headers)?;
-    let input: ReassignInput = super::extract::parse_body(body)?;
     let actor = api_actor(input.by.as_deref())?;
     let queue = super::extract::clean_queue(input.queue.as_deref())?;
     let managed = account.queues.contains_key(&queue);
@@ -428,10 +417,9 @@ pub async fn api_reassign(
 /// lead, and whether free text can be sent now.
 pub async fn api_templates(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    account: ApiAccount,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let account = state.authenticate(&headers)?.clone();
     let (lead, open, choices) = templates_for(&state, &account, &id).await?;
     let templates: Vec<Value> = choices
         .iter()

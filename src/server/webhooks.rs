@@ -4,14 +4,14 @@
 //! A redelivered event (same source ID) is stored once and processed once.
 
 use super::error::ApiError;
-use super::extract::read_body;
+use super::extract::{read_body, ApiAccount, JsonBytes};
 use super::extract::{Path, Query};
 use super::AppState;
 use crate::config::Account;
 use crate::intake::signature::constant_time_eq;
 use crate::intake::{self, MetaObject};
 use crate::pipeline::event::{self, queued, QueuedLead};
-use crate::store::Enqueued;
+use crate::store::{Enqueued, WebhookSource};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -34,7 +34,7 @@ fn account<'a>(state: &'a AppState, id: &str) -> Result<&'a Account, ApiError> {
 async fn store_events(
     state: &AppState,
     account: &str,
-    source: &str,
+    source: WebhookSource,
     events: &[(String, Value)],
 ) -> Result<usize, ApiError> {
     let new = state
@@ -43,7 +43,7 @@ async fn store_events(
         .await?;
     state.metrics.add(
         "handoff_webhook_events_total",
-        &[("source", source)],
+        &[("source", source.as_str())],
         new as u64,
     );
     state.work.notify_one();
@@ -97,9 +97,9 @@ pub async fn meta_events(
     let parsed = intake::parse_meta_webhook_lenient(&body)
         .map_err(|e| ApiError::bad(e.to_string(), None))?;
     let source = match parsed.object {
-        MetaObject::WhatsappBusinessAccount => "whatsapp",
-        MetaObject::Instagram => "instagram",
-        MetaObject::Page => "leadgen",
+        MetaObject::WhatsappBusinessAccount => WebhookSource::Whatsapp,
+        MetaObject::Instagram => WebhookSource::Instagram,
+        MetaObject::Page => WebhookSource::Leadgen,
     };
     let events: Vec<(String, Value)> = parsed
         .events
@@ -214,7 +214,7 @@ pub async fn form(
     accept(
         &state,
         account,
-        "form",
+        WebhookSource::Form,
         &source_id,
         &lead,
         "this submission's `Idempotency-Key`",
@@ -254,7 +254,7 @@ fn url_decode_pairs(body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
 async fn accept(
     state: &AppState,
     account: &Account,
-    source: &str,
+    source: WebhookSource,
     source_id: &str,
     lead: &QueuedLead,
     reused: &str,
@@ -272,7 +272,7 @@ async fn accept(
             message: format!(
                 "{reused} was used before for a different submission; nothing was stored"
             ),
-            at: if source == "voice" {
+            at: if source == WebhookSource::Voice {
                 "call_id"
             } else {
                 "Idempotency-Key"
@@ -281,9 +281,11 @@ async fn accept(
         }),
         Enqueued::New | Enqueued::Duplicate => {
             if enqueued == Enqueued::New {
-                state
-                    .metrics
-                    .add("handoff_webhook_events_total", &[("source", source)], 1);
+                state.metrics.add(
+                    "handoff_webhook_events_total",
+                    &[("source", source.as_str())],
+                    1,
+                );
             }
             state.work.notify_one();
             Ok((
@@ -297,16 +299,13 @@ async fn accept(
 /// `POST /webhooks/voice/{account}`: a voice agent's call report (API key).
 pub async fn voice(
     State(state): State<Arc<AppState>>,
+    account: ApiAccount,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBytes(body): JsonBytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = read_body(body)?;
-    let account = state.authenticate(&headers)?;
     if account.id != id {
         return Err(ApiError::NotFound(format!("no account `{id}`")));
     }
-    super::error::require_json(&headers)?;
     let report =
         intake::parse_call_report(&body).map_err(|e| ApiError::bad(e.to_string(), None))?;
     if let Some(p) = &report.lead.phone {
@@ -318,8 +317,8 @@ pub async fn voice(
     let lead = queued("voice", None, None, report.lead, report.transcript);
     accept(
         &state,
-        account,
-        "voice",
+        &account,
+        WebhookSource::Voice,
         &call_id,
         &lead,
         &format!("`call_id` `{call_id}`"),

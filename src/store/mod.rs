@@ -19,22 +19,34 @@ use std::time::Duration;
 
 pub mod postgres;
 pub mod sqlite;
+pub mod view;
 
-/// A store error; the server answers 500 and logs it.
-#[derive(Clone, Debug)]
-pub struct StoreError(pub String);
+pub use view::LeadRecord;
 
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
+/// A store error, by what went wrong; the server answers 500 and logs it
+/// (a conflict, 409).
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL cannot be used.
+    #[error("{0}")]
+    Url(String),
+    /// The database cannot be reached or opened, or its writer has stopped.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The schema could not be brought up to date.
+    #[error("{0}")]
+    Migration(String),
+    /// A write the stored data refuses (an operator's email in use).
+    #[error("{0}")]
+    Conflict(String),
+    /// A statement failed.
+    #[error("{0}")]
+    Database(String),
 }
-
-impl std::error::Error for StoreError {}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError(e.to_string())
+        StoreError::Database(e.to_string())
     }
 }
 
@@ -150,7 +162,7 @@ pub struct DecisionRecord {
     pub decision: Value,
     pub trace: Value,
     /// `(kind, payload)` rows for the outbox.
-    pub outbox: Vec<(String, Value)>,
+    pub outbox: Vec<(OutboxKind, Value)>,
     /// The queue the thread moves to, and whether a person takes it over.
     pub queue: Option<String>,
     pub takeover: bool,
@@ -214,8 +226,7 @@ pub(crate) fn key_reused(event: &LeadEvent, stored: Option<&str>) -> bool {
 #[derive(Clone, Debug)]
 pub struct StatusRecord {
     pub message_id: String,
-    /// `sent`, `delivered`, `read` or `failed`.
-    pub status: String,
+    pub status: crate::intake::DeliveryStatus,
     pub at: DateTime<Utc>,
     pub recipient: String,
     /// Meta's errors, as JSON.
@@ -224,12 +235,99 @@ pub struct StatusRecord {
     pub outbox_id: Option<String>,
 }
 
+/// What sent a stored webhook event, as the `source` column keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WebhookSource {
+    /// Meta's WhatsApp Business Account webhooks: messages, statuses, preferences.
+    Whatsapp,
+    /// Meta's Instagram messaging webhooks.
+    Instagram,
+    /// Meta's page webhooks: a lead-ad lead to fetch from the Graph API.
+    Leadgen,
+    /// A web form's submission.
+    Form,
+    /// A voice agent's call report.
+    Voice,
+}
+
+impl WebhookSource {
+    /// Every source, for metrics that show each one from the start.
+    pub const ALL: [WebhookSource; 5] = [
+        WebhookSource::Whatsapp,
+        WebhookSource::Instagram,
+        WebhookSource::Leadgen,
+        WebhookSource::Form,
+        WebhookSource::Voice,
+    ];
+
+    /// The name stored and shown in metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            WebhookSource::Whatsapp => "whatsapp",
+            WebhookSource::Instagram => "instagram",
+            WebhookSource::Leadgen => "leadgen",
+            WebhookSource::Form => "form",
+            WebhookSource::Voice => "voice",
+        }
+    }
+
+    /// The source a stored name stands for.
+    pub fn parse(text: &str) -> Result<WebhookSource, StoreError> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| StoreError::Database(format!("unknown webhook source `{text}`")))
+    }
+}
+
+impl std::fmt::Display for WebhookSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an outbox row sends, as the `kind` column keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutboxKind {
+    /// A WhatsApp message to the lead.
+    Whatsapp,
+    /// The lead record to an endpoint.
+    Notify,
+}
+
+impl OutboxKind {
+    /// The name stored.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OutboxKind::Whatsapp => "whatsapp",
+            OutboxKind::Notify => "notify",
+        }
+    }
+
+    /// The kind a stored name stands for.
+    pub fn parse(text: &str) -> Result<OutboxKind, StoreError> {
+        match text {
+            "whatsapp" => Ok(OutboxKind::Whatsapp),
+            "notify" => Ok(OutboxKind::Notify),
+            other => Err(StoreError::Database(format!(
+                "unknown outbox kind `{other}`"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for OutboxKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A webhook event waiting to be processed.
 #[derive(Clone, Debug)]
 pub struct PendingWebhook {
     pub id: i64,
     pub account: String,
-    pub source: String,
+    pub source: WebhookSource,
     pub source_id: String,
     pub payload: Value,
     pub attempts: i64,
@@ -241,8 +339,7 @@ pub struct OutboxItem {
     pub id: String,
     pub account: String,
     pub lead_id: String,
-    /// `whatsapp` or `notify`.
-    pub kind: String,
+    pub kind: OutboxKind,
     pub payload: Value,
     /// Attempts so far, this one included.
     pub attempts: i64,
@@ -331,7 +428,7 @@ impl Store {
 
     /// Everything about a lead, or `None` when the account has no such lead.
     /// A lead merged into another is answered with the survivor.
-    pub async fn lead(&self, account: &str, id: &str) -> Result<Option<Value>, StoreError> {
+    pub async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
         on_backend!(self, db => db.lead(account, id).await)
     }
 
@@ -364,7 +461,7 @@ impl Store {
     pub async fn enqueue_webhooks(
         &self,
         account: &str,
-        source: &str,
+        source: WebhookSource,
         events: &[(String, Value)],
     ) -> Result<usize, StoreError> {
         on_backend!(self, db => db.enqueue_webhooks(account, source, events).await)
@@ -377,7 +474,7 @@ impl Store {
     pub async fn enqueue_webhook(
         &self,
         account: &str,
-        source: &str,
+        source: WebhookSource,
         source_id: &str,
         payload: &Value,
     ) -> Result<Enqueued, StoreError> {
@@ -651,42 +748,6 @@ pub(crate) fn conversation(
     (thread, None)
 }
 
-/// The lead record's `thread` with its conversation: `open`, `opened_at`
-/// and `closed_at` as of `now` (an idle conversation reads as closed), from
-/// the thread's columns and the transcript (`at` of each line, RFC 3339).
-pub(crate) fn conversation_json(
-    mut thread: Value,
-    transcript: &[Value],
-    now: DateTime<Utc>,
-) -> Value {
-    let Some(map) = thread.as_object_mut() else {
-        return thread;
-    };
-    let time = |v: Option<&Value>| {
-        v.and_then(Value::as_str)
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    let last = transcript.iter().filter_map(|m| time(m.get("at"))).max();
-    let (conversation, _) = conversation(
-        time(map.get("opened_at")),
-        time(map.get("closed_at")),
-        map.get("idle_days").and_then(Value::as_i64),
-        last,
-        Vec::new(),
-        now,
-    );
-    let at = |t: Option<DateTime<Utc>>| {
-        t.map(|t| Value::String(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
-            .unwrap_or(Value::Null)
-    };
-    map.remove("idle_days");
-    map.insert("open".into(), Value::Bool(conversation.open));
-    map.insert("opened_at".into(), at(conversation.opened));
-    map.insert("closed_at".into(), at(conversation.closed));
-    thread
-}
-
 /// A playbook without `idle` closes conversations after this many days.
 pub const DEFAULT_IDLE_DAYS: i64 = 30;
 
@@ -708,6 +769,56 @@ pub(crate) fn marketing_keys<'a>(
         }
     }
     keys
+}
+
+/// The columns of a lead that a merge combines.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct LeadColumns {
+    /// name, first_name, phone, email, language, channel, intent, playbook.
+    pub text: [Option<String>; 8],
+    pub fields: Map<String, Value>,
+    pub tags: Vec<String>,
+    pub answers: Vec<Answer>,
+}
+
+impl LeadColumns {
+    /// What two leads of one person become when merged: the survivor's
+    /// values win and the other lead fills what the survivor lacks; tags
+    /// are united; answers keep the order asked, the survivor's (later)
+    /// answer winning for a question both answered.
+    pub(crate) fn merged(keep: LeadColumns, gone: LeadColumns) -> LeadColumns {
+        let mut text = keep.text;
+        for (slot, theirs) in text.iter_mut().zip(gone.text) {
+            if slot.is_none() {
+                *slot = theirs;
+            }
+        }
+        let mut fields = gone.fields;
+        fields.extend(keep.fields);
+        let mut tags = keep.tags;
+        for t in gone.tags {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let mut answers = gone.answers;
+        merge_answers(&mut answers, &keep.answers);
+        LeadColumns {
+            text,
+            fields,
+            tags,
+            answers,
+        }
+    }
+
+    /// `fields`, `tags` and `answers` as their columns store them.
+    pub(crate) fn json_columns(&self) -> (String, String, String) {
+        (
+            Value::Object(self.fields.clone()).to_string(),
+            serde_json::to_string(&self.tags).unwrap_or_default(),
+            serde_json::to_string(&self.answers).unwrap_or_default(),
+        )
+    }
 }
 
 /// `answers` after a later event: a question answered again keeps its

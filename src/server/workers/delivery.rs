@@ -11,9 +11,10 @@
 //! is sent twice only when Meta accepted it and no status reached us within
 //! the grace period (ten minutes by default).
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::{Account, WhatsappNumber};
 use crate::server::AppState;
-use crate::store::{OutboxItem, SendOutcome};
+use crate::store::{OutboxItem, OutboxKind, SendOutcome};
 use crate::whatsapp::{CloudClient, Content, ErrorClass, Limiter, OutboundMessage, SendError};
 use chrono::Utc;
 use serde_json::Value;
@@ -161,22 +162,23 @@ fn count(state: &AppState, item: &OutboxItem, outcome: &SendOutcome) {
     };
     state.metrics.add(
         "handoff_outbox_attempts_total",
-        &[("kind", &item.kind), ("result", result)],
+        &[("kind", item.kind.as_str()), ("result", result)],
         1,
     );
 }
 
 /// The backoff before attempt `attempts + 1`: doubling from the configured
-/// start, capped, with jitter so that retries of many messages spread out.
+/// start, capped, with equal jitter (a send is never retried much sooner
+/// than the doubling says, and retries of many messages spread out).
 fn backoff(state: &AppState, attempts: i64) -> Duration {
     let d = &state.config.delivery;
-    let exp = attempts.clamp(1, 30) as u32 - 1;
-    let full = d
-        .backoff
-        .saturating_mul(2u32.saturating_pow(exp))
-        .min(d.max_backoff);
-    // Equal jitter: half fixed, half random.
-    full / 2 + full.mul_f64(rand::random::<f64>() / 2.0)
+    Backoff {
+        first: d.backoff,
+        max: d.max_backoff,
+        floor: Duration::ZERO,
+        jitter: Jitter::Equal,
+    }
+    .wait(u32::try_from(attempts).unwrap_or(u32::MAX))
 }
 
 fn later(wait: Duration) -> chrono::DateTime<Utc> {
@@ -205,14 +207,9 @@ async fn attempt(
             marketing_opt_out: false,
         };
     };
-    match item.kind.as_str() {
-        "whatsapp" => send_whatsapp(state, delivery, account, item, claimed).await,
-        "notify" => send_notify(state, delivery, account, item, claimed).await,
-        other => SendOutcome::Failed {
-            code: None,
-            error: format!("unknown outbox kind `{other}`"),
-            marketing_opt_out: false,
-        },
+    match item.kind {
+        OutboxKind::Whatsapp => send_whatsapp(state, delivery, account, item, claimed).await,
+        OutboxKind::Notify => send_notify(state, delivery, account, item, claimed).await,
     }
 }
 
@@ -469,7 +466,7 @@ async fn send_notify(
         }
     }
     let mut lead = match state.store.lead(&account.id, &item.lead_id).await {
-        Ok(Some(lead)) => lead,
+        Ok(Some(lead)) => lead.to_value(),
         Ok(None) => return failed("the lead no longer exists"),
         Err(e) => {
             return SendOutcome::Retry {

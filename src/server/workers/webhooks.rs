@@ -3,12 +3,13 @@
 //! decisions, in the order received, retrying what failed for a reason that
 //! can pass.
 
+use crate::backoff::{Backoff, Jitter};
 use crate::config::Account;
-use crate::intake::{self, InboundEvent};
+use crate::intake::{self, DeliveryStatus, InboundEvent};
 use crate::pipeline::event::{self, queued, QueuedLead};
 use crate::pipeline::{decide_for, pick_playbook, Decided, Route};
 use crate::server::AppState;
-use crate::store::{LeadEvent, PendingWebhook, StatusRecord};
+use crate::store::{LeadEvent, PendingWebhook, StatusRecord, WebhookSource};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub fn spawn_worker(state: Arc<AppState>) {
             // after the grace period would let an uncertain send go again.
             // Everything else stays in order (a user's messages decide in turn).
             let (statuses, others): (Vec<_>, Vec<_>) = due.into_iter().partition(|e| {
-                e.source.as_str() == "whatsapp" && e.source_id.starts_with("status:")
+                e.source == WebhookSource::Whatsapp && e.source_id.starts_with("status:")
             });
             let mut applying = tokio::task::JoinSet::new();
             for event in statuses {
@@ -55,6 +56,16 @@ pub fn spawn_worker(state: Arc<AppState>) {
     });
 }
 
+/// The wait before an event is tried again: about 2, 4, 8 ... seconds, at
+/// most ten minutes, with equal jitter so that events that failed together
+/// (a Graph API outage) do not all come back in the same second.
+const RETRY: Backoff = Backoff {
+    first: Duration::from_secs(2),
+    max: Duration::from_secs(600),
+    floor: Duration::from_secs(1),
+    jitter: Jitter::Equal,
+};
+
 /// Processes one stored event and records how it went.
 async fn handle(state: &Arc<AppState>, event: &PendingWebhook) {
     let outcome = process(state, event).await;
@@ -67,8 +78,7 @@ async fn handle(state: &Arc<AppState>, event: &PendingWebhook) {
     if let Some(e) = error {
         tracing::warn!(source = %event.source, attempts, "webhook event not processed: {e}");
     }
-    // Backoff: 2, 4, 8 ... seconds, at most ten minutes.
-    let retry = Duration::from_secs((1u64 << attempts.clamp(1, 9) as u32).min(600));
+    let retry = RETRY.wait(u32::try_from(attempts).unwrap_or(u32::MAX));
     if let Err(e) = state
         .store
         .finish_webhook(event.id, error, give_up, retry)
@@ -102,8 +112,8 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
         .account(&event.account)
         .ok_or("the account is no longer configured")?;
     let dedup = Some((format!("webhook:{}", event.source), event.source_id.clone()));
-    match event.source.as_str() {
-        "whatsapp" | "instagram" | "leadgen" => {
+    match event.source {
+        WebhookSource::Whatsapp | WebhookSource::Instagram | WebhookSource::Leadgen => {
             let inbound: InboundEvent =
                 serde_json::from_value(event.payload.clone()).map_err(|e| e.to_string())?;
             match inbound {
@@ -139,7 +149,7 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                 InboundEvent::WhatsappStatus(s) => {
                     let record = StatusRecord {
                         message_id: s.message_id.clone(),
-                        status: format!("{:?}", s.status).to_lowercase(),
+                        status: s.status,
                         at: s.timestamp,
                         recipient: s.recipient_id.clone(),
                         errors: serde_json::to_value(&s.errors).unwrap_or(Value::Null),
@@ -153,11 +163,12 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                     if applied.new {
                         state.metrics.add(
                             "handoff_whatsapp_statuses_total",
-                            &[("status", &record.status)],
+                            &[("status", record.status.as_str())],
                             1,
                         );
                     }
-                    if applied.fell_back || (applied.new && record.status == "failed") {
+                    if applied.fell_back || (applied.new && record.status == DeliveryStatus::Failed)
+                    {
                         state.outbox.notify_one();
                     }
                     if let Some(lead) = &applied.lead_id {
@@ -194,12 +205,11 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                 }
             }
         }
-        "form" | "voice" => {
+        WebhookSource::Form | WebhookSource::Voice => {
             let q: QueuedLead =
                 serde_json::from_value(event.payload.clone()).map_err(|e| e.to_string())?;
             Ok(record_queued(state, account, q, dedup).await?)
         }
-        other => Err(Refused::Permanent(format!("unknown source `{other}`"))),
     }
 }
 

@@ -48,7 +48,7 @@ impl Postgres {
             .await?
             .rows_affected();
         if inserted == 0 {
-            return Err(StoreError(format!(
+            return Err(StoreError::Conflict(format!(
                 "an operator with the email `{}` exists already",
                 operator.email
             )));

@@ -53,11 +53,17 @@ mod queues;
 
 use super::queues::SYSTEM_ACTOR;
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadEvent, LeadState, OutboxItem,
-    PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
+    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
+    OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
+    StoreError, WebhookSource,
 };
 use crate::engine::lead::{Answer, Consent, TranscriptMessage};
 use crate::engine::Lead;
+use crate::intake::DeliveryStatus;
+use crate::store::view::{
+    self, ConsentEntry, Identity, LeadRecord, OutboxEntry, StoredDecision, ThreadView,
+    TranscriptEntry,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx_core::connection::ConnectOptions;
@@ -120,7 +126,14 @@ pub(super) type Sql<T> = Result<T, sqlx_core::Error>;
 
 impl From<sqlx_core::Error> for StoreError {
     fn from(e: sqlx_core::Error) -> Self {
-        StoreError(e.to_string())
+        match e {
+            sqlx_core::Error::Io(_)
+            | sqlx_core::Error::Tls(_)
+            | sqlx_core::Error::PoolTimedOut
+            | sqlx_core::Error::PoolClosed
+            | sqlx_core::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+            other => StoreError::Database(other.to_string()),
+        }
     }
 }
 
@@ -244,7 +257,7 @@ impl Postgres {
     pub async fn open(url: &str) -> Result<Postgres, StoreError> {
         let shown = super::redact_url(url);
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError(format!("`{shown}` is not a PostgreSQL URL: {e}")))?
+            .map_err(|e| StoreError::Url(format!("`{shown}` is not a PostgreSQL URL: {e}")))?
             .application_name("handoff")
             // Statements would be logged with their SQL at INFO; our own spans say what ran.
             .disable_statement_logging();
@@ -253,7 +266,7 @@ impl Postgres {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await
-            .map_err(|e| StoreError(format!("cannot connect: {e}")))?;
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect: {e}")))?;
         let worker = PgPoolOptions::new()
             .max_connections(WORKER_POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
@@ -264,10 +277,10 @@ impl Postgres {
             .connect_lazy_with(options);
         let migrator = Migrator::new(Embedded)
             .await
-            .map_err(|e| StoreError(format!("reading the migrations: {e}")))?;
+            .map_err(|e| StoreError::Migration(format!("reading the migrations: {e}")))?;
         // The migrator holds an advisory lock: instances starting together migrate once.
         migrator.run(&pool).await.map_err(|e| {
-            StoreError(format!(
+            StoreError::Migration(format!(
                 "migrating the database: {e} (a database migrated by a newer handoff is refused)"
             ))
         })?;
@@ -350,9 +363,9 @@ impl Postgres {
         Ok(recorded)
     }
 
-    pub async fn lead(&self, account: &str, id: &str) -> Result<Option<Value>, StoreError> {
+    pub async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
         let mut c = self.pool.acquire().await?;
-        Ok(lead_json(&mut c, account, id).await?)
+        Ok(lead_record(&mut c, account, id).await?)
     }
 
     pub async fn search(
@@ -424,9 +437,10 @@ impl Postgres {
     pub async fn enqueue_webhooks(
         &self,
         account: &str,
-        source: &str,
+        source: WebhookSource,
         events: &[(String, Value)],
     ) -> Result<usize, StoreError> {
+        let source = source.as_str();
         let (ids, payloads): (Vec<String>, Vec<String>) = events
             .iter()
             .map(|(id, payload)| (id.clone(), payload.to_string()))
@@ -460,10 +474,11 @@ impl Postgres {
     pub async fn enqueue_webhook(
         &self,
         account: &str,
-        source: &str,
+        source: WebhookSource,
         source_id: &str,
         payload: &Value,
     ) -> Result<Enqueued, StoreError> {
+        let source = source.as_str();
         let payload = payload.to_string();
         retrying!(self.enqueue_webhook_once(account, source, source_id, &payload))
     }
@@ -529,7 +544,8 @@ impl Postgres {
             out.push(PendingWebhook {
                 id: r.try_get("id")?,
                 account: r.try_get("account_id")?,
-                source: r.try_get("source")?,
+                source: WebhookSource::parse(r.try_get("source")?)
+                    .map_err(|e| sqlx_core::Error::Decode(Box::new(e)))?,
                 source_id: r.try_get("source_id")?,
                 payload: json_text(&r.try_get::<String, _>("payload")?),
                 attempts: r.try_get("attempts")?,
@@ -671,7 +687,8 @@ impl Postgres {
                 id: r.try_get("id")?,
                 account: r.try_get("account_id")?,
                 lead_id: r.try_get("lead_id")?,
-                kind: r.try_get("kind")?,
+                kind: OutboxKind::parse(r.try_get("kind")?)
+                    .map_err(|e| sqlx_core::Error::Decode(Box::new(e)))?,
                 payload: json_text(&r.try_get::<String, _>("payload")?),
                 attempts: r.try_get("attempts")?,
                 created_at: r.try_get("created_at")?,
@@ -1507,13 +1524,6 @@ async fn finish_response(
 }
 
 /// The columns of a lead that a merge combines.
-struct LeadColumns {
-    text: [Option<String>; 8],
-    fields: Map<String, Value>,
-    tags: Vec<String>,
-    answers: Vec<Answer>,
-}
-
 async fn lead_columns(c: &mut PgConnection, id: &str) -> Sql<Option<LeadColumns>> {
     let row = q("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = $1")
         .bind(id)
@@ -1546,24 +1556,9 @@ async fn merge_into(c: &mut PgConnection, survivor: &str, other: &str) -> Sql<()
     // A conversation that idled out does not outlive the merge as open.
     settle_idle(c, survivor).await?;
     settle_idle(c, other).await?;
-    // The survivor's values win; the other lead fills what it lacks.
-    let mut text = keep.text.clone();
-    for (slot, theirs) in text.iter_mut().zip(gone.text) {
-        if slot.is_none() {
-            *slot = theirs;
-        }
-    }
-    let mut fields = gone.fields;
-    fields.extend(keep.fields);
-    let mut tags = keep.tags;
-    for t in gone.tags {
-        if !tags.contains(&t) {
-            tags.push(t);
-        }
-    }
-    // The other lead's answers first: the survivor's, later, win.
-    let mut answers = gone.answers;
-    super::merge_answers(&mut answers, &keep.answers);
+    let merged = LeadColumns::merged(keep, gone);
+    let (fields, tags, answers) = merged.json_columns();
+    let text = merged.text;
     let [name, first_name, phone, email, language, channel, intent, playbook] = text;
     q("UPDATE leads SET name = $1, first_name = $2, phone = $3, email = $4, language = $5, channel = $6, intent = $7, playbook = $8, fields = $9, tags = $10, answers = $12 WHERE id = $11")
         .bind(name)
@@ -1574,10 +1569,10 @@ async fn merge_into(c: &mut PgConnection, survivor: &str, other: &str) -> Sql<()
         .bind(channel)
         .bind(intent)
         .bind(playbook)
-        .bind(Value::Object(fields).to_string())
-        .bind(serde_json::to_string(&tags).unwrap_or_default())
+        .bind(fields)
+        .bind(tags)
         .bind(survivor)
-        .bind(serde_json::to_string(&answers).unwrap_or_default())
+        .bind(answers)
         .execute(&mut *c)
         .await?;
     for sql in [
@@ -1965,7 +1960,7 @@ async fn apply_status(
                  VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING")
         .bind(account)
         .bind(&status.message_id)
-        .bind(&status.status)
+        .bind(status.status.as_str())
         .bind(status.at)
         .bind(&status.recipient)
         .bind(status.errors.to_string())
@@ -2000,13 +1995,14 @@ async fn apply_status(
         fell_back: false,
         lead_id: Some(lead_id.clone()),
     };
-    if status.status != "failed" {
-        let furthest =
-            if super::status_rank(Some(&status.status)) > super::status_rank(delivery.as_deref()) {
-                Some(status.status.clone())
-            } else {
-                delivery
-            };
+    if status.status != DeliveryStatus::Failed {
+        let furthest = if super::status_rank(Some(status.status.as_str()))
+            > super::status_rank(delivery.as_deref())
+        {
+            Some(status.status.as_str().to_string())
+        } else {
+            delivery
+        };
         // Meta has it: a send we were unsure of, or were about to retry, is done.
         q(
             "UPDATE outbox SET message_id = COALESCE(message_id, $1), delivery = $2, \
@@ -2097,7 +2093,7 @@ async fn finish_outbox(
     let now = Utc::now();
     match outcome {
         SendOutcome::Sent { message_id, wa_id } => {
-            let delivery = if item.kind == "whatsapp" {
+            let delivery = if item.kind == OutboxKind::Whatsapp {
                 "accepted"
             } else {
                 "delivered"
@@ -2157,7 +2153,7 @@ async fn finish_outbox(
             }
             // An operator must reach a buyer WhatsApp could not; a CRM that
             // refused is the account's to fix (metrics and logs say so).
-            if item.kind == "whatsapp" {
+            if item.kind == OutboxKind::Whatsapp {
                 flag_thread(c, &item.id, *code, error, fallback).await?;
             }
         }
@@ -2222,8 +2218,8 @@ pub(super) fn time_or_null(v: Option<DateTime<Utc>>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Everything about a lead, as the API shows it (the same JSON as SQLite's).
-async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<Value>> {
+/// Everything about a lead, as the API shows it (the same record as SQLite's).
+async fn lead_record(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<LeadRecord>> {
     let Some(id) = survivor(c, account, id).await? else {
         return Ok(None);
     };
@@ -2231,33 +2227,29 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
         .bind(&id)
         .fetch_one(&mut *c)
         .await?;
-    let mut lead = Map::new();
-    lead.insert("id".into(), Value::String(id.clone()));
-    for name in ["created_at", "updated_at"] {
-        lead.insert(name.into(), Value::String(time_text(r.try_get(name)?)));
-    }
-    for name in [
-        "name",
-        "first_name",
-        "phone",
-        "email",
-        "language",
-        "channel",
-        "intent",
-        "playbook",
-    ] {
-        lead.insert(name.into(), text_or_null(r.try_get(name)?));
-    }
-    lead.insert(
-        "fields".into(),
-        json_text(&r.try_get::<String, _>("fields")?),
-    );
-    lead.insert("tags".into(), json_text(&r.try_get::<String, _>("tags")?));
-    lead.insert(
-        "answers".into(),
-        json_text(&r.try_get::<String, _>("answers")?),
-    );
-    let mut identities = Vec::new();
+    let mut lead = LeadRecord {
+        id: id.clone(),
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        name: r.try_get("name")?,
+        first_name: r.try_get("first_name")?,
+        phone: r.try_get("phone")?,
+        email: r.try_get("email")?,
+        language: r.try_get("language")?,
+        channel: r.try_get("channel")?,
+        intent: r.try_get("intent")?,
+        playbook: r.try_get("playbook")?,
+        fields: view::column(r.try_get("fields")?),
+        tags: view::column(r.try_get("tags")?),
+        answers: view::column(r.try_get("answers")?),
+        marketing_opt_out: false,
+        identities: Vec::new(),
+        consents: Vec::new(),
+        transcript: Vec::new(),
+        thread: None,
+        decisions: Vec::new(),
+        outbox: Vec::new(),
+    };
     for r in rows_of(
         c,
         "SELECT kind, value FROM identities WHERE lead_id = $1 ORDER BY kind, value",
@@ -2265,11 +2257,11 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     )
     .await?
     {
-        identities.push(serde_json::json!({
-            "kind": r.try_get::<String, _>(0)?, "value": r.try_get::<String, _>(1)?,
-        }));
+        lead.identities.push(Identity {
+            kind: r.try_get(0)?,
+            value: r.try_get(1)?,
+        });
     }
-    let mut consents = Vec::new();
     for r in rows_of(
         c,
         "SELECT channel, granted, source, at, evidence FROM consents WHERE lead_id = $1 ORDER BY id",
@@ -2277,13 +2269,14 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     )
     .await?
     {
-        consents.push(serde_json::json!({
-            "channel": r.try_get::<String, _>(0)?, "granted": r.try_get::<bool, _>(1)?,
-            "source": r.try_get::<String, _>(2)?, "at": time_text(r.try_get(3)?),
-            "evidence": r.try_get::<Option<String>, _>(4)?,
-        }));
+        lead.consents.push(ConsentEntry {
+            channel: r.try_get(0)?,
+            granted: r.try_get(1)?,
+            source: r.try_get(2)?,
+            at: r.try_get(3)?,
+            evidence: r.try_get(4)?,
+        });
     }
-    let mut transcript = Vec::new();
     for r in rows_of(
         c,
         "SELECT channel, sender, text, at FROM messages WHERE lead_id = $1 ORDER BY at, id",
@@ -2291,12 +2284,13 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     )
     .await?
     {
-        transcript.push(serde_json::json!({
-            "channel": r.try_get::<String, _>(0)?, "from": r.try_get::<String, _>(1)?,
-            "text": r.try_get::<String, _>(2)?, "at": time_text(r.try_get(3)?),
-        }));
+        lead.transcript.push(TranscriptEntry {
+            channel: r.try_get(0)?,
+            from: r.try_get(1)?,
+            text: r.try_get(2)?,
+            at: r.try_get(3)?,
+        });
     }
-    let mut decisions = Vec::new();
     for r in rows_of(
         c,
         "SELECT id, at, playbook, ruleset_hash, decision, trace FROM decisions WHERE lead_id = $1 ORDER BY at, id",
@@ -2304,14 +2298,16 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     )
     .await?
     {
-        decisions.push(serde_json::json!({
-            "id": r.try_get::<String, _>("id")?, "at": time_text(r.try_get("at")?),
-            "playbook": r.try_get::<String, _>("playbook")?, "ruleset": r.try_get::<String, _>("ruleset_hash")?,
-            "decision": json_text(&r.try_get::<String, _>("decision")?),
-            "trace": json_text(&r.try_get::<String, _>("trace")?),
-        }));
+        lead.decisions.push(StoredDecision {
+            id: r.try_get("id")?,
+            at: r.try_get("at")?,
+            playbook: r.try_get("playbook")?,
+            ruleset: r.try_get("ruleset_hash")?,
+            decision: json_text(r.try_get("decision")?),
+            trace: json_text(r.try_get("trace")?),
+        });
     }
-    let thread = match rows_of(
+    if let Some(r) = rows_of(
         c,
         "SELECT t.state, t.queue, t.last_inbound_at, t.flag, t.flag_reason, t.queue_state, t.queued_at, \
            CASE WHEN t.assignee LIKE 'agent:%' THEN substr(t.assignee, 7) ELSE (SELECT o.name FROM operators o WHERE o.id = t.assignee) END, \
@@ -2321,29 +2317,23 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     .await?
     .first()
     {
-        Some(r) => serde_json::json!({
-            "state": r.try_get::<String, _>(0)?, "queue": r.try_get::<Option<String>, _>(1)?,
-            "last_inbound_at": time_or_null(r.try_get(2)?),
-            "flag": r.try_get::<Option<String>, _>(3)?, "flag_reason": r.try_get::<Option<String>, _>(4)?,
-            "queue_state": r.try_get::<Option<String>, _>(5)?, "queued_at": time_or_null(r.try_get(6)?),
-            "assignee": r.try_get::<Option<String>, _>(7)?, "assigned_at": time_or_null(r.try_get(8)?),
-            "picked_up_at": time_or_null(r.try_get(9)?),
-            "opened_at": time_or_null(r.try_get(10)?), "closed_at": time_or_null(r.try_get(11)?),
-            "idle_days": r.try_get::<Option<i32>, _>(12)?.map(i64::from),
-        }),
-        None => Value::Null,
-    };
-    let thread = super::conversation_json(thread, &transcript, Utc::now());
-    let keys = super::marketing_keys(
-        identities
-            .iter()
-            .filter_map(|i| Some((i.get("kind")?.as_str()?, i.get("value")?.as_str()?))),
-    );
-    lead.insert(
-        "marketing_opt_out".into(),
-        Value::Bool(marketing_opted_out(c, account, &keys).await?),
-    );
-    let mut outbox = Vec::new();
+        lead.thread = Some(ThreadView {
+            state: r.try_get(0)?,
+            queue: r.try_get(1)?,
+            last_inbound_at: r.try_get(2)?,
+            flag: r.try_get(3)?,
+            flag_reason: r.try_get(4)?,
+            queue_state: r.try_get(5)?,
+            queued_at: r.try_get(6)?,
+            assignee: r.try_get(7)?,
+            assigned_at: r.try_get(8)?,
+            picked_up_at: r.try_get(9)?,
+            open: false,
+            opened_at: r.try_get(10)?,
+            closed_at: r.try_get(11)?,
+            idle_days: r.try_get::<Option<i32>, _>(12)?.map(i64::from),
+        });
+    }
     for r in rows_of(
         c,
         "SELECT id, kind, payload, state, attempts, created_at, updated_at, next_attempt, message_id, delivery, error_code, error, replaces \
@@ -2352,27 +2342,25 @@ async fn lead_json(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<
     )
     .await?
     {
-        outbox.push(serde_json::json!({
-            "id": r.try_get::<String, _>("id")?, "kind": r.try_get::<String, _>("kind")?,
-            "payload": json_text(&r.try_get::<String, _>("payload")?),
-            "state": r.try_get::<String, _>("state")?, "attempts": r.try_get::<i64, _>("attempts")?,
-            "created_at": time_text(r.try_get("created_at")?),
-            "updated_at": time_or_null(r.try_get("updated_at")?),
-            "next_attempt": time_or_null(r.try_get("next_attempt")?),
-            "message_id": r.try_get::<Option<String>, _>("message_id")?,
-            "delivery": r.try_get::<Option<String>, _>("delivery")?,
-            "error_code": r.try_get::<Option<i64>, _>("error_code")?,
-            "error": r.try_get::<Option<String>, _>("error")?,
-            "replaces": r.try_get::<Option<String>, _>("replaces")?,
-        }));
+        lead.outbox.push(OutboxEntry {
+            id: r.try_get("id")?,
+            kind: OutboxKind::parse(r.try_get("kind")?)
+                .map_err(|e| sqlx_core::Error::Decode(Box::new(e)))?,
+            payload: json_text(r.try_get("payload")?),
+            state: r.try_get("state")?,
+            attempts: r.try_get("attempts")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+            next_attempt: r.try_get("next_attempt")?,
+            message_id: r.try_get("message_id")?,
+            delivery: r.try_get("delivery")?,
+            error_code: r.try_get("error_code")?,
+            error: r.try_get("error")?,
+            replaces: r.try_get("replaces")?,
+        });
     }
-    lead.insert("identities".into(), Value::Array(identities));
-    lead.insert("consents".into(), Value::Array(consents));
-    lead.insert("transcript".into(), Value::Array(transcript));
-    lead.insert("thread".into(), thread);
-    lead.insert("decisions".into(), Value::Array(decisions));
-    lead.insert("outbox".into(), Value::Array(outbox));
-    Ok(Some(Value::Object(lead)))
+    lead.marketing_opt_out = marketing_opted_out(c, account, &lead.marketing_keys()).await?;
+    Ok(Some(lead.settle(Utc::now())))
 }
 
 /// Writes one entry of the thread's trail.

@@ -39,7 +39,7 @@ impl Sqlite {
                 .query_row(params![operator.email], |r| r.get(0))
                 .optional()?;
             if taken.is_some() {
-                return Err(StoreError(format!(
+                return Err(StoreError::Conflict(format!(
                     "an operator with the email `{}` exists already",
                     operator.email
                 )));

@@ -17,11 +17,17 @@ mod inbox;
 mod queues;
 
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadEvent, LeadState, OutboxItem,
-    PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord, StoreError,
+    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
+    OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
+    StoreError, WebhookSource,
 };
 use crate::engine::lead::{Answer, Consent, TranscriptMessage};
 use crate::engine::Lead;
+use crate::intake::DeliveryStatus;
+use crate::store::view::{
+    self, ConsentEntry, Identity, LeadRecord, OutboxEntry, StoredDecision, ThreadView,
+    TranscriptEntry,
+};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
@@ -141,11 +147,13 @@ fn path_of(url: &str) -> Result<PathBuf, StoreError> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| StoreError(format!("`{url}` is not a SQLite URL: give `sqlite://PATH`")))?;
+        .ok_or_else(|| {
+            StoreError::Url(format!("`{url}` is not a SQLite URL: give `sqlite://PATH`"))
+        })?;
     // Connection options in a query string are ours to set, not the URL's.
     let path = rest.split('?').next().unwrap_or_default();
     if path.is_empty() || path == ":memory:" {
-        return Err(StoreError(format!(
+        return Err(StoreError::Url(format!(
             "`{url}` names no file: give `sqlite://PATH` (an in-memory database would lose every lead at exit)"
         )));
     }
@@ -154,7 +162,7 @@ fn path_of(url: &str) -> Result<PathBuf, StoreError> {
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)
-        .map_err(|e| StoreError(format!("cannot open `{}`: {e}", path.display())))?;
+        .map_err(|e| StoreError::Unavailable(format!("cannot open `{}`: {e}", path.display())))?;
     conn.busy_timeout(Duration::from_secs(5))?;
     // WAL with NORMAL survives a crash of the process: a commit that returned
     // is in the log. (FULL adds an fsync per commit, for power loss.)
@@ -191,7 +199,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         }
     }
     if applied as usize > MIGRATIONS.len() {
-        return Err(StoreError(format!(
+        return Err(StoreError::Migration(format!(
             "the database has {applied} migrations applied and this handoff knows {}: it was written by a newer version",
             MIGRATIONS.len()
         )));
@@ -199,7 +207,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)
-            .map_err(|e| StoreError(format!("migration {name}: {e}")))?;
+            .map_err(|e| StoreError::Migration(format!("migration {name}: {e}")))?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
@@ -218,12 +226,14 @@ impl Sqlite {
             Ok(conn)
         })
         .await
-        .map_err(|e| StoreError(format!("opening the database: {e}")))??;
+        .map_err(|e| StoreError::Unavailable(format!("opening the database: {e}")))??;
         let (jobs, queue) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
         std::thread::Builder::new()
             .name("handoff-sqlite-writer".into())
             .spawn(move || write_loop(conn, queue))
-            .map_err(|e| StoreError(format!("cannot start the database writer: {e}")))?;
+            .map_err(|e| {
+                StoreError::Unavailable(format!("cannot start the database writer: {e}"))
+            })?;
         Ok(Sqlite {
             path,
             jobs,
@@ -242,11 +252,11 @@ impl Sqlite {
         self.jobs
             .send(job)
             .await
-            .map_err(|_| StoreError("the database writer has stopped".into()))?;
+            .map_err(|_| StoreError::Unavailable("the database writer has stopped".into()))?;
         answered
             .await
             // A write that panicked drops its answer unsent.
-            .map_err(|_| StoreError("the write failed unexpectedly".into()))?
+            .map_err(|_| StoreError::Unavailable("the write failed unexpectedly".into()))?
     }
 
     /// Runs `f` with a reader connection on the blocking pool.
@@ -270,7 +280,7 @@ impl Sqlite {
             result
         })
         .await
-        .map_err(|e| StoreError(format!("a database read failed: {e}")))?
+        .map_err(|e| StoreError::Unavailable(format!("a database read failed: {e}")))?
     }
 
     pub async fn ping(self: &Arc<Self>) -> bool {
@@ -294,9 +304,9 @@ impl Sqlite {
         self: &Arc<Self>,
         account: &str,
         id: &str,
-    ) -> Result<Option<Value>, StoreError> {
+    ) -> Result<Option<LeadRecord>, StoreError> {
         let (account, id) = (account.to_string(), id.to_string());
-        self.read(move |c| lead_json(c, &account, &id)).await
+        self.read(move |c| lead_record(c, &account, &id)).await
     }
 
     pub async fn search(
@@ -363,7 +373,7 @@ impl Sqlite {
     pub async fn enqueue_webhooks(
         &self,
         account: &str,
-        source: &str,
+        source: WebhookSource,
         events: &[(String, Value)],
     ) -> Result<usize, StoreError> {
         let (account, source) = (account.to_string(), source.to_string());
@@ -388,7 +398,7 @@ impl Sqlite {
     pub async fn enqueue_webhook(
         &self,
         account: &str,
-        source: &str,
+        source: WebhookSource,
         source_id: &str,
         payload: &Value,
     ) -> Result<Enqueued, StoreError> {
@@ -673,7 +683,7 @@ fn write_loop(conn: Connection, mut queue: tokio::sync::mpsc::Receiver<Box<dyn J
             }
         }
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let error = StoreError(format!("cannot start a transaction: {e}"));
+            let error = StoreError::Database(format!("cannot start a transaction: {e}"));
             for job in batch {
                 job.fail(error.clone());
             }
@@ -682,7 +692,7 @@ fn write_loop(conn: Connection, mut queue: tokio::sync::mpsc::Receiver<Box<dyn J
         let mut replies = Vec::with_capacity(batch.len());
         for job in batch {
             if let Err(e) = conn.execute_batch("SAVEPOINT write") {
-                job.fail(StoreError(format!("cannot start a write: {e}")));
+                job.fail(StoreError::Database(format!("cannot start a write: {e}")));
                 continue;
             }
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run(&conn)));
@@ -707,7 +717,7 @@ fn write_loop(conn: Connection, mut queue: tokio::sync::mpsc::Receiver<Box<dyn J
         }
         let committed = conn.execute_batch("COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
-            StoreError(format!("commit failed: {e}"))
+            StoreError::Database(format!("commit failed: {e}"))
         });
         for reply in replies {
             reply(committed.clone());
@@ -1246,7 +1256,7 @@ fn insert_decision(
                 account,
                 lead_id,
                 decision_id,
-                kind,
+                kind.as_str(),
                 payload.to_string(),
                 now
             ])?;
@@ -1279,13 +1289,6 @@ fn finish_response(
 }
 
 /// The columns of a lead that a merge combines.
-struct LeadColumns {
-    text: [Option<String>; 8],
-    fields: Map<String, Value>,
-    tags: Vec<String>,
-    answers: Vec<Answer>,
-}
-
 fn lead_columns(c: &Connection, id: &str) -> Result<Option<LeadColumns>, StoreError> {
     Ok(c.prepare_cached("SELECT name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = ?1")?
         .query_row(params![id], |r| {
@@ -1311,24 +1314,9 @@ fn merge_into(c: &Connection, survivor: &str, other: &str) -> Result<(), StoreEr
     // A conversation that idled out does not outlive the merge as open.
     settle_idle(c, survivor)?;
     settle_idle(c, other)?;
-    // The survivor's values win; the other lead fills what it lacks.
-    let mut text = keep.text.clone();
-    for (slot, theirs) in text.iter_mut().zip(gone.text) {
-        if slot.is_none() {
-            *slot = theirs;
-        }
-    }
-    let mut fields = gone.fields;
-    fields.extend(keep.fields);
-    let mut tags = keep.tags;
-    for t in gone.tags {
-        if !tags.contains(&t) {
-            tags.push(t);
-        }
-    }
-    // The other lead's answers first: the survivor's, later, win.
-    let mut answers = gone.answers;
-    super::merge_answers(&mut answers, &keep.answers);
+    let merged = LeadColumns::merged(keep, gone);
+    let (fields, tags, answers) = merged.json_columns();
+    let text = merged.text;
     let [name, first_name, phone, email, language, channel, intent, playbook] = text;
     c.prepare_cached("UPDATE leads SET name = ?1, first_name = ?2, phone = ?3, email = ?4, language = ?5, channel = ?6, intent = ?7, playbook = ?8, fields = ?9, tags = ?10, answers = ?12 WHERE id = ?11")?
         .execute(params![
@@ -1340,10 +1328,10 @@ fn merge_into(c: &Connection, survivor: &str, other: &str) -> Result<(), StoreEr
             channel,
             intent,
             playbook,
-            Value::Object(fields).to_string(),
-            serde_json::to_string(&tags).unwrap_or_default(),
+            fields,
+            tags,
             survivor,
-            serde_json::to_string(&answers).unwrap_or_default(),
+            answers,
         ])?;
     for table in [
         "identities",
@@ -1790,7 +1778,7 @@ fn apply_status(
         .execute(params![
             account,
             status.message_id,
-            status.status,
+            status.status.as_str(),
             time_text(status.at),
             status.recipient,
             status.errors.to_string(),
@@ -1833,13 +1821,14 @@ fn apply_status(
         fell_back: false,
         lead_id: Some(lead_id.clone()),
     };
-    if status.status != "failed" {
-        let furthest =
-            if super::status_rank(Some(&status.status)) > super::status_rank(delivery.as_deref()) {
-                Some(status.status.clone())
-            } else {
-                delivery
-            };
+    if status.status != DeliveryStatus::Failed {
+        let furthest = if super::status_rank(Some(status.status.as_str()))
+            > super::status_rank(delivery.as_deref())
+        {
+            Some(status.status.as_str().to_string())
+        } else {
+            delivery
+        };
         // Meta has it: a send we were unsure of, or were about to retry, is done.
         c.prepare_cached(
             "UPDATE outbox SET message_id = COALESCE(message_id, ?1), delivery = ?2, \
@@ -1911,7 +1900,7 @@ fn finish_outbox(
     };
     match outcome {
         SendOutcome::Sent { message_id, wa_id } => {
-            let delivery = if item.kind == "whatsapp" {
+            let delivery = if item.kind == OutboxKind::Whatsapp {
                 "accepted"
             } else {
                 "delivered"
@@ -1960,7 +1949,7 @@ fn finish_outbox(
             }
             // An operator must reach a buyer WhatsApp could not; a CRM that
             // refused is the account's to fix (metrics and logs say so).
-            if item.kind == "whatsapp" {
+            if item.kind == OutboxKind::Whatsapp {
                 flag_thread(c, &item.id, code, &error, fallback)?;
             }
         }
@@ -2002,132 +1991,166 @@ pub(super) fn json_rows(
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
+/// Rows of `sql` (bound to the lead's ID), each read by `row`.
+fn rows<T>(
+    c: &Connection,
+    sql: &str,
+    lead_id: &str,
+    row: impl Fn(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = c.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![lead_id], |r| row(r))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// A time column as stored (RFC 3339 text).
+fn time_at(r: &Row, index: usize) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    Ok(parse_time(r.get::<_, Option<String>>(index)?))
+}
+
+/// A time column that is never empty; text that does not read as a time
+/// (which the store never writes) reads as the epoch rather than failing.
+fn time_of(r: &Row, index: usize) -> rusqlite::Result<DateTime<Utc>> {
+    Ok(time_at(r, index)?.unwrap_or_default())
+}
+
 /// Everything about a lead, as the API shows it.
-fn lead_json(c: &Connection, account: &str, id: &str) -> Result<Option<Value>, StoreError> {
+fn lead_record(c: &Connection, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
     let Some(id) = survivor(c, account, id)? else {
         return Ok(None);
     };
-    let mut lead = c
-        .prepare_cached("SELECT created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = ?1")?
-        .query_row(params![id], |r| {
-            let mut map = Map::new();
-            map.insert("id".into(), Value::String(id.clone()));
-            for name in [
-                "created_at", "updated_at", "name", "first_name", "phone", "email", "language",
-                "channel", "intent", "playbook",
-            ] {
-                let v: Option<String> = r.get(name)?;
-                map.insert(name.into(), v.map(Value::String).unwrap_or(Value::Null));
-            }
-            map.insert("fields".into(), json_column(r, "fields")?);
-            map.insert("tags".into(), json_column(r, "tags")?);
-            map.insert("answers".into(), json_column(r, "answers")?);
-            Ok(map)
-        })?;
-    let identities = json_rows(
+    let identities = rows(
         c,
         "SELECT kind, value FROM identities WHERE lead_id = ?1 ORDER BY kind, value",
         &id,
         |r| {
-            Ok(serde_json::json!({"kind": r.get::<_, String>(0)?, "value": r.get::<_, String>(1)?}))
+            Ok(Identity {
+                kind: r.get(0)?,
+                value: r.get(1)?,
+            })
         },
     )?;
-    let consents = json_rows(
+    let consents = rows(
         c,
         "SELECT channel, granted, source, at, evidence FROM consents WHERE lead_id = ?1 ORDER BY id",
         &id,
         |r| {
-            Ok(serde_json::json!({
-                "channel": r.get::<_, String>(0)?, "granted": r.get::<_, bool>(1)?,
-                "source": r.get::<_, String>(2)?, "at": r.get::<_, String>(3)?,
-                "evidence": r.get::<_, Option<String>>(4)?,
-            }))
+            Ok(ConsentEntry {
+                channel: r.get(0)?,
+                granted: r.get(1)?,
+                source: r.get(2)?,
+                at: time_of(r, 3)?,
+                evidence: r.get(4)?,
+            })
         },
     )?;
-    let transcript = json_rows(
+    let transcript = rows(
         c,
         "SELECT channel, sender, text, at FROM messages WHERE lead_id = ?1 ORDER BY at, id",
         &id,
         |r| {
-            Ok(serde_json::json!({
-                "channel": r.get::<_, String>(0)?, "from": r.get::<_, String>(1)?,
-                "text": r.get::<_, String>(2)?, "at": r.get::<_, String>(3)?,
-            }))
+            Ok(TranscriptEntry {
+                channel: r.get(0)?,
+                from: r.get(1)?,
+                text: r.get(2)?,
+                at: time_of(r, 3)?,
+            })
         },
     )?;
-    let decisions = json_rows(
+    let decisions = rows(
         c,
         "SELECT id, at, playbook, ruleset_hash, decision, trace FROM decisions WHERE lead_id = ?1 ORDER BY at, id",
         &id,
         |r| {
-            Ok(serde_json::json!({
-                "id": r.get::<_, String>("id")?, "at": r.get::<_, String>("at")?,
-                "playbook": r.get::<_, String>("playbook")?, "ruleset": r.get::<_, String>("ruleset_hash")?,
-                "decision": json_column(r, "decision")?,
-                "trace": json_column(r, "trace")?,
-            }))
+            Ok(StoredDecision {
+                id: r.get(0)?,
+                at: time_of(r, 1)?,
+                playbook: r.get(2)?,
+                ruleset: r.get(3)?,
+                decision: json_column(r, "decision")?,
+                trace: json_column(r, "trace")?,
+            })
         },
     )?;
-    let thread = json_rows(
+    let thread = rows(
         c,
         "SELECT t.state, t.queue, t.last_inbound_at, t.flag, t.flag_reason, t.queue_state, t.queued_at, \
            CASE WHEN t.assignee LIKE 'agent:%' THEN substr(t.assignee, 7) ELSE (SELECT o.name FROM operators o WHERE o.id = t.assignee) END, \
            t.assigned_at, t.picked_up_at, t.opened_at, t.closed_at, t.idle_days FROM threads t WHERE t.lead_id = ?1",
         &id,
         |r| {
-            Ok(serde_json::json!({
-                "state": r.get::<_, String>(0)?, "queue": r.get::<_, Option<String>>(1)?,
-                "last_inbound_at": r.get::<_, Option<String>>(2)?,
-                "flag": r.get::<_, Option<String>>(3)?, "flag_reason": r.get::<_, Option<String>>(4)?,
-                "queue_state": r.get::<_, Option<String>>(5)?, "queued_at": r.get::<_, Option<String>>(6)?,
-                "assignee": r.get::<_, Option<String>>(7)?, "assigned_at": r.get::<_, Option<String>>(8)?,
-                "picked_up_at": r.get::<_, Option<String>>(9)?,
-                "opened_at": r.get::<_, Option<String>>(10)?, "closed_at": r.get::<_, Option<String>>(11)?,
-                "idle_days": r.get::<_, Option<i64>>(12)?,
-            }))
+            Ok(ThreadView {
+                state: r.get(0)?,
+                queue: r.get(1)?,
+                last_inbound_at: time_at(r, 2)?,
+                flag: r.get(3)?,
+                flag_reason: r.get(4)?,
+                queue_state: r.get(5)?,
+                queued_at: time_at(r, 6)?,
+                assignee: r.get(7)?,
+                assigned_at: time_at(r, 8)?,
+                picked_up_at: time_at(r, 9)?,
+                open: false,
+                opened_at: time_at(r, 10)?,
+                closed_at: time_at(r, 11)?,
+                idle_days: r.get(12)?,
+            })
         },
     )?
     .into_iter()
-    .next()
-    .unwrap_or(Value::Null);
-    let thread = super::conversation_json(thread, &transcript, Utc::now());
-    let keys = super::marketing_keys(
-        identities
-            .iter()
-            .filter_map(|i| Some((i.get("kind")?.as_str()?, i.get("value")?.as_str()?))),
-    );
-    lead.insert(
-        "marketing_opt_out".into(),
-        Value::Bool(marketing_opted_out(c, account, &keys)?),
-    );
-    let outbox = json_rows(
+    .next();
+    let outbox = rows(
         c,
         "SELECT id, kind, payload, state, attempts, created_at, updated_at, next_attempt, message_id, delivery, error_code, error, replaces \
          FROM outbox WHERE lead_id = ?1 ORDER BY created_at, id",
         &id,
         |r| {
-            Ok(serde_json::json!({
-                "id": r.get::<_, String>("id")?, "kind": r.get::<_, String>("kind")?,
-                "payload": json_column(r, "payload")?,
-                "state": r.get::<_, String>("state")?, "attempts": r.get::<_, i64>("attempts")?,
-                "created_at": r.get::<_, String>("created_at")?,
-                "updated_at": r.get::<_, Option<String>>("updated_at")?,
-                "next_attempt": r.get::<_, Option<String>>("next_attempt")?,
-                "message_id": r.get::<_, Option<String>>("message_id")?,
-                "delivery": r.get::<_, Option<String>>("delivery")?,
-                "error_code": r.get::<_, Option<i64>>("error_code")?,
-                "error": r.get::<_, Option<String>>("error")?,
-                "replaces": r.get::<_, Option<String>>("replaces")?,
-            }))
+            Ok(OutboxEntry {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                payload: json_column(r, "payload")?,
+                state: r.get(3)?,
+                attempts: r.get(4)?,
+                created_at: time_of(r, 5)?,
+                updated_at: time_at(r, 6)?,
+                next_attempt: time_at(r, 7)?,
+                message_id: r.get(8)?,
+                delivery: r.get(9)?,
+                error_code: r.get(10)?,
+                error: r.get(11)?,
+                replaces: r.get(12)?,
+            })
         },
     )?;
-    lead.insert("identities".into(), Value::Array(identities));
-    lead.insert("consents".into(), Value::Array(consents));
-    lead.insert("transcript".into(), Value::Array(transcript));
-    lead.insert("thread".into(), thread);
-    lead.insert("decisions".into(), Value::Array(decisions));
-    lead.insert("outbox".into(), Value::Array(outbox));
-    Ok(Some(Value::Object(lead)))
+    let mut lead = c
+        .prepare_cached("SELECT created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers FROM leads WHERE id = ?1")?
+        .query_row(params![id], |r| {
+            Ok(LeadRecord {
+                id: id.clone(),
+                created_at: time_of(r, 0)?,
+                updated_at: time_at(r, 1)?,
+                name: r.get(2)?,
+                first_name: r.get(3)?,
+                phone: r.get(4)?,
+                email: r.get(5)?,
+                language: r.get(6)?,
+                channel: r.get(7)?,
+                intent: r.get(8)?,
+                playbook: r.get(9)?,
+                fields: view::column(&r.get::<_, String>(10)?),
+                tags: view::column(&r.get::<_, String>(11)?),
+                answers: view::column(&r.get::<_, String>(12)?),
+                marketing_opt_out: false,
+                identities,
+                consents,
+                transcript,
+                thread,
+                decisions,
+                outbox,
+            })
+        })?;
+    lead.marketing_opt_out = marketing_opted_out(c, account, &lead.marketing_keys())?;
+    Ok(Some(lead.settle(Utc::now())))
 }
 
 /// Writes one entry of the thread's trail.
@@ -2144,6 +2167,22 @@ pub(super) fn trail(
     )?
     .execute(params![account, lead_id, now_text(), actor, kind, text])?;
     Ok(())
+}
+
+/// The stored names of a webhook's source and an outbox row's kind, read
+/// as the enums the rest of the service matches on.
+impl rusqlite::types::FromSql for WebhookSource {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        WebhookSource::parse(value.as_str()?)
+            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
+impl rusqlite::types::FromSql for OutboxKind {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        OutboxKind::parse(value.as_str()?)
+            .map_err(|e| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
 }
 
 #[cfg(test)]
@@ -2188,7 +2227,7 @@ mod tests {
                         params![i.to_string()],
                     )?;
                     if i % 10 == 3 {
-                        return Err(StoreError("refused".into()));
+                        return Err(StoreError::Database("refused".into()));
                     }
                     Ok(i)
                 })
@@ -2199,7 +2238,7 @@ mod tests {
         for w in waits {
             match w.await.expect("join") {
                 Ok(_) => ok += 1,
-                Err(e) => assert_eq!(e.0, "refused"),
+                Err(e) => assert_eq!(e.to_string(), "refused"),
             }
         }
         assert_eq!(ok, 45);
@@ -2236,9 +2275,13 @@ mod tests {
     async fn reopening_keeps_the_data_and_does_not_migrate_twice() {
         let dir = tempfile::tempdir().expect("dir");
         let db = open(&dir).await;
-        db.enqueue_webhooks("a", "whatsapp", &[("wamid.1".into(), Value::Null)])
-            .await
-            .expect("enqueue");
+        db.enqueue_webhooks(
+            "a",
+            WebhookSource::Whatsapp,
+            &[("wamid.1".into(), Value::Null)],
+        )
+        .await
+        .expect("enqueue");
         drop(db);
         let db = open(&dir).await;
         let version: i64 = db
