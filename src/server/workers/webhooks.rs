@@ -189,7 +189,15 @@ async fn process(state: &Arc<AppState>, event: &PendingWebhook) -> Result<(), Re
                     .await
                     .map_err(|e| Refused::Retry(e.to_string())),
                 InboundEvent::LeadgenRef(r) => {
-                    let graph = crate::whatsapp::graph::fetch_lead(account, &r.leadgen_id).await?;
+                    let graph = crate::whatsapp::graph::fetch_lead(account, &r.leadgen_id)
+                        .await
+                        .map_err(|e| {
+                            if e.retryable() {
+                                Refused::Retry(e.to_string())
+                            } else {
+                                Refused::Permanent(e.to_string())
+                            }
+                        })?;
                     let mapping = intake::FieldMapping::from_pairs(
                         account
                             .graph
