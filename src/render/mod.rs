@@ -71,9 +71,37 @@ impl std::fmt::Debug for Templates {
     }
 }
 
+/// The largest template file read, in bytes (a WhatsApp message is at most
+/// 4,096 characters; the bundled templates are under 1 KB).
+pub const MAX_TEMPLATE_BYTES: usize = 256 * 1024;
+
+/// The largest `whatsapp.yaml` read, in bytes.
+pub const MAX_APPROVED_FILE_BYTES: usize = 1024 * 1024;
+
+/// How many instructions one render may run. A template loops over a
+/// transcript or a form's answers, a few hundred steps; a runaway loop stops
+/// here with an error in the decision instead of holding a worker forever.
+pub const TEMPLATE_FUEL: u64 = 100_000;
+
+/// The most text one render may produce, in bytes: sixteen times the longest
+/// WhatsApp message, so no render can fill memory.
+pub const MAX_RENDER_BYTES: usize = 64 * 1024;
+
+/// How deep a render may recurse (macros, includes, nested blocks), below
+/// minijinja's own 500 so that a render on a small worker stack is safe too.
+pub const TEMPLATE_RECURSION_LIMIT: usize = 100;
+
+/// The most items a filter may walk or a value printed may hold. Lists in a
+/// template are a lead's transcript or answers; `[1] * 1000000000` is not
+/// built until something walks it, and nothing walks it this far.
+pub const MAX_TEMPLATE_ITEMS: usize = 10_000;
+
 /// A fresh environment with the settings every template gets.
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(TEMPLATE_RECURSION_LIMIT);
+    guard_builtin_filters(&mut env);
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_keep_trailing_newline(false);
@@ -87,9 +115,173 @@ fn environment() -> Environment<'static> {
                 "a value printed here is not set; guard it with `{% if ... %}` or give a default, as in `{{ lead.first_name or \"there\" }}`",
             ));
         }
+        within_items(value)?;
         minijinja::escape_formatter(out, state, value)
     });
     env
+}
+
+/// An error unless `value` holds at most [`MAX_TEMPLATE_ITEMS`] items. The
+/// length of a list, even a repeated one, is known without walking it.
+fn within_items(value: &Value) -> Result<(), minijinja::Error> {
+    if value.as_str().is_none() && value.len().is_some_and(|n| n > MAX_TEMPLATE_ITEMS) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("a list of more than {MAX_TEMPLATE_ITEMS} items is too long for a template"),
+        ));
+    }
+    Ok(())
+}
+
+/// The built-in filters that walk a whole list, each first checking its
+/// length: minijinja's fuel counts template instructions, not the items a
+/// filter walks inside one instruction.
+fn guard_builtin_filters(env: &mut Environment<'static>) {
+    use minijinja::filters as f;
+    use minijinja::value::{Kwargs, Rest, StringInput};
+    use minijinja::State;
+    type R = Result<Value, minijinja::Error>;
+    type Items = Result<Vec<Value>, minijinja::Error>;
+    env.add_filter("list", |s: &State, v: Value| -> R {
+        within_items(&v)?;
+        f::list(s, v)
+    });
+    fn join(s: &State, v: Value, j: Option<StringInput<'_>>) -> Result<Value, minijinja::Error> {
+        within_items(&v)?;
+        f::join(s, &v, j)
+    }
+    env.add_filter("join", join);
+    env.add_filter("sum", |s: &State, v: Value| -> R {
+        within_items(&v)?;
+        f::sum(s, v)
+    });
+    env.add_filter("sort", |s: &State, v: Value, k: Kwargs| -> R {
+        within_items(&v)?;
+        f::sort(s, v, k)
+    });
+    env.add_filter("reverse", |v: Value| -> R {
+        within_items(&v)?;
+        f::reverse(&v)
+    });
+    env.add_filter("unique", |s: &State, v: Value, k: Kwargs| -> R {
+        within_items(&v)?;
+        f::unique(s, v, k)
+    });
+    env.add_filter("min", |s: &State, v: Value| -> R {
+        within_items(&v)?;
+        f::min(s, v)
+    });
+    env.add_filter("max", |s: &State, v: Value| -> R {
+        within_items(&v)?;
+        f::max(s, v)
+    });
+    env.add_filter("last", |v: Value| -> R {
+        within_items(&v)?;
+        f::last(v)
+    });
+    env.add_filter("string", |s: &State, v: Value| -> R {
+        within_items(&v)?;
+        f::string(s, &v)
+    });
+    env.add_filter("items", |v: Value| -> R {
+        within_items(&v)?;
+        f::items(&v)
+    });
+    env.add_filter("dictsort", |v: Value, k: Kwargs| -> R {
+        within_items(&v)?;
+        f::dictsort(&v, k)
+    });
+    env.add_filter("groupby", |v: Value, a: Option<String>, k: Kwargs| -> R {
+        within_items(&v)?;
+        f::groupby(v, a.as_deref(), k)
+    });
+    env.add_filter(
+        "batch",
+        |s: &State, v: Value, n: usize, fill: Option<Value>| -> R {
+            within_items(&v)?;
+            f::batch(s, v, n, fill)
+        },
+    );
+    env.add_filter(
+        "slice",
+        |s: &State, v: Value, n: usize, fill: Option<Value>| -> R {
+            within_items(&v)?;
+            f::slice(s, v, n, fill)
+        },
+    );
+    env.add_filter("map", |s: &State, v: Value, args: Rest<Value>| -> Items {
+        within_items(&v)?;
+        f::map(s, v, args)
+    });
+    env.add_filter(
+        "select",
+        |s: &State, v: Value, t: Option<String>, args: Rest<Value>| -> Items {
+            within_items(&v)?;
+            f::select(s, v, t.map(Into::into), args)
+        },
+    );
+    env.add_filter(
+        "reject",
+        |s: &State, v: Value, t: Option<String>, args: Rest<Value>| -> Items {
+            within_items(&v)?;
+            f::reject(s, v, t.map(Into::into), args)
+        },
+    );
+    env.add_filter(
+        "selectattr",
+        |s: &State, v: Value, a: String, t: Option<String>, args: Rest<Value>| -> Items {
+            within_items(&v)?;
+            f::selectattr(s, v, a.into(), t.map(Into::into), args)
+        },
+    );
+    env.add_filter(
+        "rejectattr",
+        |s: &State, v: Value, a: String, t: Option<String>, args: Rest<Value>| -> Items {
+            within_items(&v)?;
+            f::rejectattr(s, v, a.into(), t.map(Into::into), args)
+        },
+    );
+}
+
+/// A sink for rendered text that refuses to grow past [`MAX_RENDER_BYTES`].
+#[derive(Default)]
+struct Bounded {
+    bytes: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > MAX_RENDER_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("render output too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Renders `template` within the output budget; on failure, what went wrong
+/// in words.
+fn render_bounded(
+    template: &minijinja::Template<'_, '_>,
+    context: &Value,
+) -> Result<String, String> {
+    let mut out = Bounded::default();
+    match template.render_captured_to(context, &mut out) {
+        Ok(_) => Ok(String::from_utf8_lossy(&out.bytes).into_owned()),
+        Err(_) if out.overflowed => Err(format!(
+            "the rendered text is longer than {MAX_RENDER_BYTES} bytes"
+        )),
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
+            "the template ran more than {TEMPLATE_FUEL} steps; a loop runs too long"
+        )),
+        Err(e) => Err(describe(&e)),
+    }
 }
 
 impl Templates {
@@ -275,10 +467,9 @@ impl Templates {
     /// Renders a template file for a session message.
     pub fn render_file(&self, name: &str, context: &Value) -> Result<String, String> {
         let template = self.env.get_template(name).map_err(|e| describe(&e))?;
-        template
-            .render(context)
+        render_bounded(&template, context)
             .map(|s| s.trim().to_string())
-            .map_err(|e| format!("template `{name}`: {}", describe(&e)))
+            .map_err(|e| format!("template `{name}`: {e}"))
     }
 
     /// Renders an approved template's params and its preview.
@@ -293,13 +484,8 @@ impl Templates {
                 .env
                 .get_template(&param_template_name(name, i))
                 .map_err(|e| describe(&e))?;
-            let value = template.render(context).map_err(|e| {
-                format!(
-                    "approved template `{name}`, param {}: {}",
-                    i + 1,
-                    describe(&e)
-                )
-            })?;
+            let value = render_bounded(&template, context)
+                .map_err(|e| format!("approved template `{name}`, param {}: {e}", i + 1))?;
             params.push(clean_param(&value));
         }
         let preview = fill_placeholders(&approved.body, &params);
