@@ -321,6 +321,15 @@ impl Templates {
                     continue;
                 }
             };
+            if text.len() > MAX_TEMPLATE_BYTES {
+                diagnostics.push(too_large(
+                    &shown,
+                    "template",
+                    text.len(),
+                    MAX_TEMPLATE_BYTES,
+                ));
+                continue;
+            }
             sources.add(&shown, &text);
             if let Err(e) = templates.env.add_template_owned(name.clone(), text.clone()) {
                 diagnostics.push(template_error(&e, &shown, &text, 0));
@@ -333,6 +342,12 @@ impl Templates {
         templates.approved_file = format!("{display}/{APPROVED_FILE}");
         if approved_path.exists() {
             match std::fs::read_to_string(&approved_path) {
+                Ok(text) if text.len() > MAX_APPROVED_FILE_BYTES => diagnostics.push(too_large(
+                    &templates.approved_file,
+                    "approved templates file",
+                    text.len(),
+                    MAX_APPROVED_FILE_BYTES,
+                )),
                 Ok(text) => {
                     sources.add(&templates.approved_file, &text);
                     templates.load_approved(&text, &mut diagnostics);
@@ -362,8 +377,12 @@ impl Templates {
         let raw: BTreeMap<String, serde_saphyr::Spanned<Raw>> = if text.trim().is_empty() {
             BTreeMap::new()
         } else {
-            match serde_saphyr::from_str(text) {
+            match read_yaml(text) {
                 Ok(r) => r,
+                Err(e) if is_yaml_limit(&e) => {
+                    diagnostics.push(yaml_limit_diagnostic(&e, &file, text));
+                    return;
+                }
                 Err(e) => {
                     let span = e.location().map(|l| location_span(text, &l));
                     diagnostics.push(
@@ -553,14 +572,8 @@ pub fn fill_placeholders(body: &str, params: &[String]) -> String {
 }
 
 fn collect_j2(root: &Path, dir: &Path, out: &mut Vec<(String, std::path::PathBuf)>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_j2(root, &path, out);
-        } else if path.extension().is_some_and(|e| e == "j2") {
+    for path in walk_files(dir) {
+        if path.extension().is_some_and(|e| e == "j2") {
             if let Ok(rel) = path.strip_prefix(root) {
                 let name = rel
                     .with_extension("")
@@ -572,6 +585,39 @@ fn collect_j2(root: &Path, dir: &Path, out: &mut Vec<(String, std::path::PathBuf
             }
         }
     }
+}
+
+/// How many directories deep the templates directory is walked.
+pub const MAX_TEMPLATE_DIR_DEPTH: usize = 16;
+
+/// Every file under `dir`, in no particular order. Symbolic links are
+/// followed, since a templates directory may be assembled from links, but
+/// each real directory is entered once: a link back to a parent (a loop)
+/// would otherwise be walked forever.
+pub fn walk_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut entered = std::collections::HashSet::new();
+    let mut todo = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = todo.pop() {
+        let Ok(real) = std::fs::canonicalize(&dir) else {
+            continue;
+        };
+        if depth > MAX_TEMPLATE_DIR_DEPTH || !entered.insert(real) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push((path, depth + 1));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }
 
 fn location_span(text: &str, location: &serde_saphyr::Location) -> Span {
@@ -586,6 +632,72 @@ fn location_span(text: &str, location: &serde_saphyr::Location) -> Span {
         _ => rest.find(['\n', ':']).unwrap_or(rest.len()),
     };
     Span::new(start, start + len.max(1).min(rest.len().max(1)))
+}
+
+/// The YAML files handoff reads (`whatsapp.yaml`, dry-run test files) are
+/// written by hand and small. Their parser's own budget is sized for large
+/// configs; these limits are far above any real file and far below what
+/// could hold a command for long: aliases are the billion-laughs lever,
+/// depth the stack.
+pub const YAML_MAX_ALIASES: usize = 1_000;
+/// See [`YAML_MAX_ALIASES`].
+pub const YAML_MAX_DEPTH: usize = 32;
+/// See [`YAML_MAX_ALIASES`]: events read, counting each alias's replay.
+pub const YAML_MAX_EVENTS: usize = 200_000;
+
+/// Reads a YAML file of ours under [`YAML_MAX_ALIASES`], [`YAML_MAX_DEPTH`]
+/// and [`YAML_MAX_EVENTS`].
+pub fn read_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_saphyr::Error> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_aliases: YAML_MAX_ALIASES,
+            max_depth: YAML_MAX_DEPTH,
+            flow_nesting_limit: YAML_MAX_DEPTH,
+            max_events: YAML_MAX_EVENTS,
+            max_nodes: YAML_MAX_EVENTS,
+            max_recorded_anchor_events: YAML_MAX_EVENTS,
+        },
+    };
+    serde_saphyr::from_str_with_options(text, options)
+}
+
+/// Whether a YAML error is one of [`read_yaml`]'s limits, not a mistake in
+/// the file's shape.
+pub fn is_yaml_limit(error: &serde_saphyr::Error) -> bool {
+    let mut error = error;
+    loop {
+        match error {
+            serde_saphyr::Error::WithSnippet { error: inner, .. }
+            | serde_saphyr::Error::AliasError { error: inner, .. } => error = inner,
+            serde_saphyr::Error::Budget { .. } => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// The diagnostic for a YAML file refused by [`read_yaml`]'s limits.
+pub fn yaml_limit_diagnostic(error: &serde_saphyr::Error, file: &str, text: &str) -> Diagnostic {
+    let span = error.location().map(|l| location_span(text, &l));
+    Diagnostic::new(
+        Code::E038YamlTooComplex,
+        format!("YAML file is too complex to read: {}", yaml_message(error)),
+        file,
+        span,
+    )
+    .help(format!(
+        "handoff reads YAML with at most {YAML_MAX_ALIASES} aliases, {YAML_MAX_DEPTH} levels of nesting and {YAML_MAX_EVENTS} values; write the values out"
+    ))
+}
+
+/// The diagnostic for a file larger than handoff reads.
+pub fn too_large(file: &str, what: &str, len: usize, max: usize) -> Diagnostic {
+    Diagnostic::new(
+        Code::E035FileTooLarge,
+        format!("{what} is {len} bytes, more than the {max} handoff reads"),
+        file,
+        None,
+    )
+    .help("split the file, or look for text pasted into it by mistake")
 }
 
 /// A YAML error's message without its location (diagnostics show that).
