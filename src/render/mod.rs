@@ -5,7 +5,7 @@
 //! Lead data only ever reaches a template as a value in its context, never as
 //! template source, so a lead named `{{ 7*7 }}` is greeted as `{{ 7*7 }}`.
 
-use crate::dsl::check::{TemplateCatalog, VariableUse};
+use crate::dsl::check::{DateFormatUse, TemplateCatalog, VariableUse};
 use crate::dsl::codes::Code;
 use crate::dsl::diagnostic::{Diagnostic, Sources};
 use crate::dsl::span::{offset_of, Span};
@@ -60,6 +60,8 @@ pub struct Templates {
     /// name them without a second error.
     invalid_approved: std::collections::BTreeSet<String>,
     approved_file: String,
+    /// The text of `whatsapp.yaml`, to point into it.
+    approved_source: String,
 }
 
 impl std::fmt::Debug for Templates {
@@ -294,6 +296,7 @@ impl Templates {
             approved: BTreeMap::new(),
             invalid_approved: Default::default(),
             approved_file: APPROVED_FILE.to_string(),
+            approved_source: String::new(),
         }
     }
 
@@ -374,6 +377,7 @@ impl Templates {
             params: Vec<serde_saphyr::Spanned<String>>,
         }
         let file = self.approved_file.clone();
+        self.approved_source = text.to_string();
         let raw: BTreeMap<String, serde_saphyr::Spanned<Raw>> = if text.trim().is_empty() {
             BTreeMap::new()
         } else {
@@ -817,7 +821,94 @@ fn find_variable(text: &str, path: &str) -> Option<(usize, usize)> {
     None
 }
 
+/// Every `name | date("format")` in template text: the variable's path, the
+/// format, and the byte range of the filter expression. A lexical scan, like
+/// [`find_variable`]: enough to point at the mistake, no template executed.
+fn find_date_filters(text: &str) -> Vec<(String, String, usize, usize)> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("date") {
+        let at = from + i;
+        from = at + 4;
+        let before = text[..at].trim_end();
+        let Some(before) = before.strip_suffix('|') else {
+            continue;
+        };
+        let before = before.trim_end();
+        let path_start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let path = &before[path_start..];
+        let after = text[at + 4..].trim_start();
+        let Some(after) = after.strip_prefix('(') else {
+            continue;
+        };
+        let after = after.trim_start();
+        let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        let Some(close) = after[1..].find(quote) else {
+            continue;
+        };
+        if path.is_empty() {
+            continue;
+        }
+        let format = &after[1..1 + close];
+        let quote_end = text.len() - after.len() + close + 2;
+        let rest = &text[quote_end..];
+        let end = match rest.trim_start().strip_prefix(')') {
+            Some(tail) => text.len() - tail.len(),
+            None => quote_end,
+        };
+        found.push((path.to_string(), format.to_string(), path_start, end));
+    }
+    found
+}
+
 impl TemplateCatalog for Templates {
+    fn date_formats(&self, name: &str, is_file: bool) -> Vec<DateFormatUse> {
+        if is_file {
+            let (Some(file), Some(text)) = (self.files.get(name), self.sources.get(name)) else {
+                return Vec::new();
+            };
+            return find_date_filters(text)
+                .into_iter()
+                .map(|(path, format, start, end)| DateFormatUse {
+                    path,
+                    format,
+                    file: file.clone(),
+                    span: Some(Span::new(start, end)),
+                })
+                .collect();
+        }
+        let Some(approved) = self.approved.get(name) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, param) in approved.params.iter().enumerate() {
+            let base = approved.param_spans.get(i).copied().flatten();
+            for (path, format, start, end) in find_date_filters(param) {
+                // The param sits in the YAML file, after its quote if it has one.
+                let span = base.map(|b| {
+                    let quoted = self
+                        .approved_source
+                        .get(b.start..)
+                        .is_some_and(|t| t.starts_with(['"', '\'']));
+                    let shift = b.start + usize::from(quoted);
+                    Span::new(shift + start, shift + end)
+                });
+                out.push(DateFormatUse {
+                    path,
+                    format,
+                    file: self.approved_file.clone(),
+                    span,
+                });
+            }
+        }
+        out
+    }
+
     fn has_file(&self, name: &str) -> bool {
         self.files.contains_key(name)
     }
