@@ -673,8 +673,13 @@ pub fn is_yaml_limit(error: &serde_saphyr::Error) -> bool {
         match error {
             serde_saphyr::Error::WithSnippet { error: inner, .. }
             | serde_saphyr::Error::AliasError { error: inner, .. } => error = inner,
-            serde_saphyr::Error::Budget { .. } => return true,
-            _ => return false,
+            serde_saphyr::Error::Budget { .. }
+            | serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+            | serde_saphyr::Error::AliasExpansionLimitExceeded { .. }
+            | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. } => return true,
+            // The parser reports `[[[...` past its flow nesting limit only
+            // as a message of its own.
+            other => return other.to_string().contains("recursion limit exceeded"),
         }
     }
 }
