@@ -435,7 +435,7 @@ fn a_very_long_unknown_intent_gets_no_suggestion_search() {
 #[test]
 fn a_pattern_too_large_to_compile_is_refused() {
     let dir = project(
-        &"playbook demo {\n  field note: text\n  rule r {\n    when note matches \"(\\\\w{100}){100}\"\n    then tag \"x\"\n  }\n  otherwise { tag \"y\" }\n}\n",
+        "playbook demo {\n  field note: text\n  rule r {\n    when note matches \"(\\\\w{100}){100}\"\n    then tag \"x\"\n  }\n  otherwise { tag \"y\" }\n}\n",
         &[],
     );
     let check = run(dir.path(), &["check", "rules"]);

@@ -926,3 +926,18 @@ fn regex_reason(error: &regex::Error) -> String {
         .map(|l| l.trim_start_matches("error:").trim().to_string())
         .unwrap_or_else(|| text.lines().last().unwrap_or("").trim().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::format_needs_time;
+
+    #[test]
+    fn a_format_needs_a_time_when_it_asks_for_a_time_or_a_zone() {
+        for format in ["%H:%M", "%d %B at %-I %p", "%z", "%s", "%c"] {
+            assert!(format_needs_time(format), "{format}");
+        }
+        for format in ["%d %B", "%Y-%m-%d", "%A, %-d %b", "%%H", "%Q"] {
+            assert!(!format_needs_time(format), "{format}");
+        }
+    }
+}

@@ -434,6 +434,55 @@ mod tests {
     }
 
     #[test]
+    fn a_long_line_is_shown_as_a_window_around_the_span() {
+        let mut sources = Sources::default();
+        let text = format!("{}bad{}\n", "a".repeat(100_000), "b".repeat(100_000));
+        sources.add("x.rules", &text);
+        let d = Diagnostic::new(
+            Code::E002UnknownPath,
+            "x",
+            "x.rules",
+            Some(Span::new(100_000, 100_003)),
+        );
+        let out = render(&d, &sources);
+        assert!(out.len() < 600, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[1], " --> x.rules:1:100001");
+        let shown = lines[3].strip_prefix("1 | ").unwrap();
+        let marks = lines[4].strip_prefix("  | ").unwrap();
+        let at = marks.find('^').unwrap();
+        assert_eq!(&shown[at..at + 3], "bad");
+        assert_eq!(marks.trim(), "^^^");
+        assert!(
+            shown.starts_with("...a") && shown.ends_with("b..."),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn line_and_column_come_from_the_index_as_line_col_gives_them() {
+        let mut sources = Sources::default();
+        let text = "ab\né€x\n\nz";
+        sources.add("f", text);
+        for offset in 0..=text.len() {
+            let offset = crate::dsl::span::floor_char_boundary(text, offset);
+            assert_eq!(
+                sources.line_col("f", offset),
+                Some(crate::dsl::span::line_col(text, offset)),
+                "at {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_names_get_no_suggestion_search() {
+        let long = "c".repeat(65);
+        assert_eq!(closest(&long, [long.as_str()]), None);
+        assert_eq!(clip("abcdef", 3), "abc...");
+        assert_eq!(clip("abc", 3), "abc");
+    }
+
+    #[test]
     fn render_underlines_the_span() {
         let mut sources = Sources::default();
         let text = "playbook x {\n  field cty: text\n}\n";

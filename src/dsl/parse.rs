@@ -1044,6 +1044,35 @@ mod tests {
     }
 
     #[test]
+    fn nesting_is_measured_in_parentheses_and_nots_outside_strings_and_comments() {
+        let at_limit = format!("{}a{}", "(".repeat(64), ")".repeat(64));
+        assert_eq!(too_deep(&at_limit), None);
+        let over = format!("{}a{}", "(".repeat(65), ")".repeat(65));
+        assert_eq!(too_deep(&over), Some(Span::new(64, 65)));
+        // Siblings do not add up; only nesting does.
+        let siblings = "(a) and ".repeat(1_000);
+        assert_eq!(too_deep(&siblings), None);
+        let nots = format!("{}a", "not ".repeat(65));
+        assert_eq!(too_deep(&nots), Some(Span::new(256, 259)));
+        // `notify` is not `not`; parentheses in strings and comments do not count.
+        let quoted = format!("notify \"{}\" # {}\n", "(".repeat(100), "(".repeat(100));
+        assert_eq!(too_deep(&quoted.repeat(100)), None);
+    }
+
+    #[test]
+    fn a_deep_condition_is_one_diagnostic_not_a_stack_overflow() {
+        let text = format!(
+            "playbook t {{\n rule r {{ when {}a == 1{} then tag \"x\" }}\n}}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let parsed = parse_playbook(&text, "t.rules");
+        assert!(parsed.playbook.is_none());
+        assert_eq!(parsed.diagnostics.len(), 1);
+        assert_eq!(parsed.diagnostics[0].code, Code::E034ConditionTooDeep);
+    }
+
+    #[test]
     fn strings_unescape() {
         assert_eq!(unescape(r#"a\"b\\c"#), "a\"b\\c");
     }

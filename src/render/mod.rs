@@ -1026,6 +1026,68 @@ mod tests {
     }
 
     #[test]
+    fn date_filters_are_found_with_their_variable_and_format() {
+        let found = find_date_filters(
+            "Hi {{ fields.day|date('%d %B') }} {{ at | date(\"%H:%M\") }} {{ date }} {{ x | date }}",
+        );
+        let found: Vec<(&str, &str)> = found
+            .iter()
+            .map(|(p, f, _, _)| (p.as_str(), f.as_str()))
+            .collect();
+        assert_eq!(found, vec![("fields.day", "%d %B"), ("at", "%H:%M")]);
+        let text = "{{ at | date(\"%H\") }}";
+        let (_, _, start, end) = &find_date_filters(text)[0];
+        assert_eq!(&text[*start..*end], "at | date(\"%H\")");
+    }
+
+    #[test]
+    fn a_render_stops_at_its_budgets() {
+        let mut t = Templates::empty();
+        for (name, source) in [
+            (
+                "loops",
+                "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            ),
+            (
+                "output",
+                "{% for i in range(1000) %}{{ \"x\" * 1000 }}{% endfor %}",
+            ),
+            ("items", "{{ [1] * 1000000000 }}"),
+            ("walked", "{{ ([1] * 1000000000) | unique | list }}"),
+            ("ok", "{{ [1, 2] | join(\",\") }} {{ range(3) | sum }}"),
+        ] {
+            t.env.add_template_owned(name, source).unwrap();
+            t.files.insert(name.into(), name.into());
+        }
+        let ctx = Value::from(());
+        assert!(t.render_file("loops", &ctx).unwrap_err().contains("steps"));
+        assert!(t
+            .render_file("output", &ctx)
+            .unwrap_err()
+            .contains("65536 bytes"));
+        assert!(t
+            .render_file("items", &ctx)
+            .unwrap_err()
+            .contains("10000 items"));
+        assert!(t
+            .render_file("walked", &ctx)
+            .unwrap_err()
+            .contains("10000 items"));
+        assert_eq!(t.render_file("ok", &ctx).unwrap(), "1,2 3");
+    }
+
+    #[test]
+    fn a_directory_linked_into_itself_is_walked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join("a/x.j2"), "x").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("..", dir.path().join("a/up")).unwrap();
+        let files = walk_files(dir.path());
+        assert_eq!(files.len(), 1, "{files:?}");
+    }
+
+    #[test]
     fn params_lose_newlines_and_tabs() {
         assert_eq!(clean_param("a\n\tb     c"), "a b c");
     }
