@@ -572,3 +572,30 @@ fn a_lead_file_nested_thousands_deep_is_an_error_not_a_crash() {
     );
     assert_eq!(explain.code, 2, "{}", tail(&explain.all()));
 }
+
+#[test]
+fn a_chain_of_ten_thousand_filters_is_refused_before_it_is_compiled() {
+    // Found by the fuzzer: minijinja compiles the chain recursively and
+    // overflowed the stack of `check`.
+    let chain = format!("{{{{ day{} }}}}", " | list".repeat(10_000));
+    let approved = format!(
+        "when:\n  language: en\n  category: utility\n  body: \"Hi {{{{1}}}}\"\n  params:\n    - \"{{{{ day{} }}}}\"\n",
+        " ~ day".repeat(10_000)
+    );
+    let dir = project(
+        &OPENS_MSG.replace("open \"demo/msg\"", "open \"demo/msg\" template \"when\""),
+        &[("demo/msg.j2", &chain), ("whatsapp.yaml", &approved)],
+    );
+    let check = run(dir.path(), &["check", "rules"]);
+    assert_eq!(check.code, 1, "{}", tail(&check.all()));
+    assert!(
+        check.stdout.contains("error[E039]: template tag has more than 200 operators and filters\n --> templates/demo/msg.j2:1:1"),
+        "{}",
+        tail(&check.stdout)
+    );
+    assert!(
+        check.stdout.contains("--> templates/whatsapp.yaml:6:8"),
+        "{}",
+        tail(&check.stdout)
+    );
+}

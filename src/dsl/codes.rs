@@ -82,6 +82,8 @@ pub enum Code {
     E037DateFormatOnDate,
     /// A YAML file with more aliases or nesting than handoff reads.
     E038YamlTooComplex,
+    /// A template tag with more operators and filters than handoff compiles.
+    E039TemplateTooComplex,
     /// A rule that can never fire because an earlier rule catches every lead it matches.
     W101ShadowedRule,
     /// A playbook without `otherwise`.
@@ -135,6 +137,7 @@ impl Code {
             E036RegexTooLarge => "E036",
             E037DateFormatOnDate => "E037",
             E038YamlTooComplex => "E038",
+            E039TemplateTooComplex => "E039",
             W101ShadowedRule => "W101",
             W102NoOtherwise => "W102",
             W103HandoffWithoutConsent => "W103",

@@ -245,6 +245,84 @@ fn guard_builtin_filters(env: &mut Environment<'static>) {
     );
 }
 
+/// The most operators, filters, calls, subscripts and attribute steps one
+/// `{{ ... }}` or `{% ... %}` tag may hold. minijinja builds a chain such as
+/// `x | list | list ...` into a nested tree and compiles it recursively: ten
+/// thousand links overflow the stack before any limit of its own applies.
+/// A real tag has a handful.
+pub const MAX_TEMPLATE_TAG_OPERATORS: usize = 200;
+
+/// The diagnostic for the first tag of `text` (at `base` in `file`) with
+/// more than [`MAX_TEMPLATE_TAG_OPERATORS`]: a lexical pass, so it is safe
+/// on any input; quoted strings are skipped.
+fn too_complex(text: &str, file: &str, base: usize) -> Option<Diagnostic> {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i + 1 < bytes.len() {
+        let opens_tag = bytes[i] == b'{' && (bytes[i + 1] == b'{' || bytes[i + 1] == b'%');
+        if !opens_tag {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 2;
+        let mut operators = 0usize;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'}' | b'%' if bytes.get(i + 1) == Some(&b'}') => {
+                    i += 2;
+                    break;
+                }
+                quote @ (b'"' | b'\'') => {
+                    i += 1;
+                    while i < bytes.len() && bytes[i] != quote {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                }
+                b'|' | b'.' | b'(' | b'[' | b'{' | b'+' | b'-' | b'*' | b'/' | b'%' | b'~'
+                | b'<' | b'>' | b'=' | b'!' => {
+                    operators += 1;
+                    i += 1;
+                }
+                c if c.is_ascii_alphabetic() => {
+                    let word = i;
+                    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_')
+                    {
+                        i += 1;
+                    }
+                    if matches!(
+                        &bytes[word..i],
+                        b"and" | b"or" | b"not" | b"is" | b"in" | b"if"
+                    ) {
+                        operators += 1;
+                    }
+                }
+                _ => i += 1,
+            }
+            if operators > MAX_TEMPLATE_TAG_OPERATORS {
+                let end = i.min(text.len());
+                let end = (end..=text.len())
+                    .find(|e| text.is_char_boundary(*e))
+                    .unwrap_or(text.len());
+                return Some(
+                    Diagnostic::new(
+                        Code::E039TemplateTooComplex,
+                        format!(
+                            "template tag has more than {MAX_TEMPLATE_TAG_OPERATORS} operators and filters"
+                        ),
+                        file,
+                        Some(Span::new(base + start, base + end)),
+                    )
+                    .label("this tag")
+                    .help("split the expression with `{% set ... %}`, or compute the value before it reaches the template"),
+                );
+            }
+        }
+    }
+    None
+}
+
 /// A sink for rendered text that refuses to grow past [`MAX_RENDER_BYTES`].
 #[derive(Default)]
 struct Bounded {
@@ -334,6 +412,10 @@ impl Templates {
                 continue;
             }
             sources.add(&shown, &text);
+            if let Some(d) = too_complex(&text, &shown, 0) {
+                diagnostics.push(d);
+                continue;
+            }
             if let Err(e) = templates.env.add_template_owned(name.clone(), text.clone()) {
                 diagnostics.push(template_error(&e, &shown, &text, 0));
                 continue;
@@ -450,6 +532,15 @@ impl Templates {
                 let span = location_span(text, &param.referenced);
                 param_spans.push(Some(span));
                 let key = param_template_name(&name, i);
+                let quoted = text
+                    .get(span.start..)
+                    .is_some_and(|t| t.starts_with(['"', '\'']));
+                if let Some(d) = too_complex(&param.value, &file, span.start + usize::from(quoted))
+                {
+                    ok = false;
+                    diagnostics.push(d);
+                    continue;
+                }
                 if let Err(e) = self.env.add_template_owned(key, param.value.clone()) {
                     ok = false;
                     diagnostics.push(template_error(&e, &file, text, span.start));
