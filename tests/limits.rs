@@ -450,6 +450,23 @@ fn a_pattern_too_large_to_compile_is_refused() {
 
 #[test]
 fn files_larger_than_handoff_reads_are_refused_with_their_size() {
+    // Also a template line longer than minijinja's 16-bit column count.
+    let long_line = project(
+        OPENS_MSG,
+        &[(
+            "demo/msg.j2",
+            &format!("Hi\n{{# {} #}}", "x".repeat(70_000)),
+        )],
+    );
+    let check = run(long_line.path(), &["check", "rules"]);
+    assert_eq!(check.code, 1, "{}", tail(&check.all()));
+    assert!(
+        check
+            .stdout
+            .contains("error[E035]: template line is 70006 bytes, more than the 65535 handoff reads\n --> templates/demo/msg.j2:2:1"),
+        "{}",
+        tail(&check.stdout)
+    );
     let padding = format!("# {}\n", "x".repeat(1024 * 1024));
     let dir = project(
         &format!("{padding}{OPENS_MSG}"),
@@ -577,7 +594,7 @@ fn a_lead_file_nested_thousands_deep_is_an_error_not_a_crash() {
 fn a_chain_of_ten_thousand_filters_is_refused_before_it_is_compiled() {
     // Found by the fuzzer: minijinja compiles the chain recursively and
     // overflowed the stack of `check`.
-    let chain = format!("{{{{ day{} }}}}", " | list".repeat(10_000));
+    let chain = format!("{{{{ day{} }}}}", "\n | list".repeat(10_000));
     let approved = format!(
         "when:\n  language: en\n  category: utility\n  body: \"Hi {{{{1}}}}\"\n  params:\n    - \"{{{{ day{} }}}}\"\n",
         " ~ day".repeat(10_000)

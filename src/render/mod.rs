@@ -252,6 +252,35 @@ fn guard_builtin_filters(env: &mut Environment<'static>) {
 /// A real tag has a handful.
 pub const MAX_TEMPLATE_TAG_OPERATORS: usize = 200;
 
+/// The longest line of a template, in bytes. minijinja counts columns in 16
+/// bits, and a syntax error past column 65,535 overflows that count; no
+/// message template has a line a fraction as long.
+pub const MAX_TEMPLATE_LINE_BYTES: usize = u16::MAX as usize;
+
+/// The diagnostic for the first line of `text` (at `base` in `file`) longer
+/// than [`MAX_TEMPLATE_LINE_BYTES`].
+fn too_long_line(text: &str, file: &str, base: usize) -> Option<Diagnostic> {
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        if line.len() > MAX_TEMPLATE_LINE_BYTES {
+            return Some(
+                Diagnostic::new(
+                    Code::E035FileTooLarge,
+                    format!(
+                        "template line is {} bytes, more than the {MAX_TEMPLATE_LINE_BYTES} handoff reads",
+                        line.len()
+                    ),
+                    file,
+                    Some(Span::new(base + start, base + start)),
+                )
+                .help("break the line; a template's text may span many lines"),
+            );
+        }
+        start += line.len();
+    }
+    None
+}
+
 /// The diagnostic for the first tag of `text` (at `base` in `file`) with
 /// more than [`MAX_TEMPLATE_TAG_OPERATORS`]: a lexical pass, so it is safe
 /// on any input; quoted strings are skipped.
@@ -412,6 +441,10 @@ impl Templates {
                 continue;
             }
             sources.add(&shown, &text);
+            if let Some(d) = too_long_line(&text, &shown, 0) {
+                diagnostics.push(d);
+                continue;
+            }
             if let Some(d) = too_complex(&text, &shown, 0) {
                 diagnostics.push(d);
                 continue;
@@ -535,7 +568,9 @@ impl Templates {
                 let quoted = text
                     .get(span.start..)
                     .is_some_and(|t| t.starts_with(['"', '\'']));
-                if let Some(d) = too_complex(&param.value, &file, span.start + usize::from(quoted))
+                let at = span.start + usize::from(quoted);
+                if let Some(d) = too_long_line(&param.value, &file, at)
+                    .or_else(|| too_complex(&param.value, &file, at))
                 {
                     ok = false;
                     diagnostics.push(d);
@@ -932,8 +967,10 @@ fn find_date_filters(text: &str) -> Vec<(String, String, usize, usize)> {
         };
         let before = before.trim_end();
         let path_start = before
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
-            .map(|i| i + 1)
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == '.'))
+            .map(|(i, c)| i + c.len_utf8())
             .unwrap_or(0);
         let path = &before[path_start..];
         let after = text[at + 4..].trim_start();
