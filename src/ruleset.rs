@@ -201,8 +201,7 @@ impl Loaded {
 /// A SHA-256 over every file under a templates directory (names and bytes),
 /// to tell whether two rulesets render alike.
 pub fn templates_fingerprint(dir: &Path) -> String {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files);
+    let mut files = crate::render::walk_files(dir);
     files.sort();
     let mut hasher = Sha256::new();
     for path in files {
@@ -219,20 +218,6 @@ pub fn templates_fingerprint(dir: &Path) -> String {
         }
     }
     hex(&hasher.finalize())
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_files(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
 }
 
 fn hex(bytes: &[u8]) -> String {

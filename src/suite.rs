@@ -6,7 +6,7 @@ use crate::dsl::codes::Code;
 use crate::dsl::diagnostic::{closest, Diagnostic, Sources};
 use crate::dsl::span::{offset_of, Span};
 use crate::engine::{Event, Lead, Marketing, Outcome, Situation, ThreadInput, Window};
-use crate::render::yaml_message;
+use crate::render::{is_yaml_limit, read_yaml, too_large, yaml_limit_diagnostic, yaml_message};
 use crate::ruleset::{Decision, Ruleset};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -166,6 +166,9 @@ impl Report {
     }
 }
 
+/// The largest dry-run test file read, in bytes: thousands of cases.
+pub const MAX_TEST_FILE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Finds `*.test.yaml` files in a rules directory, sorted.
 pub fn find_test_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -266,8 +269,21 @@ pub fn load_file(
     ruleset: &Ruleset,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<TestFile> {
-    let raw: RawFile = match serde_saphyr::from_str(text) {
+    if text.len() > MAX_TEST_FILE_BYTES {
+        diagnostics.push(too_large(
+            file,
+            "test file",
+            text.len(),
+            MAX_TEST_FILE_BYTES,
+        ));
+        return None;
+    }
+    let raw: RawFile = match read_yaml(text) {
         Ok(r) => r,
+        Err(e) if is_yaml_limit(&e) => {
+            diagnostics.push(yaml_limit_diagnostic(&e, file, text));
+            return None;
+        }
         Err(e) => {
             let span = e.location().map(|l| span_at(text, &l));
             diagnostics.push(

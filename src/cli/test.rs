@@ -95,6 +95,15 @@ pub fn human(report: &Report, filtered: bool, coverage: bool) -> String {
             let _ = writeln!(out, "            expected  {}", m.expected);
             let _ = writeln!(out, "            got       {}", m.got);
         }
+        // A message that could not be rendered says why: a template that ran
+        // out of its budget is otherwise only "got none".
+        let render_error = r
+            .decision
+            .as_ref()
+            .and_then(|d| d.handoff.as_ref()?.error.as_deref());
+        if let Some(e) = render_error {
+            let _ = writeln!(out, "          render error: {e}");
+        }
     }
     if !filtered {
         if !report.without_tests.is_empty() {

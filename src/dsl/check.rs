@@ -11,6 +11,12 @@ use super::span::Span;
 use chrono_tz::Tz;
 use std::collections::{HashMap, HashSet};
 
+/// The most memory a `matches` pattern may take compiled, in bytes (the
+/// `regex` crate's size limit, 10 MiB by default). Every lead tested runs the
+/// pattern, and the service compiles it on each reload; patterns in real
+/// playbooks take a few kilobytes.
+pub const REGEX_SIZE_LIMIT: usize = 1024 * 1024;
+
 /// What the checker needs to know about templates (the render module provides it).
 pub trait TemplateCatalog {
     /// Whether `templates/<name>.j2` exists and compiled.
@@ -25,6 +31,42 @@ pub trait TemplateCatalog {
     fn file_variables(&self, name: &str) -> Vec<VariableUse>;
     /// The variables an approved template's params read, with where.
     fn approved_variables(&self, name: &str) -> Vec<VariableUse>;
+    /// Where a template file (`is_file`) or an approved template's params
+    /// format a variable with `date("...")`. A catalog that holds no template
+    /// text (the ones tests and the queue checks use) has none.
+    fn date_formats(&self, name: &str, is_file: bool) -> Vec<DateFormatUse> {
+        let _ = (name, is_file);
+        Vec::new()
+    }
+}
+
+/// `{{ event_date | date("%B %-d") }}` in a template: the variable, the
+/// format, and where the filter stands.
+#[derive(Clone, Debug)]
+pub struct DateFormatUse {
+    pub path: String,
+    pub format: String,
+    pub file: String,
+    pub span: Option<Span>,
+}
+
+/// Whether strftime `format` asks a date for what it does not have (a time
+/// of day, a zone): chrono fails the write, as the `date` filter would.
+pub fn format_needs_time(format: &str) -> bool {
+    use std::fmt::Write as _;
+    let Some(day) = chrono::NaiveDate::from_ymd_opt(2027, 3, 14) else {
+        return false;
+    };
+    let items = chrono::format::StrftimeItems::new(format);
+    // A format with unknown specifiers is a different mistake, which the
+    // filter reports when it renders.
+    if items
+        .clone()
+        .any(|item| matches!(item, chrono::format::Item::Error))
+    {
+        return false;
+    }
+    write!(String::new(), "{}", day.format_with_items(items)).is_err()
 }
 
 /// A variable a template reads: `lead.first_name`, `city`.
@@ -471,6 +513,9 @@ impl Checker<'_> {
         let mut used: Vec<&(bool, &str)> = used.iter().collect();
         used.sort();
         let field_names: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+        for (is_file, name) in &used {
+            self.check_date_formats(schema, templates, name, *is_file);
+        }
         for (is_file, name) in used {
             let vars = if *is_file {
                 templates.file_variables(name)
@@ -529,6 +574,44 @@ impl Checker<'_> {
                     );
                 }
             }
+        }
+    }
+
+    /// A `date` filter asking a `date` field for a time of day fails every
+    /// render; found here, it is an error before any lead meets it.
+    fn check_date_formats(
+        &mut self,
+        schema: &Schema,
+        templates: &dyn TemplateCatalog,
+        name: &str,
+        is_file: bool,
+    ) {
+        for used in templates.date_formats(name, is_file) {
+            let is_date = schema
+                .fields
+                .iter()
+                .any(|f| f.name == used.path && f.ty == FieldType::Date);
+            if !is_date || !format_needs_time(&used.format) {
+                continue;
+            }
+            let kind = if is_file {
+                "template"
+            } else {
+                "approved template"
+            };
+            self.push(
+                Diagnostic::new(
+                    Code::E037DateFormatOnDate,
+                    format!(
+                        "{kind} `{name}` formats `{}` with `{}`, but `{}` is a date, without a time of day",
+                        used.path, used.format, used.path
+                    ),
+                    &used.file,
+                    used.span,
+                )
+                .label("asks for a time or a zone")
+                .help("use date parts only (`%d %B %Y`), or declare the field `datetime`"),
+            );
         }
     }
 
@@ -662,7 +745,19 @@ impl Checker<'_> {
                 }
                 match &literal.value {
                     LiteralValue::Text(pattern) => {
-                        if let Err(e) = regex::Regex::new(pattern) {
+                        let compiled = regex::RegexBuilder::new(pattern)
+                            .size_limit(REGEX_SIZE_LIMIT)
+                            .build();
+                        if let Err(regex::Error::CompiledTooBig(_)) = compiled {
+                            let d = self.error(
+                                Code::E036RegexTooLarge,
+                                format!(
+                                    "regular expression is too large: compiled, it would take more than {REGEX_SIZE_LIMIT} bytes"
+                                ),
+                                literal.span,
+                            );
+                            d.help = Some("large repetitions such as `\\w{1000}` grow the compiled pattern; use `+` or `*`, or a smaller count".into());
+                        } else if let Err(e) = compiled {
                             let reason = regex_reason(&e);
                             let d = self.error(
                                 Code::E008BadRegex,
@@ -830,4 +925,19 @@ fn regex_reason(error: &regex::Error) -> String {
         .find(|l| l.starts_with("error:"))
         .map(|l| l.trim_start_matches("error:").trim().to_string())
         .unwrap_or_else(|| text.lines().last().unwrap_or("").trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_needs_time;
+
+    #[test]
+    fn a_format_needs_a_time_when_it_asks_for_a_time_or_a_zone() {
+        for format in ["%H:%M", "%d %B at %-I %p", "%z", "%s", "%c"] {
+            assert!(format_needs_time(format), "{format}");
+        }
+        for format in ["%d %B", "%Y-%m-%d", "%A, %-d %b", "%%H", "%Q"] {
+            assert!(!format_needs_time(format), "{format}");
+        }
+    }
 }

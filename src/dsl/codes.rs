@@ -72,6 +72,18 @@ pub enum Code {
     E032TestBadNow,
     /// `idle 0 days`: a thread that closes as soon as it opens.
     E033IdleZero,
+    /// A condition nested deeper than the parser follows.
+    E034ConditionTooDeep,
+    /// A rules, template or test file larger than handoff reads.
+    E035FileTooLarge,
+    /// A regular expression whose compiled program would be too large.
+    E036RegexTooLarge,
+    /// A `date` filter asks a date for a time of day or a zone.
+    E037DateFormatOnDate,
+    /// A YAML file with more aliases or nesting than handoff reads.
+    E038YamlTooComplex,
+    /// A template tag with more operators and filters than handoff compiles.
+    E039TemplateTooComplex,
     /// A rule that can never fire because an earlier rule catches every lead it matches.
     W101ShadowedRule,
     /// A playbook without `otherwise`.
@@ -120,6 +132,12 @@ impl Code {
             E031TestUndeclaredField => "E031",
             E032TestBadNow => "E032",
             E033IdleZero => "E033",
+            E034ConditionTooDeep => "E034",
+            E035FileTooLarge => "E035",
+            E036RegexTooLarge => "E036",
+            E037DateFormatOnDate => "E037",
+            E038YamlTooComplex => "E038",
+            E039TemplateTooComplex => "E039",
             W101ShadowedRule => "W101",
             W102NoOtherwise => "W102",
             W103HandoffWithoutConsent => "W103",

@@ -2,7 +2,7 @@
 //! (source line with the span underlined) or as JSON for tools.
 
 use super::codes::Code;
-use super::span::{line_col, Span};
+use super::span::{LineCol, Span};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -100,12 +100,36 @@ impl Diagnostic {
 #[derive(Clone, Debug, Default)]
 pub struct Sources {
     files: BTreeMap<String, String>,
+    /// The byte offset where each line of each file starts: a report with
+    /// thousands of diagnostics finds each one's line without rescanning the
+    /// file from the top.
+    line_starts: BTreeMap<String, Vec<usize>>,
 }
 
 impl Sources {
     /// Remembers the text of `file`.
     pub fn add(&mut self, file: &str, text: &str) {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        self.line_starts.insert(file.to_string(), starts);
         self.files.insert(file.to_string(), text.to_string());
+    }
+
+    /// The line and column of `offset` in `file`, as [`line_col`] gives them.
+    fn line_col(&self, file: &str, offset: usize) -> Option<LineCol> {
+        let source = self.get(file)?;
+        let starts = self.line_starts.get(file)?;
+        let offset = crate::dsl::span::floor_char_boundary(source, offset.min(source.len()));
+        let line = starts.partition_point(|&s| s <= offset).max(1);
+        let before = &source[starts[line - 1]..offset];
+        // Most lines are ASCII, where a column is a byte count.
+        let col = if before.is_ascii() {
+            before.len()
+        } else {
+            before.chars().count()
+        };
+        Some(LineCol { line, col: col + 1 })
     }
 
     /// The text of `file`, if known.
@@ -142,12 +166,11 @@ pub fn render(diagnostic: &Diagnostic, sources: &Sources) -> String {
         out,
         "{kind}[{}]: {}",
         diagnostic.code.as_str(),
-        diagnostic.message
+        clip(&diagnostic.message, MAX_MESSAGE_CHARS)
     );
-    let source = sources.get(&diagnostic.file);
     let main = snippet(
         &diagnostic.file,
-        source,
+        sources,
         diagnostic.span,
         diagnostic.label.as_deref(),
     );
@@ -155,7 +178,7 @@ pub fn render(diagnostic: &Diagnostic, sources: &Sources) -> String {
     for related in &diagnostic.related {
         snippets.push(snippet(
             &related.file,
-            sources.get(&related.file),
+            sources,
             Some(related.span),
             Some(&related.label),
         ));
@@ -183,9 +206,29 @@ pub fn render(diagnostic: &Diagnostic, sources: &Sources) -> String {
     }
     if let Some(help) = &diagnostic.help {
         let _ = writeln!(out, "{pad} |");
-        let _ = writeln!(out, "{pad} = help: {help}");
+        let _ = writeln!(out, "{pad} = help: {}", clip(help, MAX_MESSAGE_CHARS));
     }
     out
+}
+
+/// The most characters of a message, label or help line printed: they
+/// quote names and values from the file, which may be any length.
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// The most characters of a source line printed. A longer line is shown as a
+/// window around the span, so a report on a file with one very long line
+/// does not quote that line once per diagnostic.
+const MAX_SNIPPET_CHARS: usize = 120;
+
+/// How many characters of the line the window keeps before the span.
+const SNIPPET_LEAD: usize = 40;
+
+/// `text`, cut to `max` characters with `...` when longer.
+pub fn clip(text: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}...", &text[..at]).into(),
+        None => text.into(),
+    }
 }
 
 enum SnippetLine {
@@ -200,8 +243,8 @@ struct Snippet {
     lines: Vec<SnippetLine>,
 }
 
-fn snippet(file: &str, source: Option<&str>, span: Option<Span>, label: Option<&str>) -> Snippet {
-    let (Some(source), Some(span)) = (source, span) else {
+fn snippet(file: &str, sources: &Sources, span: Option<Span>, label: Option<&str>) -> Snippet {
+    let (Some(source), Some(span)) = (sources.get(file), span) else {
         return Snippet {
             location: file.to_string(),
             gutter: 1,
@@ -220,7 +263,9 @@ fn snippet(file: &str, source: Option<&str>, span: Option<Span>, label: Option<&
         }
         Span::new(start, end)
     };
-    let start = line_col(source, span.start);
+    let start = sources
+        .line_col(file, span.start)
+        .unwrap_or(LineCol { line: 1, col: 1 });
     let line_start = source[..span.start.min(source.len())]
         .rfind('\n')
         .map(|i| i + 1)
@@ -230,18 +275,26 @@ fn snippet(file: &str, source: Option<&str>, span: Option<Span>, label: Option<&
         .map(|i| line_start + i)
         .unwrap_or(source.len());
     let line_text = source[line_start..line_end].trim_end_matches('\r');
-    let display_line = line_text.replace('\t', "    ");
     // The underline stops at the end of the first line of a multi-line span.
     let end = span.end.min(line_end).max(span.start);
-    let before: String = source[line_start..span.start.min(line_end)]
-        .chars()
-        .map(|c| if c == '\t' { "    " } else { " " })
-        .collect();
-    let width = source[span.start.min(line_end)..end].chars().count().max(1);
+    let (display_line, before, width) = if line_text.chars().nth(MAX_SNIPPET_CHARS).is_none() {
+        let before: String = source[line_start..span.start.min(line_end)]
+            .chars()
+            .map(|c| if c == '\t' { "    " } else { " " })
+            .collect();
+        let width = source[span.start.min(line_end)..end].chars().count().max(1);
+        (line_text.replace('\t', "    "), before, width)
+    } else {
+        window(
+            line_text,
+            span.start.min(line_end) - line_start,
+            end - line_start,
+        )
+    };
     let mut marks = format!("{before}{}", "^".repeat(width));
     if let Some(label) = label {
         marks.push(' ');
-        marks.push_str(label);
+        marks.push_str(&clip(label, MAX_MESSAGE_CHARS));
     }
     let gutter = start.line.to_string().len();
     Snippet {
@@ -253,6 +306,39 @@ fn snippet(file: &str, source: Option<&str>, span: Option<Span>, label: Option<&
             SnippetLine::Marks(marks),
         ],
     }
+}
+
+/// A long line cut to [`MAX_SNIPPET_CHARS`] around the span from byte `start`
+/// to `end` of it: the text shown, the spaces before the underline, and the
+/// underline's width. Tabs show as one space here, to keep columns simple.
+fn window(line: &str, start: usize, end: usize) -> (String, String, usize) {
+    let (start, end) = (start.min(line.len()), end.min(line.len()));
+    // The window opens up to SNIPPET_LEAD characters before the span,
+    // found walking back from the span, not counting from the line's start.
+    let (from, lead) = line[..start]
+        .char_indices()
+        .rev()
+        .take(SNIPPET_LEAD)
+        .last()
+        .map(|(i, _)| (i, line[i..start].chars().count()))
+        .unwrap_or((start, 0));
+    let mut shown = String::new();
+    if from > 0 {
+        shown.push_str("...");
+    }
+    let mut rest = line[from..].chars();
+    for c in rest.by_ref().take(MAX_SNIPPET_CHARS) {
+        shown.push(if c == '\t' { ' ' } else { c });
+    }
+    if rest.next().is_some() {
+        shown.push_str("...");
+    }
+    let offset = lead + if from > 0 { 3 } else { 0 };
+    let span_chars = line[start..end].chars().take(MAX_SNIPPET_CHARS).count();
+    let width = span_chars
+        .min(MAX_SNIPPET_CHARS.saturating_sub(lead))
+        .max(1);
+    (shown, " ".repeat(offset), width)
 }
 
 /// A diagnostic as JSON for editors and scripts.
@@ -273,10 +359,12 @@ pub struct JsonDiagnostic<'a> {
 
 /// Converts a diagnostic for JSON output.
 pub fn to_json<'a>(diagnostic: &'a Diagnostic, sources: &Sources) -> JsonDiagnostic<'a> {
-    let positions = match (sources.get(&diagnostic.file), diagnostic.span) {
-        (Some(src), Some(span)) => Some((line_col(src, span.start), line_col(src, span.end))),
-        _ => None,
-    };
+    let positions = diagnostic.span.and_then(|span| {
+        Some((
+            sources.line_col(&diagnostic.file, span.start)?,
+            sources.line_col(&diagnostic.file, span.end)?,
+        ))
+    });
     JsonDiagnostic {
         severity: diagnostic.severity(),
         code: diagnostic.code.as_str(),
@@ -292,10 +380,21 @@ pub fn to_json<'a>(diagnostic: &'a Diagnostic, sources: &Sources) -> JsonDiagnos
     }
 }
 
+/// The longest name, in bytes, for which a suggestion is searched.
+pub const MAX_SUGGESTION_LEN: usize = 64;
+
 /// The closest of `candidates` to `name`, if it is close enough to be a likely typo.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // Typos are short; a long name is compared with nothing, so a pasted
+    // paragraph costs no quadratic distance against every candidate.
+    if name.len() > MAX_SUGGESTION_LEN {
+        return None;
+    }
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {
+        if candidate.len() > MAX_SUGGESTION_LEN {
+            continue;
+        }
         let distance = edit_distance(name, candidate);
         let limit = (name.chars().count().max(candidate.chars().count()) / 3).max(1);
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
@@ -332,6 +431,55 @@ mod tests {
         assert_eq!(closest("cty", names), Some("city"));
         assert_eq!(closest("guest", names), Some("guests"));
         assert_eq!(closest("budget", names), None);
+    }
+
+    #[test]
+    fn a_long_line_is_shown_as_a_window_around_the_span() {
+        let mut sources = Sources::default();
+        let text = format!("{}bad{}\n", "a".repeat(100_000), "b".repeat(100_000));
+        sources.add("x.rules", &text);
+        let d = Diagnostic::new(
+            Code::E002UnknownPath,
+            "x",
+            "x.rules",
+            Some(Span::new(100_000, 100_003)),
+        );
+        let out = render(&d, &sources);
+        assert!(out.len() < 600, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[1], " --> x.rules:1:100001");
+        let shown = lines[3].strip_prefix("1 | ").unwrap();
+        let marks = lines[4].strip_prefix("  | ").unwrap();
+        let at = marks.find('^').unwrap();
+        assert_eq!(&shown[at..at + 3], "bad");
+        assert_eq!(marks.trim(), "^^^");
+        assert!(
+            shown.starts_with("...a") && shown.ends_with("b..."),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn line_and_column_come_from_the_index_as_line_col_gives_them() {
+        let mut sources = Sources::default();
+        let text = "ab\né€x\n\nz";
+        sources.add("f", text);
+        for offset in 0..=text.len() {
+            let offset = crate::dsl::span::floor_char_boundary(text, offset);
+            assert_eq!(
+                sources.line_col("f", offset),
+                Some(crate::dsl::span::line_col(text, offset)),
+                "at {offset}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_names_get_no_suggestion_search() {
+        let long = "c".repeat(65);
+        assert_eq!(closest(&long, [long.as_str()]), None);
+        assert_eq!(clip("abcdef", 3), "abc...");
+        assert_eq!(clip("abc", 3), "abc");
     }
 
     #[test]

@@ -11,6 +11,10 @@ const CONDITION_WIDTH: usize = 64;
 /// Width at which long `one of` lists wrap.
 const LINE_WIDTH: usize = 96;
 
+/// The indent of a wrapped `one of` list whose field name is too long to
+/// align under.
+const LONG_NAME_INDENT: usize = 8;
+
 /// A comment in the source.
 #[derive(Clone, Debug)]
 struct Comment {
@@ -164,7 +168,15 @@ impl Formatter<'_> {
                     FieldType::OneOf(values) => {
                         // Long lists wrap, each line aligned under the first value.
                         let head = format!("field {}: one of ", field.name.node);
-                        let align = 2 + head.len();
+                        // Aligned under the first value, unless the name is so
+                        // long that every wrapped line would repeat its width
+                        // in spaces: then a fixed indent keeps the output the
+                        // size of the input.
+                        let align = if 2 + head.len() <= LINE_WIDTH / 2 {
+                            2 + head.len()
+                        } else {
+                            LONG_NAME_INDENT
+                        };
                         let mut text = String::from("one of ");
                         let mut width = align;
                         for (i, v) in values.iter().enumerate() {

@@ -25,8 +25,26 @@ pub struct Parsed {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+/// The largest rules file read, in bytes. The bundled playbooks are about
+/// 10 KB; a file a hundred times larger is a mistake (a paste, a generated
+/// file gone wrong), and refusing it bounds what parsing, checking and
+/// formatting can cost.
+pub const MAX_PLAYBOOK_BYTES: usize = 1024 * 1024;
+
+/// How deep conditions may nest: each `(` and each `not` is one level. Real
+/// playbooks use two or three; the parser, the checker, the formatter and the
+/// evaluator all recurse once per level, so the text is measured before any
+/// of them runs rather than letting a deep condition overflow the stack.
+pub const MAX_CONDITION_DEPTH: usize = 64;
+
 /// Parses the text of a rules file. `file` is the name used in diagnostics.
 pub fn parse_playbook(source: &str, file: &str) -> Parsed {
+    if let Some(refused) = refuse_unbounded(source, file) {
+        return Parsed {
+            playbook: None,
+            diagnostics: vec![refused],
+        };
+    }
     let mut parser = PlaybookParser {
         file,
         diagnostics: Vec::new(),
@@ -47,6 +65,100 @@ pub fn parse_playbook(source: &str, file: &str) -> Parsed {
             diagnostics: vec![syntax_error(source, file, error)],
         },
     }
+}
+
+/// The diagnostic for a file too large, or a condition too deep, to parse.
+fn refuse_unbounded(source: &str, file: &str) -> Option<Diagnostic> {
+    if source.len() > MAX_PLAYBOOK_BYTES {
+        return Some(
+            Diagnostic::new(
+                Code::E035FileTooLarge,
+                format!(
+                    "rules file is {} bytes, more than the {MAX_PLAYBOOK_BYTES} handoff reads",
+                    source.len()
+                ),
+                file,
+                Some(Span::new(0, 0)),
+            )
+            .help("split the playbook, or look for text pasted into it by mistake"),
+        );
+    }
+    let span = too_deep(source)?;
+    Some(
+        Diagnostic::new(
+            Code::E034ConditionTooDeep,
+            format!("condition nested more than {MAX_CONDITION_DEPTH} levels deep"),
+            file,
+            Some(span),
+        )
+        .label("this level is one too many")
+        .help("flatten it: `not not a` is `a`, and `(a and (b and c))` is `a and b and c`"),
+    )
+}
+
+/// Where conditions first nest deeper than [`MAX_CONDITION_DEPTH`]: the `(`
+/// or `not` one level too deep. A lexical pass with no recursion, so it is
+/// safe on any input; strings and comments are skipped as the grammar reads
+/// them. `not in` counts one level too, which only makes the bound stricter.
+fn too_deep(source: &str) -> Option<Span> {
+    let bytes = source.as_bytes();
+    // The depth at each open parenthesis, to return to at its `)`.
+    let mut open: Vec<usize> = Vec::new();
+    let mut depth = 0usize;
+    let mut nots = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                nots = 0;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'(' => {
+                depth += nots + 1;
+                nots = 0;
+                if depth > MAX_CONDITION_DEPTH {
+                    return Some(Span::new(i, i + 1));
+                }
+                open.push(depth);
+                i += 1;
+            }
+            b')' => {
+                nots = 0;
+                open.pop();
+                depth = open.last().copied().unwrap_or(0);
+                i += 1;
+            }
+            c if c.is_ascii_lowercase() || c == b'_' || c.is_ascii_digit() => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                if &bytes[start..i] == b"not" {
+                    nots += 1;
+                    if depth + nots > MAX_CONDITION_DEPTH {
+                        return Some(Span::new(start, i));
+                    }
+                } else {
+                    nots = 0;
+                }
+            }
+            c if c.is_ascii_whitespace() => i += 1,
+            _ => {
+                nots = 0;
+                i += 1;
+            }
+        }
+    }
+    None
 }
 
 struct PlaybookParser<'f> {
@@ -929,6 +1041,35 @@ mod tests {
         );
         let d = &parsed.diagnostics[0];
         assert_eq!(d.message, "expected a condition after `and`");
+    }
+
+    #[test]
+    fn nesting_is_measured_in_parentheses_and_nots_outside_strings_and_comments() {
+        let at_limit = format!("{}a{}", "(".repeat(64), ")".repeat(64));
+        assert_eq!(too_deep(&at_limit), None);
+        let over = format!("{}a{}", "(".repeat(65), ")".repeat(65));
+        assert_eq!(too_deep(&over), Some(Span::new(64, 65)));
+        // Siblings do not add up; only nesting does.
+        let siblings = "(a) and ".repeat(1_000);
+        assert_eq!(too_deep(&siblings), None);
+        let nots = format!("{}a", "not ".repeat(65));
+        assert_eq!(too_deep(&nots), Some(Span::new(256, 259)));
+        // `notify` is not `not`; parentheses in strings and comments do not count.
+        let quoted = format!("notify \"{}\" # {}\n", "(".repeat(100), "(".repeat(100));
+        assert_eq!(too_deep(&quoted.repeat(100)), None);
+    }
+
+    #[test]
+    fn a_deep_condition_is_one_diagnostic_not_a_stack_overflow() {
+        let text = format!(
+            "playbook t {{\n rule r {{ when {}a == 1{} then tag \"x\" }}\n}}",
+            "(".repeat(100_000),
+            ")".repeat(100_000)
+        );
+        let parsed = parse_playbook(&text, "t.rules");
+        assert!(parsed.playbook.is_none());
+        assert_eq!(parsed.diagnostics.len(), 1);
+        assert_eq!(parsed.diagnostics[0].code, Code::E034ConditionTooDeep);
     }
 
     #[test]
