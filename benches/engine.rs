@@ -5,8 +5,11 @@
 //!
 //! Run with `cargo bench --bench engine`. After criterion's groups, a direct
 //! timing pass prints a summary table: per-lead times, the trace/plain and
-//! cel/ours ratios, and the load time. The figures are reported, never
-//! asserted.
+//! cel/ours ratios, and the load time. Then the first-match comparison
+//! (`workload/compare.rs`): the same generated rules at 50, 1,000 and 5,000
+//! rules decided by a generated hand-written Rust baseline, by handoff, by
+//! zen-engine and by CEL, checked to agree on every lead, then timed. The
+//! figures are reported, never asserted.
 //!
 //! Everything is generated from fixed seeds, so every run sees the same rules
 //! and the same leads.
@@ -29,6 +32,12 @@ use handoff::engine::{evaluate, evaluate_with_trace, CompiledPlaybook, Lead, Sit
 use handoff::render::Templates;
 use handoff::ruleset::{from_sources, Loaded};
 use serde_json::{Map, Value as Json};
+
+#[path = "workload/compare.rs"]
+mod compare;
+// The baseline's source writer in it is the build script's.
+#[allow(dead_code)]
+mod workload;
 
 const RULES: usize = 1_000;
 const LEADS: usize = 10_000;
@@ -1100,5 +1109,6 @@ fn main() {
     // benchmark alone: no summary pass to blur the profile.
     if !std::env::args().any(|a| a == "--profile-time") {
         summary(&setup, full);
+        compare::run(full);
     }
 }

@@ -1,7 +1,9 @@
 //! Compiling a checked playbook into a form built for speed: paths resolved
-//! to slots, text lowercased once, regexes compiled once, and rules indexed by
-//! the intents they can match so a lead only tries rules that can fire for it.
+//! to slots, text lowercased once, regexes compiled once, rules indexed by
+//! the intents they can match so a lead only tries rules that can fire for
+//! it, and the decision structure of `decide` built over those lists.
 
+use super::decide::{Decider, Plan};
 use super::value::date_to_day;
 use crate::dsl::ast::{self, ActionKind, CmpOp, Condition, LiteralValue, TestOp};
 use crate::dsl::schema::{normalize_text, Builtin, PathRef, Schema};
@@ -41,7 +43,7 @@ pub enum Scale {
 }
 
 /// A compiled test operation.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Op {
     Truthy,
     IsSet,
@@ -102,6 +104,8 @@ pub struct CompiledPlaybook {
     /// The approved templates of category `marketing` this playbook may
     /// send, sorted: not sent to a lead who opted out of marketing.
     pub marketing_templates: Vec<String>,
+    /// The rules as predicates and candidate blocks, for evaluation.
+    pub decider: Decider,
 }
 
 impl CompiledPlaybook {
@@ -197,7 +201,7 @@ pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> Compil
         intent_index.insert(intent, candidates.len());
         candidates.push(list.into_boxed_slice());
     }
-    let other_candidates = rules
+    let other_candidates: Box<[u32]> = rules
         .iter()
         .enumerate()
         .filter(|(_, r)| r.intents.is_none())
@@ -205,7 +209,9 @@ pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> Compil
         .collect();
     let mut field_order: Vec<usize> = (0..schema.fields.len()).collect();
     field_order.sort_by(|&a, &b| schema.fields[a].name.cmp(&schema.fields[b].name));
+    let decider = Decider::build(&rules, &candidates, &other_candidates);
     CompiledPlaybook {
+        decider,
         field_order,
         marketing_templates: Vec::new(),
         schema,
@@ -224,9 +230,18 @@ pub fn compile(playbook: &ast::Playbook, schema: Schema, source: &str) -> Compil
 impl CompiledPlaybook {
     /// The rules to try for a lead with this normalized intent, in file order.
     pub fn candidates_for(&self, intent: Option<&str>) -> &[u32] {
+        self.candidates_and_plan(intent).0
+    }
+
+    /// The rules to try for a lead with this normalized intent, and the
+    /// plan that decides among them.
+    pub fn candidates_and_plan(&self, intent: Option<&str>) -> (&[u32], &Plan) {
         match intent.and_then(|i| self.intent_index.get(i)) {
-            Some(&i) => &self.candidates[i],
-            None => &self.other_candidates,
+            Some(&i) => match self.decider.plans.get(i) {
+                Some(plan) => (&self.candidates[i], plan),
+                None => (&self.other_candidates, &self.decider.other),
+            },
+            None => (&self.other_candidates, &self.decider.other),
         }
     }
 }

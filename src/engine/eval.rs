@@ -1,14 +1,26 @@
 //! Evaluation: (compiled playbook, lead, situation) -> decision, optionally
 //! with a trace of why. Pure: the same inputs always give the same decision.
+//!
+//! A lead is decided through the playbook's `decide` structure: each group
+//! of predicates is answered at most once per lead, into per-thread scratch,
+//! and rules survive or fall 64 at a time. A trace walks each tried rule's
+//! condition as written, reading the same predicate answers, so it shows
+//! every test with the value it saw. The plain tree walk over each rule's
+//! condition stays as the reference (`engine::reference`) that the compiled
+//! path is tested against.
 
 use super::compile::{CompiledPlaybook, CompiledRule, Node, Op, Scale, Slot};
+use super::decide::{Block, Formula, Plan, RuleForm};
 use super::lead::{Event, Lead, Situation};
+use super::predicate::{
+    number_none, number_row, text_none, text_other, GroupKind, NumberKey, Predicates,
+};
 use super::value::{coerce, date_to_day, readable, Seen, Val};
 use crate::dsl::ast::{ActionKind, AskTarget, CmpOp, FieldType};
 use crate::dsl::schema::{normalize_text, Builtin, PathRef, CHANNELS};
 use serde::Serialize;
 use std::borrow::Cow;
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
 use std::sync::Arc;
 
 /// What the playbook decided for a lead.
@@ -135,7 +147,7 @@ pub struct TestTrace<'p> {
 
 /// Evaluates a lead.
 pub fn evaluate(playbook: &CompiledPlaybook, lead: &Lead, situation: &Situation) -> Evaluation {
-    run(playbook, lead, situation, &mut NoRecord)
+    run(playbook, lead, situation, &mut NoRecord, Walk::Compiled)
 }
 
 /// Evaluates a lead and explains why.
@@ -145,8 +157,84 @@ pub fn evaluate_with_trace<'p>(
     situation: &'p Situation,
 ) -> (Evaluation, Trace<'p>) {
     let mut recorder = TraceRecorder::default();
-    let evaluation = run(playbook, lead, situation, &mut recorder);
+    let evaluation = run(playbook, lead, situation, &mut recorder, Walk::Compiled);
     (evaluation, recorder.finish())
+}
+
+/// Evaluates a lead by walking each candidate rule's condition tree.
+pub(super) fn evaluate_by_tree(
+    playbook: &CompiledPlaybook,
+    lead: &Lead,
+    situation: &Situation,
+) -> Evaluation {
+    run(playbook, lead, situation, &mut NoRecord, Walk::Tree)
+}
+
+/// Evaluates a lead by walking each candidate rule's condition tree, and
+/// explains why.
+pub(super) fn evaluate_by_tree_with_trace<'p>(
+    playbook: &'p CompiledPlaybook,
+    lead: &'p Lead,
+    situation: &'p Situation,
+) -> (Evaluation, Trace<'p>) {
+    let mut recorder = TraceRecorder::default();
+    let evaluation = run(playbook, lead, situation, &mut recorder, Walk::Tree);
+    (evaluation, recorder.finish())
+}
+
+/// How the rules are tried.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Through the playbook's predicates and candidate blocks.
+    Compiled,
+    /// Each rule's condition tree, test by test (the reference).
+    Tree,
+}
+
+/// What one thread reuses from lead to lead, so deciding a lead allocates
+/// nothing for its predicates: each group's answer, stamped with the
+/// evaluation it belongs to (a stale stamp means "not answered yet").
+#[derive(Default)]
+struct Scratch {
+    epoch: u32,
+    stamps: Vec<u32>,
+    answers: Vec<u32>,
+}
+
+impl Scratch {
+    /// Starts a lead over `groups` groups: every answer becomes unknown.
+    fn begin(&mut self, groups: usize) {
+        if self.stamps.len() < groups {
+            self.stamps.resize(groups, 0);
+            self.answers.resize(groups, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        // Stamp 0 means never answered, so the epoch skips it on wrapping.
+        if self.epoch == 0 {
+            self.stamps.fill(0);
+            self.epoch = 1;
+        }
+    }
+
+    /// Makes a group's answer unknown again (its value changed).
+    fn forget(&mut self, group: u32) {
+        if let Some(stamp) = self.stamps.get_mut(group as usize) {
+            *stamp = 0;
+        }
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` with this thread's scratch, or a fresh one should the thread's
+/// be in use (an evaluation inside an evaluation).
+fn with_scratch<T>(f: impl FnOnce(&mut Scratch) -> T) -> T {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
 }
 
 trait Recorder<'p> {
@@ -241,6 +329,45 @@ impl<'p> TraceRecorder<'p> {
     }
 }
 
+/// How many declared fields a lead binds without allocating.
+const INLINE_FIELDS: usize = 16;
+
+/// One slot per declared field: on the stack for the usual schema, on the
+/// heap past [`INLINE_FIELDS`].
+enum PerField<T> {
+    Inline([T; INLINE_FIELDS], usize),
+    Heap(Vec<T>),
+}
+
+impl<T> PerField<T> {
+    fn new(len: usize, make: impl Fn() -> T) -> PerField<T> {
+        if len <= INLINE_FIELDS {
+            PerField::Inline(std::array::from_fn(|_| make()), len)
+        } else {
+            PerField::Heap((0..len).map(|_| make()).collect())
+        }
+    }
+}
+
+impl<T> std::ops::Deref for PerField<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match self {
+            PerField::Inline(items, len) => &items[..*len],
+            PerField::Heap(items) => items,
+        }
+    }
+}
+
+impl<T> std::ops::DerefMut for PerField<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        match self {
+            PerField::Inline(items, len) => &mut items[..*len],
+            PerField::Heap(items) => items,
+        }
+    }
+}
+
 /// A lead's values for one evaluation. Fields are coerced to their declared
 /// types when a test first reads them, so a lead pays only for the fields the
 /// rules it tries look at; `finish` then reports values that cannot be read.
@@ -248,8 +375,8 @@ struct Bound<'a> {
     lead: &'a Lead,
     schema: &'a crate::dsl::schema::Schema,
     /// The lead's JSON value for each declared field, found in one merge pass.
-    given: Vec<Option<&'a serde_json::Value>>,
-    fields: Vec<OnceCell<Val<'a>>>,
+    given: PerField<Option<&'a serde_json::Value>>,
+    fields: PerField<OnceCell<Val<'a>>>,
     qualified: OnceCell<bool>,
     intent: Val<'a>,
     channel: OnceCell<Val<'a>>,
@@ -277,7 +404,7 @@ fn bind<'a>(playbook: &'a CompiledPlaybook, lead: &'a Lead, situation: &'a Situa
     };
     // Both the lead's fields and the declared ones (by `field_order`) are
     // sorted by name: one merge finds every value without a lookup per field.
-    let mut given = vec![None; schema.fields.len()];
+    let mut given = PerField::new(schema.fields.len(), || None);
     let mut declared = playbook.field_order.iter().peekable();
     let mut previous: Option<&str> = None;
     for (key, value) in &lead.fields {
@@ -307,7 +434,7 @@ fn bind<'a>(playbook: &'a CompiledPlaybook, lead: &'a Lead, situation: &'a Situa
         lead,
         schema,
         given,
-        fields: (0..schema.fields.len()).map(|_| OnceCell::new()).collect(),
+        fields: PerField::new(schema.fields.len(), OnceCell::new),
         qualified: OnceCell::new(),
         intent: lead
             .intent
@@ -472,6 +599,14 @@ impl<'a> Bound<'a> {
         !asked && !self.field(index).is_set()
     }
 
+    /// How many tags the lead has now (rules' `tag` actions add to them).
+    fn tag_count(&self) -> usize {
+        match &self.tags {
+            Val::List(items) => items.len(),
+            _ => 0,
+        }
+    }
+
     fn add_tag(&mut self, tag: &str) {
         if let Val::List(items) = &mut self.tags {
             let norm = normalize_text(tag);
@@ -526,6 +661,127 @@ impl<'a> Bound<'a> {
                 *lo <= diff && diff <= *hi
             }
             _ => false,
+        }
+    }
+
+    /// The row that answers group `g` for this lead, computed on first ask.
+    #[inline]
+    fn answer(&self, predicates: &Predicates, scratch: &mut Scratch, g: u32) -> u32 {
+        let i = g as usize;
+        if scratch.stamps[i] == scratch.epoch {
+            return scratch.answers[i];
+        }
+        let group = &predicates.groups[i];
+        let value = self.value(group.slot);
+        let row = match &group.kind {
+            GroupKind::Text(index) => match &*value {
+                Val::Text { norm, .. } => index
+                    .get(&**norm)
+                    .copied()
+                    .unwrap_or_else(|| text_other(index)),
+                _ => text_none(index),
+            },
+            GroupKind::Number(key, points) => match self.number(&value, *key) {
+                Some(x) => number_row(points, x),
+                None => number_none(points),
+            },
+            GroupKind::Single(op) => u32::from(self.check(&value, op)),
+        };
+        scratch.stamps[i] = scratch.epoch;
+        scratch.answers[i] = row;
+        row
+    }
+
+    /// The number a number group reads from a value, if it has one.
+    fn number(&self, value: &Val, key: NumberKey) -> Option<f64> {
+        match (key, value) {
+            (NumberKey::Scalar(scale), v) => scalar(v, scale),
+            (NumberKey::DaysFromToday, Val::Date(day) | Val::Instant(_, day)) => {
+                Some(f64::from(day - self.today))
+            }
+            (NumberKey::SecondsFromNow, Val::Instant(secs, _)) => Some((secs - self.now) as f64),
+            _ => None,
+        }
+    }
+
+    /// Whether predicate `p` holds for this lead.
+    #[inline]
+    fn holds(&self, predicates: &Predicates, scratch: &mut Scratch, p: u32) -> bool {
+        let (g, member) = predicates.of[p as usize];
+        let row = self.answer(predicates, scratch, g);
+        predicates.groups[g as usize].holds(member, row)
+    }
+
+    fn formula(&self, predicates: &Predicates, scratch: &mut Scratch, f: &Formula) -> bool {
+        match f {
+            Formula::Pred(p) => self.holds(predicates, scratch, *p),
+            Formula::And(parts) => parts.iter().all(|p| self.formula(predicates, scratch, p)),
+            Formula::Or(parts) => parts.iter().any(|p| self.formula(predicates, scratch, p)),
+            Formula::Not(inner) => !self.formula(predicates, scratch, inner),
+        }
+    }
+
+    /// Whether a rule's fast condition holds, test by test.
+    fn form(&self, predicates: &Predicates, scratch: &mut Scratch, form: &RuleForm) -> bool {
+        form.literals
+            .iter()
+            .all(|&(p, want)| self.holds(predicates, scratch, p) == want)
+            && form
+                .rest
+                .as_ref()
+                .is_none_or(|f| self.formula(predicates, scratch, f))
+    }
+
+    /// The rules of a block that survive this lead's answers to the block's
+    /// groups; a group is asked only while some rule still survives.
+    fn survivors(
+        &self,
+        predicates: &Predicates,
+        scratch: &mut Scratch,
+        plan: &Plan,
+        block: &Block,
+    ) -> u64 {
+        let mut alive = block.valid;
+        for &(g, offset) in block.groups.iter() {
+            if alive == 0 {
+                break;
+            }
+            let row = self.answer(predicates, scratch, g);
+            alive &= !plan.kills[(offset + row) as usize];
+        }
+        alive
+    }
+
+    /// A rule's full condition as written, its tests answered from the
+    /// predicates (`leaves`: each test's predicate), recording each test.
+    fn eval_by_predicates<R: Recorder<'a>>(
+        &self,
+        node: &Node,
+        leaves: &[u32],
+        predicates: &Predicates,
+        scratch: &mut Scratch,
+        recorder: &mut R,
+    ) -> bool {
+        match node {
+            Node::Test(t) => {
+                let result = match leaves.get(usize::from(t.leaf)) {
+                    Some(&p) => self.holds(predicates, scratch, p),
+                    None => self.check(&self.value(t.slot), &t.op),
+                };
+                if R::ON {
+                    recorder.test(t.leaf, &self.value(t.slot), result);
+                }
+                result
+            }
+            Node::And(parts) => parts
+                .iter()
+                .all(|p| self.eval_by_predicates(p, leaves, predicates, scratch, recorder)),
+            Node::Or(parts) => parts
+                .iter()
+                .any(|p| self.eval_by_predicates(p, leaves, predicates, scratch, recorder)),
+            Node::Not(inner) => {
+                !self.eval_by_predicates(inner, leaves, predicates, scratch, recorder)
+            }
         }
     }
 
@@ -590,25 +846,42 @@ fn run<'p, R: Recorder<'p>>(
     lead: &'p Lead,
     situation: &'p Situation,
     recorder: &mut R,
+    walk: Walk,
 ) -> Evaluation {
     let mut bound = bind(playbook, lead, situation);
     let intent = match &bound.intent {
         Val::Text { norm, .. } => Some(&**norm),
         _ => None,
     };
-    let candidates = playbook.candidates_for(intent);
+    let (candidates, plan) = playbook.candidates_and_plan(intent);
     let mut state = RunState {
         fired: Vec::new(),
         actions: Actions::default(),
     };
-    for (position, &index) in candidates.iter().enumerate() {
-        if try_rule(playbook, index as usize, &mut bound, &mut state, recorder) {
-            recorder.stop(
-                &playbook.rules[index as usize].name,
-                candidates.len() - position - 1,
-            );
-            break;
+    match walk {
+        Walk::Tree => {
+            for (position, &index) in candidates.iter().enumerate() {
+                let rule = &playbook.rules[index as usize];
+                let condition = if R::ON { &rule.condition } else { &rule.fast };
+                let matched = bound.eval(condition, recorder);
+                if settle(playbook, index, matched, &mut bound, &mut state, recorder) {
+                    recorder.stop(&rule.name, candidates.len() - position - 1);
+                    break;
+                }
+            }
         }
+        Walk::Compiled => with_scratch(|scratch| {
+            scratch.begin(playbook.decider.predicates.groups.len());
+            if R::ON {
+                traced(
+                    playbook, candidates, &mut bound, scratch, &mut state, recorder,
+                );
+            } else {
+                decide(
+                    playbook, candidates, plan, &mut bound, scratch, &mut state, recorder,
+                );
+            }
+        }),
     }
     if R::ON {
         recorder.skipped(playbook.rules.len() - candidates.len());
@@ -639,22 +912,104 @@ fn run<'p, R: Recorder<'p>>(
     }
 }
 
+/// Tries the candidates block by block: in each, the rules that survive the
+/// lead's group answers, in order, until one fires without `continue`.
+fn decide<'p, R: Recorder<'p>>(
+    playbook: &'p CompiledPlaybook,
+    candidates: &[u32],
+    plan: &Plan,
+    bound: &mut Bound<'p>,
+    scratch: &mut Scratch,
+    state: &mut RunState,
+    recorder: &mut R,
+) {
+    let predicates = &playbook.decider.predicates;
+    for (b, block) in plan.blocks.iter().enumerate() {
+        let mut alive = bound.survivors(predicates, scratch, plan, block);
+        while alive != 0 {
+            let bit = alive.trailing_zeros();
+            alive &= alive - 1;
+            let Some(&index) = candidates.get(b * 64 + bit as usize) else {
+                continue;
+            };
+            if (block.check >> bit) & 1 == 1 {
+                let Some(form) = playbook.decider.forms.get(index as usize) else {
+                    continue;
+                };
+                if !bound.form(predicates, scratch, form) {
+                    continue;
+                }
+            }
+            let tags = bound.tag_count();
+            if settle(playbook, index, true, bound, state, recorder) {
+                return;
+            }
+            // A `tag` action changes what `tags` tests see: the rules after
+            // this one are decided on the new answers.
+            if bound.tag_count() != tags && !predicates.tag_groups.is_empty() {
+                for &g in &predicates.tag_groups {
+                    scratch.forget(g);
+                }
+                let later = u64::MAX.checked_shl(bit + 1).unwrap_or(0);
+                alive = bound.survivors(predicates, scratch, plan, block) & later;
+            }
+        }
+    }
+}
+
+/// Tries the candidates one by one, each condition as written, for a trace.
+fn traced<'p, R: Recorder<'p>>(
+    playbook: &'p CompiledPlaybook,
+    candidates: &[u32],
+    bound: &mut Bound<'p>,
+    scratch: &mut Scratch,
+    state: &mut RunState,
+    recorder: &mut R,
+) {
+    let decider = &playbook.decider;
+    for (position, &index) in candidates.iter().enumerate() {
+        let rule = &playbook.rules[index as usize];
+        let leaves = decider
+            .leaves
+            .get(index as usize)
+            .map(|l| &**l)
+            .unwrap_or(&[]);
+        let matched = bound.eval_by_predicates(
+            &rule.condition,
+            leaves,
+            &decider.predicates,
+            scratch,
+            recorder,
+        );
+        let tags = bound.tag_count();
+        if settle(playbook, index, matched, bound, state, recorder) {
+            recorder.stop(&rule.name, candidates.len() - position - 1);
+            break;
+        }
+        if bound.tag_count() != tags {
+            for &g in &decider.predicates.tag_groups {
+                scratch.forget(g);
+            }
+        }
+    }
+}
+
 struct RunState {
     fired: Vec<Arc<str>>,
     actions: Actions,
 }
 
-/// Tries one rule; returns whether evaluation stops here.
-fn try_rule<'p, R: Recorder<'p>>(
+/// Records a tried rule and applies it when it matched; returns whether
+/// evaluation stops here.
+fn settle<'p, R: Recorder<'p>>(
     playbook: &'p CompiledPlaybook,
-    index: usize,
+    index: u32,
+    matched: bool,
     bound: &mut Bound<'p>,
     state: &mut RunState,
     recorder: &mut R,
 ) -> bool {
-    let rule = &playbook.rules[index];
-    let condition = if R::ON { &rule.condition } else { &rule.fast };
-    let matched = bound.eval(condition, recorder);
+    let rule = &playbook.rules[index as usize];
     if R::ON {
         recorder.rule(
             rule,

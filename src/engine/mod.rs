@@ -2,8 +2,11 @@
 //! No I/O happens here.
 
 pub mod compile;
+pub mod decide;
 pub mod eval;
 pub mod lead;
+pub mod predicate;
+pub mod reference;
 pub mod value;
 
 pub use compile::{compile, CompiledPlaybook};
