@@ -165,10 +165,8 @@ pub(super) fn q(sql: &str) -> Query<'_, sqlx_postgres::Postgres, PgArguments> {
     sqlx_core::query::query(sql)
 }
 
-/// As the SQLite store writes times: RFC 3339, microseconds, UTC.
-pub(super) fn time_text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
+/// Times as the store shows them (RFC 3339, microseconds, UTC).
+pub(super) use super::view::time_text;
 
 fn ago(d: Duration) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::from_std(d).unwrap_or_default()

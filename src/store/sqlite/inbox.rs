@@ -1,6 +1,6 @@
 //! The inbox's SQL for SQLite (see [`super::inbox`]).
 
-use super::{json_rows, load_state, now_text, parse_time, survivor, time_text, trail, Sqlite};
+use super::{load_state, now_text, parse_time, rows, survivor, time_text, trail, Sqlite};
 use crate::store::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
 use crate::store::queues::FirstReply;
 use crate::store::{LeadState, StoreError};
@@ -277,7 +277,7 @@ impl Sqlite {
             let Some(id) = survivor(c, &account, &lead_id)? else {
                 return Ok(Vec::new());
             };
-            json_rows(
+            rows(
                 c,
                 "SELECT at, actor, kind, text FROM thread_events WHERE lead_id = ?1 ORDER BY id",
                 &id,

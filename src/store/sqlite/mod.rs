@@ -133,9 +133,8 @@ pub(super) fn now_text() -> String {
     time_text(Utc::now())
 }
 
-pub(super) fn time_text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
+/// Times as stored: RFC 3339, microseconds, UTC (the text sorts as the time).
+pub(super) use super::view::time_text;
 
 pub(super) fn parse_time(text: Option<String>) -> Option<DateTime<Utc>> {
     text.and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
@@ -1979,20 +1978,8 @@ fn json_column(r: &Row, name: &str) -> rusqlite::Result<Value> {
     Ok(serde_json::from_str(&r.get::<_, String>(name)?).unwrap_or(Value::Null))
 }
 
-/// Rows of `sql` (bound to the lead's ID) as JSON objects.
-pub(super) fn json_rows(
-    c: &Connection,
-    sql: &str,
-    lead_id: &str,
-    row: impl Fn(&Row) -> rusqlite::Result<Value>,
-) -> Result<Vec<Value>, StoreError> {
-    let mut stmt = c.prepare_cached(sql)?;
-    let rows = stmt.query_map(params![lead_id], |r| row(r))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
-}
-
 /// Rows of `sql` (bound to the lead's ID), each read by `row`.
-fn rows<T>(
+pub(super) fn rows<T>(
     c: &Connection,
     sql: &str,
     lead_id: &str,
