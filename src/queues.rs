@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use serde::Serialize;
 
 /// How a queue picks among its available members.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Each member in turn, after whoever got the last thread.
@@ -65,7 +65,7 @@ pub struct QueuePlan {
 }
 
 /// A member as an assignment pass sees them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Candidate {
     /// The operator's ID, or `agent:<endpoint>`.
     pub key: String,

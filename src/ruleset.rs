@@ -225,14 +225,17 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A decision: what the playbook decided, and what the handoff would send.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     pub playbook: String,
     /// What was decided: an upstream lead event, or a WhatsApp message.
     pub event: Event,
     /// The hash of the ruleset that decided.
     pub ruleset: String,
+    /// Every rule that fired, in order.
+    #[schema(value_type = Vec<String>)]
     pub rules: Vec<Arc<str>>,
+    /// Whether `otherwise` applied (no rule fired).
     pub otherwise: bool,
     pub actions: Actions,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,8 +243,27 @@ pub struct Decision {
     pub warnings: Vec<String>,
 }
 
+/// In place of a decision: why there is none (the lead's playbook is not
+/// one the account routes to, or a reload removed it while the request was
+/// in flight).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct DecisionError {
+    /// What was to be decided, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<Event>,
+    pub error: String,
+}
+
+/// A decision as answered and stored: the decision, or why there is none.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum DecisionOrError {
+    Decision(Box<Decision>),
+    Error(DecisionError),
+}
+
 /// The WhatsApp handoff of a decision, rendered.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HandoffDecision {
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]

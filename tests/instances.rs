@@ -225,9 +225,9 @@ rate = 1000
 
 [delivery]
 whatsapp_base = "{sandbox_base}"
-lease_seconds = 5
+lease_seconds = 10
 grace_seconds = {GRACE_SECONDS}
-timeout_seconds = 2
+timeout_seconds = 5
 backoff_seconds = 0.05
 max_backoff_seconds = 0.5
 "#,

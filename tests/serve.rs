@@ -543,6 +543,68 @@ async fn metrics_count_leads_and_decisions_and_the_openapi_document_is_served() 
     assert!(doc["paths"]["/v1/leads"]["post"].is_object());
 }
 
+/// The router and the document agree: every operation `/openapi.json`
+/// describes is served (never the router's "no such route" or 405), and a
+/// path it does not describe is not. The document is generated from the
+/// routes themselves, so this holds by construction; the test keeps it so.
+#[tokio::test]
+async fn every_documented_operation_is_routed_and_nothing_else_is() {
+    let db = Db::sqlite();
+    let s = start(&db).await;
+    let doc = s.open_json("/openapi.json").await;
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{account}", "acme")
+            .replace("{form}", "wedding")
+            .replace("{id}", "0194c0de-7f3a-7000-8000-000000000001");
+        for method in item.as_object().unwrap().keys() {
+            operations += 1;
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let r = s
+                .client
+                .request(method.clone(), s.url(&concrete))
+                .bearer_auth(KEY)
+                .header("content-type", "application/json")
+                .body("{}")
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            let text = r.text().await.unwrap();
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert!(!text.contains("no such route"), "{method} {path}: {text}");
+        }
+    }
+    assert!(operations >= 23, "{operations} operations");
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/leads/x/y"),
+        (reqwest::Method::GET, "/v1/nothing"),
+        (reqwest::Method::POST, "/webhooks/other/acme"),
+    ] {
+        let r = s
+            .client
+            .request(method, s.url(path))
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["message"], "no such route", "{path}");
+    }
+    // A method the document does not give a path is refused as such.
+    let r = s
+        .client
+        .delete(s.url("/v1/leads"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(doc["paths"]["/v1/leads"].get("delete").is_none());
+}
+
 /// Starts the real binary on a SQLite file in `dir`, with the demo account
 /// and `KEY` as its key; returns the process and its base URL.
 fn spawn_binary(dir: &std::path::Path) -> (harness::Process, String) {

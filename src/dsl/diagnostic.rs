@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// How bad a diagnostic is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -341,10 +341,12 @@ fn window(line: &str, start: usize, end: usize) -> (String, String, usize) {
     (shown, " ".repeat(offset), width)
 }
 
-/// A diagnostic as JSON for editors and scripts.
-#[derive(Serialize)]
+/// A finding of the rules checker, as JSON for editors and scripts.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Diagnostic)]
 pub struct JsonDiagnostic<'a> {
     pub severity: Severity,
+    /// Such as `E002`.
     pub code: &'static str,
     pub message: &'a str,
     pub file: &'a str,
@@ -354,6 +356,7 @@ pub struct JsonDiagnostic<'a> {
     pub end_column: Option<usize>,
     pub label: Option<&'a str>,
     pub help: Option<&'a str>,
+    /// The diagnostic as `handoff check` prints it.
     pub rendered: String,
 }
 

@@ -39,32 +39,45 @@ pub struct Evaluation {
 }
 
 /// The actions of a decision, merged over the rules that fired.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Actions {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handoff: Option<HandoffAction>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The queue to assign the lead to.
     pub assign: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The queue whose people take the thread over.
     pub takeover: Option<String>,
     pub tags: Vec<String>,
+    /// Endpoints to notify.
     pub notify: Vec<String>,
+    /// Fields to ask the lead for.
     pub ask: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Why the lead is dropped.
     pub drop: Option<String>,
 }
 
 /// `handoff whatsapp { open ... template ... }` as the decision carries it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HandoffAction {
+    /// The template file for a session message.
     pub open: Option<String>,
+    /// The approved template.
     pub template: Option<String>,
-    /// The rule that asked for the handoff (`None` for `otherwise`).
+    /// The rule that asked for the handoff (`null` for `otherwise`).
+    #[schema(value_type = Option<String>)]
     pub rule: Option<Arc<str>>,
 }
 
-/// The ways a WhatsApp handoff resolves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// How the WhatsApp handoff resolves: a session message (window open), an
+/// approved template (window closed), or nothing sent because there is no
+/// opt-in, because a person has the thread, because the lead's thread is
+/// already open (one opener per conversation), because the template is a
+/// marketing one and the lead opted out of marketing messages, or because
+/// the window is closed and there is no template.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Session,
@@ -106,9 +119,10 @@ pub struct HandoffResolution {
 }
 
 /// Why the decision is what it is.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 /// Its text borrows from the compiled playbook, so tracing costs little.
 pub struct Trace<'p> {
+    /// The rules tried, in order.
     pub rules: Vec<RuleTrace<'p>>,
     /// The rule that stopped evaluation (fired without `continue`).
     pub stopped_by: Option<&'p str>,
@@ -120,16 +134,18 @@ pub struct Trace<'p> {
 }
 
 /// One rule in a trace.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RuleTrace<'p> {
     pub rule: &'p str,
+    /// The rule's line in its rules file.
+    #[schema(minimum = 1)]
     pub line: usize,
     pub result: RuleResult,
     pub tests: Vec<TestTrace<'p>>,
 }
 
 /// What happened to a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleResult {
     Fired,
@@ -138,10 +154,15 @@ pub enum RuleResult {
 
 /// One test in a trace: the test as written, the value it saw, its result
 /// (`None` when an earlier test already decided the rule).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TestTrace<'p> {
+    /// The test as written.
     pub test: &'p str,
+    /// The value the test saw, as a person reads it (`not set` when the
+    /// lead has none); `null` when the test was not run.
+    #[schema(value_type = Option<String>)]
     pub value: Option<Seen<'p>>,
+    /// `null` when an earlier test already decided the rule.
     pub result: Option<bool>,
 }
 

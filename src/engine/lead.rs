@@ -41,10 +41,12 @@ pub struct Lead {
 }
 
 /// One answer to a form or lead-ad question that no field is declared for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Answer {
+    #[schema(max_length = 300)]
     pub question: String,
+    #[schema(max_length = 2000)]
     pub answer: String,
 }
 
@@ -57,12 +59,13 @@ pub struct Consent {
     pub whatsapp: bool,
 }
 
-/// One earlier message, on any channel.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One message, on any channel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TranscriptMessage {
     pub channel: String,
-    /// `lead`, `business`, an operator's name, or `agent`.
+    /// `lead`, `business`, `operator:<name>`, or `agent:<endpoint>` for an
+    /// AI agent's reply.
     pub from: String,
     pub text: String,
     pub at: DateTime<Utc>,
@@ -103,7 +106,9 @@ impl Situation {
 }
 
 /// What a decision is about (the path `event`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Event {
     /// A lead arrived or was updated upstream.
@@ -125,7 +130,8 @@ impl Event {
 
 /// The thread as test files, lead files and dry runs write it:
 /// `thread: {open: true, opened: ..., closed: ..., asked: [...]}`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `opened` defaults to the decision's time when `open` is true.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ThreadInput {
     #[serde(default)]
@@ -134,6 +140,7 @@ pub struct ThreadInput {
     pub opened: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed: Option<DateTime<Utc>>,
+    /// Fields `ask` already reported in the open thread.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub asked: Vec<String>,
 }

@@ -37,16 +37,20 @@ use serde_json::{Map, Value};
 
 const SHAPE_HELP: &str = "see the call report shape documented in src/intake/voice.rs";
 
-/// A voice agent's report of one call, as it is sent to us.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// A voice agent's report of one call, read strictly: unknown members are
+/// refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallReport {
     /// The voice platform's ID for the call; reports are deduplicated on it.
+    #[schema(min_length = 1)]
     pub call_id: String,
     /// The caller's number as the platform has it.
+    #[schema(min_length = 1)]
     pub from: String,
     #[serde(deserialize_with = "time::required")]
     pub started_at: DateTime<Utc>,
+    /// Not before `started_at`.
     #[serde(
         default,
         deserialize_with = "time::optional",
@@ -64,7 +68,7 @@ pub struct CallReport {
 }
 
 /// One line of the call's transcript.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallLine {
     pub speaker: Speaker,
@@ -74,15 +78,17 @@ pub struct CallLine {
 }
 
 /// Who said a transcript line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Speaker {
     Agent,
     Caller,
 }
 
-/// What the voice agent understood from the call.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// What the voice agent understood. `name`, `first_name`, `email` and
+/// `intent` are the lead's; every other member is a playbook field, named
+/// as playbooks name fields.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Extracted {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -97,8 +103,10 @@ pub struct Extracted {
     pub fields: Map<String, Value>,
 }
 
-/// The caller's answer to being messaged on WhatsApp.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The caller's answer to being messaged on WhatsApp. An opt-in
+/// (`whatsapp: true`) needs `spoken_at` and `evidence`; `evidence`, when
+/// given, must be one of the caller's transcript lines, verbatim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OptIn {
     pub whatsapp: bool,

@@ -11,7 +11,7 @@ pub mod policy;
 use crate::config::Account;
 use crate::engine::{Event, Outcome, Situation};
 use crate::render::RenderedTemplate;
-use crate::ruleset::{Decision, Ruleset};
+use crate::ruleset::{Decision, DecisionError, Ruleset};
 use crate::store::{DecisionRecord, LeadState, OutboxKind, DEFAULT_IDLE_DAYS};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -137,26 +137,52 @@ impl Outbound {
 
 /// A WhatsApp message a decision sends: the rule's session message inside
 /// the window, its approved template outside it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = WhatsappOutboxPayload)]
 pub struct WhatsappSend {
     /// The lead's phone, E.164.
     pub to: Option<String>,
+    /// `session` or `template`.
     pub outcome: Outcome,
+    /// The session message (outcome `session`).
     pub text: Option<String>,
+    /// The approved template: the message itself, or the fallback.
     pub template: Option<RenderedTemplate>,
     /// The playbook's `sender` (a WhatsApp number key of the account).
     pub sender: Option<String>,
+    /// Who wrote it, for a person's reply; absent for automation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+impl WhatsappSend {
+    /// The payload as the outbox stores it.
+    pub fn to_value(&self) -> Value {
+        // Strings and an enum of unit variants serialize without fail.
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
 }
 
 /// An endpoint told about the lead.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = NotifyOutboxPayload)]
 pub struct Notify {
+    /// The name of one of the account's `endpoints`.
     pub endpoint: String,
     pub event: NotifyEvent,
 }
 
+/// An outbox message's payload: a WhatsApp message (kind `whatsapp`), or a
+/// notification of an endpoint (kind `notify`).
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum OutboxPayload {
+    Whatsapp(WhatsappSend),
+    Notify(Notify),
+}
+
 /// What an endpoint is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub enum NotifyEvent {
     /// A rule's `notify`.
     #[serde(rename = "lead.notify")]
@@ -204,8 +230,8 @@ pub fn decide_for(
         Err(why) => {
             return DecisionRecord {
                 ruleset_hash: ruleset.hash.clone(),
-                decision: json!({"event": decided.event, "error": why}),
-                response: json!({"created": state.created, "decision": {"event": decided.event, "error": why}}),
+                decision: no_decision(Some(decided.event), why.to_string()),
+                response: json!({"created": state.created, "decision": no_decision(Some(decided.event), why.to_string())}),
                 ..DecisionRecord::default()
             }
         }
@@ -237,11 +263,17 @@ pub fn decide_for(
         Err(e) => DecisionRecord {
             playbook: playbook.to_string(),
             ruleset_hash: ruleset.hash.clone(),
-            decision: json!({"error": e.to_string()}),
-            response: json!({"created": state.created, "decision": {"error": e.to_string()}}),
+            decision: no_decision(None, e.to_string()),
+            response: json!({"created": state.created, "decision": no_decision(None, e.to_string())}),
             ..DecisionRecord::default()
         },
     }
+}
+
+/// A decision's place when there is none, and why.
+fn no_decision(event: Option<Event>, error: String) -> Value {
+    // A string and an enum of unit variants serialize without fail.
+    serde_json::to_value(DecisionError { event, error }).unwrap_or(Value::Null)
 }
 
 fn record_for(
@@ -266,6 +298,7 @@ fn record_for(
                     None
                 },
                 template: h.approved.clone(),
+                by: None,
                 sender: ruleset
                     .playbooks
                     .get(&decision.playbook)

@@ -8,10 +8,14 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::json;
 
-/// What kind of failure an error body reports: `error.code`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// What kind of failure an error body reports: `error.code`. Each code is
+/// sent with one status: `bad_request` 400, `invalid` and
+/// `idempotency_key_reused` 422, `unauthorized` and `bad_signature` 401,
+/// `forbidden` 403, `not_found` 404, `method_not_allowed` 405, `timeout`
+/// 408, `conflict` 409, `too_large` 413, `unsupported_media_type` 415,
+/// `internal` 500.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// 400: the request cannot be read (not JSON, a wrong type, a malformed
@@ -181,11 +185,30 @@ impl ApiError {
 }
 
 /// The one error body: `{"error": {"code", "message", "at"?}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+/// What went wrong, and where.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail<'a> {
+    pub code: ErrorCode,
+    /// What went wrong, for a person.
+    pub message: &'a str,
+    /// The field (a path such as `transcript[0].at`) or header at fault,
+    /// when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<&'a str>,
+}
+
 fn error_body(code: ErrorCode, message: &str, at: Option<&str>) -> Response {
-    let mut body = json!({"error": {"code": code, "message": message}});
-    if let Some(at) = at {
-        body["error"]["at"] = json!(at);
-    }
+    let body = ErrorBody {
+        error: ErrorDetail { code, message, at },
+    };
     (code.status(), axum::Json(body)).into_response()
 }
 

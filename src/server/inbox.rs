@@ -1010,7 +1010,7 @@ async fn queues(
     let mut shown = Vec::new();
     for (name, queue) in &account.queues {
         let mut q = match super::queues::overview(&state, &account, name, queue).await {
-            Ok(q) => q,
+            Ok(q) => json!(q),
             Err(e) => {
                 tracing::error!(queue = %name, error = ?e, "showing a queue failed");
                 shown.push(json!({"name": name, "failed": true}));

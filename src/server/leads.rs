@@ -11,6 +11,7 @@ use crate::engine::{Event, Situation, ThreadInput};
 use crate::pipeline::policy;
 use crate::pipeline::{decide_for, pick_playbook, Decided, NoPlaybook, Route};
 use crate::ruleset::{Decision, Ruleset};
+use crate::store::view::LeadSummary;
 use crate::store::{ConsentRecord, LeadEvent, LeadRecord, Recorded};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -18,71 +19,135 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
-/// The body of `POST /v1/leads`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeadInput {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    first_name: Option<String>,
-    #[serde(default)]
-    phone: Option<String>,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    language: Option<String>,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default)]
-    intent: Option<String>,
-    #[serde(default)]
-    playbook: Option<String>,
-    #[serde(default)]
-    consent: Option<ConsentInput>,
-    #[serde(default)]
-    fields: Map<String, Value>,
-    #[serde(default)]
-    tags: Vec<String>,
-    #[serde(default)]
-    transcript: Vec<TranscriptMessage>,
-    /// Answers to questions no field is declared for, in the order asked.
-    #[serde(default)]
-    answers: Vec<Answer>,
-    /// The lead's ID in the system that sent it (a CRM, a form tool).
-    #[serde(default)]
-    external_id: Option<String>,
-    /// The form it came from, for routing by form.
-    #[serde(default)]
-    form: Option<String>,
-    /// Free-form origin (campaign, site), for routing by source.
-    #[serde(default)]
-    source: Option<String>,
-    /// The situation of a dry run (`POST /v1/dry-run` only): the time, the
-    /// WhatsApp window, a person on the thread. Read here so a dry run
-    /// parses its body once.
-    #[serde(default)]
-    now: Option<Value>,
-    #[serde(default)]
-    window: Option<Value>,
-    #[serde(default)]
-    human: Option<Value>,
-    /// `lead` or `message`: what a dry run decides.
-    #[serde(default)]
-    event: Option<Value>,
-    /// The lead's thread in a dry run: `{open, opened, closed, asked}`.
-    #[serde(default)]
-    thread: Option<Value>,
-    /// `opted_out` or `subscribed`: the lead's marketing preference in a dry run.
-    #[serde(default)]
-    marketing: Option<Value>,
+/// Declares a lead body: the members every lead body has (those of
+/// `POST /v1/leads`), then the ones given. Text members are trimmed, and
+/// empty is the same as absent; what they may hold is the input policy's
+/// ([`policy`]): at most the length given, no control characters except
+/// line breaks and tabs.
+macro_rules! lead_body {
+    ($(#[$meta:meta])* pub struct $name:ident { $($extra:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The lead's full name.
+            #[serde(default)]
+            #[schema(max_length = 200)]
+            pub name: Option<String>,
+            /// The first name, when it is known apart from `name`.
+            #[serde(default)]
+            #[schema(max_length = 100)]
+            pub first_name: Option<String>,
+            /// The phone number in any common format; stored in E.164, read
+            /// with the account's default region when it has no country code.
+            #[serde(default)]
+            #[schema(max_length = 40)]
+            pub phone: Option<String>,
+            /// The email address; stored lowercased.
+            #[serde(default)]
+            #[schema(max_length = 254)]
+            pub email: Option<String>,
+            /// The lead's language (a BCP 47 tag).
+            #[serde(default)]
+            #[schema(max_length = 35)]
+            pub language: Option<String>,
+            /// The channel the lead came in by, case-insensitive; default
+            /// `api`. Any other value than these is refused (422).
+            #[serde(default)]
+            #[schema(max_length = 32, examples("api", "instagram", "web", "lead_ad", "voice", "whatsapp"))]
+            pub channel: Option<String>,
+            /// What the lead wants, as the playbook names intents.
+            #[serde(default)]
+            #[schema(max_length = 100)]
+            pub intent: Option<String>,
+            /// The playbook that decides the lead; must be one the account may use.
+            #[serde(default)]
+            pub playbook: Option<String>,
+            #[serde(default)]
+            pub consent: Option<ConsentInput>,
+            /// Qualification fields by playbook field name; coerced to the
+            /// declared types when the rules read them. On an existing lead,
+            /// a field given replaces the stored one and `null` removes it.
+            #[serde(default)]
+            #[schema(value_type = Object)]
+            pub fields: Map<String, Value>,
+            /// Added to the lead's tags.
+            #[serde(default)]
+            pub tags: Vec<String>,
+            /// Earlier messages, added to the lead's transcript.
+            #[serde(default)]
+            pub transcript: Vec<TranscriptMessage>,
+            /// Answers to questions no field is declared for, in the order
+            /// asked; a question answered again keeps its place with the new
+            /// answer.
+            #[serde(default)]
+            #[schema(max_items = 200)]
+            pub answers: Vec<Answer>,
+            /// The lead's ID in the system that sent it (a CRM, a form
+            /// tool); an identity like phone and email.
+            #[serde(default)]
+            #[schema(max_length = 200)]
+            pub external_id: Option<String>,
+            /// The form it came from, for the account's routing by form.
+            #[serde(default)]
+            pub form: Option<String>,
+            /// Free-form origin (campaign, site), for the account's routing
+            /// by source.
+            #[serde(default)]
+            pub source: Option<String>,
+            $($extra)*
+        }
+    };
 }
 
-impl LeadInput {
-    /// Refuses the dry-run-only fields on a real lead.
+lead_body! {
+    /// A lead as the API takes it. Every member may be left out;
+    /// `POST /v1/leads` needs at least one of `phone`, `email` and
+    /// `external_id` (else 422 at `phone`). Unknown members are refused (400).
+    pub struct LeadInput {}
+}
+
+lead_body! {
+    /// A `LeadInput` plus the situation to decide it in. `now`, `window`,
+    /// `human`, `event`, `thread` and `marketing` of the wrong type or value
+    /// are answered 422 at that member. Unlike `POST /v1/leads`, no identity
+    /// is required.
+    pub struct DryRunInput {
+        /// The time to decide at (RFC 3339); default: now.
+        #[serde(default)]
+        #[schema(value_type = Option<String>, format = DateTime)]
+        pub now: Option<Value>,
+        /// Whether the WhatsApp 24-hour window is open; default `closed`.
+        #[serde(default)]
+        #[schema(value_type = Option<Window>)]
+        pub window: Option<Value>,
+        /// Whether a person has taken the thread over; default `false`.
+        #[serde(default)]
+        #[schema(value_type = Option<bool>)]
+        pub human: Option<Value>,
+        /// What is decided: an upstream lead, or a message the lead wrote
+        /// on WhatsApp (its latest transcript line `from: lead`); default
+        /// `lead`.
+        #[serde(default)]
+        #[schema(value_type = Option<EventKind>)]
+        pub event: Option<Value>,
+        /// The lead's thread; default: none open.
+        #[serde(default)]
+        #[schema(value_type = Option<ThreadInput>)]
+        pub thread: Option<Value>,
+        /// The lead's marketing preference; default `subscribed`.
+        #[serde(default)]
+        #[schema(value_type = Option<Marketing>)]
+        pub marketing: Option<Value>,
+    }
+}
+
+impl DryRunInput {
+    /// Refuses the situation of a dry run on a real lead, with a 422 that
+    /// says where it belongs (rather than the 400 of an unknown member).
     fn no_situation(&self) -> Result<(), ApiError> {
         for (name, v) in [
             ("now", &self.now),
@@ -101,16 +166,78 @@ impl LeadInput {
         }
         Ok(())
     }
+
+    /// The lead, apart from the situation.
+    fn lead(self) -> LeadInput {
+        LeadInput {
+            name: self.name,
+            first_name: self.first_name,
+            phone: self.phone,
+            email: self.email,
+            language: self.language,
+            channel: self.channel,
+            intent: self.intent,
+            playbook: self.playbook,
+            consent: self.consent,
+            fields: self.fields,
+            tags: self.tags,
+            transcript: self.transcript,
+            answers: self.answers,
+            external_id: self.external_id,
+            form: self.form,
+            source: self.source,
+        }
+    }
 }
 
-/// A consent as the API takes it.
-#[derive(Debug, Deserialize)]
+/// A member of a dry run's situation as its type, `None` when absent or
+/// null; any other value is refused with `message` (422 at `at`).
+fn situation<T: serde::de::DeserializeOwned>(
+    value: Option<Value>,
+    at: &str,
+    message: &str,
+) -> Result<Option<T>, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| ApiError::invalid(format!("{message}: {e}"), at)),
+    }
+}
+
+/// The WhatsApp window of a dry run.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Window {
+    Open,
+    Closed,
+}
+
+/// What a dry run decides.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum EventKind {
+    Lead,
+    Message,
+}
+
+/// A lead's marketing preference.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Marketing {
+    Subscribed,
+    OptedOut,
+}
+
+/// A WhatsApp opt-in. `whatsapp: false` records nothing.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsentInput {
     whatsapp: bool,
     /// How it was given: the checkbox text, the words spoken.
     #[serde(default)]
     evidence: Option<String>,
+    /// When it was given; default: when received.
     #[serde(default)]
     at: Option<DateTime<Utc>>,
 }
@@ -256,6 +383,76 @@ fn to_event(
     Ok((event, playbook))
 }
 
+/// The answer to `POST /v1/leads`, also replayed for a repeated
+/// `Idempotency-Key`. Kept with the decision as it was first given.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LeadResult {
+    /// Whether the event made a new lead (else it reached an existing one).
+    created: bool,
+    decision: crate::ruleset::DecisionOrError,
+    /// The lead (the survivor, when leads merged).
+    lead_id: String,
+    decision_id: String,
+}
+
+/// The `Idempotency-Key` of a request that creates something.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyKey {
+    /// Makes a retry safe: a second request with the same key (for the same
+    /// account) and the same body is answered with the first answer and
+    /// changes nothing (`idempotent-replayed: true`); the same key with
+    /// another body is refused (422, `idempotency_key_reused`). 1 to 255
+    /// visible ASCII characters; surrounding spaces are trimmed.
+    #[param(rename = "Idempotency-Key", value_type = String, required = false, min_length = 1, max_length = 255)]
+    #[allow(dead_code)]
+    key: Option<String>,
+}
+
+/// The ID of a lead, in the path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct LeadId {
+    /// The lead's ID (a UUID v7, as `lead_id` in the intake answer).
+    #[allow(dead_code)]
+    id: String,
+}
+
+/// Take in a lead: store it, decide it, queue what the decision sends.
+///
+/// The lead is matched to an existing lead of the account by any of its
+/// identities (phone, email, `external_id`); leads that turn out to be one
+/// person are merged, the oldest surviving. The event, its decision, the
+/// outbox rows and the idempotency record commit together. The playbook is
+/// the lead's `playbook`, else the account's routing by `form`, by
+/// `channel`, by `source`, its default, else the only playbook the account
+/// may use. A lead that already has a playbook keeps it.
+#[utoipa::path(
+    post,
+    path = "/v1/leads",
+    tag = "leads",
+    operation_id = "createLead",
+    params(IdempotencyKey),
+    request_body(content = LeadInput, content_type = "application/json", example = json!({
+        "name": "Aisha Khan",
+        "phone": "+91 98123 45678",
+        "channel": "instagram",
+        "intent": "event_enquiry",
+        "playbook": "events",
+        "consent": {"whatsapp": true, "evidence": "Ticked 'Message me on WhatsApp' in the Instagram lead form"},
+        "fields": {"city": "Goa", "event_date": "2027-03-14", "guests": 120},
+        "transcript": [
+            {"channel": "instagram", "from": "lead", "text": "Hi! Planning a wedding in Goa on March 14, around 120 guests.", "at": "2026-11-20T04:10:00Z"}
+        ]
+    })),
+    responses(
+        (status = 201, description = "A new lead was stored and decided.", body = LeadResult,
+            headers(("idempotent-replayed" = String, description = "`false`: this request was done now."))),
+        (status = 200, description = "The event was added to an existing lead and decided (`idempotent-replayed: false`), or the request repeats an earlier `Idempotency-Key` with the same body and this is the first answer, unchanged (`idempotent-replayed: true`).", body = LeadResult,
+            headers(("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key` (nothing was done again), `false` otherwise."))),
+        super::openapi::JsonErrors,
+    )
+)]
 pub async fn create(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
@@ -276,8 +473,10 @@ pub async fn create(
         },
         None => None,
     };
-    let input: LeadInput = super::extract::parse_json(&body_bytes)?;
+    // Read as a dry run's body, so that its situation is refused by name.
+    let input: DryRunInput = super::extract::parse_json(&body_bytes)?;
     input.no_situation()?;
+    let input = input.lead();
     let ruleset = state
         .ruleset()
         .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
@@ -342,6 +541,22 @@ pub async fn create(
     })
 }
 
+/// Everything about a lead.
+///
+/// The ID of a lead merged into another answers with the surviving lead
+/// (whose `id` differs from the one asked for). Another account's lead is
+/// answered exactly as a lead that does not exist.
+#[utoipa::path(
+    get,
+    path = "/v1/leads/{id}",
+    tag = "leads",
+    operation_id = "getLead",
+    params(LeadId),
+    responses(
+        (status = 200, description = "The lead.", body = LeadRecord),
+        super::openapi::LeadErrors,
+    )
+)]
 pub async fn get_lead(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
@@ -354,17 +569,43 @@ pub async fn get_lead(
     }
 }
 
-#[derive(Deserialize)]
+/// What `GET /v1/leads` looks for.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// A fragment of the name, phone or email to match (`%` and `_` are
+    /// ignored). Empty means every lead.
     q: Option<String>,
+    /// How many leads at most; values outside 1 to 500 are clamped into it.
+    #[param(default = 50)]
     limit: Option<i64>,
 }
 
+/// The leads found.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LeadList {
+    leads: Vec<LeadSummary>,
+}
+
+/// The account's leads, most recently updated first.
+///
+/// Merged-away leads are not listed.
+#[utoipa::path(
+    get,
+    path = "/v1/leads",
+    tag = "leads",
+    operation_id = "searchLeads",
+    params(SearchQuery),
+    responses(
+        (status = 200, description = "The matching leads.", body = LeadList),
+        super::openapi::KeyErrors,
+    )
+)]
 pub async fn search(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Query(query): Query<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LeadList>, ApiError> {
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let leads = state
         .store
@@ -374,31 +615,91 @@ pub async fn search(
             limit,
         )
         .await?;
-    Ok(Json(json!({"leads": leads})))
+    let leads = leads
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            ApiError::Internal(format!("a stored lead does not read as a summary: {e}"))
+        })?;
+    Ok(Json(LeadList { leads }))
 }
 
-#[derive(Deserialize, Default)]
+/// The body of a takeover or release; it may be left out.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TakeoverInput {
+    /// The queue the thread moves to; absent keeps the current queue.
     #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     queue: Option<String>,
 }
 
+/// Who has a thread: automation, or a person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ThreadMode {
+    Human,
+    Automated,
+}
+
+/// A thread's new state.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ThreadState {
+    /// The ID from the path.
+    lead_id: String,
+    thread: ThreadMode,
+}
+
+/// A person takes the lead's thread over: automation pauses (outcome `paused_human`).
+///
+/// The body may be empty. `queue`, when given, moves the thread to that
+/// queue. The ID must be the lead's current ID: a lead merged into another
+/// is not found here.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/takeover",
+    tag = "leads",
+    operation_id = "takeOverThread",
+    params(LeadId),
+    request_body(content = Option<TakeoverInput>, content_type = "application/json", example = json!({"queue": "events-senior-closers"})),
+    responses(
+        (status = 200, description = "The thread's new state.", body = ThreadState, example = json!({"lead_id": "0194c0de-7f3a-7000-8000-000000000001", "thread": "human"})),
+        super::openapi::LeadJsonErrors,
+    )
+)]
 pub async fn takeover(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Path(id): Path<String>,
     OptionalJson(input): OptionalJson<TakeoverInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ThreadState>, ApiError> {
     thread_state(&state, &account, id, input, true).await
 }
 
+/// Give the lead's thread back to automation.
+///
+/// The body may be empty. `queue`, when given, moves the thread to that
+/// queue. The ID must be the lead's current ID: a lead merged into another
+/// is not found here.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/release",
+    tag = "leads",
+    operation_id = "releaseThread",
+    params(LeadId),
+    request_body(content = Option<TakeoverInput>, content_type = "application/json", example = json!({"queue": "events-senior-closers"})),
+    responses(
+        (status = 200, description = "The thread's new state.", body = ThreadState, example = json!({"lead_id": "0194c0de-7f3a-7000-8000-000000000001", "thread": "automated"})),
+        super::openapi::LeadJsonErrors,
+    )
+)]
 pub async fn release(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Path(id): Path<String>,
     OptionalJson(input): OptionalJson<TakeoverInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ThreadState>, ApiError> {
     thread_state(&state, &account, id, input, false).await
 }
 
@@ -408,7 +709,7 @@ async fn thread_state(
     id: String,
     input: TakeoverInput,
     human: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ThreadState>, ApiError> {
     let queue = match input.queue.as_deref() {
         Some(q) => Some(super::extract::clean_queue(Some(q))?),
         None => None,
@@ -427,23 +728,53 @@ async fn thread_state(
         }
         state.announce(&account.id, &id);
         state.queues.notify_one();
-        Ok(Json(
-            json!({"lead_id": id, "thread": if human { "human" } else { "automated" }}),
-        ))
+        let thread = if human {
+            ThreadMode::Human
+        } else {
+            ThreadMode::Automated
+        };
+        Ok(Json(ThreadState {
+            lead_id: id,
+            thread,
+        }))
     } else {
         Err(ApiError::NotFound(format!("no lead `{id}`")))
     }
 }
 
-/// `POST /v1/dry-run`: the decision and trace for a lead, nothing stored or
-/// sent. The body is a `POST /v1/leads` body, plus `now`, `window`,
-/// `human`, `event`, `thread` and `marketing` to set the situation
-/// (default: now, window closed, automated, an upstream lead, no thread
-/// open, marketing allowed).
+/// The decision and trace for a lead; nothing is stored or sent.
+///
+/// The body is a `POST /v1/leads` body plus `now`, `window`, `human`,
+/// `event`, `thread` and `marketing`, which set the situation (default:
+/// now, window closed, automated, an upstream lead, no thread open,
+/// marketing allowed). Unlike `POST /v1/leads`, no identity is required;
+/// `phone` is still normalized.
+#[utoipa::path(
+    post,
+    path = "/v1/dry-run",
+    tag = "leads",
+    operation_id = "dryRun",
+    request_body(content = DryRunInput, content_type = "application/json", example = json!({
+        "name": "Aisha Khan",
+        "phone": "+91 98123 45678",
+        "channel": "instagram",
+        "intent": "event_enquiry",
+        "playbook": "events",
+        "consent": {"whatsapp": true, "evidence": "Ticked 'Message me on WhatsApp' in the Instagram lead form"},
+        "fields": {"city": "Goa", "event_date": "2027-03-14", "guests": 120},
+        "now": "2027-01-10T10:00:00+05:30",
+        "window": "open",
+        "human": false
+    })),
+    responses(
+        (status = 200, description = "What the playbook decides, and why.", body = DryRun),
+        super::openapi::JsonErrors,
+    )
+)]
 pub async fn dry_run(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
-    ApiJson(mut input): ApiJson<LeadInput>,
+    ApiJson(mut input): ApiJson<DryRunInput>,
 ) -> Result<Response, ApiError> {
     let now = match input.now.take() {
         None | Some(Value::Null) => Utc::now(),
@@ -454,48 +785,36 @@ pub async fn dry_run(
             .with_timezone(&Utc),
         Some(_) => return Err(ApiError::invalid("`now` must be an RFC 3339 string", "now")),
     };
-    let window_open = match input.window.take() {
-        None | Some(Value::Null) => false,
-        Some(Value::String(w)) if w == "open" => true,
-        Some(Value::String(w)) if w == "closed" => false,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "`window` is `open` or `closed`",
-                "window",
-            ))
-        }
+    let window = situation(
+        input.window.take(),
+        "window",
+        "`window` is `open` or `closed`",
+    )?;
+    let human = situation(input.human.take(), "human", "`human` must be true or false")?;
+    let event = situation(
+        input.event.take(),
+        "event",
+        "`event` is `lead` or `message`",
+    )?;
+    let thread: ThreadInput = situation(
+        input.thread.take(),
+        "thread",
+        "`thread` is `{\"open\": true, \"opened\": TIME, \"closed\": TIME, \"asked\": [FIELD]}`, every key optional",
+    )?
+    .unwrap_or_default();
+    let marketing = situation(
+        input.marketing.take(),
+        "marketing",
+        "`marketing` is `opted_out` or `subscribed`",
+    )?;
+    let window_open = matches!(window, Some(Window::Open));
+    let human = human.unwrap_or(false);
+    let event = match event {
+        Some(EventKind::Message) => Event::Message,
+        Some(EventKind::Lead) | None => Event::Lead,
     };
-    let human = match input.human.take() {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(ApiError::invalid("`human` must be true or false", "human")),
-    };
-    let event = match input.event.take() {
-        None | Some(Value::Null) => Event::Lead,
-        Some(Value::String(e)) if e == "lead" => Event::Lead,
-        Some(Value::String(e)) if e == "message" => Event::Message,
-        Some(_) => return Err(ApiError::invalid("`event` is `lead` or `message`", "event")),
-    };
-    let thread = match input.thread.take() {
-        None | Some(Value::Null) => ThreadInput::default(),
-        Some(v) => serde_json::from_value::<ThreadInput>(v).map_err(|e| {
-            ApiError::invalid(
-                format!("`thread` is `{{\"open\": true, \"opened\": TIME, \"closed\": TIME, \"asked\": [FIELD]}}`, every key optional: {e}"),
-                "thread",
-            )
-        })?,
-    };
-    let marketing_opt_out = match input.marketing.take() {
-        None | Some(Value::Null) => false,
-        Some(Value::String(m)) if m == "opted_out" => true,
-        Some(Value::String(m)) if m == "subscribed" => false,
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "`marketing` is `opted_out` or `subscribed`",
-                "marketing",
-            ))
-        }
-    };
+    let marketing_opt_out = matches!(marketing, Some(Marketing::OptedOut));
+    let input = input.lead();
     let ruleset = state
         .ruleset()
         .ok_or_else(|| ApiError::Internal("no ruleset loaded".into()))?;
@@ -522,9 +841,10 @@ pub async fn dry_run(
     .into_response())
 }
 
-/// The answer to a dry run.
-#[derive(Serialize)]
-struct DryRun<'a> {
+/// The answer to a dry run: the decision, and why.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = DryRunResult)]
+pub struct DryRun<'a> {
     decision: &'a Decision,
     trace: &'a crate::engine::Trace<'a>,
 }

@@ -23,15 +23,18 @@ use crate::store::Store;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
 use extract::ApiAccount;
 use metrics::Labels;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -202,33 +205,38 @@ fn diagnostics_json(diagnostics: &[Diagnostic], sources: &Sources) -> Vec<Value>
         .collect()
 }
 
+/// The API's routes, each registered with its OpenAPI operation: the
+/// document (`/openapi.json`, [`openapi::document`]) is made from this
+/// very list, so a route cannot be served without being described.
+pub fn api_routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(leads::create, leads::search))
+        .routes(routes!(leads::get_lead))
+        .routes(routes!(leads::takeover))
+        .routes(routes!(leads::release))
+        .routes(routes!(threads::api_reply))
+        .routes(routes!(threads::api_note))
+        .routes(routes!(threads::api_reassign))
+        .routes(routes!(threads::api_templates))
+        .routes(routes!(threads::list))
+        .routes(routes!(queues::list))
+        .routes(routes!(queues::api_close))
+        .routes(routes!(leads::dry_run))
+        .routes(routes!(rulesets))
+        .routes(routes!(reload))
+        .routes(routes!(webhooks::meta_verify, webhooks::meta_events))
+        .routes(routes!(webhooks::form))
+        .routes(routes!(webhooks::voice))
+}
+
 /// The router, for the server and for tests.
 pub fn app(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/v1/leads", post(leads::create).get(leads::search))
-        .route("/v1/leads/{id}", get(leads::get_lead))
-        .route("/v1/leads/{id}/takeover", post(leads::takeover))
-        .route("/v1/leads/{id}/release", post(leads::release))
-        .route("/v1/dry-run", post(leads::dry_run))
-        .route("/v1/rulesets", get(rulesets))
-        .route("/v1/rulesets/reload", post(reload))
-        .route(
-            "/webhooks/meta/{account}",
-            get(webhooks::meta_verify).post(webhooks::meta_events),
-        )
-        .route("/webhooks/forms/{account}/{form}", post(webhooks::form))
-        .route("/webhooks/voice/{account}", post(webhooks::voice))
-        .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(|| async { Json(openapi::document()) }))
-        .route("/v1/threads", get(threads::list))
-        .route("/v1/leads/{id}/reply", post(threads::api_reply))
-        .route("/v1/leads/{id}/notes", post(threads::api_note))
-        .route("/v1/leads/{id}/reassign", post(threads::api_reassign))
-        .route("/v1/leads/{id}/templates", get(threads::api_templates))
-        .route("/v1/leads/{id}/close", post(queues::api_close))
-        .route("/v1/queues", get(queues::list))
+    let (api, _) = api_routes().split_for_parts();
+    api
         .merge(inbox::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -270,6 +278,15 @@ async fn observe(
     response
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    operation_id = "metrics",
+    security(()),
+    responses((status = 200, description = "Metrics in the Prometheus text exposition format.", body = String, content_type = "text/plain; version=0.0.4; charset=utf-8"))
+)]
 async fn metrics_text(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let webhooks = state.store.webhook_counts().await.unwrap_or_default();
     let outbox = state.store.outbox_counts().await.unwrap_or_default();
@@ -347,6 +364,40 @@ async fn queue_gauges(state: &AppState) -> (Vec<(Labels, i64)>, Vec<(Labels, i64
         .unzip()
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    operation_id = "healthz",
+    security(()),
+    responses((status = 200, description = "Always `ok`.", body = String, content_type = "text/plain", example = "ok"))
+)]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: a ruleset is loaded and the database answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// The database answers.
+    database: bool,
+    /// A ruleset is loaded.
+    rules: bool,
+}
+
+/// Readiness: a ruleset is loaded and the database answers.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    operation_id = "readyz",
+    security(()),
+    responses(
+        (status = 200, description = "Ready.", body = Readiness, example = json!({"database": true, "rules": true})),
+        (status = 503, description = "Not ready: no ruleset is loaded or the database does not answer. The body says which.", body = Readiness, example = json!({"database": false, "rules": true})),
+    )
+)]
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let rules = state.ruleset().is_some();
     let db = state.store.ping().await;
@@ -355,23 +406,87 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({"database": db, "rules": rules})))
+    (
+        status,
+        Json(Readiness {
+            database: db,
+            rules,
+        }),
+    )
 }
 
+/// A playbook this account may use.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PlaybookSummary {
+    name: String,
+    file: String,
+    /// How many rules it has.
+    rules: usize,
+}
+
+/// The rules in force, the playbooks this account may use, and the last reload.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Rulesets {
+    /// The hash of the ruleset in force.
+    ruleset: Option<String>,
+    loaded_at: chrono::DateTime<chrono::Utc>,
+    /// The playbooks this account may use.
+    playbooks: Vec<PlaybookSummary>,
+    /// Problems that do not stop the rules but will stop messages, such as
+    /// a playbook whose `sender` is not one of this account's WhatsApp
+    /// numbers.
+    warnings: Vec<String>,
+    last_reload: LastReload,
+}
+
+/// How the last reload went.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LastReload {
+    ok: bool,
+    #[schema(value_type = Vec<crate::dsl::diagnostic::JsonDiagnostic>)]
+    diagnostics: Vec<Value>,
+}
+
+/// What a reload did.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReloadResult {
+    /// Whether the rules on disk checked and are now in force.
+    ok: bool,
+    /// The hash of the ruleset in force (the previous one when `ok` is false).
+    ruleset: Option<String>,
+    #[schema(value_type = Vec<crate::dsl::diagnostic::JsonDiagnostic>)]
+    diagnostics: Vec<Value>,
+}
+
+/// The ruleset in force, the playbooks this account may use, and the last reload.
+#[utoipa::path(
+    get,
+    path = "/v1/rulesets",
+    tag = "rules",
+    operation_id = "listRulesets",
+    responses(
+        (status = 200, description = "The rules in force.", body = Rulesets),
+        openapi::KeyErrors,
+    )
+)]
 async fn rulesets(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Rulesets>, ApiError> {
     let rules = state
         .rules
         .read()
         .map_err(|_| ApiError::Internal("rules lock poisoned".into()))?;
-    let playbooks: Vec<Value> = rules
+    let playbooks = rules
         .ruleset
         .iter()
         .flat_map(|r| r.playbooks.iter())
         .filter(|(name, _)| account.playbooks.is_empty() || account.playbooks.contains(name))
-        .map(|(name, p)| json!({"name": name, "file": p.file, "rules": p.compiled.rules.len()}))
+        .map(|(name, p)| PlaybookSummary {
+            name: name.clone(),
+            file: p.file.clone(),
+            rules: p.compiled.rules.len(),
+        })
         .collect();
     let warnings = rules
         .ruleset
@@ -382,15 +497,35 @@ async fn rulesets(
             w
         })
         .unwrap_or_default();
-    Ok(Json(json!({
-        "ruleset": rules.ruleset.as_ref().map(|r| r.hash.clone()),
-        "loaded_at": rules.loaded_at,
-        "playbooks": playbooks,
-        "warnings": warnings,
-        "last_reload": {"ok": rules.last_attempt_ok, "diagnostics": rules.last_attempt},
-    })))
+    Ok(Json(Rulesets {
+        ruleset: rules.ruleset.as_ref().map(|r| r.hash.clone()),
+        loaded_at: rules.loaded_at,
+        playbooks,
+        warnings,
+        last_reload: LastReload {
+            ok: rules.last_attempt_ok,
+            diagnostics: rules.last_attempt.clone(),
+        },
+    }))
 }
 
+/// Load the rules from disk and, when they check, put them in force.
+///
+/// Any request body is ignored. Rules that do not check never replace the
+/// rules in force. (The server also reloads on its own when a rules or
+/// template file changes, and on SIGHUP.) Rules are global: any account's
+/// key reloads them for every account.
+#[utoipa::path(
+    post,
+    path = "/v1/rulesets/reload",
+    tag = "rules",
+    operation_id = "reloadRules",
+    responses(
+        (status = 200, description = "The rules checked and are in force.", body = ReloadResult),
+        (status = 422, description = "The rules on disk do not check; the previous ruleset stays in force. The body is a reload result (with `ok: false` and the diagnostics), not an error body.", body = ReloadResult),
+        openapi::KeyErrors,
+    )
+)]
 async fn reload(
     State(state): State<Arc<AppState>>,
     _account: ApiAccount,
@@ -403,11 +538,11 @@ async fn reload(
         .rules
         .read()
         .map_err(|_| ApiError::Internal("rules lock poisoned".into()))?;
-    let body = json!({
-        "ok": ok,
-        "ruleset": rules.ruleset.as_ref().map(|r| r.hash.clone()),
-        "diagnostics": rules.last_attempt,
-    });
+    let body = ReloadResult {
+        ok,
+        ruleset: rules.ruleset.as_ref().map(|r| r.hash.clone()),
+        diagnostics: rules.last_attempt.clone(),
+    };
     Ok((
         if ok {
             StatusCode::OK

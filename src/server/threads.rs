@@ -6,20 +6,20 @@
 
 use super::error::ApiError;
 use super::extract::{ApiAccount, ApiJson, Path, Query};
+use super::leads::{LeadId, ThreadMode};
 use super::AppState;
 use crate::config::Account;
 use crate::dsl::check::TemplateCatalog;
 use crate::engine::eval::Actions;
-use crate::engine::Situation;
+use crate::engine::{Outcome, Situation};
 use crate::pipeline::policy;
-use crate::pipeline::window_open;
+use crate::pipeline::{window_open, WhatsappSend};
 use crate::render::RenderedTemplate;
 use crate::store::{AgentReply, LeadState};
 use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The longest text a person may send or note (Meta's limit for a text).
@@ -99,18 +99,32 @@ pub async fn templates_for(
 }
 
 /// What a person sends: free text, or an approved template by name.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Exactly one of `text` and `template`; `by` (a person) or `agent` (an AI
+/// agent replying as itself), not both.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyInput {
+    /// Free text; only inside the 24-hour window. Line breaks and tabs, no
+    /// other control characters.
     #[serde(default)]
+    #[schema(
+        max_length = 4096,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
     pub text: Option<String>,
+    /// An approved template's name, filled in from the lead.
     #[serde(default)]
     pub template: Option<String>,
-    /// Who sends it (the API; the inbox uses the signed-in operator).
+    /// Who sends it, as the trail shows it (default `api`; the inbox uses
+    /// the signed-in operator): one line, no control characters.
     #[serde(default)]
+    #[schema(max_length = 80, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub by: Option<String>,
-    /// An AI agent replying as itself: the name of the account's endpoint
-    /// that is a member of the thread's queue and has the thread.
+    /// An endpoint of the account that is a queue member
+    /// (`agent:<endpoint>`) and has the thread: the reply goes out as the
+    /// agent and the thread stays automated. Answered 409 when the thread
+    /// is not the agent's (a person took it over, or it is with someone
+    /// else).
     #[serde(default)]
     pub agent: Option<String>,
 }
@@ -125,7 +139,7 @@ pub async fn reply(
     actor: &str,
     operator: Option<&str>,
     input: &ReplyInput,
-) -> Result<Value, ApiError> {
+) -> Result<ReplyResult, ApiError> {
     let text = input
         .text
         .as_deref()
@@ -178,10 +192,15 @@ pub async fn reply(
                 ));
             }
             policy::text(text, "text", MAX_TEXT, policy::Shape::Text)?;
-            (
-                json!({"to": phone, "outcome": "session", "text": text, "template": null, "sender": sender, "by": actor}),
-                text.to_string(),
-            )
+            let send = WhatsappSend {
+                to: Some(phone),
+                outcome: Outcome::Session,
+                text: Some(text.to_string()),
+                template: None,
+                sender,
+                by: Some(actor.to_string()),
+            };
+            (send, text.to_string())
         }
         (None, Some(name)) => {
             let choice = choices.iter().find(|c| c.name == name).ok_or_else(|| {
@@ -194,26 +213,34 @@ pub async fn reply(
                 )
             })?;
             let preview = rendered.preview.clone();
-            (
-                json!({"to": phone, "outcome": "template", "text": null, "template": rendered, "sender": sender, "by": actor}),
-                preview,
-            )
+            let send = WhatsappSend {
+                to: Some(phone),
+                outcome: Outcome::Template,
+                text: None,
+                template: Some(rendered),
+                sender,
+                by: Some(actor.to_string()),
+            };
+            (send, preview)
         }
     };
     if let Some(agent) = agent {
         let mut payload = payload;
-        payload["by"] = Value::String(format!("agent:{agent}"));
+        payload.by = Some(format!("agent:{agent}"));
         return match state
             .store
-            .queue_agent_reply(&account.id, &lead.id, agent, &payload, &said)
+            .queue_agent_reply(&account.id, &lead.id, agent, &payload.to_value(), &said)
             .await?
         {
             AgentReply::Queued { outbox_id } => {
                 state.outbox.notify_one();
                 state.announce(&account.id, &lead.id);
-                Ok(
-                    json!({"lead_id": lead.id, "outbox_id": outbox_id, "thread": "automated", "message": payload}),
-                )
+                Ok(ReplyResult {
+                    lead_id: lead.id,
+                    outbox_id,
+                    thread: ThreadMode::Automated,
+                    message: payload,
+                })
             }
             AgentReply::NotAssigned { human: true, .. } => Err(ApiError::Conflict(format!(
                 "a person has taken this thread over: agent `{agent}` can no longer reply on it"
@@ -231,7 +258,14 @@ pub async fn reply(
     }
     let queued = state
         .store
-        .queue_reply(&account.id, &lead.id, actor, operator, &payload, &said)
+        .queue_reply(
+            &account.id,
+            &lead.id,
+            actor,
+            operator,
+            &payload.to_value(),
+            &said,
+        )
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no lead `{lead_id}`")))?;
     if let Some(first) = &queued.first {
@@ -241,9 +275,23 @@ pub async fn reply(
     }
     state.outbox.notify_one();
     state.announce(&account.id, &lead.id);
-    Ok(
-        json!({"lead_id": lead.id, "outbox_id": queued.outbox_id, "thread": "human", "message": payload}),
-    )
+    Ok(ReplyResult {
+        lead_id: lead.id,
+        outbox_id: queued.outbox_id,
+        thread: ThreadMode::Human,
+        message: payload,
+    })
+}
+
+/// A reply queued.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReplyResult {
+    lead_id: String,
+    /// The queued message (see the lead's `outbox`).
+    outbox_id: String,
+    /// `automated` for an agent's reply: the thread stays with automation.
+    thread: ThreadMode,
+    message: WhatsappSend,
 }
 
 /// The API's name for who did something.
@@ -256,30 +304,78 @@ fn api_actor(by: Option<&str>) -> Result<String, ApiError> {
 
 // The JSON API: the same operations for other tools.
 
-/// `GET /v1/threads`: an account's threads, newest activity first.
+/// The threads found.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ThreadList {
+    threads: Vec<crate::store::inbox::ThreadSummary>,
+}
+
+/// An account's threads, newest activity first.
+#[utoipa::path(
+    get,
+    path = "/v1/threads",
+    tag = "threads",
+    operation_id = "listThreads",
+    params(ThreadQuery),
+    responses(
+        (status = 200, description = "The threads.", body = ThreadList),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::KeyErrors,
+    )
+)]
 pub async fn list(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Query(q): Query<ThreadQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ThreadList>, ApiError> {
     let filter = q.filter()?;
     let threads = state.store.threads(&account.id, None, &filter).await?;
-    Ok(Json(json!({"threads": threads})))
+    let threads = threads
+        .into_iter()
+        .map(serde_json::from_value)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            ApiError::Internal(format!("a stored thread does not read as a summary: {e}"))
+        })?;
+    Ok(Json(ThreadList { threads }))
 }
 
 /// The filters of a thread list.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ThreadQuery {
+    /// Only this queue.
     #[serde(default)]
     pub queue: Option<String>,
+    /// `automated`, `human` (taken over), `blocked` (the last decision's
+    /// handoff was blocked), `failed` (a WhatsApp message failed for good)
+    /// or `waiting` (in a queue, nobody has it yet).
     #[serde(default)]
+    #[param(value_type = Option<ThreadStateFilter>, inline)]
     pub state: Option<String>,
+    /// Only this playbook.
     #[serde(default)]
     pub playbook: Option<String>,
+    /// A fragment of the name or phone.
     #[serde(default)]
     pub q: Option<String>,
+    /// How many threads at most; values outside 1 to 500 are clamped into it.
     #[serde(default)]
+    #[param(default = 100)]
     pub limit: Option<i64>,
+}
+
+/// The thread states a list can be filtered by
+/// ([`crate::store::inbox::THREAD_STATES`]).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ThreadStateFilter {
+    Automated,
+    Human,
+    Blocked,
+    Failed,
+    Waiting,
 }
 
 impl ThreadQuery {
@@ -313,13 +409,35 @@ impl ThreadQuery {
     }
 }
 
-/// `POST /v1/leads/{id}/reply`.
+/// A person's WhatsApp reply: free text inside the 24-hour window, an approved template outside it.
+///
+/// The reply is queued and sent even though the thread is taken over (it
+/// is a person's), is written to the transcript, and takes the thread over:
+/// automation stays quiet until the thread is released. Free text outside
+/// the window is refused (422 at `text`); a template is filled in from the
+/// lead (see `GET /v1/leads/{id}/templates`).
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/reply",
+    tag = "threads",
+    operation_id = "replyOnThread",
+    params(LeadId),
+    request_body(content = ReplyInput, content_type = "application/json", example = json!({"text": "Yes, the beach venue is free that weekend.", "by": "Priya"})),
+    responses(
+        (status = 200, description = "Done.", body = ReplyResult),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::LeadErrors,
+    )
+)]
 pub async fn api_reply(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<ReplyInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReplyResult>, ApiError> {
     if let Some(agent) = input.agent.as_deref() {
         if input.by.is_some() {
             return Err(ApiError::invalid(
@@ -351,23 +469,53 @@ pub async fn api_reply(
     ))
 }
 
-/// The body of a note or a reassignment through the API.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The body of a note through the API.
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteInput {
+    /// The note. Line breaks and tabs, no other control characters.
     #[serde(default)]
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 4096, pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$")]
     pub text: Option<String>,
+    /// Who does it, as the trail shows it (default `api`): one line, no
+    /// control characters.
     #[serde(default)]
+    #[schema(max_length = 80, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub by: Option<String>,
 }
 
-/// `POST /v1/leads/{id}/notes`.
+/// A note written.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct NoteResult {
+    lead_id: String,
+    note: String,
+    by: String,
+}
+
+/// A note for the team on the thread's trail; never sent to the lead.
+///
+/// `by` names who wrote it (default `api`).
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/notes",
+    tag = "threads",
+    operation_id = "addNote",
+    params(LeadId),
+    request_body(content = NoteInput, content_type = "application/json", example = json!({"text": "Prefers calls after 6pm", "by": "Priya"})),
+    responses(
+        (status = 200, description = "Done.", body = NoteResult),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::LeadErrors,
+    )
+)]
 pub async fn api_note(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<NoteInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NoteResult>, ApiError> {
     let actor = api_actor(input.by.as_deref())?;
     let text = super::extract::clean_text(input.text.as_deref(), "text", MAX_TEXT)?;
     if !state
@@ -378,26 +526,60 @@ pub async fn api_note(
         return Err(ApiError::NotFound(format!("no lead `{id}`")));
     }
     state.announce(&account.id, &id);
-    Ok(Json(json!({"lead_id": id, "note": text, "by": actor})))
+    Ok(Json(NoteResult {
+        lead_id: id,
+        note: text,
+        by: actor,
+    }))
 }
 
 /// The body of a reassignment through the API.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReassignInput {
+    /// The queue, as rules write it in `assign`.
     #[serde(default)]
+    #[schema(value_type = String, required = true, pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub queue: Option<String>,
+    /// Who does it, as the trail shows it (default `api`): one line, no
+    /// control characters.
     #[serde(default)]
+    #[schema(max_length = 80, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub by: Option<String>,
 }
 
-/// `POST /v1/leads/{id}/reassign`.
+/// A thread moved.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ReassignResult {
+    lead_id: String,
+    queue: String,
+}
+
+/// Moves the thread to another queue, on the thread's trail.
+///
+/// `queue` is letters, digits, `-`, `_` or `.`, as rules write them in
+/// `assign`.
+#[utoipa::path(
+    post,
+    path = "/v1/leads/{id}/reassign",
+    tag = "threads",
+    operation_id = "reassignThread",
+    params(LeadId),
+    request_body(content = ReassignInput, content_type = "application/json", example = json!({"queue": "events-senior-closers"})),
+    responses(
+        (status = 200, description = "Done.", body = ReassignResult),
+        (status = 413, response = super::openapi::PayloadTooLarge),
+        (status = 415, response = super::openapi::UnsupportedMediaType),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::LeadErrors,
+    )
+)]
 pub async fn api_reassign(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Path(id): Path<String>,
     ApiJson(input): ApiJson<ReassignInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ReassignResult>, ApiError> {
     let actor = api_actor(input.by.as_deref())?;
     let queue = super::extract::clean_queue(input.queue.as_deref())?;
     let managed = account.queues.contains_key(&queue);
@@ -410,28 +592,73 @@ pub async fn api_reassign(
     }
     state.announce(&account.id, &id);
     state.queues.notify_one();
-    Ok(Json(json!({"lead_id": id, "queue": queue})))
+    Ok(Json(ReassignResult { lead_id: id, queue }))
 }
 
-/// `GET /v1/leads/{id}/templates`: the approved templates filled in for the
-/// lead, and whether free text can be sent now.
+/// The approved templates filled in for a lead.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TemplateChoices {
+    lead_id: String,
+    window_open: bool,
+    window_closes_at: Option<chrono::DateTime<chrono::Utc>>,
+    templates: Vec<TemplateOption>,
+}
+
+/// An approved template, filled in for the lead or not.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TemplateOption {
+    name: String,
+    language: Option<String>,
+    params: Vec<String>,
+    /// The message as the lead would read it.
+    preview: Option<String>,
+    /// Why the template cannot be filled for this lead.
+    error: Option<String>,
+}
+
+/// The approved templates filled in for the lead, and whether free text can be sent now.
+#[utoipa::path(
+    get,
+    path = "/v1/leads/{id}/templates",
+    tag = "threads",
+    operation_id = "threadTemplates",
+    params(LeadId),
+    responses(
+        (status = 200, description = "Every approved template, with its preview or why it cannot be filled.", body = TemplateChoices),
+        super::openapi::LeadErrors,
+    )
+)]
 pub async fn api_templates(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TemplateChoices>, ApiError> {
     let (lead, open, choices) = templates_for(&state, &account, &id).await?;
-    let templates: Vec<Value> = choices
-        .iter()
-        .map(|c| match &c.rendered {
-            Ok(r) => json!({"name": c.name, "language": r.language, "params": r.params, "preview": r.preview, "error": null}),
-            Err(e) => json!({"name": c.name, "language": null, "params": [], "preview": null, "error": e}),
+    let templates = choices
+        .into_iter()
+        .map(|c| match c.rendered {
+            Ok(r) => TemplateOption {
+                name: c.name,
+                language: Some(r.language),
+                params: r.params,
+                preview: Some(r.preview),
+                error: None,
+            },
+            Err(e) => TemplateOption {
+                name: c.name,
+                language: None,
+                params: Vec::new(),
+                preview: None,
+                error: Some(e),
+            },
         })
         .collect();
-    Ok(Json(json!({
-        "lead_id": lead.id,
-        "window_open": open,
-        "window_closes_at": lead.last_inbound_at.map(|t| t + chrono::Duration::hours(24)),
-        "templates": templates,
-    })))
+    Ok(Json(TemplateChoices {
+        lead_id: lead.id,
+        window_open: open,
+        window_closes_at: lead
+            .last_inbound_at
+            .map(|t| t + chrono::Duration::hours(24)),
+        templates,
+    }))
 }

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -50,7 +50,45 @@ async fn store_events(
     Ok(new)
 }
 
-/// `GET /webhooks/meta/{account}`: Meta's subscription check.
+/// The account a webhook is for, in the path.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AccountId {
+    /// The account's ID in the configuration.
+    #[allow(dead_code)]
+    account: String,
+}
+
+/// Meta's subscription check, as Meta sends it.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // Read by name from the query map: Meta's names have dots.
+pub struct MetaVerifyQuery {
+    /// Must be `subscribe`.
+    #[param(rename = "hub.mode")]
+    mode: String,
+    /// Must equal the account's configured Meta verify token.
+    #[param(rename = "hub.verify_token")]
+    verify_token: String,
+    /// Echoed back on success.
+    #[param(rename = "hub.challenge")]
+    challenge: String,
+}
+
+/// Meta's subscription check.
+#[utoipa::path(
+    get,
+    path = "/webhooks/meta/{account}",
+    tag = "webhooks",
+    operation_id = "verifyMetaWebhook",
+    security(()),
+    params(AccountId, MetaVerifyQuery),
+    responses(
+        (status = 200, description = "Verified: the body is `hub.challenge`, as given.", body = String, content_type = "text/plain"),
+        (status = 403, response = super::openapi::Forbidden),
+        (status = 404, response = super::openapi::NotFound),
+    )
+)]
 pub async fn meta_verify(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -73,13 +111,78 @@ pub async fn meta_verify(
     }
 }
 
-/// `POST /webhooks/meta/{account}`: signed WhatsApp, Instagram and lead-ad events.
+/// A Meta webhook notification, as the lenient reader
+/// ([`intake::parse_meta_webhook_lenient`]) takes it: only the envelope is
+/// required to be readable; entries and items that cannot be read are
+/// skipped and counted in `rejected`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // The document's description of what the reader reads.
+pub struct MetaWebhook {
+    object: MetaObjectName,
+    #[schema(value_type = Vec<Object>)]
+    entry: Vec<Value>,
+}
+
+/// The Meta products whose webhooks are read.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum MetaObjectName {
+    WhatsappBusinessAccount,
+    Instagram,
+    Page,
+}
+
+/// The signature Meta sends with every event.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read from the headers: it is checked over the raw body.
+pub struct MetaSignature {
+    /// `sha256=<hex>`: the HMAC-SHA256 of the raw body with the Meta app
+    /// secret. Missing or wrong: 401 `bad_signature`.
+    #[param(rename = "X-Hub-Signature-256", pattern = "^sha256=[0-9a-fA-F]{64}$")]
+    signature: String,
+}
+
+/// What a Meta notification brought.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MetaReceipt {
+    /// Events read from the body.
+    received: usize,
+    /// Of those, events not seen before (stored now).
+    new: usize,
+    /// Items that could not be read and were skipped.
+    rejected: usize,
+}
+
+/// Signed WhatsApp, Instagram and lead-ad (`page`) webhook events.
+///
+/// The signature is checked over the raw body against each of the
+/// account's Meta app secrets. Readable events are stored (a redelivered
+/// event, by its source ID, is stored once) and then acknowledged; items
+/// that cannot be read are counted in `rejected` and skipped. Text beyond
+/// the input policy (control characters, over-long values) is cleaned
+/// rather than refused, since Meta would redeliver a refused event. The
+/// body must be sent as JSON, as Meta does.
+#[utoipa::path(
+    post,
+    path = "/webhooks/meta/{account}",
+    tag = "webhooks",
+    operation_id = "receiveMetaWebhook",
+    security(()),
+    params(AccountId, MetaSignature),
+    request_body(content = MetaWebhook, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored.", body = MetaReceipt, example = json!({"received": 1, "new": 1, "rejected": 0})),
+        super::openapi::WebhookErrors,
+    )
+)]
 pub async fn meta_events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MetaReceipt>, ApiError> {
     let body = read_body(body)?;
     let account = account(&state, &id)?;
     let secrets: Vec<&[u8]> = account
@@ -115,19 +218,102 @@ pub async fn meta_events(
     for r in &parsed.rejected {
         tracing::warn!(account = %account.id, "webhook item skipped: {r}");
     }
-    Ok(Json(
-        json!({"received": events.len(), "new": new, "rejected": parsed.rejected.len()}),
-    ))
+    Ok(Json(MetaReceipt {
+        received: events.len(),
+        new,
+        rejected: parsed.rejected.len(),
+    }))
 }
 
-/// `POST /webhooks/forms/{account}/{form}`: a web form submission, JSON or
-/// form-encoded, mapped by the form's configuration.
+/// The account and form a submission is for, in the path.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read as a pair by the handler.
+pub struct FormPath {
+    /// The account's ID in the configuration.
+    account: String,
+    /// The form's name in the account's configuration.
+    form: String,
+}
+
+/// The headers a form tool may send.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read from the headers by name (the signature's name is configurable).
+pub struct FormHeaders {
+    /// Required when the form has a secret: the HMAC-SHA256 of the raw body
+    /// with the secret, as `sha256=<hex>` or bare hex. The header's name is
+    /// the form's `signature_header` (default `x-signature-256`).
+    #[param(rename = "x-signature-256", value_type = String, required = false)]
+    signature: Option<String>,
+    /// The form tool's ID for the submission; a second submission with the
+    /// same key for the same form is stored once, and the same key with a
+    /// different submission is refused (422). No `idempotent-replayed`
+    /// header is sent back: see `duplicate`.
+    #[param(rename = "Idempotency-Key", value_type = String, required = false)]
+    key: Option<String>,
+}
+
+/// Form field -> answer: text, a number, a boolean, a list of those
+/// (checkboxes) or null (left blank). The form's configured mapping turns
+/// answers into the lead's name, phone, email, intent, WhatsApp consent and
+/// fields. The mapped lead needs a phone or an email (else 422 at `phone`).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = Object)]
+#[allow(dead_code)] // The document's description of what the form reader takes.
+pub struct FormSubmission(Value);
+
+/// Form pairs, as a browser posts them.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct FormPairs(std::collections::HashMap<String, String>);
+
+/// A submission or call report stored for processing.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WebhookAccepted {
+    /// Always `true`.
+    accepted: bool,
+    /// The same submission (or call) was stored before; nothing new was
+    /// stored.
+    duplicate: bool,
+}
+
+/// A web form submission, mapped onto a lead by the form's configuration.
+///
+/// A body sent as `application/json` is read as a JSON object of field ->
+/// answer; one sent as `application/x-www-form-urlencoded` as form pairs (a
+/// repeated name gives a list of answers; text that is not UTF-8 once
+/// percent-decoded is refused with 400); any other content type is refused
+/// with 415. The mapped lead is checked against the input policy before it
+/// is stored (422 at the field). The submission is stored and
+/// acknowledged; a background worker makes it a lead. A retry is
+/// recognised by its `Idempotency-Key` when sent, else by the exact body;
+/// it is answered 202 with `duplicate: true`. The same `Idempotency-Key`
+/// with a different submission is refused with 422
+/// (`idempotency_key_reused`) and nothing is stored.
+#[utoipa::path(
+    post,
+    path = "/webhooks/forms/{account}/{form}",
+    tag = "webhooks",
+    operation_id = "receiveForm",
+    security(()),
+    params(FormPath, FormHeaders),
+    request_body(content(
+        (FormPairs = "application/x-www-form-urlencoded", example = json!({"your_name": "Meera Iyer", "mobile": "098200 55555", "city": "Goa", "whatsapp_me": "yes"})),
+        (FormSubmission = "application/json", example = json!({"your_name": "Meera Iyer", "mobile": "098200 55555", "city": "Goa", "whatsapp_me": true})),
+    )),
+    responses(
+        (status = 202, description = "Stored for processing.", body = WebhookAccepted),
+        (status = 422, response = super::openapi::Unprocessable),
+        super::openapi::WebhookErrors,
+    )
+)]
 pub async fn form(
     State(state): State<Arc<AppState>>,
     Path((id, form_name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookAccepted>), ApiError> {
     let body = read_body(body)?;
     let account = account(&state, &id)?;
     let form = account
@@ -258,7 +444,7 @@ async fn accept(
     source_id: &str,
     lead: &QueuedLead,
     reused: &str,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookAccepted>), ApiError> {
     let event = event::from_queued(account, lead.clone(), None)
         .map_err(|e| ApiError::invalid(e, "phone"))?;
     crate::pipeline::policy::check_event(&event)?;
@@ -290,19 +476,57 @@ async fn accept(
             state.work.notify_one();
             Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({"accepted": true, "duplicate": enqueued == Enqueued::Duplicate})),
+                Json(WebhookAccepted {
+                    accepted: true,
+                    duplicate: enqueued == Enqueued::Duplicate,
+                }),
             ))
         }
     }
 }
 
-/// `POST /webhooks/voice/{account}`: a voice agent's call report (API key).
+/// A voice agent's call report.
+///
+/// Authenticated with the account's API key; `{account}` must be that
+/// key's account (another account answers 404). The report is read
+/// strictly, stored (a report with the same `call_id` is stored once) and
+/// acknowledged; a background worker makes it a lead. Errors in the body
+/// are answered 400 with the place (a line and column, or a field path
+/// such as `opt_in.evidence`) at the start of `message`, not in `at`; an
+/// unreadable caller number is 422 at `from`, text beyond the input policy
+/// 422 at its field, and a `call_id` stored before with a different report
+/// 422 (`idempotency_key_reused`, at `call_id`). The body must be sent as
+/// JSON.
+#[utoipa::path(
+    post,
+    path = "/webhooks/voice/{account}",
+    tag = "webhooks",
+    operation_id = "receiveCallReport",
+    params(AccountId),
+    request_body(content = intake::CallReport, content_type = "application/json", example = json!({
+        "call_id": "call-7f3a",
+        "from": "+91 98145 67890",
+        "started_at": "2027-01-10T04:10:00Z",
+        "ended_at": "2027-01-10T04:14:30Z",
+        "language": "en",
+        "transcript": [
+            {"speaker": "agent", "text": "May we send the options on WhatsApp?", "at": "2027-01-10T04:13:50Z"},
+            {"speaker": "caller", "text": "Yes, WhatsApp is best.", "at": "2027-01-10T04:13:55Z"}
+        ],
+        "extracted": {"name": "Gurpreet Kaur", "intent": "event_enquiry", "city": "Amritsar", "guests": 800},
+        "opt_in": {"whatsapp": true, "spoken_at": "2027-01-10T04:13:55Z", "evidence": "Yes, WhatsApp is best."}
+    })),
+    responses(
+        (status = 202, description = "Stored for processing.", body = WebhookAccepted),
+        super::openapi::LeadJsonErrors,
+    )
+)]
 pub async fn voice(
     State(state): State<Arc<AppState>>,
     account: ApiAccount,
     Path(id): Path<String>,
     JsonBytes(body): JsonBytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WebhookAccepted>), ApiError> {
     if account.id != id {
         return Err(ApiError::NotFound(format!("no account `{id}`")));
     }

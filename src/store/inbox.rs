@@ -7,6 +7,43 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+/// A thread as a list shows it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ThreadSummary {
+    pub lead_id: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub channel: Option<String>,
+    pub playbook: Option<String>,
+    /// `automated` or `human`.
+    pub state: String,
+    pub queue: Option<String>,
+    /// `delivery_failed` when a WhatsApp message failed for good.
+    pub flag: Option<String>,
+    /// Who took the thread over.
+    pub taken_by: Option<String>,
+    /// In a queue with members: `waiting` (nobody has it yet), `assigned`,
+    /// or `done` (closed; a new message from the lead puts it back). Null
+    /// in a queue without members.
+    pub queue_state: Option<String>,
+    /// When it entered its queue: the escalation clock starts here.
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    pub queued_at: Option<String>,
+    /// The member who has it: an operator's name, or an agent's endpoint.
+    pub assignee: Option<String>,
+    /// The last decision's handoff outcome.
+    pub outcome: Option<String>,
+    #[schema(value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    pub last_inbound_at: Option<String>,
+    /// The latest message of the transcript.
+    pub last_text: Option<String>,
+    #[schema(value_type = chrono::DateTime<chrono::Utc>)]
+    pub activity_at: String,
+    /// Always true through the API (no reader); the inbox tracks each
+    /// operator.
+    pub unread: bool,
+}
+
 /// An operator of an account, who signs in to the inbox.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct Operator {

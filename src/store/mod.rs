@@ -287,7 +287,8 @@ impl std::fmt::Display for WebhookSource {
 }
 
 /// What an outbox row sends, as the `kind` column keeps it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum OutboxKind {
     /// A WhatsApp message to the lead.
     Whatsapp,

@@ -31,7 +31,7 @@ pub struct Assigned {
 }
 
 /// A member of a queue as the inbox and the API show them.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
     #[serde(flatten)]
     pub candidate: Candidate,
@@ -39,14 +39,29 @@ pub struct MemberView {
     pub member: String,
     /// `available`, `idle` (marked available, no recent activity), `away`,
     /// `signed_out`, `unknown` (no operator has this email) or `agent`.
+    #[schema(value_type = MemberStatus)]
     pub status: String,
 }
 
+/// How available a queue member is.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)] // Named for the API's schema; the store writes the words.
+pub enum MemberStatus {
+    Available,
+    Idle,
+    Away,
+    SignedOut,
+    Unknown,
+    Agent,
+}
+
 /// A thread waiting in a queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Waiting {
     pub lead_id: String,
     pub name: Option<String>,
+    #[schema(format = DateTime)]
     pub queued_at: String,
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 /// Everything about a lead: `GET /v1/leads/{id}`, the inbox's thread page,
 /// and the record endpoints receive.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct LeadRecord {
     pub id: String,
     #[serde(serialize_with = "time")]
@@ -20,38 +20,68 @@ pub struct LeadRecord {
     pub updated_at: Option<DateTime<Utc>>,
     pub name: Option<String>,
     pub first_name: Option<String>,
+    /// E.164.
     pub phone: Option<String>,
     pub email: Option<String>,
     pub language: Option<String>,
+    /// The channel the lead first came in by.
     pub channel: Option<String>,
     pub intent: Option<String>,
+    /// The playbook that first decided the lead.
     pub playbook: Option<String>,
+    #[schema(value_type = Object)]
     pub fields: Map<String, Value>,
     pub tags: Vec<String>,
+    /// Form and lead-ad answers no field is declared for, in the order asked.
     pub answers: Vec<Answer>,
-    /// The lead's WhatsApp number opted out of marketing messages.
+    /// The lead's WhatsApp user stopped marketing messages (Meta's
+    /// `user_preferences`, or send error 131050); marketing templates are
+    /// not sent.
     pub marketing_opt_out: bool,
     pub identities: Vec<Identity>,
+    /// Oldest first; the latest WhatsApp one is in force.
     pub consents: Vec<ConsentEntry>,
+    /// Oldest first.
     pub transcript: Vec<TranscriptEntry>,
     /// The lead's WhatsApp thread; none before a handoff opened one.
     pub thread: Option<ThreadView>,
+    /// Oldest first.
     pub decisions: Vec<StoredDecision>,
+    /// Oldest first.
     pub outbox: Vec<OutboxEntry>,
 }
 
+/// A lead as a search lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LeadSummary {
+    pub id: String,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub channel: Option<String>,
+    pub intent: Option<String>,
+    pub playbook: Option<String>,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+}
+
 /// A way the lead is known: a phone, an email, a WhatsApp or Instagram ID.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Identity {
+    /// `phone`, `email`, `whatsapp`, `instagram` or `external`.
     pub kind: String,
     pub value: String,
 }
 
 /// One opt-in or opt-out on record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ConsentRecord)]
 pub struct ConsentEntry {
+    /// `whatsapp`, or `whatsapp_marketing` from WhatsApp user preferences.
     pub channel: String,
+    /// `true` an opt-in, `false` an opt-out.
     pub granted: bool,
+    /// Where it came from: `api`, a channel, `voice call <id>`, and so on.
     pub source: String,
     #[serde(serialize_with = "time")]
     pub at: DateTime<Utc>,
@@ -59,10 +89,11 @@ pub struct ConsentEntry {
 }
 
 /// One message of the lead's conversation, either way.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TranscriptEntry {
     pub channel: String,
-    /// `lead`, or who wrote for the business.
+    /// `lead`, `business`, `operator:<name>`, or `agent:<endpoint>` for an
+    /// AI agent's reply.
     pub from: String,
     pub text: String,
     #[serde(serialize_with = "time")]
@@ -70,28 +101,44 @@ pub struct TranscriptEntry {
 }
 
 /// The thread as stored, and its conversation as of the reading.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Thread)]
 pub struct ThreadView {
     /// `automated` or `human`.
     pub state: String,
     pub queue: Option<String>,
+    /// The lead's last WhatsApp message (it opens the 24-hour window).
     #[serde(serialize_with = "optional_time")]
     pub last_inbound_at: Option<DateTime<Utc>>,
+    /// `delivery_failed` when a WhatsApp message to the lead failed for
+    /// good: an operator should reach them another way.
     pub flag: Option<String>,
+    /// Why, with Meta's code.
     pub flag_reason: Option<String>,
+    /// In a queue with members: `waiting` (nobody has it yet), `assigned`,
+    /// or `done` (closed; a new message from the lead puts it back). Null in
+    /// a queue without members.
     pub queue_state: Option<String>,
+    /// When it entered its queue: the escalation clock starts here.
     #[serde(serialize_with = "optional_time")]
     pub queued_at: Option<DateTime<Utc>>,
     /// The member's name, or the AI agent's endpoint.
     pub assignee: Option<String>,
     #[serde(serialize_with = "optional_time")]
     pub assigned_at: Option<DateTime<Utc>>,
+    /// The first human reply or takeover since it entered its queue: the
+    /// escalation clock stops.
     #[serde(serialize_with = "optional_time")]
     pub picked_up_at: Option<DateTime<Utc>>,
-    /// Whether a conversation is open now.
+    /// A conversation is open: a handoff message was queued and the thread
+    /// has not been closed since (Done, `POST /v1/leads/{id}/close`, or the
+    /// playbook's `idle` time without a message). No second opening message
+    /// is sent into it.
     pub open: bool,
+    /// When the open conversation's first handoff message was queued.
     #[serde(serialize_with = "optional_time")]
     pub opened_at: Option<DateTime<Utc>>,
+    /// When the last conversation closed.
     #[serde(serialize_with = "optional_time")]
     pub closed_at: Option<DateTime<Utc>>,
     /// The playbook's `idle` when the conversation opened; read to settle
@@ -101,7 +148,7 @@ pub struct ThreadView {
 }
 
 /// A decision as recorded, with its trace.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StoredDecision {
     pub id: String,
     #[serde(serialize_with = "time")]
@@ -109,29 +156,52 @@ pub struct StoredDecision {
     pub playbook: String,
     /// The hash of the ruleset that decided.
     pub ruleset: String,
+    /// The decision, or why there is none.
+    #[schema(value_type = crate::ruleset::DecisionOrError)]
     pub decision: Value,
+    /// Why the decision is what it is (`null` when there was none).
+    #[schema(value_type = Option<crate::engine::Trace>)]
     pub trace: Value,
 }
 
 /// A message in the outbox and how its delivery went.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = OutboxItem)]
 pub struct OutboxEntry {
+    /// Also sent to Meta as `biz_opaque_callback_data`, and to endpoints as
+    /// `webhook-id`.
     pub id: String,
     #[serde(serialize_with = "kind")]
     pub kind: OutboxKind,
+    /// What it sends.
+    #[schema(value_type = crate::pipeline::OutboxPayload)]
     pub payload: Value,
+    /// `pending` until due, `sending` while claimed (or while a send whose
+    /// outcome is unknown waits for its status), `sent` once accepted,
+    /// `failed` for good, `cancelled` when a person took the thread over
+    /// first.
     pub state: String,
+    #[schema(minimum = 0)]
     pub attempts: i64,
     #[serde(serialize_with = "time")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "optional_time")]
     pub updated_at: Option<DateTime<Utc>>,
+    /// Not retried before this time.
     #[serde(serialize_with = "optional_time")]
     pub next_attempt: Option<DateTime<Utc>>,
+    /// Meta's message ID (`wamid.`).
     pub message_id: Option<String>,
+    /// The furthest status: `accepted` by the Cloud API, then Meta's
+    /// `sent`, `delivered`, `read` or `failed`; `delivered` for an endpoint
+    /// that answered 2xx.
     pub delivery: Option<String>,
+    /// Meta's error code of the last failure.
     pub error_code: Option<i64>,
+    /// The last failure, in words.
     pub error: Option<String>,
+    /// The message this one falls back from (a session message the closed
+    /// window refused).
     pub replaces: Option<String>,
 }
 
