@@ -77,7 +77,7 @@ pub struct HandoffAction {
 /// already open (one opener per conversation), because the template is a
 /// marketing one and the lead opted out of marketing messages, or because
 /// the window is closed and there is no template.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Session,

@@ -137,21 +137,25 @@ impl Outbound {
 
 /// A WhatsApp message a decision sends: the rule's session message inside
 /// the window, its approved template outside it.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[schema(as = WhatsappOutboxPayload)]
 pub struct WhatsappSend {
     /// The lead's phone, E.164.
+    #[serde(default)]
     pub to: Option<String>,
     /// `session` or `template`.
     pub outcome: Outcome,
     /// The session message (outcome `session`).
+    #[serde(default)]
     pub text: Option<String>,
     /// The approved template: the message itself, or the fallback.
+    #[serde(default)]
     pub template: Option<RenderedTemplate>,
     /// The playbook's `sender` (a WhatsApp number key of the account).
+    #[serde(default)]
     pub sender: Option<String>,
     /// Who wrote it, for a person's reply; absent for automation.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
 }
 

@@ -41,7 +41,7 @@ pub struct ApprovedTemplate {
 }
 
 /// A rendered approved template: parameters in order, and the preview.
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RenderedTemplate {
     pub name: String,
     pub language: String,

@@ -13,6 +13,8 @@
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::{Account, WhatsappNumber};
+use crate::engine::Outcome;
+use crate::pipeline::WhatsappSend;
 use crate::server::AppState;
 use crate::store::{OutboxItem, OutboxKind, SendOutcome};
 use crate::whatsapp::{CloudClient, Content, ErrorClass, Limiter, OutboundMessage, SendError};
@@ -258,35 +260,13 @@ fn number_for(
     }
 }
 
-fn content(payload: &Value) -> Result<Content, String> {
-    match payload.get("outcome").and_then(Value::as_str) {
-        Some("session") => match payload.get("text").and_then(Value::as_str) {
-            Some(text) => Ok(Content::Text {
-                body: text.to_string(),
-            }),
-            None => Err("a session message without text".into()),
-        },
-        Some("template") => {
-            let t = payload.get("template").unwrap_or(&Value::Null);
-            let text = |k: &str| t.get(k).and_then(Value::as_str).map(str::to_string);
-            match (text("name"), text("language")) {
-                (Some(name), Some(language)) => Ok(Content::Template {
-                    name,
-                    language,
-                    params: t
-                        .get("params")
-                        .and_then(Value::as_array)
-                        .map(|ps| {
-                            ps.iter()
-                                .map(|p| p.as_str().unwrap_or_default().to_string())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                }),
-                _ => Err("a template message without its template".into()),
-            }
-        }
-        other => Err(format!("a message with outcome {other:?}")),
+fn content(send: &WhatsappSend) -> Result<Content, String> {
+    match (send.outcome, &send.text, &send.template) {
+        (Outcome::Session, Some(text), _) => Ok(Content::Text { body: text.clone() }),
+        (Outcome::Session, None, _) => Err("a session message without text".into()),
+        (Outcome::Template, _, Some(template)) => Ok(Content::from(template)),
+        (Outcome::Template, _, None) => Err("a template message without its template".into()),
+        (other, _, _) => Err(format!("a message with outcome `{}`", other.as_str())),
     }
 }
 
@@ -301,8 +281,11 @@ async fn send_whatsapp(
         return failed(format!("no WhatsApp route for account `{}`", account.id));
     };
     let payload = &item.payload;
-    let sender = payload.get("sender").and_then(Value::as_str);
-    let number = match number_for(account, sender, route.sandbox) {
+    let send: WhatsappSend = match serde_json::from_value(payload.clone()) {
+        Ok(send) => send,
+        Err(e) => return failed(format!("the outbox message cannot be read: {e}")),
+    };
+    let number = match number_for(account, send.sender.as_deref(), route.sandbox) {
         Ok(n) => n,
         Err(e) => return failed(e),
     };
@@ -316,11 +299,11 @@ async fn send_whatsapp(
             ))
         }
     };
-    let Some(to) = payload.get("to").and_then(Value::as_str) else {
+    let Some(to) = send.to.as_deref() else {
         return failed("the lead has no phone number to send to");
     };
     let to = to.trim_start_matches('+').to_string();
-    let content = match content(payload) {
+    let content = match content(&send) {
         Ok(c) => c,
         Err(e) => return failed(e),
     };
@@ -389,9 +372,7 @@ async fn send_whatsapp(
                         error: text,
                     }
                 }
-                ErrorClass::WindowClosed
-                    if payload.get("outcome").and_then(Value::as_str) == Some("session") =>
-                {
+                ErrorClass::WindowClosed if send.outcome == Outcome::Session => {
                     SendOutcome::Fallback {
                         code: error.code,
                         error: text,
@@ -560,9 +541,12 @@ mod tests {
 
     #[test]
     fn a_payload_becomes_the_text_or_the_template_it_names() {
-        let text = content(&serde_json::json!({"outcome": "session", "text": "Hi"}));
+        let content = |payload: serde_json::Value| {
+            content(&serde_json::from_value::<WhatsappSend>(payload).unwrap())
+        };
+        let text = content(serde_json::json!({"outcome": "session", "text": "Hi"}));
         assert_eq!(text, Ok(Content::Text { body: "Hi".into() }));
-        let template = content(&serde_json::json!({
+        let template = content(serde_json::json!({
             "outcome": "template",
             "template": {"name": "event_options", "language": "en", "params": ["Aisha", "March 14", "Goa"], "preview": "..."}
         }));
@@ -574,7 +558,7 @@ mod tests {
                 params: vec!["Aisha".into(), "March 14".into(), "Goa".into()],
             })
         );
-        assert!(content(&serde_json::json!({"outcome": "template"})).is_err());
-        assert!(content(&serde_json::json!({"outcome": "blocked_no_opt_in"})).is_err());
+        assert!(content(serde_json::json!({"outcome": "template"})).is_err());
+        assert!(content(serde_json::json!({"outcome": "blocked_no_opt_in"})).is_err());
     }
 }
