@@ -2,19 +2,19 @@
 //! playbook decides a lead ([`pick_playbook`], one precedence for every
 //! channel), deciding a stored lead in its situation ([`decide_for`]: the
 //! clock, the WhatsApp window, its thread), and what the decision writes
-//! besides itself (the typed outbox rows of [`Outbound`]). [`event`] builds
+//! besides itself (the typed outbox rows of [`OutboxPayload`]). [`event`] builds
 //! the store's lead event for each channel.
 
 pub mod event;
 pub mod policy;
 
+pub use crate::store::payload::{Notify, NotifyEvent, OutboxPayload, WhatsappSend};
+
 use crate::config::Account;
 use crate::engine::{Event, Outcome, Situation};
-use crate::render::RenderedTemplate;
 use crate::ruleset::{Decision, DecisionError, Ruleset};
-use crate::store::{DecisionRecord, LeadState, OutboxKind, DEFAULT_IDLE_DAYS};
+use crate::store::{DecisionRecord, LeadState, DEFAULT_IDLE_DAYS};
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
 use serde_json::{json, Value};
 
 /// Where a lead is routed from: what decides its playbook.
@@ -116,86 +116,6 @@ pub fn pick_playbook(
     }
 }
 
-/// A row a decision puts in the outbox.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Outbound {
-    Whatsapp(WhatsappSend),
-    Notify(Notify),
-}
-
-impl Outbound {
-    /// The outbox's kind and payload, as stored.
-    pub fn row(&self) -> (OutboxKind, Value) {
-        let (kind, payload) = match self {
-            Outbound::Whatsapp(w) => (OutboxKind::Whatsapp, serde_json::to_value(w)),
-            Outbound::Notify(n) => (OutboxKind::Notify, serde_json::to_value(n)),
-        };
-        // Plain structs of strings serialize without fail.
-        (kind, payload.unwrap_or(Value::Null))
-    }
-}
-
-/// A WhatsApp message a decision sends: the rule's session message inside
-/// the window, its approved template outside it.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
-#[schema(as = WhatsappOutboxPayload)]
-pub struct WhatsappSend {
-    /// The lead's phone, E.164.
-    #[serde(default)]
-    pub to: Option<String>,
-    /// `session` or `template`.
-    pub outcome: Outcome,
-    /// The session message (outcome `session`).
-    #[serde(default)]
-    pub text: Option<String>,
-    /// The approved template: the message itself, or the fallback.
-    #[serde(default)]
-    pub template: Option<RenderedTemplate>,
-    /// The playbook's `sender` (a WhatsApp number key of the account).
-    #[serde(default)]
-    pub sender: Option<String>,
-    /// Who wrote it, for a person's reply; absent for automation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
-}
-
-impl WhatsappSend {
-    /// The payload as the outbox stores it.
-    pub fn to_value(&self) -> Value {
-        // Strings and an enum of unit variants serialize without fail.
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
-}
-
-/// An endpoint told about the lead.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = NotifyOutboxPayload)]
-pub struct Notify {
-    /// The name of one of the account's `endpoints`.
-    pub endpoint: String,
-    pub event: NotifyEvent,
-}
-
-/// An outbox message's payload: a WhatsApp message (kind `whatsapp`), or a
-/// notification of an endpoint (kind `notify`).
-#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum OutboxPayload {
-    Whatsapp(WhatsappSend),
-    Notify(Notify),
-}
-
-/// What an endpoint is told.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub enum NotifyEvent {
-    /// A rule's `notify`.
-    #[serde(rename = "lead.notify")]
-    LeadNotify,
-    /// The account's CRM, after every decision.
-    #[serde(rename = "lead.updated")]
-    LeadUpdated,
-}
-
 /// Whether the WhatsApp 24-hour window is open at `now`.
 pub fn window_open(last_inbound: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     last_inbound.is_some_and(|t| now - t < Duration::hours(24) && t <= now + Duration::minutes(5))
@@ -293,7 +213,7 @@ fn record_for(
     if let Some(h) = &decision.handoff {
         if matches!(h.outcome, Outcome::Session | Outcome::Template) && h.error.is_none() {
             opens_thread = true;
-            outbox.push(Outbound::Whatsapp(WhatsappSend {
+            outbox.push(OutboxPayload::Whatsapp(WhatsappSend {
                 to: state.lead.phone.clone(),
                 outcome: h.outcome,
                 text: if h.outcome == Outcome::Session {
@@ -311,14 +231,14 @@ fn record_for(
         }
     }
     for endpoint in &decision.actions.notify {
-        outbox.push(Outbound::Notify(Notify {
+        outbox.push(OutboxPayload::Notify(Notify {
             endpoint: endpoint.clone(),
             event: NotifyEvent::LeadNotify,
         }));
     }
     // The account's CRM gets the lead record after every decision.
     for endpoint in lead_updates {
-        outbox.push(Outbound::Notify(Notify {
+        outbox.push(OutboxPayload::Notify(Notify {
             endpoint: endpoint.clone(),
             event: NotifyEvent::LeadUpdated,
         }));
@@ -328,7 +248,7 @@ fn record_for(
         ruleset_hash: decision.ruleset.clone(),
         rules: decision.rules.iter().map(|r| r.to_string()).collect(),
         trace,
-        outbox: outbox.iter().map(Outbound::row).collect(),
+        outbox: outbox.iter().map(OutboxPayload::row).collect(),
         queue: decision
             .actions
             .takeover

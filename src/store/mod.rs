@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod payload;
 pub mod postgres;
 pub mod sqlite;
 pub mod view;

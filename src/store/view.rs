@@ -174,7 +174,7 @@ pub struct OutboxEntry {
     #[serde(serialize_with = "kind")]
     pub kind: OutboxKind,
     /// What it sends.
-    #[schema(value_type = crate::pipeline::OutboxPayload)]
+    #[schema(value_type = super::payload::OutboxPayload)]
     pub payload: Value,
     /// `pending` until due, `sending` while claimed (or while a send whose
     /// outcome is unknown waits for its status), `sent` once accepted,
