@@ -422,84 +422,104 @@ impl Templates {
 
 /// The context a template sees: `lead`, every declared field by name,
 /// `intent`, `channel`, `playbook`, `tags`, `transcript`, `answers`, `now`.
+///
+/// Built as minijinja values directly: each map in key order, numbers of
+/// the width and sign JSON gives them, exactly what a JSON object passed
+/// through `Value::from_serialize` became, without the JSON tree between.
 pub fn template_context(
     playbook: &CompiledPlaybook,
     lead: &Lead,
     situation: &Situation,
     actions: &Actions,
 ) -> minijinja::Value {
-    use serde_json::{json, Map, Value as Json};
+    use minijinja::Value;
     let tz = playbook.schema.timezone;
-    let mut context = Map::new();
     let text = |s: &Option<String>| match s.as_deref().map(str::trim) {
-        Some(t) if !t.is_empty() => Json::String(t.to_string()),
-        _ => Json::Null,
+        Some(t) if !t.is_empty() => Value::from(t),
+        _ => Value::from(()),
     };
-    context.insert(
-        "lead".into(),
-        json!({
-            "name": text(&lead.name),
-            "first_name": first_name(lead).map(|s| Json::String(s.to_string())).unwrap_or(Json::Null),
-            "phone": text(&lead.phone),
-            "email": text(&lead.email),
-            "language": text(&lead.language),
-        }),
-    );
-    for (name, _ty, value) in crate::engine::eval::bound_fields(playbook, lead, situation) {
-        let json = match value {
-            Val::Missing => Json::Null,
-            Val::Text { raw, .. } => Json::String(raw.into_owned()),
-            Val::Num(n) => {
-                if n.fract() == 0.0 && n.abs() < 1e15 {
-                    Json::from(n as i64)
-                } else {
-                    Json::String(format_number(n))
+    // Sorted, as JSON's maps were: a template walking a map sees its keys
+    // in the same order.
+    let mut context: BTreeMap<&str, Value> = BTreeMap::new();
+    let lead_map: BTreeMap<&str, Value> = [
+        ("email", text(&lead.email)),
+        (
+            "first_name",
+            first_name(lead).map(Value::from).unwrap_or(Value::from(())),
+        ),
+        ("language", text(&lead.language)),
+        ("name", text(&lead.name)),
+        ("phone", text(&lead.phone)),
+    ]
+    .into_iter()
+    .collect();
+    context.insert("lead", Value::from_iter(lead_map));
+    let fields = crate::engine::eval::bound_fields(playbook, lead, situation);
+    for (name, _ty, value) in &fields {
+        let value = match value {
+            Val::Missing => Value::from(()),
+            Val::Text { raw, .. } => Value::from(&**raw),
+            // A whole number was a JSON integer: unsigned when not negative.
+            Val::Num(n) if n.fract() == 0.0 && n.abs() < 1e15 => {
+                let whole = *n as i64;
+                match u64::try_from(whole) {
+                    Ok(unsigned) => Value::from(unsigned),
+                    Err(_) => Value::from(whole),
                 }
             }
-            Val::Bool(b) => Json::Bool(b),
-            Val::Date(_) | Val::Instant(..) => match value {
-                Val::Date(d) => crate::engine::value::day_to_date(d)
-                    .map(|d| Json::String(d.to_string()))
-                    .unwrap_or(Json::Null),
-                Val::Instant(secs, _) => chrono::DateTime::from_timestamp(secs, 0)
-                    .map(|d| Json::String(d.with_timezone(&tz).to_rfc3339()))
-                    .unwrap_or(Json::Null),
-                _ => Json::Null,
-            },
-            Val::List(items) => Json::from(items),
+            Val::Num(n) => Value::from(format_number(*n)),
+            Val::Bool(b) => Value::from(*b),
+            Val::Date(d) => crate::engine::value::day_to_date(*d)
+                .map(|d| Value::from(d.to_string()))
+                .unwrap_or(Value::from(())),
+            Val::Instant(secs, _) => chrono::DateTime::from_timestamp(*secs, 0)
+                .map(|d| Value::from(d.with_timezone(&tz).to_rfc3339()))
+                .unwrap_or(Value::from(())),
+            Val::List(items) => items.iter().map(String::as_str).collect(),
         };
-        context.insert(name, json);
+        context.insert(name, value);
     }
-    context.insert("intent".into(), text(&lead.intent));
-    context.insert("channel".into(), text(&lead.channel));
-    context.insert(
-        "playbook".into(),
-        Json::String(playbook.schema.name.clone()),
-    );
-    let mut tags = lead.tags.clone();
+    context.insert("intent", text(&lead.intent));
+    context.insert("channel", text(&lead.channel));
+    context.insert("playbook", Value::from(playbook.schema.name.as_str()));
+    let mut tags: Vec<&str> = lead.tags.iter().map(String::as_str).collect();
     for tag in &actions.tags {
-        if !tags.contains(tag) {
-            tags.push(tag.clone());
+        if !tags.contains(&tag.as_str()) {
+            tags.push(tag);
         }
     }
-    context.insert("tags".into(), Json::from(tags));
+    context.insert("tags", tags.into_iter().collect());
     context.insert(
-        "transcript".into(),
-        serde_json::to_value(&lead.transcript).unwrap_or(Json::Array(Vec::new())),
+        "transcript",
+        lead.transcript
+            .iter()
+            .map(|m| {
+                let message: BTreeMap<&str, Value> = [
+                    // The time as its JSON form wrote it.
+                    ("at", Value::from_serialize(m.at)),
+                    ("channel", Value::from(m.channel.as_str())),
+                    ("from", Value::from(m.from.as_str())),
+                    ("text", Value::from(m.text.as_str())),
+                ]
+                .into_iter()
+                .collect();
+                Value::from_iter(message)
+            })
+            .collect(),
     );
     context.insert(
-        "now".into(),
-        Json::String(situation.now.with_timezone(&tz).to_rfc3339()),
+        "now",
+        Value::from(situation.now.with_timezone(&tz).to_rfc3339()),
     );
     if lead.answers.is_empty() {
-        context.insert("answers".into(), Json::Object(Map::new()));
-        return minijinja::Value::from_serialize(Json::Object(context));
+        context.insert("answers", Value::from_iter(BTreeMap::<&str, Value>::new()));
+        return Value::from_iter(context);
     }
-    let base = minijinja::Value::from_serialize(Json::Object(context));
+    let base = Value::from_iter(context);
     // A map in the order the questions were asked (minijinja keeps insertion
-    // order; JSON maps here are sorted): `answers["Preferred venue?"]`, or
-    // `for q, a in answers|items`.
-    let answers: minijinja::Value = lead
+    // order; the other maps here are sorted): `answers["Preferred venue?"]`,
+    // or `for q, a in answers|items`.
+    let answers: Value = lead
         .answers
         .iter()
         .map(|a| (a.question.clone(), a.answer.clone()))

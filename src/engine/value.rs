@@ -152,8 +152,27 @@ impl std::fmt::Display for Seen<'_> {
 }
 
 impl serde::Serialize for Seen<'_> {
+    /// The text `Display` gives, written without the formatter for the
+    /// values most traces show.
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self {
+            Seen::Missing => serializer.serialize_str("not set"),
+            // `{raw:?}` of printable ASCII without `"` or `\` only adds the quotes.
+            Seen::Text(raw)
+                if raw
+                    .bytes()
+                    .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') =>
+            {
+                let mut quoted = String::with_capacity(raw.len() + 2);
+                quoted.push('"');
+                quoted.push_str(raw);
+                quoted.push('"');
+                serializer.serialize_str(&quoted)
+            }
+            Seen::Num(n) => serializer.serialize_str(&format_number(*n)),
+            Seen::Bool(b) => serializer.serialize_str(if *b { "true" } else { "false" }),
+            _ => serializer.collect_str(self),
+        }
     }
 }
 
@@ -348,6 +367,33 @@ pub fn parse_instant(s: &str, tz: Tz) -> Option<(i64, i32)> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_seen_value_serializes_as_it_displays() {
+        let seen = [
+            Seen::Missing,
+            Seen::Text(Cow::Borrowed("event_enquiry")),
+            Seen::Text(Cow::Borrowed("")),
+            Seen::Text(Cow::Borrowed("say \"hi\" \\ there")),
+            Seen::Text(Cow::Borrowed("two\nlines\tand a tab")),
+            Seen::Text(Cow::Borrowed("caf\u{e9} \u{20b9}5 \u{200f}")),
+            Seen::Num(120.0),
+            Seen::Num(-3.5),
+            Seen::Num(1e20),
+            Seen::Bool(true),
+            Seen::Bool(false),
+            Seen::Date(739_000),
+            Seen::Instant(1_800_000_000),
+            Seen::List(vec!["goa".into(), "it's".into()]),
+        ];
+        for value in seen {
+            assert_eq!(
+                serde_json::to_value(&value).unwrap(),
+                json!(value.to_string()),
+                "{value:?}"
+            );
+        }
+    }
 
     #[test]
     fn numbers_in_text_are_numbers() {

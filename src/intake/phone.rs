@@ -11,8 +11,12 @@
 //! metadata is compiled in), and is the library the ecosystem trusts for this.
 
 use phonenumber::country::Id;
-use phonenumber::ParseError;
+use phonenumber::metadata::{Database, Descriptor, DATABASE};
+use phonenumber::{Metadata, ParseError, PhoneNumber};
+use regex::{Regex, RegexBuilder};
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, OnceLock, RwLock};
 
 /// Why a typed phone number could not be put in E.164. Messages never quote
 /// the number, so they are safe to log.
@@ -218,19 +222,189 @@ fn parse(typed: &Typed, region: Id) -> Result<String, PhoneError> {
     // E.164 is `+`, the country code and the national number (with the
     // leading zeros Italy keeps); written directly, as the formatter takes
     // a fifth of the whole normalization to produce the same text.
-    let e164 = format!("+{}{}", number.code().value(), number.national());
+    let national = number.national().to_string();
+    let e164 = format!("+{}{national}", number.code().value());
     let digits = e164.len().saturating_sub(1);
     if digits < *E164_DIGITS.start() {
         Err(PhoneError::TooShort)
     } else if digits > *E164_DIGITS.end() {
         Err(PhoneError::TooLong)
-    } else if phonenumber::is_valid(&number) {
+    } else if is_valid(&number, &national) {
         Ok(e164)
     } else {
         Err(PhoneError::NotInUse {
             region: number.country().id().map(|id| id.as_ref().to_string()),
         })
     }
+}
+
+/// Whether libphonenumber holds `number` (whose national significant
+/// number, with its leading zeros, is `national`) valid: the answer of
+/// `phonenumber::is_valid`, asked of regexes compiled once.
+///
+/// The crate keeps its patterns in one LRU cache of compiled regexes behind
+/// a global mutex, and finds each by hashing the whole pattern text: ten
+/// such lookups for one number were three quarters of a normalization, and
+/// every worker thread queued on that mutex. Here each region's patterns are
+/// compiled once, anchored at the start, and kept for the process; the test
+/// is the crate's own (see `phonenumber::validator::is_valid_with`): the
+/// region's general pattern, and then any one of the number types.
+fn is_valid(number: &PhoneNumber, national: &str) -> bool {
+    compiled_is_valid(number.code().value(), national)
+        // A pattern our regex engine refuses: the crate's own check.
+        .unwrap_or_else(|| phonenumber::is_valid(number))
+}
+
+/// [`is_valid`] from the compiled patterns; `None` when one of the patterns
+/// it needs does not compile.
+fn compiled_is_valid(code: u16, national: &str) -> Option<bool> {
+    let database: &'static Database = &DATABASE;
+    Some(match metadata_for(database, code, national)? {
+        Some(metadata) => ranges(metadata)?.is_valid(national),
+        None => false,
+    })
+}
+
+/// The metadata that decides a number of calling code `code`, as
+/// `phonenumber::validator::source_for` picks it: the one region of the
+/// code, or among the regions that share it (`+1`, `+7`, `+44`...) the
+/// first whose leading digits start the number, or else whose ranges hold
+/// it. `Some(None)` when none does; `None` when a pattern does not compile.
+fn metadata_for(
+    database: &'static Database,
+    code: u16,
+    national: &str,
+) -> Option<Option<&'static Metadata>> {
+    let Some(regions) = database.region(&code) else {
+        return Some(None);
+    };
+    if let [region] = regions.as_slice() {
+        return Some(if *region == "001" {
+            database.by_code(&code).and_then(|m| m.into_iter().next())
+        } else {
+            // The crate goes through `country::Id`: a region it cannot name
+            // has no metadata.
+            region
+                .parse::<Id>()
+                .ok()
+                .and_then(|id| database.by_id(id.as_ref()))
+        });
+    }
+    for region in regions {
+        let Some(metadata) = database.by_id(region) else {
+            continue;
+        };
+        let ranges = ranges(metadata)?;
+        let decides = match &ranges.leading_digits {
+            Some(leading) => leading.is_match(national),
+            None => ranges.is_valid(national),
+        };
+        if decides {
+            return Some(
+                region
+                    .parse::<Id>()
+                    .ok()
+                    .and_then(|id| database.by_id(id.as_ref())),
+            );
+        }
+    }
+    Some(None)
+}
+
+/// One region's number patterns, compiled.
+struct Ranges {
+    /// The pattern every number of the region matches.
+    general: Pattern,
+    /// One pattern per number type (fixed line, mobile, toll free...).
+    types: Vec<Pattern>,
+    /// The leading digits that pick this region among those sharing its code.
+    leading_digits: Option<Regex>,
+}
+
+/// A descriptor's possible lengths and its national number pattern,
+/// anchored at the start as `Descriptor::is_match` tests it.
+struct Pattern {
+    lengths: Vec<u16>,
+    regex: Regex,
+}
+
+impl Pattern {
+    fn new(descriptor: &Descriptor) -> Option<Pattern> {
+        Some(Pattern {
+            lengths: descriptor.possible_length().to_vec(),
+            regex: anchored(descriptor.national_number().as_str())?,
+        })
+    }
+
+    /// `Descriptor::is_match`: a possible length, and the pattern matches
+    /// from the first digit.
+    fn is_match(&self, national: &str) -> bool {
+        let length = u16::try_from(national.len()).unwrap_or(u16::MAX);
+        (self.lengths.is_empty() || self.lengths.contains(&length)) && self.regex.is_match(national)
+    }
+}
+
+impl Ranges {
+    fn new(metadata: &Metadata) -> Option<Ranges> {
+        let d = metadata.descriptors();
+        // Every type `phonenumber::validator::number_type` tries; the order
+        // does not matter, as any of them makes the number valid.
+        let types = [
+            d.premium_rate(),
+            d.toll_free(),
+            d.shared_cost(),
+            d.voip(),
+            d.personal_number(),
+            d.pager(),
+            d.uan(),
+            d.voicemail(),
+            d.fixed_line(),
+            d.mobile(),
+        ];
+        Some(Ranges {
+            general: Pattern::new(d.general())?,
+            types: types
+                .into_iter()
+                .flatten()
+                .map(Pattern::new)
+                .collect::<Option<_>>()?,
+            leading_digits: match metadata.leading_digits() {
+                Some(leading) => Some(anchored(leading.as_str())?),
+                None => None,
+            },
+        })
+    }
+
+    /// `phonenumber::validator::number_type(..) != Type::Unknown`.
+    fn is_valid(&self, national: &str) -> bool {
+        self.general.is_match(national) && self.types.iter().any(|t| t.is_match(national))
+    }
+}
+
+/// A metadata pattern compiled as the crate compiles it (whitespace in it
+/// ignored), matching only from the start of the text: the crate's test is
+/// that the leftmost match starts there. The newline ends any `#` comment.
+fn anchored(pattern: &str) -> Option<Regex> {
+    RegexBuilder::new(&format!("^(?:{pattern}\n)"))
+        .ignore_whitespace(true)
+        .build()
+        .ok()
+}
+
+/// The compiled patterns of `metadata`, compiled on first use. `None` if a
+/// pattern does not compile.
+fn ranges(metadata: &'static Metadata) -> Option<Arc<Ranges>> {
+    // Keyed by the metadata's address: it lives in the crate's static
+    // database for the whole process, and non-geographic entries share
+    // the ID `001`.
+    static COMPILED: OnceLock<RwLock<HashMap<usize, Option<Arc<Ranges>>>>> = OnceLock::new();
+    let compiled = COMPILED.get_or_init(Default::default);
+    let key = std::ptr::from_ref(metadata) as usize;
+    if let Some(found) = compiled.read().ok()?.get(&key) {
+        return found.clone();
+    }
+    let built = Ranges::new(metadata).map(Arc::new);
+    compiled.write().ok()?.entry(key).or_insert(built).clone()
 }
 
 /// Mexico dropped the mobile `1` after `+52` and the `044`/`045`/`01` dialing
@@ -447,6 +621,66 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The compiled check answers as `phonenumber::is_valid` does, for every
+    /// region's example numbers and for those numbers one digit longer,
+    /// shorter, or with a digit changed.
+    #[test]
+    fn validity_is_the_crates_own() {
+        let mut checked = 0;
+        for metadata in DATABASE.iter() {
+            let d = metadata.descriptors();
+            let examples = [
+                Some(d.general()),
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.voip(),
+                d.personal_number(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(Descriptor::example);
+            for example in examples {
+                let mut variants = vec![
+                    example.to_string(),
+                    format!("{example}0"),
+                    format!("{example}7"),
+                    example[..example.len() - 1].to_string(),
+                ];
+                for i in 0..example.len() {
+                    for digit in ['0', '5', '9'] {
+                        let mut changed: Vec<char> = example.chars().collect();
+                        changed[i] = digit;
+                        variants.push(changed.into_iter().collect());
+                    }
+                }
+                for national in variants {
+                    let text = format!("+{}{national}", metadata.country_code());
+                    let Ok(number) = phonenumber::parse(None, &text) else {
+                        continue;
+                    };
+                    let national = number.national().to_string();
+                    // Every pattern compiles: the crate's check is never the fallback.
+                    let code = number.code().value();
+                    assert!(compiled_is_valid(code, &national).is_some(), "{text}");
+                    assert_eq!(
+                        is_valid(&number, &national),
+                        phonenumber::is_valid(&number),
+                        "{text} ({})",
+                        metadata.id()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct ApprovedTemplate {
     pub body: String,
     pub params: Vec<String>,
     param_spans: Vec<Option<Span>>,
+    /// The environment's name for each param's template, made once.
+    param_templates: Vec<String>,
 }
 
 /// A rendered approved template: parameters in order, and the preview.
@@ -382,7 +384,8 @@ fn render_bounded(
 ) -> Result<String, String> {
     let mut out = Bounded::default();
     match template.render_captured_to(context, &mut out) {
-        Ok(_) => Ok(String::from_utf8_lossy(&out.bytes).into_owned()),
+        Ok(_) => Ok(String::from_utf8(out.bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())),
         Err(_) if out.overflowed => Err(format!(
             "the rendered text is longer than {MAX_RENDER_BYTES} bytes"
         )),
@@ -561,10 +564,12 @@ impl Templates {
                 );
             }
             let mut param_spans = Vec::new();
+            let mut param_templates = Vec::new();
             for (i, param) in raw.params.iter().enumerate() {
                 let span = location_span(text, &param.referenced);
                 param_spans.push(Some(span));
                 let key = param_template_name(&name, i);
+                param_templates.push(key.clone());
                 let quoted = text
                     .get(span.start..)
                     .is_some_and(|t| t.starts_with(['"', '\'']));
@@ -593,6 +598,7 @@ impl Templates {
                         body: raw.body.value,
                         params: raw.params.into_iter().map(|p| p.value).collect(),
                         param_spans,
+                        param_templates,
                     },
                 );
             }
@@ -628,11 +634,8 @@ impl Templates {
             .get(name)
             .ok_or_else(|| format!("no approved template `{name}`"))?;
         let mut params = Vec::with_capacity(approved.params.len());
-        for i in 0..approved.params.len() {
-            let template = self
-                .env
-                .get_template(&param_template_name(name, i))
-                .map_err(|e| describe(&e))?;
+        for (i, key) in approved.param_templates.iter().enumerate() {
+            let template = self.env.get_template(key).map_err(|e| describe(&e))?;
             let value = render_bounded(&template, context)
                 .map_err(|e| format!("approved template `{name}`, param {}: {e}", i + 1))?;
             params.push(clean_param(&value));
@@ -654,7 +657,14 @@ fn param_template_name(name: &str, index: usize) -> String {
 /// Meta rejects parameter text with newlines, tabs or runs of more than four
 /// spaces; such whitespace is folded to one space.
 fn clean_param(value: &str) -> String {
-    value.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::with_capacity(value.len());
+    for word in value.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// The placeholder numbers `{{n}}` in a body.
