@@ -834,11 +834,22 @@ pub async fn dry_run(
         .map_err(|e| ApiError::invalid(e.to_string(), "playbook"))?;
     // Serialized straight from the decision and its borrowed trace: going
     // through `serde_json::Value` first doubled the cost of a dry run.
-    Ok(Json(DryRun {
+    // Written in one go into a buffer the size of a usual answer (about
+    // 3 KB with its trace), rather than one grown from 128 bytes.
+    let mut body = Vec::with_capacity(4096);
+    let answer = DryRun {
         decision: &decision,
         trace: &trace,
-    })
-    .into_response())
+    };
+    serde_json::to_writer(&mut body, &answer).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// The answer to a dry run: the decision, and why.
