@@ -4,10 +4,12 @@
 //! event, its decision, the outbox rows it creates and the record that its
 //! source ID was processed commit together or not at all.
 //!
-//! Callers use [`Store`]; its methods are the store interface. Behind it is
-//! one backend, chosen by the database URL's scheme: SQLite ([`sqlite`]) for
-//! one process, or PostgreSQL ([`postgres`]) for one or many `handoff serve`
-//! instances on one database. Both give the same answers to the same calls.
+//! Callers use [`Store`]; its methods are the store interface, written down
+//! once as the traits [`Backend`], [`inbox::InboxBackend`] and
+//! [`queues::QueueBackend`]. Behind it is one dialect, chosen by the
+//! database URL's scheme: SQLite ([`sqlite`]) for one process, or PostgreSQL
+//! ([`postgres`]) for one or many `handoff serve` instances on one database.
+//! Both implement [`Backend`], so both answer the same calls.
 
 use crate::engine::lead::{Answer, Consent, TranscriptMessage};
 use crate::engine::{Lead, Thread};
@@ -17,10 +19,12 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod backend;
 pub mod postgres;
 pub mod sqlite;
 pub mod view;
 
+pub use backend::Backend;
 pub use view::LeadRecord;
 
 /// A store error, by what went wrong; the server answers 500 and logs it
@@ -53,22 +57,22 @@ impl From<rusqlite::Error> for StoreError {
 /// The store behind every request.
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: Backend,
+    dialect: Dialect,
 }
 
 /// The database behind the store, chosen by the URL's scheme.
 #[derive(Clone, Debug)]
-enum Backend {
+enum Dialect {
     Sqlite(Arc<sqlite::Sqlite>),
     Postgres(Arc<postgres::Postgres>),
 }
 
-/// Calls the same method on whichever backend the store has.
+/// Calls the same [`Backend`] method on whichever dialect the store has.
 macro_rules! on_backend {
     ($store:expr, $db:ident => $call:expr) => {
-        match &$store.backend {
-            Backend::Sqlite($db) => $call,
-            Backend::Postgres($db) => $call,
+        match &$store.dialect {
+            $crate::store::Dialect::Sqlite($db) => $call,
+            $crate::store::Dialect::Postgres($db) => $call,
         }
     };
 }
@@ -401,22 +405,20 @@ impl Store {
     /// `sqlite://PATH` (created when missing), or `postgres://` /
     /// `postgresql://` (the database must exist).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let backend = if is_postgres_url(url) {
-            Backend::Postgres(Arc::new(postgres::Postgres::open(url).await?))
+        let dialect = if is_postgres_url(url) {
+            Dialect::Postgres(Arc::new(postgres::Postgres::open(url).await?))
         } else {
-            Backend::Sqlite(Arc::new(sqlite::Sqlite::open(url).await?))
+            Dialect::Sqlite(Arc::new(sqlite::Sqlite::open(url).await?))
         };
-        Ok(Store { backend })
+        Ok(Store { dialect })
     }
 
-    /// Whether the database answers.
+    /// See [`Backend::ping`].
     pub async fn ping(&self) -> bool {
         on_backend!(self, db => db.ping().await)
     }
 
-    /// Records an event for a lead and its decision, in one transaction.
-    /// `decide` sees the lead after the event is merged in. The answer comes
-    /// once the transaction is committed.
+    /// See [`Backend::record`].
     pub async fn record(
         &self,
         account: &str,
@@ -426,14 +428,12 @@ impl Store {
         on_backend!(self, db => db.record(account, event, decide).await)
     }
 
-    /// Everything about a lead, or `None` when the account has no such lead.
-    /// A lead merged into another is answered with the survivor.
+    /// See [`Backend::lead`].
     pub async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
         on_backend!(self, db => db.lead(account, id).await)
     }
 
-    /// Leads of an account, newest activity first, optionally matching a
-    /// name, phone or email fragment.
+    /// See [`Backend::search`].
     pub async fn search(
         &self,
         account: &str,
@@ -443,8 +443,7 @@ impl Store {
         on_backend!(self, db => db.search(account, query, limit).await)
     }
 
-    /// Sets a thread's state: a person takes it over, or gives it back.
-    /// Returns false when the account has no such lead.
+    /// See [`Backend::set_thread_state`].
     pub async fn set_thread_state(
         &self,
         account: &str,
@@ -456,8 +455,7 @@ impl Store {
             .await)
     }
 
-    /// Stores webhook events before they are acknowledged; returns how many
-    /// were new (a redelivered event is ignored).
+    /// See [`Backend::enqueue_webhooks`].
     pub async fn enqueue_webhooks(
         &self,
         account: &str,
@@ -467,10 +465,7 @@ impl Store {
         on_backend!(self, db => db.enqueue_webhooks(account, source, events).await)
     }
 
-    /// Stores one webhook event that its sender identifies by `source_id`
-    /// (a form submission, a call), saying whether that ID was new, came
-    /// again with the same payload, or came with another one (then nothing
-    /// is stored).
+    /// See [`Backend::enqueue_webhook`].
     pub async fn enqueue_webhook(
         &self,
         account: &str,
@@ -481,9 +476,7 @@ impl Store {
         on_backend!(self, db => db.enqueue_webhook(account, source, source_id, payload).await)
     }
 
-    /// The oldest webhook events due for processing, held for this worker
-    /// for `lease`: with several instances on one database, another
-    /// instance's worker gets them only once the lease has run out.
+    /// See [`Backend::due_webhooks`].
     pub async fn due_webhooks(
         &self,
         limit: i64,
@@ -492,7 +485,7 @@ impl Store {
         on_backend!(self, db => db.due_webhooks(limit, lease).await)
     }
 
-    /// Marks a webhook event processed, or failed (retried later unless `give_up`).
+    /// See [`Backend::finish_webhook`].
     pub async fn finish_webhook(
         &self,
         id: i64,
@@ -504,18 +497,12 @@ impl Store {
             .await)
     }
 
-    /// Counts of webhook events by state, for readiness and metrics.
+    /// See [`Backend::webhook_counts`].
     pub async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         on_backend!(self, db => db.webhook_counts().await)
     }
 
-    /// Records a delivery status Meta reported and applies it to its outbox
-    /// message: Meta's ID, the furthest status, and for a failure what it
-    /// means (a template in place of a message the closed window refused, a
-    /// marketing opt-out, a flagged thread). A redelivered status changes nothing.
-    ///
-    /// A message WhatsApp will never deliver also sends the lead record to
-    /// each of the account's `fallback` endpoints (`lead.undeliverable`).
+    /// See [`Backend::apply_status`].
     pub async fn apply_status(
         &self,
         account: &str,
@@ -525,13 +512,7 @@ impl Store {
         on_backend!(self, db => db.apply_status(account, status, fallback).await)
     }
 
-    /// Claims up to `limit` messages due for delivery for `owner`, for
-    /// `lease`. Messages whose send may have reached Meta are claimed again
-    /// only once `grace` has passed since that send without a status.
-    /// Automated WhatsApp messages of threads a person took over are
-    /// cancelled, and messages older than `max_age` fail, on the way; a
-    /// WhatsApp message that fails so flags its thread and goes to its
-    /// account's endpoints in `fallbacks` (account -> endpoint names).
+    /// See [`Backend::claim_outbox`].
     pub async fn claim_outbox(
         &self,
         owner: &str,
@@ -545,9 +526,7 @@ impl Store {
             .await)
     }
 
-    /// Records how an attempt ended, if `owner` still holds the message's
-    /// lease. A WhatsApp message that failed for good flags its thread and
-    /// sends the lead record to each of the `fallback` endpoints.
+    /// See [`Backend::finish_outbox`].
     pub async fn finish_outbox(
         &self,
         owner: &str,
@@ -558,12 +537,12 @@ impl Store {
         on_backend!(self, db => db.finish_outbox(owner, item, outcome, fallback).await)
     }
 
-    /// Outbox messages by kind and state, for metrics.
+    /// See [`Backend::outbox_counts`].
     pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         on_backend!(self, db => db.outbox_counts().await)
     }
 
-    /// Disables an endpoint of an account (it answered 410 Gone).
+    /// See [`Backend::disable_endpoint`].
     pub async fn disable_endpoint(
         &self,
         account: &str,
@@ -574,7 +553,7 @@ impl Store {
             .await)
     }
 
-    /// The endpoints of an account that are disabled, with why.
+    /// See [`Backend::disabled_endpoints`].
     pub async fn disabled_endpoints(
         &self,
         account: &str,
@@ -582,8 +561,7 @@ impl Store {
         on_backend!(self, db => db.disabled_endpoints(account).await)
     }
 
-    /// Records a consent change for the lead an identity belongs to; false
-    /// when no lead has that identity.
+    /// See [`Backend::record_consent`].
     pub async fn record_consent(
         &self,
         account: &str,
@@ -597,12 +575,7 @@ impl Store {
 }
 
 impl Store {
-    /// Records a WhatsApp user's marketing preference: `opted_out` after
-    /// Meta's `user_preferences` "stop" or send error 131050, not after a
-    /// "resume". Kept on the WhatsApp ID, so it holds for every lead with
-    /// that number, also one not known yet; the latest `at` wins (Meta may
-    /// deliver a stop and a resume out of order). The lead with that
-    /// identity, if any, gets it in its consent history.
+    /// See [`Backend::record_marketing`].
     pub async fn record_marketing(
         &self,
         account: &str,
@@ -615,10 +588,7 @@ impl Store {
         on_backend!(self, db => db.record_marketing(account, wa_id, opted_out, at, source, evidence).await)
     }
 
-    /// Queues an AI agent's WhatsApp reply on a thread assigned to it
-    /// (`agent:<endpoint>`) and writes it to the transcript as the agent,
-    /// in one transaction. The thread stays automated and the agent's; a
-    /// thread a person took over, or that went to someone else, is refused.
+    /// See [`Backend::queue_agent_reply`].
     pub async fn queue_agent_reply(
         &self,
         account: &str,

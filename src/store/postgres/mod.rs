@@ -64,6 +64,7 @@ use crate::store::view::{
     self, ConsentEntry, Identity, LeadRecord, OutboxEntry, StoredDecision, ThreadView,
     TranscriptEntry,
 };
+use crate::store::Backend;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx_core::connection::ConnectOptions;
@@ -290,27 +291,6 @@ impl Postgres {
         })
     }
 
-    pub async fn ping(&self) -> bool {
-        q("SELECT 1").execute(&self.pool).await.is_ok()
-    }
-
-    pub async fn record(
-        &self,
-        account: &str,
-        event: LeadEvent,
-        decide: impl FnOnce(&LeadState) -> DecisionRecord + Send + 'static,
-    ) -> Result<Recorded, StoreError> {
-        let mut decide = Some(decide);
-        let mut tries = 0;
-        loop {
-            match self.record_once(account, &event, &mut decide).await {
-                // Only before the decision: it is made once.
-                Err(e) if retryable(&e) && decide.is_some() && tries < RETRIES => tries += 1,
-                other => return other.map_err(StoreError::from),
-            }
-        }
-    }
-
     async fn record_once<F: FnOnce(&LeadState) -> DecisionRecord>(
         &self,
         account: &str,
@@ -361,52 +341,6 @@ impl Postgres {
         Ok(recorded)
     }
 
-    pub async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
-        let mut c = self.pool.acquire().await?;
-        Ok(lead_record(&mut c, account, id).await?)
-    }
-
-    pub async fn search(
-        &self,
-        account: &str,
-        query: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<Value>, StoreError> {
-        let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
-        // ILIKE with no escape character: SQLite's LIKE ignores ASCII case
-        // and treats a backslash as itself.
-        let rows = q("SELECT id, name, phone, email, channel, intent, playbook, updated_at FROM leads \
-             WHERE account_id = $1 AND merged_into IS NULL \
-             AND ($2::text IS NULL OR name ILIKE $2 ESCAPE '' OR phone ILIKE $2 ESCAPE '' OR email ILIKE $2 ESCAPE '') \
-             ORDER BY updated_at DESC, id DESC LIMIT $3")
-            .bind(account)
-            .bind(pattern)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push(serde_json::json!({
-                "id": r.try_get::<String, _>("id")?, "name": r.try_get::<Option<String>, _>("name")?,
-                "phone": r.try_get::<Option<String>, _>("phone")?, "email": r.try_get::<Option<String>, _>("email")?,
-                "channel": r.try_get::<Option<String>, _>("channel")?, "intent": r.try_get::<Option<String>, _>("intent")?,
-                "playbook": r.try_get::<Option<String>, _>("playbook")?,
-                "updated_at": time_text(r.try_get("updated_at")?),
-            }));
-        }
-        Ok(out)
-    }
-
-    pub async fn set_thread_state(
-        &self,
-        account: &str,
-        lead_id: &str,
-        human: bool,
-        queue: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        retrying!(self.set_thread_state_once(account, lead_id, human, queue))
-    }
-
     async fn set_thread_state_once(
         &self,
         account: &str,
@@ -432,20 +366,6 @@ impl Postgres {
         Ok(changed == 1)
     }
 
-    pub async fn enqueue_webhooks(
-        &self,
-        account: &str,
-        source: WebhookSource,
-        events: &[(String, Value)],
-    ) -> Result<usize, StoreError> {
-        let source = source.as_str();
-        let (ids, payloads): (Vec<String>, Vec<String>) = events
-            .iter()
-            .map(|(id, payload)| (id.clone(), payload.to_string()))
-            .unzip();
-        retrying!(self.enqueue_webhooks_once(account, source, &ids, &payloads))
-    }
-
     async fn enqueue_webhooks_once(
         &self,
         account: &str,
@@ -467,18 +387,6 @@ impl Postgres {
             .await?
             .rows_affected();
         Ok(usize::try_from(new).unwrap_or(usize::MAX))
-    }
-
-    pub async fn enqueue_webhook(
-        &self,
-        account: &str,
-        source: WebhookSource,
-        source_id: &str,
-        payload: &Value,
-    ) -> Result<Enqueued, StoreError> {
-        let source = source.as_str();
-        let payload = payload.to_string();
-        retrying!(self.enqueue_webhook_once(account, source, source_id, &payload))
     }
 
     async fn enqueue_webhook_once(
@@ -516,16 +424,6 @@ impl Postgres {
         Ok(Enqueued::of(inserted, stored.as_deref(), payload))
     }
 
-    /// Claims up to `limit` due events for `lease`: another instance's
-    /// worker does not get them until the lease has run out (this one died).
-    pub async fn due_webhooks(
-        &self,
-        limit: i64,
-        lease: Duration,
-    ) -> Result<Vec<PendingWebhook>, StoreError> {
-        retrying!(self.due_webhooks_once(limit, lease))
-    }
-
     async fn due_webhooks_once(&self, limit: i64, lease: Duration) -> Sql<Vec<PendingWebhook>> {
         let rows = q("UPDATE webhook_events w SET lease_until = $2 FROM ( \
                SELECT id FROM webhook_events WHERE state = 'pending' \
@@ -553,50 +451,6 @@ impl Postgres {
         Ok(out)
     }
 
-    pub async fn finish_webhook(
-        &self,
-        id: i64,
-        error: Option<&str>,
-        give_up: bool,
-        retry_in: Duration,
-    ) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let (state, next) = match (error, give_up) {
-            (None, _) => ("done", None),
-            (Some(_), true) => ("failed", None),
-            (Some(_), false) => ("pending", Some(ahead(retry_in))),
-        };
-        q("UPDATE webhook_events SET state = $1, attempts = attempts + 1, next_attempt = $2, error = $3, processed_at = $4, lease_until = NULL WHERE id = $5")
-            .bind(state)
-            .bind(next)
-            .bind(error)
-            .bind(now)
-            .bind(id)
-            .execute(&self.worker)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = q("SELECT state, COUNT(*) FROM webhook_events GROUP BY state ORDER BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push((r.try_get(0)?, r.try_get(1)?));
-        }
-        Ok(out)
-    }
-
-    pub async fn apply_status(
-        &self,
-        account: &str,
-        status: &StatusRecord,
-        fallback: &[String],
-    ) -> Result<StatusApplied, StoreError> {
-        retrying!(self.apply_status_once(account, status, fallback))
-    }
-
     async fn apply_status_once(
         &self,
         account: &str,
@@ -607,18 +461,6 @@ impl Postgres {
         let applied = apply_status(&mut tx, account, status, fallback).await?;
         tx.commit().await?;
         Ok(applied)
-    }
-
-    pub async fn claim_outbox(
-        &self,
-        owner: &str,
-        limit: i64,
-        lease: Duration,
-        grace: Duration,
-        max_age: Duration,
-        fallbacks: &std::collections::BTreeMap<String, Vec<String>>,
-    ) -> Result<Vec<OutboxItem>, StoreError> {
-        retrying!(self.claim_outbox_once(owner, limit, lease, grace, max_age, fallbacks))
     }
 
     async fn claim_outbox_once(
@@ -696,16 +538,6 @@ impl Postgres {
         Ok(items)
     }
 
-    pub async fn finish_outbox(
-        &self,
-        owner: &str,
-        item: &OutboxItem,
-        outcome: SendOutcome,
-        fallback: &[String],
-    ) -> Result<bool, StoreError> {
-        retrying!(self.finish_outbox_once(owner, item, &outcome, fallback))
-    }
-
     async fn finish_outbox_once(
         &self,
         owner: &str,
@@ -717,64 +549,6 @@ impl Postgres {
         let finished = finish_outbox(&mut tx, owner, item, outcome, fallback).await?;
         tx.commit().await?;
         Ok(finished)
-    }
-
-    pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = q(
-            "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
-        }
-        Ok(out)
-    }
-
-    pub async fn disable_endpoint(
-        &self,
-        account: &str,
-        endpoint: &str,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        retrying!(q(
-            "INSERT INTO endpoint_state (account_id, endpoint, disabled_at, reason) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (account_id, endpoint) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
-        )
-        .bind(account)
-        .bind(endpoint)
-        .bind(Utc::now())
-        .bind(reason)
-        .execute(&self.delivery))?;
-        Ok(())
-    }
-
-    pub async fn disabled_endpoints(
-        &self,
-        account: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = q("SELECT endpoint, COALESCE(reason, '') FROM endpoint_state WHERE account_id = $1 AND disabled_at IS NOT NULL ORDER BY endpoint")
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push((r.try_get(0)?, r.try_get(1)?));
-        }
-        Ok(out)
-    }
-
-    pub async fn record_marketing(
-        &self,
-        account: &str,
-        wa_id: &str,
-        opted_out: bool,
-        at: DateTime<Utc>,
-        source: &str,
-        evidence: Option<&str>,
-    ) -> Result<(), StoreError> {
-        retrying!(self.record_marketing_once(account, wa_id, opted_out, at, source, evidence))
     }
 
     async fn record_marketing_once(
@@ -792,7 +566,252 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn queue_agent_reply(
+    async fn record_consent_once(
+        &self,
+        account: &str,
+        kind: &str,
+        value: &str,
+        consent: &ConsentRecord,
+    ) -> Sql<bool> {
+        let mut tx = self.worker.begin().await?;
+        let identity = [(kind.to_string(), value.to_string())];
+        let found = lock_leads(&mut tx, account, &identity).await?;
+        let Some((lead_id, _)) = found.into_iter().next() else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        insert_consent(&mut tx, account, &lead_id, consent).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+impl Backend for Postgres {
+    async fn ping(&self) -> bool {
+        q("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    async fn record(
+        &self,
+        account: &str,
+        event: LeadEvent,
+        decide: impl FnOnce(&LeadState) -> DecisionRecord + Send + 'static,
+    ) -> Result<Recorded, StoreError> {
+        let mut decide = Some(decide);
+        let mut tries = 0;
+        loop {
+            match self.record_once(account, &event, &mut decide).await {
+                // Only before the decision: it is made once.
+                Err(e) if retryable(&e) && decide.is_some() && tries < RETRIES => tries += 1,
+                other => return other.map_err(StoreError::from),
+            }
+        }
+    }
+
+    async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        Ok(lead_record(&mut c, account, id).await?)
+    }
+
+    async fn search(
+        &self,
+        account: &str,
+        query: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+        // ILIKE with no escape character: SQLite's LIKE ignores ASCII case
+        // and treats a backslash as itself.
+        let rows = q("SELECT id, name, phone, email, channel, intent, playbook, updated_at FROM leads \
+             WHERE account_id = $1 AND merged_into IS NULL \
+             AND ($2::text IS NULL OR name ILIKE $2 ESCAPE '' OR phone ILIKE $2 ESCAPE '' OR email ILIKE $2 ESCAPE '') \
+             ORDER BY updated_at DESC, id DESC LIMIT $3")
+            .bind(account)
+            .bind(pattern)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(serde_json::json!({
+                "id": r.try_get::<String, _>("id")?, "name": r.try_get::<Option<String>, _>("name")?,
+                "phone": r.try_get::<Option<String>, _>("phone")?, "email": r.try_get::<Option<String>, _>("email")?,
+                "channel": r.try_get::<Option<String>, _>("channel")?, "intent": r.try_get::<Option<String>, _>("intent")?,
+                "playbook": r.try_get::<Option<String>, _>("playbook")?,
+                "updated_at": time_text(r.try_get("updated_at")?),
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn set_thread_state(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        queue: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        retrying!(self.set_thread_state_once(account, lead_id, human, queue))
+    }
+
+    async fn enqueue_webhooks(
+        &self,
+        account: &str,
+        source: WebhookSource,
+        events: &[(String, Value)],
+    ) -> Result<usize, StoreError> {
+        let source = source.as_str();
+        let (ids, payloads): (Vec<String>, Vec<String>) = events
+            .iter()
+            .map(|(id, payload)| (id.clone(), payload.to_string()))
+            .unzip();
+        retrying!(self.enqueue_webhooks_once(account, source, &ids, &payloads))
+    }
+
+    async fn enqueue_webhook(
+        &self,
+        account: &str,
+        source: WebhookSource,
+        source_id: &str,
+        payload: &Value,
+    ) -> Result<Enqueued, StoreError> {
+        let source = source.as_str();
+        let payload = payload.to_string();
+        retrying!(self.enqueue_webhook_once(account, source, source_id, &payload))
+    }
+
+    /// Claims up to `limit` due events for `lease`: another instance's
+    /// worker does not get them until the lease has run out (this one died).
+    async fn due_webhooks(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<PendingWebhook>, StoreError> {
+        retrying!(self.due_webhooks_once(limit, lease))
+    }
+
+    async fn finish_webhook(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        give_up: bool,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let (state, next) = match (error, give_up) {
+            (None, _) => ("done", None),
+            (Some(_), true) => ("failed", None),
+            (Some(_), false) => ("pending", Some(ahead(retry_in))),
+        };
+        q("UPDATE webhook_events SET state = $1, attempts = attempts + 1, next_attempt = $2, error = $3, processed_at = $4, lease_until = NULL WHERE id = $5")
+            .bind(state)
+            .bind(next)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(&self.worker)
+            .await?;
+        Ok(())
+    }
+
+    async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = q("SELECT state, COUNT(*) FROM webhook_events GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        Ok(out)
+    }
+
+    async fn apply_status(
+        &self,
+        account: &str,
+        status: &StatusRecord,
+        fallback: &[String],
+    ) -> Result<StatusApplied, StoreError> {
+        retrying!(self.apply_status_once(account, status, fallback))
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+        grace: Duration,
+        max_age: Duration,
+        fallbacks: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        retrying!(self.claim_outbox_once(owner, limit, lease, grace, max_age, fallbacks))
+    }
+
+    async fn finish_outbox(
+        &self,
+        owner: &str,
+        item: &OutboxItem,
+        outcome: SendOutcome,
+        fallback: &[String],
+    ) -> Result<bool, StoreError> {
+        retrying!(self.finish_outbox_once(owner, item, &outcome, fallback))
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = q(
+            "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        }
+        Ok(out)
+    }
+
+    async fn disable_endpoint(
+        &self,
+        account: &str,
+        endpoint: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        retrying!(q(
+            "INSERT INTO endpoint_state (account_id, endpoint, disabled_at, reason) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, endpoint) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
+        )
+        .bind(account)
+        .bind(endpoint)
+        .bind(Utc::now())
+        .bind(reason)
+        .execute(&self.delivery))?;
+        Ok(())
+    }
+
+    async fn disabled_endpoints(&self, account: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = q("SELECT endpoint, COALESCE(reason, '') FROM endpoint_state WHERE account_id = $1 AND disabled_at IS NOT NULL ORDER BY endpoint")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        Ok(out)
+    }
+
+    async fn record_marketing(
+        &self,
+        account: &str,
+        wa_id: &str,
+        opted_out: bool,
+        at: DateTime<Utc>,
+        source: &str,
+        evidence: Option<&str>,
+    ) -> Result<(), StoreError> {
+        retrying!(self.record_marketing_once(account, wa_id, opted_out, at, source, evidence))
+    }
+
+    async fn queue_agent_reply(
         &self,
         account: &str,
         lead_id: &str,
@@ -839,7 +858,7 @@ impl Postgres {
         Ok(super::AgentReply::Queued { outbox_id })
     }
 
-    pub async fn record_consent(
+    async fn record_consent(
         &self,
         account: &str,
         kind: &str,
@@ -847,25 +866,6 @@ impl Postgres {
         consent: &ConsentRecord,
     ) -> Result<bool, StoreError> {
         retrying!(self.record_consent_once(account, kind, value, consent))
-    }
-
-    async fn record_consent_once(
-        &self,
-        account: &str,
-        kind: &str,
-        value: &str,
-        consent: &ConsentRecord,
-    ) -> Sql<bool> {
-        let mut tx = self.worker.begin().await?;
-        let identity = [(kind.to_string(), value.to_string())];
-        let found = lock_leads(&mut tx, account, &identity).await?;
-        let Some((lead_id, _)) = found.into_iter().next() else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        insert_consent(&mut tx, account, &lead_id, consent).await?;
-        tx.commit().await?;
-        Ok(true)
     }
 }
 

@@ -28,6 +28,7 @@ use crate::store::view::{
     self, ConsentEntry, Identity, LeadRecord, OutboxEntry, StoredDecision, ThreadView,
     TranscriptEntry,
 };
+use crate::store::Backend;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use serde_json::{Map, Value};
@@ -120,7 +121,7 @@ where
 pub struct Sqlite {
     path: PathBuf,
     jobs: tokio::sync::mpsc::Sender<Box<dyn Job>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -236,7 +237,7 @@ impl Sqlite {
         Ok(Sqlite {
             path,
             jobs,
-            readers: Mutex::new(Vec::new()),
+            readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -260,18 +261,18 @@ impl Sqlite {
 
     /// Runs `f` with a reader connection on the blocking pool.
     pub(super) async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
+        &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let this = self.clone();
+        let (path, readers) = (self.path.clone(), Arc::clone(&self.readers));
         tokio::task::spawn_blocking(move || {
-            let idle = this.readers.lock().ok().and_then(|mut r| r.pop());
+            let idle = readers.lock().ok().and_then(|mut r| r.pop());
             let conn = match idle {
                 Some(c) => c,
-                None => connect(&this.path)?,
+                None => connect(&path)?,
             };
             let result = f(&conn);
-            if let Ok(mut readers) = this.readers.lock() {
+            if let Ok(mut readers) = readers.lock() {
                 if readers.len() < MAX_IDLE_READERS {
                     readers.push(conn);
                 }
@@ -281,14 +282,16 @@ impl Sqlite {
         .await
         .map_err(|e| StoreError::Unavailable(format!("a database read failed: {e}")))?
     }
+}
 
-    pub async fn ping(self: &Arc<Self>) -> bool {
+impl Backend for Sqlite {
+    async fn ping(&self) -> bool {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await
             .is_ok()
     }
 
-    pub async fn record(
+    async fn record(
         &self,
         account: &str,
         event: LeadEvent,
@@ -299,17 +302,13 @@ impl Sqlite {
             .await
     }
 
-    pub async fn lead(
-        self: &Arc<Self>,
-        account: &str,
-        id: &str,
-    ) -> Result<Option<LeadRecord>, StoreError> {
+    async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
         let (account, id) = (account.to_string(), id.to_string());
         self.read(move |c| lead_record(c, &account, &id)).await
     }
 
-    pub async fn search(
-        self: &Arc<Self>,
+    async fn search(
+        &self,
         account: &str,
         query: Option<&str>,
         limit: i64,
@@ -336,7 +335,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn set_thread_state(
+    async fn set_thread_state(
         &self,
         account: &str,
         lead_id: &str,
@@ -369,7 +368,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn enqueue_webhooks(
+    async fn enqueue_webhooks(
         &self,
         account: &str,
         source: WebhookSource,
@@ -394,7 +393,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn enqueue_webhook(
+    async fn enqueue_webhook(
         &self,
         account: &str,
         source: WebhookSource,
@@ -430,8 +429,8 @@ impl Sqlite {
 
     /// The due events. `_lease` is for databases several instances share:
     /// a SQLite file has one process, whose one worker is the only reader.
-    pub async fn due_webhooks(
-        self: &Arc<Self>,
+    async fn due_webhooks(
+        &self,
         limit: i64,
         _lease: Duration,
     ) -> Result<Vec<PendingWebhook>, StoreError> {
@@ -456,7 +455,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn finish_webhook(
+    async fn finish_webhook(
         &self,
         id: i64,
         error: Option<&str>,
@@ -483,7 +482,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn webhook_counts(self: &Arc<Self>) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT state, COUNT(*) AS n FROM webhook_events GROUP BY state ORDER BY state",
@@ -494,7 +493,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn apply_status(
+    async fn apply_status(
         &self,
         account: &str,
         status: &StatusRecord,
@@ -505,7 +504,7 @@ impl Sqlite {
             .await
     }
 
-    pub async fn claim_outbox(
+    async fn claim_outbox(
         &self,
         owner: &str,
         limit: i64,
@@ -519,7 +518,7 @@ impl Sqlite {
             .await
     }
 
-    pub async fn finish_outbox(
+    async fn finish_outbox(
         &self,
         owner: &str,
         item: &OutboxItem,
@@ -531,7 +530,7 @@ impl Sqlite {
             .await
     }
 
-    pub async fn outbox_counts(self: &Arc<Self>) -> Result<Vec<(String, String, i64)>, StoreError> {
+    async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
@@ -542,7 +541,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn disable_endpoint(
+    async fn disable_endpoint(
         &self,
         account: &str,
         endpoint: &str,
@@ -564,10 +563,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn disabled_endpoints(
-        self: &Arc<Self>,
-        account: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    async fn disabled_endpoints(&self, account: &str) -> Result<Vec<(String, String)>, StoreError> {
         let account = account.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -579,7 +575,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn record_marketing(
+    async fn record_marketing(
         &self,
         account: &str,
         wa_id: &str,
@@ -604,7 +600,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn queue_agent_reply(
+    async fn queue_agent_reply(
         &self,
         account: &str,
         lead_id: &str,
@@ -649,7 +645,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn record_consent(
+    async fn record_consent(
         &self,
         account: &str,
         kind: &str,
