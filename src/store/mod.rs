@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub mod backend;
+mod outbox;
 pub mod postgres;
 pub mod sqlite;
 pub mod view;
@@ -217,6 +218,24 @@ impl Enqueued {
             (false, Some(old)) if old != payload => Enqueued::Differs,
             (false, _) => Enqueued::Duplicate,
         }
+    }
+}
+
+/// Where a webhook event goes after an attempt at `now`: `done`, `failed`
+/// (given up), or `pending` again once `retry_in` has passed.
+pub(crate) fn webhook_end(
+    error: Option<&str>,
+    give_up: bool,
+    retry_in: Duration,
+    now: DateTime<Utc>,
+) -> (&'static str, Option<DateTime<Utc>>) {
+    match (error, give_up) {
+        (None, _) => ("done", None),
+        (Some(_), true) => ("failed", None),
+        (Some(_), false) => (
+            "pending",
+            Some(now + chrono::Duration::from_std(retry_in).unwrap_or_default()),
+        ),
     }
 }
 
@@ -598,20 +617,6 @@ impl Store {
         text: &str,
     ) -> Result<AgentReply, StoreError> {
         on_backend!(self, db => db.queue_agent_reply(account, lead_id, agent, payload, text).await)
-    }
-}
-
-/// How far along a Meta status is; statuses only move forward
-/// (both backends keep the furthest).
-pub(super) fn status_rank(status: Option<&str>) -> u8 {
-    match status {
-        None => 0,
-        Some("accepted") => 1,
-        Some("sent") => 2,
-        Some("delivered") => 3,
-        Some("read") => 4,
-        Some("failed") => 5,
-        Some(_) => 0,
     }
 }
 

@@ -51,6 +51,7 @@
 mod inbox;
 mod queues;
 
+use super::outbox::{self, Effects, Flag, OptOut};
 use super::queues::SYSTEM_ACTOR;
 use super::{
     new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
@@ -477,27 +478,27 @@ impl Postgres {
         // Automation stops talking the moment a person takes the thread over.
         // SKIP LOCKED everywhere here: a claim never waits for another
         // instance, and rows busy elsewhere are seen at the next poll.
-        q("UPDATE outbox SET state = 'cancelled', error = 'a person took the thread over before it was sent', updated_at = $1 \
+        q("UPDATE outbox SET state = 'cancelled', error = $2, updated_at = $1 \
            WHERE id IN (SELECT o.id FROM outbox o JOIN threads t ON t.lead_id = o.lead_id AND t.state = 'human' \
              WHERE o.state = 'pending' AND o.kind = 'whatsapp' AND o.automated FOR UPDATE OF o SKIP LOCKED)")
             .bind(now)
+            .bind(outbox::TAKEN_OVER)
             .execute(&mut *tx)
             .await?;
-        let expired = q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = $1 \
+        let expired = q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || $3, updated_at = $1 \
            WHERE id = ANY (ARRAY (SELECT id FROM outbox WHERE state = 'pending' AND created_at < $2 \
              ORDER BY state, created_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED)) RETURNING id, account_id, kind")
             .bind(now)
             .bind(ago(max_age))
+            .bind(outbox::GIVEN_UP)
             .fetch_all(&mut *tx)
             .await?;
-        // A buyer who never got their message must still be reached.
         for row in &expired {
             let (id, account, kind): (String, String, String) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            if kind == "whatsapp" {
+            if let Some(flag) = outbox::expired_flag(&kind, max_age) {
                 let fallback = fallbacks.get(&account).map_or(&[][..], Vec::as_slice);
-                let reason = super::queues::expired_reason(max_age);
-                flag_thread(&mut tx, &id, None, &reason, fallback).await?;
+                flag_thread(&mut tx, &id, &flag, fallback).await?;
             }
         }
         // Pending and stale sending messages are looked up apart, each the
@@ -698,11 +699,7 @@ impl Backend for Postgres {
         retry_in: Duration,
     ) -> Result<(), StoreError> {
         let now = Utc::now();
-        let (state, next) = match (error, give_up) {
-            (None, _) => ("done", None),
-            (Some(_), true) => ("failed", None),
-            (Some(_), false) => ("pending", Some(ahead(retry_in))),
-        };
+        let (state, next) = super::webhook_end(error, give_up, retry_in, now);
         q("UPDATE webhook_events SET state = $1, attempts = attempts + 1, next_attempt = $2, error = $3, processed_at = $4, lease_until = NULL WHERE id = $5")
             .bind(state)
             .bind(next)
@@ -1763,10 +1760,10 @@ pub(super) async fn load_state(
 async fn flag_thread(
     c: &mut PgConnection,
     outbox_id: &str,
-    code: Option<i64>,
-    reason: &str,
+    flag: &Flag,
     fallback: &[String],
 ) -> Sql<()> {
+    let (code, reason) = (flag.code, flag.reason.as_str());
     let now = Utc::now();
     q(
         "UPDATE threads SET flag = 'delivery_failed', flag_reason = $1, updated_at = $2 \
@@ -1806,14 +1803,13 @@ async fn marketing_opt_out(
     c: &mut PgConnection,
     account: &str,
     lead_id: &str,
-    wa_id: Option<&str>,
-    evidence: &str,
+    opt_out: &OptOut,
 ) -> Sql<()> {
     let now = Utc::now();
-    let mut keys: Vec<String> = wa_id.map(|w| w.to_string()).into_iter().collect();
-    if keys.is_empty() {
-        keys = lead_marketing_keys(c, lead_id).await?;
-    }
+    let keys = match &opt_out.wa_id {
+        Some(wa_id) => vec![wa_id.clone()],
+        None => lead_marketing_keys(c, lead_id).await?,
+    };
     for key in &keys {
         upsert_marketing(c, account, key, true, now, "whatsapp 131050").await?;
     }
@@ -1826,7 +1822,7 @@ async fn marketing_opt_out(
             granted: false,
             source: "whatsapp 131050".into(),
             at: now,
-            evidence: Some(evidence.to_string()),
+            evidence: Some(opt_out.evidence.clone()),
         },
     )
     .await
@@ -1994,13 +1990,6 @@ async fn apply_status(
         lead_id: Some(lead_id.clone()),
     };
     if status.status != DeliveryStatus::Failed {
-        let furthest = if super::status_rank(Some(status.status.as_str()))
-            > super::status_rank(delivery.as_deref())
-        {
-            Some(status.status.as_str().to_string())
-        } else {
-            delivery
-        };
         // Meta has it: a send we were unsure of, or were about to retry, is done.
         q(
             "UPDATE outbox SET message_id = COALESCE(message_id, $1), delivery = $2, \
@@ -2009,49 +1998,58 @@ async fn apply_status(
            next_attempt = NULL, updated_at = $3 WHERE id = $4",
         )
         .bind(&status.message_id)
-        .bind(furthest)
+        .bind(status.furthest(delivery))
         .bind(now)
         .bind(&id)
         .execute(&mut *c)
         .await?;
         return Ok(applied);
     }
-    let first = status.errors.get(0);
-    let code = first.and_then(|e| e.get("code")).and_then(Value::as_i64);
-    let detail = first
-        .map(|e| {
-            e.get("message")
-                .or_else(|| e.get("title"))
-                .and_then(Value::as_str)
-                .unwrap_or("failed")
-                .to_string()
-        })
-        .unwrap_or_else(|| "failed".into());
-    let error = match code {
-        Some(code) => format!("{code}: {detail}"),
-        None => detail,
-    };
     let _ = state;
+    let failure = status.failure(&payload);
     q("UPDATE outbox SET message_id = COALESCE(message_id, $1), delivery = 'failed', state = 'failed', \
        error_code = $2, error = $3, lease_owner = NULL, updated_at = $4 WHERE id = $5")
         .bind(&status.message_id)
-        .bind(code)
-        .bind(&error)
+        .bind(failure.code)
+        .bind(&failure.error)
         .bind(now)
         .bind(&id)
         .execute(&mut *c)
         .await?;
-    let session = payload.get("outcome").and_then(Value::as_str) == Some("session");
-    if code == Some(131047) && session {
-        applied.fell_back = queue_fallback(c, &id, &payload).await?;
-    }
-    if code == Some(131050) {
-        marketing_opt_out(c, account, &lead_id, Some(&status.recipient), &error).await?;
-    }
-    if !applied.fell_back {
-        flag_thread(c, &id, code, &error, fallback).await?;
-    }
+    applied.fell_back = carry_out(c, account, &lead_id, &id, &failure.effects, fallback).await?;
     Ok(applied)
+}
+
+/// Does what the end of outbox message `id` of `lead_id` sets off; true
+/// when a template was queued in its place. The caller holds the lead's
+/// lock (and the identity's, for an identity it adds) and the message's row.
+async fn carry_out(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    id: &str,
+    effects: &Effects,
+    fallback: &[String],
+) -> Sql<bool> {
+    if let Some(wa_id) = &effects.identity {
+        q("INSERT INTO identities (account_id, kind, value, lead_id) VALUES ($1, 'whatsapp', $2, $3) ON CONFLICT DO NOTHING")
+            .bind(account)
+            .bind(wa_id)
+            .bind(lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    let fell_back = match &effects.template {
+        Some(payload) => queue_fallback(c, id, payload).await?,
+        None => false,
+    };
+    if let Some(opt_out) = &effects.opt_out {
+        marketing_opt_out(c, account, lead_id, opt_out).await?;
+    }
+    if let Some(flag) = effects.flag.as_ref().filter(|_| !fell_back) {
+        flag_thread(c, id, flag, fallback).await?;
+    }
+    Ok(fell_back)
 }
 
 async fn finish_outbox(
@@ -2089,117 +2087,36 @@ async fn finish_outbox(
         return Ok(false);
     }
     let now = Utc::now();
-    match outcome {
-        SendOutcome::Sent { message_id, wa_id } => {
-            let delivery = if item.kind == OutboxKind::Whatsapp {
-                "accepted"
-            } else {
-                "delivered"
-            };
-            q("UPDATE outbox SET state = 'sent', message_id = COALESCE($1, message_id), delivery = COALESCE(delivery, $2), \
-               error_code = NULL, error = NULL, lease_owner = NULL, lease_until = NULL, sending_since = NULL, updated_at = $3 WHERE id = $4")
-                .bind(message_id)
-                .bind(delivery)
-                .bind(now)
-                .bind(&item.id)
-                .execute(&mut *c)
-                .await?;
-            // Meta's ID for the user can differ from the number typed: later
-            // messages from it must find this lead.
-            if let Some(wa_id) = wa_id {
-                q("INSERT INTO identities (account_id, kind, value, lead_id) VALUES ($1, 'whatsapp', $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(&item.account)
-                    .bind(wa_id)
-                    .bind(&lead_id)
-                    .execute(&mut *c)
-                    .await?;
-            }
-        }
-        SendOutcome::Retry { at, code, error } => {
-            q("UPDATE outbox SET state = 'pending', next_attempt = $1, error_code = $2, error = $3, lease_owner = NULL, \
-               lease_until = NULL, sending_since = NULL, updated_at = $4 WHERE id = $5")
-                .bind(at)
-                .bind(code)
-                .bind(error)
-                .bind(now)
-                .bind(&item.id)
-                .execute(&mut *c)
-                .await?;
-        }
-        SendOutcome::Uncertain { error } => {
-            // Still `sending`, its lease over: claimed again only after the grace period.
-            q("UPDATE outbox SET lease_owner = NULL, lease_until = $1, error = $2, updated_at = $1 WHERE id = $3")
-                .bind(now)
-                .bind(error)
-                .bind(&item.id)
-                .execute(&mut *c)
-                .await?;
-        }
-        SendOutcome::Failed {
-            code,
-            error,
-            marketing_opt_out: opted_out,
-        } => {
-            end_outbox(c, &item.id, "failed", *code, Some(error), now).await?;
-            if *opted_out {
-                let to = item
-                    .payload
-                    .get("to")
-                    .and_then(Value::as_str)
-                    .map(|t| t.trim_start_matches('+').to_string());
-                marketing_opt_out(c, &item.account, &lead_id, to.as_deref(), error).await?;
-            }
-            // An operator must reach a buyer WhatsApp could not; a CRM that
-            // refused is the account's to fix (metrics and logs say so).
-            if item.kind == OutboxKind::Whatsapp {
-                flag_thread(c, &item.id, *code, error, fallback).await?;
-            }
-        }
-        SendOutcome::Fallback {
-            code,
-            error,
-            payload,
-        } => {
-            end_outbox(c, &item.id, "failed", Some(*code), Some(error), now).await?;
-            if !queue_fallback(c, &item.id, payload).await? {
-                flag_thread(c, &item.id, Some(*code), error, fallback).await?;
-            }
-        }
-        SendOutcome::Cancelled { reason } => {
-            end_outbox(c, &item.id, "cancelled", None, Some(reason), now).await?;
-        }
-        SendOutcome::Deferred { at } => {
-            q("UPDATE outbox SET state = 'pending', next_attempt = $1, attempts = attempts - 1, lease_owner = NULL, \
-               lease_until = NULL, sending_since = NULL, updated_at = $2 WHERE id = $3")
-                .bind(at)
-                .bind(now)
-                .bind(&item.id)
-                .execute(&mut *c)
-                .await?;
-        }
-    }
-    Ok(true)
-}
-
-/// Ends a message's delivery in `state`, its lease released.
-async fn end_outbox(
-    c: &mut PgConnection,
-    id: &str,
-    state: &str,
-    code: Option<i64>,
-    error: Option<&str>,
-    now: DateTime<Utc>,
-) -> Sql<()> {
-    q("UPDATE outbox SET state = $1, error_code = $2, error = $3, lease_owner = NULL, lease_until = NULL, \
-       sending_since = NULL, updated_at = $4 WHERE id = $5")
-        .bind(state)
-        .bind(code)
-        .bind(error)
+    let plan = outcome.plan(item, now);
+    q("UPDATE outbox SET state = $1, message_id = COALESCE($2, message_id), delivery = COALESCE(delivery, $3), \
+       next_attempt = COALESCE($4, next_attempt), \
+       error_code = CASE WHEN $5 THEN $6 ELSE error_code END, error = CASE WHEN $7 THEN $8 ELSE error END, \
+       attempts = CASE WHEN $9 THEN attempts ELSE attempts - 1 END, lease_owner = NULL, lease_until = $10, \
+       sending_since = CASE WHEN $10 IS NULL THEN NULL ELSE sending_since END, updated_at = $11 WHERE id = $12")
+        .bind(plan.state)
+        .bind(&plan.message_id)
+        .bind(plan.delivery)
+        .bind(plan.next_attempt)
+        .bind(plan.code.is_some())
+        .bind(plan.code.flatten())
+        .bind(plan.error.is_some())
+        .bind(plan.error.as_ref().and_then(Option::as_deref))
+        .bind(plan.counts)
+        .bind(plan.grace_from)
         .bind(now)
-        .bind(id)
+        .bind(&item.id)
         .execute(&mut *c)
         .await?;
-    Ok(())
+    carry_out(
+        c,
+        &item.account,
+        &lead_id,
+        &item.id,
+        &plan.effects,
+        fallback,
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Rows of `sql` (bound to the lead's ID).

@@ -16,6 +16,7 @@
 mod inbox;
 mod queues;
 
+use super::outbox::{self, Effects, Flag, OptOut};
 use super::{
     new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
     OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
@@ -463,16 +464,8 @@ impl Backend for Sqlite {
         retry_in: Duration,
     ) -> Result<(), StoreError> {
         let now = Utc::now();
-        let (state, next) = match (error, give_up) {
-            (None, _) => ("done", None),
-            (Some(_), true) => ("failed", None),
-            (Some(_), false) => (
-                "pending",
-                Some(time_text(
-                    now + chrono::Duration::from_std(retry_in).unwrap_or_default(),
-                )),
-            ),
-        };
+        let (state, next) = super::webhook_end(error, give_up, retry_in, now);
+        let next = next.map(time_text);
         let error = error.map(str::to_string);
         self.write(move |c| {
             c.prepare_cached("UPDATE webhook_events SET state = ?1, attempts = attempts + 1, next_attempt = ?2, error = ?3, processed_at = ?4 WHERE id = ?5")?
@@ -1539,31 +1532,26 @@ fn claim_outbox(
     // Automation stops talking the moment a person takes the thread over.
     // CROSS JOIN keeps SQLite starting from the few taken-over threads.
     c.prepare_cached(
-        "UPDATE outbox SET state = 'cancelled', error = 'a person took the thread over before it was sent', updated_at = ?1 \
+        "UPDATE outbox SET state = 'cancelled', error = ?2, updated_at = ?1 \
          WHERE id IN (SELECT o.id FROM threads t JOIN outbox o ON o.lead_id = t.lead_id \
            WHERE t.state = 'human' AND o.state = 'pending' AND o.kind = 'whatsapp' AND o.automated = 1)",
     )?
-    .execute(params![now])?;
+    .execute(params![now, outbox::TAKEN_OVER])?;
     let expired: Vec<(String, String, String)> = {
         let mut stmt = c.prepare_cached(
-            "UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = ?1 \
+            "UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || ?3, updated_at = ?1 \
              WHERE state = 'pending' AND created_at < ?2 RETURNING id, account_id, kind",
         )?;
-        let rows = stmt.query_map(params![now, seconds_ago(max_age)], |r| {
+        let rows = stmt.query_map(params![now, seconds_ago(max_age), outbox::GIVEN_UP], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         rows.collect::<Result<_, _>>()?
     };
-    // A buyer who never got their message must still be reached.
-    for (id, account, _) in expired.iter().filter(|e| e.2 == "whatsapp") {
-        let fallback = fallbacks.get(account).map_or(&[][..], Vec::as_slice);
-        flag_thread(
-            c,
-            id,
-            None,
-            &super::queues::expired_reason(max_age),
-            fallback,
-        )?;
+    for (id, account, kind) in &expired {
+        if let Some(flag) = outbox::expired_flag(kind, max_age) {
+            let fallback = fallbacks.get(account).map_or(&[][..], Vec::as_slice);
+            flag_thread(c, id, &flag, fallback)?;
+        }
     }
     // Two reads rather than one with an OR, which would make SQLite visit
     // and sort every pending message: the oldest due pending ones in the
@@ -1616,10 +1604,10 @@ fn claim_outbox(
 fn flag_thread(
     c: &Connection,
     outbox_id: &str,
-    code: Option<i64>,
-    reason: &str,
+    flag: &Flag,
     fallback: &[String],
 ) -> Result<(), StoreError> {
+    let (code, reason) = (flag.code, flag.reason.as_str());
     let now = now_text();
     c.prepare_cached(
         "UPDATE threads SET flag = 'delivery_failed', flag_reason = ?1, updated_at = ?2 \
@@ -1658,12 +1646,11 @@ fn marketing_opt_out(
     c: &Connection,
     account: &str,
     lead_id: &str,
-    wa_id: Option<&str>,
-    evidence: &str,
+    opt_out: &OptOut,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
-    let keys = match wa_id {
-        Some(wa_id) => vec![wa_id.to_string()],
+    let keys = match &opt_out.wa_id {
+        Some(wa_id) => vec![wa_id.clone()],
         None => lead_marketing_keys(c, lead_id)?,
     };
     for key in &keys {
@@ -1678,7 +1665,7 @@ fn marketing_opt_out(
             granted: false,
             source: "whatsapp 131050".into(),
             at: now,
-            evidence: Some(evidence.to_string()),
+            evidence: Some(opt_out.evidence.clone()),
         },
     )
 }
@@ -1817,13 +1804,6 @@ fn apply_status(
         lead_id: Some(lead_id.clone()),
     };
     if status.status != DeliveryStatus::Failed {
-        let furthest = if super::status_rank(Some(status.status.as_str()))
-            > super::status_rank(delivery.as_deref())
-        {
-            Some(status.status.as_str().to_string())
-        } else {
-            delivery
-        };
         // Meta has it: a send we were unsure of, or were about to retry, is done.
         c.prepare_cached(
             "UPDATE outbox SET message_id = COALESCE(message_id, ?1), delivery = ?2, \
@@ -1831,42 +1811,48 @@ fn apply_status(
              lease_owner = CASE WHEN state IN ('sending', 'pending') THEN NULL ELSE lease_owner END, \
              next_attempt = NULL, updated_at = ?3 WHERE id = ?4",
         )?
-        .execute(params![status.message_id, furthest, now, id])?;
+        .execute(params![status.message_id, status.furthest(delivery), now, id])?;
         return Ok(applied);
     }
-    let first = status.errors.get(0);
-    let code = first.and_then(|e| e.get("code")).and_then(Value::as_i64);
-    let detail = first
-        .map(|e| {
-            e.get("message")
-                .or_else(|| e.get("title"))
-                .and_then(Value::as_str)
-                .unwrap_or("failed")
-                .to_string()
-        })
-        .unwrap_or_else(|| "failed".into());
-    let error = match code {
-        Some(code) => format!("{code}: {detail}"),
-        None => detail,
-    };
     let _ = state;
+    let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+    let failure = status.failure(&payload);
     c.prepare_cached(
         "UPDATE outbox SET message_id = COALESCE(message_id, ?1), delivery = 'failed', state = 'failed', \
          error_code = ?2, error = ?3, lease_owner = NULL, updated_at = ?4 WHERE id = ?5",
     )?
-    .execute(params![status.message_id, code, error, now, id])?;
-    let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-    let session = payload.get("outcome").and_then(Value::as_str) == Some("session");
-    if code == Some(131047) && session {
-        applied.fell_back = queue_fallback(c, &id, &payload)?;
-    }
-    if code == Some(131050) {
-        marketing_opt_out(c, account, &lead_id, Some(&status.recipient), &error)?;
-    }
-    if !applied.fell_back {
-        flag_thread(c, &id, code, &error, fallback)?;
-    }
+    .execute(params![status.message_id, failure.code, failure.error, now, id])?;
+    applied.fell_back = carry_out(c, account, &lead_id, &id, &failure.effects, fallback)?;
     Ok(applied)
+}
+
+/// Does what the end of outbox message `id` of `lead_id` sets off; true
+/// when a template was queued in its place.
+fn carry_out(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    id: &str,
+    effects: &Effects,
+    fallback: &[String],
+) -> Result<bool, StoreError> {
+    if let Some(wa_id) = &effects.identity {
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO identities (account_id, kind, value, lead_id) VALUES (?1, 'whatsapp', ?2, ?3)",
+        )?
+        .execute(params![account, wa_id, lead_id])?;
+    }
+    let fell_back = match &effects.template {
+        Some(payload) => queue_fallback(c, id, payload)?,
+        None => false,
+    };
+    if let Some(opt_out) = &effects.opt_out {
+        marketing_opt_out(c, account, lead_id, opt_out)?;
+    }
+    if let Some(flag) = effects.flag.as_ref().filter(|_| !fell_back) {
+        flag_thread(c, id, flag, fallback)?;
+    }
+    Ok(fell_back)
 }
 
 fn finish_outbox(
@@ -1884,89 +1870,37 @@ fn finish_outbox(
     if held != Some(("sending".to_string(), Some(owner.to_string()))) {
         return Ok(false);
     }
-    let now = now_text();
-    let end = |state: &str, code: Option<i64>, error: Option<&str>| -> Result<(), StoreError> {
-        c.prepare_cached(
-            "UPDATE outbox SET state = ?1, error_code = ?2, error = ?3, lease_owner = NULL, lease_until = NULL, \
-             sending_since = NULL, updated_at = ?4 WHERE id = ?5",
-        )?
-        .execute(params![state, code, error, now, item.id])?;
-        Ok(())
-    };
-    match outcome {
-        SendOutcome::Sent { message_id, wa_id } => {
-            let delivery = if item.kind == OutboxKind::Whatsapp {
-                "accepted"
-            } else {
-                "delivered"
-            };
-            c.prepare_cached(
-                "UPDATE outbox SET state = 'sent', message_id = COALESCE(?1, message_id), delivery = COALESCE(delivery, ?2), \
-                 error_code = NULL, error = NULL, lease_owner = NULL, lease_until = NULL, sending_since = NULL, updated_at = ?3 WHERE id = ?4",
-            )?
-            .execute(params![message_id, delivery, now, item.id])?;
-            // Meta's ID for the user can differ from the number typed: later
-            // messages from it must find this lead.
-            if let Some(wa_id) = wa_id {
-                c.prepare_cached(
-                    "INSERT OR IGNORE INTO identities (account_id, kind, value, lead_id) VALUES (?1, 'whatsapp', ?2, ?3)",
-                )?
-                .execute(params![item.account, wa_id, item.lead_id])?;
-            }
-        }
-        SendOutcome::Retry { at, code, error } => {
-            c.prepare_cached(
-                "UPDATE outbox SET state = 'pending', next_attempt = ?1, error_code = ?2, error = ?3, lease_owner = NULL, \
-                 lease_until = NULL, sending_since = NULL, updated_at = ?4 WHERE id = ?5",
-            )?
-            .execute(params![time_text(at), code, error, now, item.id])?;
-        }
-        SendOutcome::Uncertain { error } => {
-            // Still `sending`, its lease over: claimed again only after the grace period.
-            c.prepare_cached(
-                "UPDATE outbox SET lease_owner = NULL, lease_until = ?1, error = ?2, updated_at = ?1 WHERE id = ?3",
-            )?
-            .execute(params![now, error, item.id])?;
-        }
-        SendOutcome::Failed {
-            code,
-            error,
-            marketing_opt_out: opted_out,
-        } => {
-            end("failed", code, Some(&error))?;
-            if opted_out {
-                let to = item
-                    .payload
-                    .get("to")
-                    .and_then(Value::as_str)
-                    .map(|t| t.trim_start_matches('+').to_string());
-                marketing_opt_out(c, &item.account, &item.lead_id, to.as_deref(), &error)?;
-            }
-            // An operator must reach a buyer WhatsApp could not; a CRM that
-            // refused is the account's to fix (metrics and logs say so).
-            if item.kind == OutboxKind::Whatsapp {
-                flag_thread(c, &item.id, code, &error, fallback)?;
-            }
-        }
-        SendOutcome::Fallback {
-            code,
-            error,
-            payload,
-        } => {
-            end("failed", Some(code), Some(&error))?;
-            if !queue_fallback(c, &item.id, &payload)? {
-                flag_thread(c, &item.id, Some(code), &error, fallback)?;
-            }
-        }
-        SendOutcome::Cancelled { reason } => end("cancelled", None, Some(&reason))?,
-        SendOutcome::Deferred { at } => {
-            c.prepare_cached(
-                "UPDATE outbox SET state = 'pending', next_attempt = ?1, attempts = attempts - 1, lease_owner = NULL, \
-                 lease_until = NULL, sending_since = NULL, updated_at = ?2 WHERE id = ?3",
-            )?
-            .execute(params![time_text(at), now, item.id])?;
-        }
-    }
+    let now = Utc::now();
+    let plan = outcome.plan(item, now);
+    c.prepare_cached(
+        "UPDATE outbox SET state = ?1, message_id = COALESCE(?2, message_id), delivery = COALESCE(delivery, ?3), \
+         next_attempt = COALESCE(?4, next_attempt), \
+         error_code = CASE WHEN ?5 THEN ?6 ELSE error_code END, error = CASE WHEN ?7 THEN ?8 ELSE error END, \
+         attempts = CASE WHEN ?9 THEN attempts ELSE attempts - 1 END, lease_owner = NULL, lease_until = ?10, \
+         sending_since = CASE WHEN ?10 IS NULL THEN NULL ELSE sending_since END, updated_at = ?11 WHERE id = ?12",
+    )?
+    .execute(params![
+        plan.state,
+        plan.message_id,
+        plan.delivery,
+        plan.next_attempt.map(time_text),
+        plan.code.is_some(),
+        plan.code.flatten(),
+        plan.error.is_some(),
+        plan.error.flatten(),
+        plan.counts,
+        plan.grace_from.map(time_text),
+        time_text(now),
+        item.id
+    ])?;
+    carry_out(
+        c,
+        &item.account,
+        &item.lead_id,
+        &item.id,
+        &plan.effects,
+        fallback,
+    )?;
     Ok(true)
 }
 
