@@ -18,6 +18,27 @@ pub struct Operator {
     pub name: String,
 }
 
+impl Operator {
+    /// A new operator of `account`, with a new ID; the email, which signs
+    /// them in, is kept trimmed and in lowercase.
+    pub(crate) fn new(account: &str, email: &str, name: &str) -> Operator {
+        Operator {
+            id: uuid::Uuid::now_v7().to_string(),
+            account: account.to_string(),
+            email: email.trim().to_lowercase(),
+            name: name.trim().to_string(),
+        }
+    }
+
+    /// The refusal of this operator because another has their email.
+    pub(crate) fn email_taken(&self) -> StoreError {
+        StoreError::Conflict(format!(
+            "an operator with the email `{}` exists already",
+            self.email
+        ))
+    }
+}
+
 /// An operator with their password hash, for signing in.
 #[derive(Clone, Debug)]
 pub struct OperatorLogin {

@@ -672,6 +672,37 @@ fn unique(items: &[String]) -> Vec<String> {
     out
 }
 
+impl ConsentRecord {
+    /// A WhatsApp user's marketing preference, for a lead's consent history.
+    pub(crate) fn marketing(
+        granted: bool,
+        source: &str,
+        at: DateTime<Utc>,
+        evidence: Option<&str>,
+    ) -> ConsentRecord {
+        ConsentRecord {
+            channel: "whatsapp_marketing".into(),
+            granted,
+            source: source.to_string(),
+            at,
+            evidence: evidence.map(str::to_string),
+        }
+    }
+}
+
+/// The identities a WhatsApp ID finds a lead by: the ID, and the phone
+/// number it stands for when it reads as one.
+pub(crate) fn wa_identities(wa_id: &str) -> Vec<(String, String)> {
+    let phone = crate::intake::wa_id_to_e164(wa_id);
+    [
+        Some(("whatsapp".to_string(), wa_id.to_string())),
+        phone.map(|p| ("phone".to_string(), p)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// The state of a lead that this event creates.
 fn new_state(event: &LeadEvent, marketing_opt_out: bool) -> LeadState {
     LeadState {
@@ -796,6 +827,21 @@ impl LeadColumns {
     }
 }
 
+/// The fields an open conversation has asked once `asked` are asked too,
+/// in the order first asked; `None` when none is new.
+pub(crate) fn asked_after(thread: &Thread, asked: &[String]) -> Option<Vec<String>> {
+    if asked.iter().all(|f| thread.asked.contains(f)) {
+        return None;
+    }
+    let mut all = thread.asked.clone();
+    for field in asked {
+        if !all.contains(field) {
+            all.push(field.clone());
+        }
+    }
+    Some(all)
+}
+
 /// `answers` after a later event: a question answered again keeps its
 /// place with the new answer; new questions follow in the order asked.
 pub(crate) fn merge_answers(answers: &mut Vec<Answer>, later: &[Answer]) {
@@ -833,6 +879,42 @@ pub enum AgentReply {
 }
 
 impl LeadEvent {
+    /// A known lead's stored `fields`, `tags` and `answers` columns after
+    /// this event, as stored: a later value replaces an earlier one and a
+    /// null clears a field, tags are united, and answers merged (`None`
+    /// when the event has none: the column stays as it is).
+    pub(crate) fn merge_columns(
+        &self,
+        fields: &str,
+        tags: &str,
+        answers: &str,
+    ) -> (String, String, Option<String>) {
+        let answers = (!self.answers.is_empty()).then(|| {
+            let mut answers: Vec<Answer> = serde_json::from_str(answers).unwrap_or_default();
+            merge_answers(&mut answers, &self.answers);
+            serde_json::to_string(&answers).unwrap_or_default()
+        });
+        let mut fields: Map<String, Value> = serde_json::from_str(fields).unwrap_or_default();
+        for (k, v) in &self.fields {
+            if v.is_null() {
+                fields.remove(k);
+            } else {
+                fields.insert(k.clone(), v.clone());
+            }
+        }
+        let mut tags: Vec<String> = serde_json::from_str(tags).unwrap_or_default();
+        for t in &self.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        (
+            Value::Object(fields).to_string(),
+            serde_json::to_string(&tags).unwrap_or_default(),
+            answers,
+        )
+    }
+
     /// The lead this event describes on its own (as a new lead would be).
     pub fn lead(&self) -> Lead {
         let mut fields = self.fields.clone();
@@ -940,6 +1022,38 @@ mod tests {
             .into_iter(),
         );
         assert_eq!(keys, vec!["919812345678", "5511987654321"]);
+    }
+
+    #[test]
+    fn a_later_event_replaces_fields_clears_nulls_and_unites_tags() {
+        let event = LeadEvent {
+            fields: serde_json::from_value(serde_json::json!({"city": "Pune", "budget": null}))
+                .unwrap(),
+            tags: vec!["vip".into(), "wedding".into()],
+            ..LeadEvent::default()
+        };
+        let (fields, tags, answers) = event.merge_columns(
+            r#"{"city":"Delhi","budget":"5L","guests":200}"#,
+            r#"["wedding"]"#,
+            "[]",
+        );
+        assert_eq!(fields, r#"{"city":"Pune","guests":200}"#);
+        assert_eq!(tags, r#"["wedding","vip"]"#);
+        assert_eq!(answers, None, "no answers: the column stays");
+    }
+
+    #[test]
+    fn an_open_conversation_adds_only_the_fields_it_had_not_asked() {
+        let thread = Thread {
+            open: true,
+            asked: vec!["city".into()],
+            ..Thread::default()
+        };
+        assert_eq!(asked_after(&thread, &["city".into()]), None);
+        assert_eq!(
+            asked_after(&thread, &["date".into(), "city".into()]),
+            Some(vec!["city".to_string(), "date".to_string()])
+        );
     }
 
     #[test]

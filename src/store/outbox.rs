@@ -65,6 +65,21 @@ pub(crate) struct Effects {
     pub flag: Option<Flag>,
 }
 
+/// Where an opt-out Meta reported with a failed send is said to come from.
+pub(crate) const OPT_OUT_SOURCE: &str = "whatsapp 131050";
+
+/// The message to queue in place of one the closed window refused: its
+/// approved template, or `None` when it has none.
+pub(crate) fn template_in_place(payload: &Value) -> Option<Value> {
+    if payload.get("template").is_none_or(Value::is_null) {
+        return None;
+    }
+    let mut payload = payload.clone();
+    payload["outcome"] = Value::String("template".into());
+    payload["text"] = Value::Null;
+    Some(payload)
+}
+
 /// A marketing opt-out Meta reported with a failed send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct OptOut {
@@ -72,6 +87,13 @@ pub(crate) struct OptOut {
     pub wa_id: Option<String>,
     /// Meta's error, for the consent history.
     pub evidence: String,
+}
+
+impl OptOut {
+    /// The opt-out as the lead's consent history keeps it.
+    pub(crate) fn consent(&self, at: DateTime<Utc>) -> super::ConsentRecord {
+        super::ConsentRecord::marketing(false, OPT_OUT_SOURCE, at, Some(&self.evidence))
+    }
 }
 
 /// Why WhatsApp will never reach a lead, for the thread's flag and the

@@ -33,12 +33,7 @@ impl InboxBackend for Postgres {
         name: &str,
         password_hash: &str,
     ) -> Result<Operator, StoreError> {
-        let operator = Operator {
-            id: uuid::Uuid::now_v7().to_string(),
-            account: account.to_string(),
-            email: email.trim().to_lowercase(),
-            name: name.trim().to_string(),
-        };
+        let operator = Operator::new(account, email, name);
         let inserted = q("INSERT INTO operators (id, account_id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email) DO NOTHING")
             .bind(&operator.id)
             .bind(&operator.account)
@@ -50,10 +45,7 @@ impl InboxBackend for Postgres {
             .await?
             .rows_affected();
         if inserted == 0 {
-            return Err(StoreError::Conflict(format!(
-                "an operator with the email `{}` exists already",
-                operator.email
-            )));
+            return Err(operator.email_taken());
         }
         Ok(operator)
     }

@@ -58,7 +58,7 @@ use super::{
     OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
     StoreError, WebhookSource,
 };
-use crate::engine::lead::{Answer, Consent, TranscriptMessage};
+use crate::engine::lead::{Consent, TranscriptMessage};
 use crate::engine::Lead;
 use crate::intake::DeliveryStatus;
 use crate::store::view::{
@@ -67,7 +67,7 @@ use crate::store::view::{
 };
 use crate::store::Backend;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx_core::connection::ConnectOptions;
 use sqlx_core::error::BoxDynError;
 use sqlx_core::migrate::{Migration, MigrationSource, MigrationType, Migrator};
@@ -1108,13 +1108,7 @@ async fn keep_conversation(
     now: DateTime<Utc>,
 ) -> Sql<()> {
     if state.thread.open {
-        if record.asked.iter().any(|f| !state.thread.asked.contains(f)) {
-            let mut asked = state.thread.asked.clone();
-            for field in &record.asked {
-                if !asked.contains(field) {
-                    asked.push(field.clone());
-                }
-            }
+        if let Some(asked) = super::asked_after(&state.thread, &record.asked) {
             q("UPDATE threads SET asked = $1 WHERE lead_id = $2")
                 .bind(serde_json::to_string(&asked).unwrap_or_default())
                 .bind(lead_id)
@@ -1618,32 +1612,17 @@ async fn apply_event(
         .bind(lead_id)
         .fetch_one(&mut *c)
         .await?;
-    if !event.answers.is_empty() {
-        let mut answers: Vec<Answer> =
-            serde_json::from_str(&r.try_get::<String, _>(2)?).unwrap_or_default();
-        super::merge_answers(&mut answers, &event.answers);
+    let (fields, tags, answers) = event.merge_columns(
+        &r.try_get::<String, _>(0)?,
+        &r.try_get::<String, _>(1)?,
+        &r.try_get::<String, _>(2)?,
+    );
+    if let Some(answers) = answers {
         q("UPDATE leads SET answers = $1 WHERE id = $2")
-            .bind(serde_json::to_string(&answers).unwrap_or_default())
+            .bind(answers)
             .bind(lead_id)
             .execute(&mut *c)
             .await?;
-    }
-    let mut fields: Map<String, Value> =
-        serde_json::from_str(&r.try_get::<String, _>(0)?).unwrap_or_default();
-    // A later event's answers replace earlier ones; a null clears a field.
-    for (k, v) in &event.fields {
-        if v.is_null() {
-            fields.remove(k);
-        } else {
-            fields.insert(k.clone(), v.clone());
-        }
-    }
-    let mut tags: Vec<String> =
-        serde_json::from_str(&r.try_get::<String, _>(1)?).unwrap_or_default();
-    for t in &event.tags {
-        if !tags.contains(t) {
-            tags.push(t.clone());
-        }
     }
     q("UPDATE leads SET name = COALESCE($1, name, $13), first_name = COALESCE($2, first_name), phone = COALESCE($3, phone), \
        email = COALESCE($4, email), language = COALESCE($5, language), channel = COALESCE(channel, $6), \
@@ -1656,8 +1635,8 @@ async fn apply_event(
         .bind(&event.channel)
         .bind(&event.intent)
         .bind(&event.playbook)
-        .bind(Value::Object(fields).to_string())
-        .bind(serde_json::to_string(&tags).unwrap_or_default())
+        .bind(fields)
+        .bind(tags)
         .bind(now)
         .bind(lead_id)
         .bind(&event.profile_name)
@@ -1811,21 +1790,9 @@ async fn marketing_opt_out(
         None => lead_marketing_keys(c, lead_id).await?,
     };
     for key in &keys {
-        upsert_marketing(c, account, key, true, now, "whatsapp 131050").await?;
+        upsert_marketing(c, account, key, true, now, outbox::OPT_OUT_SOURCE).await?;
     }
-    insert_consent(
-        c,
-        account,
-        lead_id,
-        &ConsentRecord {
-            channel: "whatsapp_marketing".into(),
-            granted: false,
-            source: "whatsapp 131050".into(),
-            at: now,
-            evidence: Some(opt_out.evidence.clone()),
-        },
-    )
-    .await
+    insert_consent(c, account, lead_id, &opt_out.consent(now)).await
 }
 
 /// Keeps a WhatsApp user's marketing preference unless a later one is on record.
@@ -1864,30 +1831,12 @@ async fn record_marketing(
     source: &str,
     evidence: Option<&str>,
 ) -> Sql<()> {
-    let phone = crate::intake::wa_id_to_e164(wa_id);
-    let identities: Vec<(String, String)> = [
-        Some(("whatsapp".to_string(), wa_id.to_string())),
-        phone.map(|p| ("phone".to_string(), p)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let identities = super::wa_identities(wa_id);
     let found = lock_leads(c, account, &identities).await?;
     upsert_marketing(c, account, wa_id, opted_out, at, source).await?;
     if let Some((lead_id, _)) = found.into_iter().next() {
-        insert_consent(
-            c,
-            account,
-            &lead_id,
-            &ConsentRecord {
-                channel: "whatsapp_marketing".into(),
-                granted: !opted_out,
-                source: source.to_string(),
-                at,
-                evidence: evidence.map(str::to_string),
-            },
-        )
-        .await?;
+        let consent = ConsentRecord::marketing(!opted_out, source, at, evidence);
+        insert_consent(c, account, &lead_id, &consent).await?;
     }
     Ok(())
 }
@@ -1900,12 +1849,9 @@ async fn queue_fallback(c: &mut PgConnection, id: &str, payload: &Value) -> Sql<
         .bind(id)
         .fetch_optional(&mut *c)
         .await?;
-    if exists.is_some() || payload.get("template").is_none_or(Value::is_null) {
+    let Some(payload) = outbox::template_in_place(payload).filter(|_| exists.is_none()) else {
         return Ok(false);
-    }
-    let mut payload = payload.clone();
-    payload["outcome"] = Value::String("template".into());
-    payload["text"] = Value::Null;
+    };
     q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, replaces, updated_at) \
        SELECT $1, account_id, lead_id, decision_id, kind, $2, $3, automated, id, $3 FROM outbox WHERE id = $4")
         .bind(uuid::Uuid::now_v7().to_string())

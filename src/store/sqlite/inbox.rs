@@ -27,12 +27,7 @@ impl InboxBackend for Sqlite {
         name: &str,
         password_hash: &str,
     ) -> Result<Operator, StoreError> {
-        let operator = Operator {
-            id: uuid::Uuid::now_v7().to_string(),
-            account: account.to_string(),
-            email: email.trim().to_lowercase(),
-            name: name.trim().to_string(),
-        };
+        let operator = Operator::new(account, email, name);
         let hash = password_hash.to_string();
         self.write(move |c| {
             let taken: Option<String> = c
@@ -40,10 +35,7 @@ impl InboxBackend for Sqlite {
                 .query_row(params![operator.email], |r| r.get(0))
                 .optional()?;
             if taken.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "an operator with the email `{}` exists already",
-                    operator.email
-                )));
+                return Err(operator.email_taken());
             }
             c.prepare_cached(
                 "INSERT INTO operators (id, account_id, email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -22,7 +22,7 @@ use super::{
     OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
     StoreError, WebhookSource,
 };
-use crate::engine::lead::{Answer, Consent, TranscriptMessage};
+use crate::engine::lead::{Consent, TranscriptMessage};
 use crate::engine::Lead;
 use crate::intake::DeliveryStatus;
 use crate::store::view::{
@@ -32,7 +32,7 @@ use crate::store::view::{
 use crate::store::Backend;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -905,13 +905,7 @@ fn keep_conversation(
     now: &str,
 ) -> Result<(), StoreError> {
     if state.thread.open {
-        if record.asked.iter().any(|f| !state.thread.asked.contains(f)) {
-            let mut asked = state.thread.asked.clone();
-            for field in &record.asked {
-                if !asked.contains(field) {
-                    asked.push(field.clone());
-                }
-            }
+        if let Some(asked) = super::asked_after(&state.thread, &record.asked) {
             c.prepare_cached("UPDATE threads SET asked = ?1 WHERE lead_id = ?2")?
                 .execute(params![
                     serde_json::to_string(&asked).unwrap_or_default(),
@@ -1364,29 +1358,10 @@ fn apply_event(
     let (fields, tags, answers): (String, String, String) = c
         .prepare_cached("SELECT fields, tags, answers FROM leads WHERE id = ?1")?
         .query_row(params![lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    if !event.answers.is_empty() {
-        let mut answers: Vec<Answer> = serde_json::from_str(&answers).unwrap_or_default();
-        super::merge_answers(&mut answers, &event.answers);
+    let (fields, tags, answers) = event.merge_columns(&fields, &tags, &answers);
+    if let Some(answers) = answers {
         c.prepare_cached("UPDATE leads SET answers = ?1 WHERE id = ?2")?
-            .execute(params![
-                serde_json::to_string(&answers).unwrap_or_default(),
-                lead_id
-            ])?;
-    }
-    let mut fields: Map<String, Value> = serde_json::from_str(&fields).unwrap_or_default();
-    // A later event's answers replace earlier ones; a null clears a field.
-    for (k, v) in &event.fields {
-        if v.is_null() {
-            fields.remove(k);
-        } else {
-            fields.insert(k.clone(), v.clone());
-        }
-    }
-    let mut tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
-    for t in &event.tags {
-        if !tags.contains(t) {
-            tags.push(t.clone());
-        }
+            .execute(params![answers, lead_id])?;
     }
     c.prepare_cached(
         "UPDATE leads SET name = COALESCE(?1, name, ?13), first_name = COALESCE(?2, first_name), phone = COALESCE(?3, phone), \
@@ -1402,8 +1377,8 @@ fn apply_event(
         event.channel,
         event.intent,
         event.playbook,
-        Value::Object(fields).to_string(),
-        serde_json::to_string(&tags).unwrap_or_default(),
+        fields,
+        tags,
         now,
         lead_id,
         event.profile_name,
@@ -1654,20 +1629,9 @@ fn marketing_opt_out(
         None => lead_marketing_keys(c, lead_id)?,
     };
     for key in &keys {
-        upsert_marketing(c, account, key, true, now, "whatsapp 131050")?;
+        upsert_marketing(c, account, key, true, now, outbox::OPT_OUT_SOURCE)?;
     }
-    insert_consent(
-        c,
-        account,
-        lead_id,
-        &ConsentRecord {
-            channel: "whatsapp_marketing".into(),
-            granted: false,
-            source: "whatsapp 131050".into(),
-            at: now,
-            evidence: Some(opt_out.evidence.clone()),
-        },
-    )
+    insert_consent(c, account, lead_id, &opt_out.consent(now))
 }
 
 /// Keeps a WhatsApp user's marketing preference unless a later one is on record.
@@ -1700,27 +1664,10 @@ fn record_marketing(
     evidence: Option<&str>,
 ) -> Result<(), StoreError> {
     upsert_marketing(c, account, wa_id, opted_out, at, source)?;
-    let phone = crate::intake::wa_id_to_e164(wa_id);
-    let identities: Vec<(String, String)> = [
-        Some(("whatsapp".to_string(), wa_id.to_string())),
-        phone.map(|p| ("phone".to_string(), p)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let identities = super::wa_identities(wa_id);
     if let Some((lead_id, _)) = find_leads(c, account, &identities)?.into_iter().next() {
-        insert_consent(
-            c,
-            account,
-            &lead_id,
-            &ConsentRecord {
-                channel: "whatsapp_marketing".into(),
-                granted: !opted_out,
-                source: source.to_string(),
-                at,
-                evidence: evidence.map(str::to_string),
-            },
-        )?;
+        let consent = ConsentRecord::marketing(!opted_out, source, at, evidence);
+        insert_consent(c, account, &lead_id, &consent)?;
     }
     Ok(())
 }
@@ -1732,12 +1679,9 @@ fn queue_fallback(c: &Connection, id: &str, payload: &Value) -> Result<bool, Sto
         .prepare_cached("SELECT id FROM outbox WHERE replaces = ?1")?
         .query_row(params![id], |r| r.get(0))
         .optional()?;
-    if exists.is_some() || payload.get("template").is_none_or(Value::is_null) {
+    let Some(payload) = outbox::template_in_place(payload).filter(|_| exists.is_none()) else {
         return Ok(false);
-    }
-    let mut payload = payload.clone();
-    payload["outcome"] = Value::String("template".into());
-    payload["text"] = Value::Null;
+    };
     let now = now_text();
     c.prepare_cached(
         "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, replaces, updated_at) \
