@@ -184,6 +184,18 @@ pub struct DecisionRecord {
     pub response: Value,
 }
 
+impl DecisionRecord {
+    /// The response to give, naming the lead and the decision.
+    pub(crate) fn response_for(&self, lead_id: &str, decision_id: &str) -> Value {
+        let mut response = self.response.clone();
+        if let Value::Object(map) = &mut response {
+            map.insert("lead_id".into(), Value::String(lead_id.to_string()));
+            map.insert("decision_id".into(), Value::String(decision_id.to_string()));
+        }
+        response
+    }
+}
+
 /// The outcome of recording an event.
 #[derive(Clone, Debug)]
 pub enum Recorded {
@@ -879,6 +891,31 @@ pub enum AgentReply {
 }
 
 impl LeadEvent {
+    /// The columns of the lead this event creates: a null field is left
+    /// out, and the decision's `playbook` is kept when the event names none.
+    pub(crate) fn new_columns(&self, playbook: &str) -> LeadColumns {
+        let mut fields = self.fields.clone();
+        fields.retain(|_, v| !v.is_null());
+        let mut answers = Vec::new();
+        merge_answers(&mut answers, &self.answers);
+        let playbook = (!playbook.is_empty()).then(|| playbook.to_string());
+        LeadColumns {
+            text: [
+                self.name.clone().or_else(|| self.profile_name.clone()),
+                self.first_name.clone(),
+                self.phone.clone(),
+                self.email.clone(),
+                self.language.clone(),
+                self.channel.clone(),
+                self.intent.clone(),
+                self.playbook.clone().or(playbook),
+            ],
+            fields,
+            tags: unique(&self.tags),
+            answers,
+        }
+    }
+
     /// A known lead's stored `fields`, `tags` and `answers` columns after
     /// this event, as stored: a later value replaces an earlier one and a
     /// null clears a field, tags are united, and answers merged (`None`

@@ -54,7 +54,7 @@ mod queues;
 use super::outbox::{self, Effects, Flag, OptOut};
 use super::queues::SYSTEM_ACTOR;
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
+    new_state, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
     OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
     StoreError, WebhookSource,
 };
@@ -1314,32 +1314,25 @@ async fn record_new(
     record: DecisionRecord,
 ) -> Sql<(Value, String, String)> {
     let lead_id = uuid::Uuid::now_v7().to_string();
-    let mut fields = event.fields.clone();
-    fields.retain(|_, v| !v.is_null());
-    let tags = unique(&event.tags);
-    let mut answers = Vec::new();
-    super::merge_answers(&mut answers, &event.answers);
+    let columns = event.new_columns(&record.playbook);
+    let (fields, tags, answers) = columns.json_columns();
+    let [name, first_name, phone, email, language, channel, intent, playbook] = columns.text;
     q("INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers) \
        VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
         .bind(&lead_id)
         .bind(account)
         .bind(now)
-        .bind(event.name.as_ref().or(event.profile_name.as_ref()))
-        .bind(&event.first_name)
-        .bind(&event.phone)
-        .bind(&event.email)
-        .bind(&event.language)
-        .bind(&event.channel)
-        .bind(&event.intent)
-        .bind(
-            event
-                .playbook
-                .as_deref()
-                .or(Some(record.playbook.as_str()).filter(|p| !p.is_empty())),
-        )
-        .bind(Value::Object(fields).to_string())
-        .bind(serde_json::to_string(&tags).unwrap_or_default())
-        .bind(serde_json::to_string(&answers).unwrap_or_default())
+        .bind(name)
+        .bind(first_name)
+        .bind(phone)
+        .bind(email)
+        .bind(language)
+        .bind(channel)
+        .bind(intent)
+        .bind(playbook)
+        .bind(fields)
+        .bind(tags)
+        .bind(answers)
         .execute(&mut *c)
         .await?;
     insert_rows(c, account, &lead_id, event).await?;
@@ -1495,11 +1488,7 @@ async fn finish_response(
     lead_id: &str,
     decision_id: &str,
 ) -> Sql<Value> {
-    let mut response = record.response.clone();
-    if let Value::Object(map) = &mut response {
-        map.insert("lead_id".into(), Value::String(lead_id.to_string()));
-        map.insert("decision_id".into(), Value::String(decision_id.to_string()));
-    }
+    let response = record.response_for(lead_id, decision_id);
     if let Some((source, source_id)) = &event.dedup {
         q("UPDATE processed SET response = $4 WHERE account_id = $1 AND source = $2 AND source_id = $3")
             .bind(account)

@@ -18,7 +18,7 @@ mod queues;
 
 use super::outbox::{self, Effects, Flag, OptOut};
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
+    new_state, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
     OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
     StoreError, WebhookSource,
 };
@@ -1055,33 +1055,16 @@ fn record_new(
     record: DecisionRecord,
 ) -> Result<(Value, String, String), StoreError> {
     let lead_id = uuid::Uuid::now_v7().to_string();
-    let mut fields = event.fields.clone();
-    fields.retain(|_, v| !v.is_null());
-    let tags = unique(&event.tags);
-    let mut answers = Vec::new();
-    super::merge_answers(&mut answers, &event.answers);
+    let columns = event.new_columns(&record.playbook);
+    let (fields, tags, answers) = columns.json_columns();
+    let [name, first_name, phone, email, language, channel, intent, playbook] = columns.text;
     c.prepare_cached(
         "INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers) \
          VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
-        lead_id,
-        account,
-        now,
-        event.name.as_ref().or(event.profile_name.as_ref()),
-        event.first_name,
-        event.phone,
-        event.email,
-        event.language,
-        event.channel,
-        event.intent,
-        event
-            .playbook
-            .as_deref()
-            .or(Some(record.playbook.as_str()).filter(|p| !p.is_empty())),
-        Value::Object(fields).to_string(),
-        serde_json::to_string(&tags).unwrap_or_default(),
-        serde_json::to_string(&answers).unwrap_or_default(),
+        lead_id, account, now, name, first_name, phone, email, language, channel, intent, playbook,
+        fields, tags, answers,
     ])?;
     insert_rows(c, account, &lead_id, event)?;
     let decision_id = insert_decision(c, account, &lead_id, now, &record)?;
@@ -1258,11 +1241,7 @@ fn finish_response(
     lead_id: &str,
     decision_id: &str,
 ) -> Result<Value, StoreError> {
-    let mut response = record.response.clone();
-    if let Value::Object(map) = &mut response {
-        map.insert("lead_id".into(), Value::String(lead_id.to_string()));
-        map.insert("decision_id".into(), Value::String(decision_id.to_string()));
-    }
+    let response = record.response_for(lead_id, decision_id);
     if let Some((source, source_id)) = &event.dedup {
         c.prepare_cached("INSERT INTO processed (account_id, source, source_id, at, response, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
             .execute(params![account, source, source_id, now, response.to_string(), event.fingerprint])?;
