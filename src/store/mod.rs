@@ -9,7 +9,7 @@
 //! [`queues::QueueBackend`]. Behind it is one dialect, chosen by the
 //! database URL's scheme: SQLite ([`sqlite`]) for one process, or PostgreSQL
 //! ([`postgres`]) for one or many `handoff serve` instances on one database.
-//! Both implement [`Backend`], so both answer the same calls.
+//! Both dialects implement all three, so both answer the same calls.
 
 use crate::engine::lead::{Answer, Consent, TranscriptMessage};
 use crate::engine::{Lead, Thread};
