@@ -20,6 +20,9 @@ pub(crate) const TAKEN_OVER: &str = "a person took the thread over before it was
 /// What a message that waited too long gets added to its error.
 pub(crate) const GIVEN_UP: &str = "given up: not delivered in time";
 
+/// Where an opt-out Meta reported with a failed send is said to come from.
+pub(crate) const OPT_OUT_SOURCE: &str = "whatsapp 131050";
+
 /// What becomes of a claimed outbox message once an attempt ended.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct OutboxUpdate {
@@ -63,21 +66,6 @@ pub(crate) struct Effects {
     /// The thread to flag for operators, and the account's fallback
     /// endpoints to send the lead to, unless a template was queued.
     pub flag: Option<Flag>,
-}
-
-/// Where an opt-out Meta reported with a failed send is said to come from.
-pub(crate) const OPT_OUT_SOURCE: &str = "whatsapp 131050";
-
-/// The message to queue in place of one the closed window refused: its
-/// approved template, or `None` when it has none.
-pub(crate) fn template_in_place(payload: &Value) -> Option<Value> {
-    if payload.get("template").is_none_or(Value::is_null) {
-        return None;
-    }
-    let mut payload = payload.clone();
-    payload["outcome"] = Value::String("template".into());
-    payload["text"] = Value::Null;
-    Some(payload)
 }
 
 /// A marketing opt-out Meta reported with a failed send.
@@ -253,6 +241,18 @@ impl StatusRecord {
             effects,
         }
     }
+}
+
+/// The message to queue in place of one the closed window refused: its
+/// approved template, or `None` when it has none.
+pub(crate) fn template_in_place(payload: &Value) -> Option<Value> {
+    if payload.get("template").is_none_or(Value::is_null) {
+        return None;
+    }
+    let mut payload = payload.clone();
+    payload["outcome"] = Value::String("template".into());
+    payload["text"] = Value::Null;
+    Some(payload)
 }
 
 /// How far along a Meta status is; statuses only move forward.
@@ -500,6 +500,17 @@ mod tests {
         let bare = status(DeliveryStatus::Failed, json!([]));
         let failure = bare.failure(&session);
         assert_eq!((failure.code, failure.error.as_str()), (None, "failed"));
+    }
+
+    #[test]
+    fn the_message_in_place_is_the_template_without_the_session_text() {
+        let session = json!({"outcome": "session", "text": "hi", "template": {"name": "hello"}});
+        assert_eq!(
+            template_in_place(&session),
+            Some(json!({"outcome": "template", "text": null, "template": {"name": "hello"}}))
+        );
+        let bare = json!({"outcome": "session", "text": "hi", "template": null});
+        assert_eq!(template_in_place(&bare), None);
     }
 
     #[test]
