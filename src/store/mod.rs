@@ -4,10 +4,12 @@
 //! event, its decision, the outbox rows it creates and the record that its
 //! source ID was processed commit together or not at all.
 //!
-//! Callers use [`Store`]; its methods are the store interface. Behind it is
-//! one backend, chosen by the database URL's scheme: SQLite ([`sqlite`]) for
-//! one process, or PostgreSQL ([`postgres`]) for one or many `handoff serve`
-//! instances on one database. Both give the same answers to the same calls.
+//! Callers use [`Store`]; its methods are the store interface, written down
+//! once as the traits [`Backend`], [`inbox::InboxBackend`] and
+//! [`queues::QueueBackend`]. Behind it is one dialect, chosen by the
+//! database URL's scheme: SQLite ([`sqlite`]) for one process, or PostgreSQL
+//! ([`postgres`]) for one or many `handoff serve` instances on one database.
+//! Both dialects implement all three, so both answer the same calls.
 
 use crate::engine::lead::{Answer, Consent, TranscriptMessage};
 use crate::engine::{Lead, Thread};
@@ -17,11 +19,14 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod backend;
+mod outbox;
 pub mod payload;
 pub mod postgres;
 pub mod sqlite;
 pub mod view;
 
+pub use backend::Backend;
 pub use view::LeadRecord;
 
 /// A store error, by what went wrong; the server answers 500 and logs it
@@ -54,22 +59,22 @@ impl From<rusqlite::Error> for StoreError {
 /// The store behind every request.
 #[derive(Clone, Debug)]
 pub struct Store {
-    backend: Backend,
+    dialect: Dialect,
 }
 
 /// The database behind the store, chosen by the URL's scheme.
 #[derive(Clone, Debug)]
-enum Backend {
+enum Dialect {
     Sqlite(Arc<sqlite::Sqlite>),
     Postgres(Arc<postgres::Postgres>),
 }
 
-/// Calls the same method on whichever backend the store has.
+/// Calls the same [`Backend`] method on whichever dialect the store has.
 macro_rules! on_backend {
     ($store:expr, $db:ident => $call:expr) => {
-        match &$store.backend {
-            Backend::Sqlite($db) => $call,
-            Backend::Postgres($db) => $call,
+        match &$store.dialect {
+            $crate::store::Dialect::Sqlite($db) => $call,
+            $crate::store::Dialect::Postgres($db) => $call,
         }
     };
 }
@@ -180,6 +185,18 @@ pub struct DecisionRecord {
     pub response: Value,
 }
 
+impl DecisionRecord {
+    /// The response to give, naming the lead and the decision.
+    pub(crate) fn response_for(&self, lead_id: &str, decision_id: &str) -> Value {
+        let mut response = self.response.clone();
+        if let Value::Object(map) = &mut response {
+            map.insert("lead_id".into(), Value::String(lead_id.to_string()));
+            map.insert("decision_id".into(), Value::String(decision_id.to_string()));
+        }
+        response
+    }
+}
+
 /// The outcome of recording an event.
 #[derive(Clone, Debug)]
 pub enum Recorded {
@@ -214,6 +231,24 @@ impl Enqueued {
             (false, Some(old)) if old != payload => Enqueued::Differs,
             (false, _) => Enqueued::Duplicate,
         }
+    }
+}
+
+/// Where a webhook event goes after an attempt at `now`: `done`, `failed`
+/// (given up), or `pending` again once `retry_in` has passed.
+pub(crate) fn webhook_end(
+    error: Option<&str>,
+    give_up: bool,
+    retry_in: Duration,
+    now: DateTime<Utc>,
+) -> (&'static str, Option<DateTime<Utc>>) {
+    match (error, give_up) {
+        (None, _) => ("done", None),
+        (Some(_), true) => ("failed", None),
+        (Some(_), false) => (
+            "pending",
+            Some(now + chrono::Duration::from_std(retry_in).unwrap_or_default()),
+        ),
     }
 }
 
@@ -403,22 +438,20 @@ impl Store {
     /// `sqlite://PATH` (created when missing), or `postgres://` /
     /// `postgresql://` (the database must exist).
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let backend = if is_postgres_url(url) {
-            Backend::Postgres(Arc::new(postgres::Postgres::open(url).await?))
+        let dialect = if is_postgres_url(url) {
+            Dialect::Postgres(Arc::new(postgres::Postgres::open(url).await?))
         } else {
-            Backend::Sqlite(Arc::new(sqlite::Sqlite::open(url).await?))
+            Dialect::Sqlite(Arc::new(sqlite::Sqlite::open(url).await?))
         };
-        Ok(Store { backend })
+        Ok(Store { dialect })
     }
 
-    /// Whether the database answers.
+    /// See [`Backend::ping`].
     pub async fn ping(&self) -> bool {
         on_backend!(self, db => db.ping().await)
     }
 
-    /// Records an event for a lead and its decision, in one transaction.
-    /// `decide` sees the lead after the event is merged in. The answer comes
-    /// once the transaction is committed.
+    /// See [`Backend::record`].
     pub async fn record(
         &self,
         account: &str,
@@ -428,14 +461,12 @@ impl Store {
         on_backend!(self, db => db.record(account, event, decide).await)
     }
 
-    /// Everything about a lead, or `None` when the account has no such lead.
-    /// A lead merged into another is answered with the survivor.
+    /// See [`Backend::lead`].
     pub async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
         on_backend!(self, db => db.lead(account, id).await)
     }
 
-    /// Leads of an account, newest activity first, optionally matching a
-    /// name, phone or email fragment.
+    /// See [`Backend::search`].
     pub async fn search(
         &self,
         account: &str,
@@ -445,8 +476,7 @@ impl Store {
         on_backend!(self, db => db.search(account, query, limit).await)
     }
 
-    /// Sets a thread's state: a person takes it over, or gives it back.
-    /// Returns false when the account has no such lead.
+    /// See [`Backend::set_thread_state`].
     pub async fn set_thread_state(
         &self,
         account: &str,
@@ -458,8 +488,7 @@ impl Store {
             .await)
     }
 
-    /// Stores webhook events before they are acknowledged; returns how many
-    /// were new (a redelivered event is ignored).
+    /// See [`Backend::enqueue_webhooks`].
     pub async fn enqueue_webhooks(
         &self,
         account: &str,
@@ -469,10 +498,7 @@ impl Store {
         on_backend!(self, db => db.enqueue_webhooks(account, source, events).await)
     }
 
-    /// Stores one webhook event that its sender identifies by `source_id`
-    /// (a form submission, a call), saying whether that ID was new, came
-    /// again with the same payload, or came with another one (then nothing
-    /// is stored).
+    /// See [`Backend::enqueue_webhook`].
     pub async fn enqueue_webhook(
         &self,
         account: &str,
@@ -483,9 +509,7 @@ impl Store {
         on_backend!(self, db => db.enqueue_webhook(account, source, source_id, payload).await)
     }
 
-    /// The oldest webhook events due for processing, held for this worker
-    /// for `lease`: with several instances on one database, another
-    /// instance's worker gets them only once the lease has run out.
+    /// See [`Backend::due_webhooks`].
     pub async fn due_webhooks(
         &self,
         limit: i64,
@@ -494,7 +518,7 @@ impl Store {
         on_backend!(self, db => db.due_webhooks(limit, lease).await)
     }
 
-    /// Marks a webhook event processed, or failed (retried later unless `give_up`).
+    /// See [`Backend::finish_webhook`].
     pub async fn finish_webhook(
         &self,
         id: i64,
@@ -506,18 +530,12 @@ impl Store {
             .await)
     }
 
-    /// Counts of webhook events by state, for readiness and metrics.
+    /// See [`Backend::webhook_counts`].
     pub async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         on_backend!(self, db => db.webhook_counts().await)
     }
 
-    /// Records a delivery status Meta reported and applies it to its outbox
-    /// message: Meta's ID, the furthest status, and for a failure what it
-    /// means (a template in place of a message the closed window refused, a
-    /// marketing opt-out, a flagged thread). A redelivered status changes nothing.
-    ///
-    /// A message WhatsApp will never deliver also sends the lead record to
-    /// each of the account's `fallback` endpoints (`lead.undeliverable`).
+    /// See [`Backend::apply_status`].
     pub async fn apply_status(
         &self,
         account: &str,
@@ -527,13 +545,7 @@ impl Store {
         on_backend!(self, db => db.apply_status(account, status, fallback).await)
     }
 
-    /// Claims up to `limit` messages due for delivery for `owner`, for
-    /// `lease`. Messages whose send may have reached Meta are claimed again
-    /// only once `grace` has passed since that send without a status.
-    /// Automated WhatsApp messages of threads a person took over are
-    /// cancelled, and messages older than `max_age` fail, on the way; a
-    /// WhatsApp message that fails so flags its thread and goes to its
-    /// account's endpoints in `fallbacks` (account -> endpoint names).
+    /// See [`Backend::claim_outbox`].
     pub async fn claim_outbox(
         &self,
         owner: &str,
@@ -547,9 +559,7 @@ impl Store {
             .await)
     }
 
-    /// Records how an attempt ended, if `owner` still holds the message's
-    /// lease. A WhatsApp message that failed for good flags its thread and
-    /// sends the lead record to each of the `fallback` endpoints.
+    /// See [`Backend::finish_outbox`].
     pub async fn finish_outbox(
         &self,
         owner: &str,
@@ -560,12 +570,12 @@ impl Store {
         on_backend!(self, db => db.finish_outbox(owner, item, outcome, fallback).await)
     }
 
-    /// Outbox messages by kind and state, for metrics.
+    /// See [`Backend::outbox_counts`].
     pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         on_backend!(self, db => db.outbox_counts().await)
     }
 
-    /// Disables an endpoint of an account (it answered 410 Gone).
+    /// See [`Backend::disable_endpoint`].
     pub async fn disable_endpoint(
         &self,
         account: &str,
@@ -576,7 +586,7 @@ impl Store {
             .await)
     }
 
-    /// The endpoints of an account that are disabled, with why.
+    /// See [`Backend::disabled_endpoints`].
     pub async fn disabled_endpoints(
         &self,
         account: &str,
@@ -584,8 +594,7 @@ impl Store {
         on_backend!(self, db => db.disabled_endpoints(account).await)
     }
 
-    /// Records a consent change for the lead an identity belongs to; false
-    /// when no lead has that identity.
+    /// See [`Backend::record_consent`].
     pub async fn record_consent(
         &self,
         account: &str,
@@ -599,12 +608,7 @@ impl Store {
 }
 
 impl Store {
-    /// Records a WhatsApp user's marketing preference: `opted_out` after
-    /// Meta's `user_preferences` "stop" or send error 131050, not after a
-    /// "resume". Kept on the WhatsApp ID, so it holds for every lead with
-    /// that number, also one not known yet; the latest `at` wins (Meta may
-    /// deliver a stop and a resume out of order). The lead with that
-    /// identity, if any, gets it in its consent history.
+    /// See [`Backend::record_marketing`].
     pub async fn record_marketing(
         &self,
         account: &str,
@@ -617,10 +621,7 @@ impl Store {
         on_backend!(self, db => db.record_marketing(account, wa_id, opted_out, at, source, evidence).await)
     }
 
-    /// Queues an AI agent's WhatsApp reply on a thread assigned to it
-    /// (`agent:<endpoint>`) and writes it to the transcript as the agent,
-    /// in one transaction. The thread stays automated and the agent's; a
-    /// thread a person took over, or that went to someone else, is refused.
+    /// See [`Backend::queue_agent_reply`].
     pub async fn queue_agent_reply(
         &self,
         account: &str,
@@ -630,20 +631,6 @@ impl Store {
         text: &str,
     ) -> Result<AgentReply, StoreError> {
         on_backend!(self, db => db.queue_agent_reply(account, lead_id, agent, payload, text).await)
-    }
-}
-
-/// How far along a Meta status is; statuses only move forward
-/// (both backends keep the furthest).
-pub(super) fn status_rank(status: Option<&str>) -> u8 {
-    match status {
-        None => 0,
-        Some("accepted") => 1,
-        Some("sent") => 2,
-        Some("delivered") => 3,
-        Some("read") => 4,
-        Some("failed") => 5,
-        Some(_) => 0,
     }
 }
 
@@ -697,6 +684,37 @@ fn unique(items: &[String]) -> Vec<String> {
         }
     }
     out
+}
+
+impl ConsentRecord {
+    /// A WhatsApp user's marketing preference, for a lead's consent history.
+    pub(crate) fn marketing(
+        granted: bool,
+        source: &str,
+        at: DateTime<Utc>,
+        evidence: Option<&str>,
+    ) -> ConsentRecord {
+        ConsentRecord {
+            channel: "whatsapp_marketing".into(),
+            granted,
+            source: source.to_string(),
+            at,
+            evidence: evidence.map(str::to_string),
+        }
+    }
+}
+
+/// The identities a WhatsApp ID finds a lead by: the ID, and the phone
+/// number it stands for when it reads as one.
+pub(crate) fn wa_identities(wa_id: &str) -> Vec<(String, String)> {
+    let phone = crate::intake::wa_id_to_e164(wa_id);
+    [
+        Some(("whatsapp".to_string(), wa_id.to_string())),
+        phone.map(|p| ("phone".to_string(), p)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// The state of a lead that this event creates.
@@ -823,6 +841,21 @@ impl LeadColumns {
     }
 }
 
+/// The fields an open conversation has asked once `asked` are asked too,
+/// in the order first asked; `None` when none is new.
+pub(crate) fn asked_after(thread: &Thread, asked: &[String]) -> Option<Vec<String>> {
+    if asked.iter().all(|f| thread.asked.contains(f)) {
+        return None;
+    }
+    let mut all = thread.asked.clone();
+    for field in asked {
+        if !all.contains(field) {
+            all.push(field.clone());
+        }
+    }
+    Some(all)
+}
+
 /// `answers` after a later event: a question answered again keeps its
 /// place with the new answer; new questions follow in the order asked.
 pub(crate) fn merge_answers(answers: &mut Vec<Answer>, later: &[Answer]) {
@@ -860,6 +893,67 @@ pub enum AgentReply {
 }
 
 impl LeadEvent {
+    /// The columns of the lead this event creates: a null field is left
+    /// out, and the decision's `playbook` is kept when the event names none.
+    pub(crate) fn new_columns(&self, playbook: &str) -> LeadColumns {
+        let mut fields = self.fields.clone();
+        fields.retain(|_, v| !v.is_null());
+        let mut answers = Vec::new();
+        merge_answers(&mut answers, &self.answers);
+        let playbook = (!playbook.is_empty()).then(|| playbook.to_string());
+        LeadColumns {
+            text: [
+                self.name.clone().or_else(|| self.profile_name.clone()),
+                self.first_name.clone(),
+                self.phone.clone(),
+                self.email.clone(),
+                self.language.clone(),
+                self.channel.clone(),
+                self.intent.clone(),
+                self.playbook.clone().or(playbook),
+            ],
+            fields,
+            tags: unique(&self.tags),
+            answers,
+        }
+    }
+
+    /// A known lead's stored `fields`, `tags` and `answers` columns after
+    /// this event, as stored: a later value replaces an earlier one and a
+    /// null clears a field, tags are united, and answers merged (`None`
+    /// when the event has none: the column stays as it is).
+    pub(crate) fn merge_columns(
+        &self,
+        fields: &str,
+        tags: &str,
+        answers: &str,
+    ) -> (String, String, Option<String>) {
+        let answers = (!self.answers.is_empty()).then(|| {
+            let mut answers: Vec<Answer> = serde_json::from_str(answers).unwrap_or_default();
+            merge_answers(&mut answers, &self.answers);
+            serde_json::to_string(&answers).unwrap_or_default()
+        });
+        let mut fields: Map<String, Value> = serde_json::from_str(fields).unwrap_or_default();
+        for (k, v) in &self.fields {
+            if v.is_null() {
+                fields.remove(k);
+            } else {
+                fields.insert(k.clone(), v.clone());
+            }
+        }
+        let mut tags: Vec<String> = serde_json::from_str(tags).unwrap_or_default();
+        for t in &self.tags {
+            if !tags.contains(t) {
+                tags.push(t.clone());
+            }
+        }
+        (
+            Value::Object(fields).to_string(),
+            serde_json::to_string(&tags).unwrap_or_default(),
+            answers,
+        )
+    }
+
     /// The lead this event describes on its own (as a new lead would be).
     pub fn lead(&self) -> Lead {
         let mut fields = self.fields.clone();
@@ -967,6 +1061,38 @@ mod tests {
             .into_iter(),
         );
         assert_eq!(keys, vec!["919812345678", "5511987654321"]);
+    }
+
+    #[test]
+    fn a_later_event_replaces_fields_clears_nulls_and_unites_tags() {
+        let event = LeadEvent {
+            fields: serde_json::from_value(serde_json::json!({"city": "Pune", "budget": null}))
+                .unwrap(),
+            tags: vec!["vip".into(), "wedding".into()],
+            ..LeadEvent::default()
+        };
+        let (fields, tags, answers) = event.merge_columns(
+            r#"{"city":"Delhi","budget":"5L","guests":200}"#,
+            r#"["wedding"]"#,
+            "[]",
+        );
+        assert_eq!(fields, r#"{"city":"Pune","guests":200}"#);
+        assert_eq!(tags, r#"["wedding","vip"]"#);
+        assert_eq!(answers, None, "no answers: the column stays");
+    }
+
+    #[test]
+    fn an_open_conversation_adds_only_the_fields_it_had_not_asked() {
+        let thread = Thread {
+            open: true,
+            asked: vec!["city".into()],
+            ..Thread::default()
+        };
+        assert_eq!(asked_after(&thread, &["city".into()]), None);
+        assert_eq!(
+            asked_after(&thread, &["date".into(), "city".into()]),
+            Some(vec!["city".to_string(), "date".to_string()])
+        );
     }
 
     #[test]

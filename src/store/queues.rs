@@ -10,11 +10,12 @@
 //! message from the lead puts it back in its queue), or none (its queue is a
 //! label the account gives no members).
 
-use super::{Backend, Store, StoreError};
+use super::{Store, StoreError};
 use crate::queues::{Candidate, Member, QueuePlan};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
 /// Who does system actions on a thread's trail (rules, assignment, escalation).
@@ -79,10 +80,86 @@ pub struct Presence {
     pub seen_at: Option<String>,
 }
 
-impl Store {
+/// What a SQL dialect gives the queues: the same answers to the same calls.
+pub trait QueueBackend {
     /// Gives the queue's waiting threads, oldest first, to available members
     /// under capacity, by the queue's strategy; each on the thread's trail.
     /// An agent member's threads are sent to its endpoint (`thread.assigned`).
+    fn assign_waiting(
+        &self,
+        account: &str,
+        plan: &QueuePlan,
+    ) -> impl Future<Output = Result<Vec<Assigned>, StoreError>> + Send;
+
+    /// Moves threads of `queue` that no person picked up and that entered it
+    /// at or before `cutoff` to the queue `to` (waiting there), each on its
+    /// trail. `after` is the configured time, for the trail. Returns the leads moved.
+    fn escalate(
+        &self,
+        account: &str,
+        queue: &str,
+        to: &str,
+        cutoff: DateTime<Utc>,
+        after: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Marks an operator available or away; true when it changed.
+    fn set_available(
+        &self,
+        operator_id: &str,
+        available: bool,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Notes an operator's activity in the inbox. True when they are marked
+    /// available and were idle until now (longer than `idle` without
+    /// activity): waiting threads may go to them.
+    fn touch_presence(
+        &self,
+        operator_id: &str,
+        idle: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// An operator's availability.
+    fn presence(
+        &self,
+        operator_id: &str,
+    ) -> impl Future<Output = Result<Presence, StoreError>> + Send;
+
+    /// The queue's members as they are now: availability and load.
+    fn queue_members(
+        &self,
+        account: &str,
+        plan: &QueuePlan,
+    ) -> impl Future<Output = Result<Vec<MemberView>, StoreError>> + Send;
+
+    /// The threads waiting in a queue, oldest first.
+    fn waiting(
+        &self,
+        account: &str,
+        queue: &str,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<Waiting>, StoreError>> + Send;
+
+    /// A person closes the thread: its conversation ends (the next handoff
+    /// message opens a new one) and it leaves its member's load (a new
+    /// message from the lead puts it back in its queue). False when it was
+    /// neither open nor waiting or assigned in a queue, or the account has
+    /// no such lead.
+    fn close_thread(
+        &self,
+        account: &str,
+        lead_id: &str,
+        actor: &str,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Threads by account, queue and queue state, for metrics.
+    fn queue_counts(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(String, String, String, i64)>, StoreError>> + Send;
+}
+
+impl Store {
+    /// See [`QueueBackend::assign_waiting`].
     pub async fn assign_waiting(
         &self,
         account: &str,
@@ -91,9 +168,7 @@ impl Store {
         on_backend!(self, db => db.assign_waiting(account, plan).await)
     }
 
-    /// Moves threads of `queue` that no person picked up and that entered it
-    /// at or before `cutoff` to the queue `to` (waiting there), each on its
-    /// trail. `after` is the configured time, for the trail. Returns the leads moved.
+    /// See [`QueueBackend::escalate`].
     pub async fn escalate(
         &self,
         account: &str,
@@ -105,7 +180,7 @@ impl Store {
         on_backend!(self, db => db.escalate(account, queue, to, cutoff, after).await)
     }
 
-    /// Marks an operator available or away; true when it changed.
+    /// See [`QueueBackend::set_available`].
     pub async fn set_available(
         &self,
         operator_id: &str,
@@ -114,9 +189,7 @@ impl Store {
         on_backend!(self, db => db.set_available(operator_id, available).await)
     }
 
-    /// Notes an operator's activity in the inbox. True when they are marked
-    /// available and were idle until now (longer than `idle` without
-    /// activity): waiting threads may go to them.
+    /// See [`QueueBackend::touch_presence`].
     pub async fn touch_presence(
         &self,
         operator_id: &str,
@@ -125,12 +198,12 @@ impl Store {
         on_backend!(self, db => db.touch_presence(operator_id, idle).await)
     }
 
-    /// An operator's availability.
+    /// See [`QueueBackend::presence`].
     pub async fn presence(&self, operator_id: &str) -> Result<Presence, StoreError> {
         on_backend!(self, db => db.presence(operator_id).await)
     }
 
-    /// The queue's members as they are now: availability and load.
+    /// See [`QueueBackend::queue_members`].
     pub async fn queue_members(
         &self,
         account: &str,
@@ -139,7 +212,7 @@ impl Store {
         on_backend!(self, db => db.queue_members(account, plan).await)
     }
 
-    /// The threads waiting in a queue, oldest first.
+    /// See [`QueueBackend::waiting`].
     pub async fn waiting(
         &self,
         account: &str,
@@ -149,11 +222,7 @@ impl Store {
         on_backend!(self, db => db.waiting(account, queue, limit).await)
     }
 
-    /// A person closes the thread: its conversation ends (the next handoff
-    /// message opens a new one) and it leaves its member's load (a new
-    /// message from the lead puts it back in its queue). False when it was
-    /// neither open nor waiting or assigned in a queue, or the account has
-    /// no such lead.
+    /// See [`QueueBackend::close_thread`].
     pub async fn close_thread(
         &self,
         account: &str,
@@ -163,7 +232,7 @@ impl Store {
         on_backend!(self, db => db.close_thread(account, lead_id, actor).await)
     }
 
-    /// Threads by account, queue and queue state, for metrics.
+    /// See [`QueueBackend::queue_counts`].
     pub async fn queue_counts(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
         on_backend!(self, db => db.queue_counts().await)
     }

@@ -6,7 +6,9 @@ use super::{
     load_state, lock_survivor, q, survivor, text_or_null, time_or_null, time_text, trail, Postgres,
     Sql,
 };
-use crate::store::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
+use crate::store::inbox::{
+    InboxBackend, Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter,
+};
 use crate::store::queues::FirstReply;
 use crate::store::{LeadState, StoreError};
 use chrono::{DateTime, Utc};
@@ -23,20 +25,15 @@ fn operator_row(r: &PgRow) -> Sql<Operator> {
     })
 }
 
-impl Postgres {
-    pub async fn create_operator(
+impl InboxBackend for Postgres {
+    async fn create_operator(
         &self,
         account: &str,
         email: &str,
         name: &str,
         password_hash: &str,
     ) -> Result<Operator, StoreError> {
-        let operator = Operator {
-            id: uuid::Uuid::now_v7().to_string(),
-            account: account.to_string(),
-            email: email.trim().to_lowercase(),
-            name: name.trim().to_string(),
-        };
+        let operator = Operator::new(account, email, name);
         let inserted = q("INSERT INTO operators (id, account_id, email, name, password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (email) DO NOTHING")
             .bind(&operator.id)
             .bind(&operator.account)
@@ -48,15 +45,12 @@ impl Postgres {
             .await?
             .rows_affected();
         if inserted == 0 {
-            return Err(StoreError::Conflict(format!(
-                "an operator with the email `{}` exists already",
-                operator.email
-            )));
+            return Err(operator.email_taken());
         }
         Ok(operator)
     }
 
-    pub async fn operators(
+    async fn operators(
         &self,
         account: &str,
     ) -> Result<Vec<(Operator, crate::store::queues::Presence)>, StoreError> {
@@ -80,7 +74,7 @@ impl Postgres {
         Ok(out)
     }
 
-    pub async fn operator_login(&self, email: &str) -> Result<Option<OperatorLogin>, StoreError> {
+    async fn operator_login(&self, email: &str) -> Result<Option<OperatorLogin>, StoreError> {
         let row =
             q("SELECT id, account_id, email, name, password_hash FROM operators WHERE email = $1")
                 .bind(email.trim().to_lowercase())
@@ -95,7 +89,7 @@ impl Postgres {
         })
     }
 
-    pub async fn create_session(
+    async fn create_session(
         &self,
         operator_id: &str,
         token_hash: &str,
@@ -121,7 +115,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
         let row = q("SELECT o.id, o.account_id, o.email, o.name, s.csrf, s.expires_at FROM sessions s \
                      JOIN operators o ON o.id = s.operator_id WHERE s.token_hash = $1 AND s.expires_at > $2")
             .bind(token_hash)
@@ -138,7 +132,7 @@ impl Postgres {
         })
     }
 
-    pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
+    async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
         q("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
             .execute(&self.pool)
@@ -146,7 +140,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn threads(
+    async fn threads(
         &self,
         account: &str,
         reader: Option<&str>,
@@ -212,7 +206,7 @@ impl Postgres {
         Ok(out)
     }
 
-    pub async fn mark_read(&self, operator_id: &str, lead_id: &str) -> Result<(), StoreError> {
+    async fn mark_read(&self, operator_id: &str, lead_id: &str) -> Result<(), StoreError> {
         q(
             "INSERT INTO thread_reads (operator_id, lead_id, read_at) VALUES ($1, $2, $3) \
            ON CONFLICT (operator_id, lead_id) DO UPDATE SET read_at = excluded.read_at",
@@ -225,11 +219,7 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn lead_state(
-        &self,
-        account: &str,
-        id: &str,
-    ) -> Result<Option<LeadState>, StoreError> {
+    async fn lead_state(&self, account: &str, id: &str) -> Result<Option<LeadState>, StoreError> {
         let mut c = self.pool.acquire().await?;
         Ok(match survivor(&mut c, account, id).await? {
             Some(id) => Some(load_state(&mut c, account, &id, false).await?),
@@ -237,11 +227,7 @@ impl Postgres {
         })
     }
 
-    pub async fn thread_events(
-        &self,
-        account: &str,
-        lead_id: &str,
-    ) -> Result<Vec<Value>, StoreError> {
+    async fn thread_events(&self, account: &str, lead_id: &str) -> Result<Vec<Value>, StoreError> {
         let mut c = self.pool.acquire().await?;
         let Some(id) = survivor(&mut c, account, lead_id).await? else {
             return Ok(Vec::new());
@@ -263,7 +249,7 @@ impl Postgres {
         Ok(out)
     }
 
-    pub async fn add_note(
+    async fn add_note(
         &self,
         account: &str,
         lead_id: &str,
@@ -279,7 +265,7 @@ impl Postgres {
         Ok(true)
     }
 
-    pub async fn set_thread_owner(
+    async fn set_thread_owner(
         &self,
         account: &str,
         lead_id: &str,
@@ -322,7 +308,7 @@ impl Postgres {
         Ok(changed == 1)
     }
 
-    pub async fn reassign(
+    async fn reassign(
         &self,
         account: &str,
         lead_id: &str,
@@ -357,7 +343,7 @@ impl Postgres {
         Ok(changed == 1)
     }
 
-    pub async fn queue_reply(
+    async fn queue_reply(
         &self,
         account: &str,
         lead_id: &str,

@@ -51,21 +51,23 @@
 mod inbox;
 mod queues;
 
+use super::outbox::{self, Effects, Flag, OptOut};
 use super::queues::SYSTEM_ACTOR;
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
+    new_state, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
     OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
     StoreError, WebhookSource,
 };
-use crate::engine::lead::{Answer, Consent, TranscriptMessage};
+use crate::engine::lead::{Consent, TranscriptMessage};
 use crate::engine::Lead;
 use crate::intake::DeliveryStatus;
 use crate::store::view::{
     self, ConsentEntry, Identity, LeadRecord, OutboxEntry, StoredDecision, ThreadView,
     TranscriptEntry,
 };
+use crate::store::Backend;
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sqlx_core::connection::ConnectOptions;
 use sqlx_core::error::BoxDynError;
 use sqlx_core::migrate::{Migration, MigrationSource, MigrationType, Migrator};
@@ -290,27 +292,6 @@ impl Postgres {
         })
     }
 
-    pub async fn ping(&self) -> bool {
-        q("SELECT 1").execute(&self.pool).await.is_ok()
-    }
-
-    pub async fn record(
-        &self,
-        account: &str,
-        event: LeadEvent,
-        decide: impl FnOnce(&LeadState) -> DecisionRecord + Send + 'static,
-    ) -> Result<Recorded, StoreError> {
-        let mut decide = Some(decide);
-        let mut tries = 0;
-        loop {
-            match self.record_once(account, &event, &mut decide).await {
-                // Only before the decision: it is made once.
-                Err(e) if retryable(&e) && decide.is_some() && tries < RETRIES => tries += 1,
-                other => return other.map_err(StoreError::from),
-            }
-        }
-    }
-
     async fn record_once<F: FnOnce(&LeadState) -> DecisionRecord>(
         &self,
         account: &str,
@@ -361,52 +342,6 @@ impl Postgres {
         Ok(recorded)
     }
 
-    pub async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
-        let mut c = self.pool.acquire().await?;
-        Ok(lead_record(&mut c, account, id).await?)
-    }
-
-    pub async fn search(
-        &self,
-        account: &str,
-        query: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<Value>, StoreError> {
-        let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
-        // ILIKE with no escape character: SQLite's LIKE ignores ASCII case
-        // and treats a backslash as itself.
-        let rows = q("SELECT id, name, phone, email, channel, intent, playbook, updated_at FROM leads \
-             WHERE account_id = $1 AND merged_into IS NULL \
-             AND ($2::text IS NULL OR name ILIKE $2 ESCAPE '' OR phone ILIKE $2 ESCAPE '' OR email ILIKE $2 ESCAPE '') \
-             ORDER BY updated_at DESC, id DESC LIMIT $3")
-            .bind(account)
-            .bind(pattern)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push(serde_json::json!({
-                "id": r.try_get::<String, _>("id")?, "name": r.try_get::<Option<String>, _>("name")?,
-                "phone": r.try_get::<Option<String>, _>("phone")?, "email": r.try_get::<Option<String>, _>("email")?,
-                "channel": r.try_get::<Option<String>, _>("channel")?, "intent": r.try_get::<Option<String>, _>("intent")?,
-                "playbook": r.try_get::<Option<String>, _>("playbook")?,
-                "updated_at": time_text(r.try_get("updated_at")?),
-            }));
-        }
-        Ok(out)
-    }
-
-    pub async fn set_thread_state(
-        &self,
-        account: &str,
-        lead_id: &str,
-        human: bool,
-        queue: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        retrying!(self.set_thread_state_once(account, lead_id, human, queue))
-    }
-
     async fn set_thread_state_once(
         &self,
         account: &str,
@@ -432,20 +367,6 @@ impl Postgres {
         Ok(changed == 1)
     }
 
-    pub async fn enqueue_webhooks(
-        &self,
-        account: &str,
-        source: WebhookSource,
-        events: &[(String, Value)],
-    ) -> Result<usize, StoreError> {
-        let source = source.as_str();
-        let (ids, payloads): (Vec<String>, Vec<String>) = events
-            .iter()
-            .map(|(id, payload)| (id.clone(), payload.to_string()))
-            .unzip();
-        retrying!(self.enqueue_webhooks_once(account, source, &ids, &payloads))
-    }
-
     async fn enqueue_webhooks_once(
         &self,
         account: &str,
@@ -467,18 +388,6 @@ impl Postgres {
             .await?
             .rows_affected();
         Ok(usize::try_from(new).unwrap_or(usize::MAX))
-    }
-
-    pub async fn enqueue_webhook(
-        &self,
-        account: &str,
-        source: WebhookSource,
-        source_id: &str,
-        payload: &Value,
-    ) -> Result<Enqueued, StoreError> {
-        let source = source.as_str();
-        let payload = payload.to_string();
-        retrying!(self.enqueue_webhook_once(account, source, source_id, &payload))
     }
 
     async fn enqueue_webhook_once(
@@ -516,16 +425,6 @@ impl Postgres {
         Ok(Enqueued::of(inserted, stored.as_deref(), payload))
     }
 
-    /// Claims up to `limit` due events for `lease`: another instance's
-    /// worker does not get them until the lease has run out (this one died).
-    pub async fn due_webhooks(
-        &self,
-        limit: i64,
-        lease: Duration,
-    ) -> Result<Vec<PendingWebhook>, StoreError> {
-        retrying!(self.due_webhooks_once(limit, lease))
-    }
-
     async fn due_webhooks_once(&self, limit: i64, lease: Duration) -> Sql<Vec<PendingWebhook>> {
         let rows = q("UPDATE webhook_events w SET lease_until = $2 FROM ( \
                SELECT id FROM webhook_events WHERE state = 'pending' \
@@ -553,50 +452,6 @@ impl Postgres {
         Ok(out)
     }
 
-    pub async fn finish_webhook(
-        &self,
-        id: i64,
-        error: Option<&str>,
-        give_up: bool,
-        retry_in: Duration,
-    ) -> Result<(), StoreError> {
-        let now = Utc::now();
-        let (state, next) = match (error, give_up) {
-            (None, _) => ("done", None),
-            (Some(_), true) => ("failed", None),
-            (Some(_), false) => ("pending", Some(ahead(retry_in))),
-        };
-        q("UPDATE webhook_events SET state = $1, attempts = attempts + 1, next_attempt = $2, error = $3, processed_at = $4, lease_until = NULL WHERE id = $5")
-            .bind(state)
-            .bind(next)
-            .bind(error)
-            .bind(now)
-            .bind(id)
-            .execute(&self.worker)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = q("SELECT state, COUNT(*) FROM webhook_events GROUP BY state ORDER BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push((r.try_get(0)?, r.try_get(1)?));
-        }
-        Ok(out)
-    }
-
-    pub async fn apply_status(
-        &self,
-        account: &str,
-        status: &StatusRecord,
-        fallback: &[String],
-    ) -> Result<StatusApplied, StoreError> {
-        retrying!(self.apply_status_once(account, status, fallback))
-    }
-
     async fn apply_status_once(
         &self,
         account: &str,
@@ -607,18 +462,6 @@ impl Postgres {
         let applied = apply_status(&mut tx, account, status, fallback).await?;
         tx.commit().await?;
         Ok(applied)
-    }
-
-    pub async fn claim_outbox(
-        &self,
-        owner: &str,
-        limit: i64,
-        lease: Duration,
-        grace: Duration,
-        max_age: Duration,
-        fallbacks: &std::collections::BTreeMap<String, Vec<String>>,
-    ) -> Result<Vec<OutboxItem>, StoreError> {
-        retrying!(self.claim_outbox_once(owner, limit, lease, grace, max_age, fallbacks))
     }
 
     async fn claim_outbox_once(
@@ -635,27 +478,27 @@ impl Postgres {
         // Automation stops talking the moment a person takes the thread over.
         // SKIP LOCKED everywhere here: a claim never waits for another
         // instance, and rows busy elsewhere are seen at the next poll.
-        q("UPDATE outbox SET state = 'cancelled', error = 'a person took the thread over before it was sent', updated_at = $1 \
+        q("UPDATE outbox SET state = 'cancelled', error = $2, updated_at = $1 \
            WHERE id IN (SELECT o.id FROM outbox o JOIN threads t ON t.lead_id = o.lead_id AND t.state = 'human' \
              WHERE o.state = 'pending' AND o.kind = 'whatsapp' AND o.automated FOR UPDATE OF o SKIP LOCKED)")
             .bind(now)
+            .bind(outbox::TAKEN_OVER)
             .execute(&mut *tx)
             .await?;
-        let expired = q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = $1 \
+        let expired = q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || $3, updated_at = $1 \
            WHERE id = ANY (ARRAY (SELECT id FROM outbox WHERE state = 'pending' AND created_at < $2 \
              ORDER BY state, created_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED)) RETURNING id, account_id, kind")
             .bind(now)
             .bind(ago(max_age))
+            .bind(outbox::GIVEN_UP)
             .fetch_all(&mut *tx)
             .await?;
-        // A buyer who never got their message must still be reached.
         for row in &expired {
             let (id, account, kind): (String, String, String) =
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            if kind == "whatsapp" {
+            if let Some(flag) = outbox::expired_flag(&kind, max_age) {
                 let fallback = fallbacks.get(&account).map_or(&[][..], Vec::as_slice);
-                let reason = super::queues::expired_reason(max_age);
-                flag_thread(&mut tx, &id, None, &reason, fallback).await?;
+                flag_thread(&mut tx, &id, &flag, fallback).await?;
             }
         }
         // Pending and stale sending messages are looked up apart, each the
@@ -696,16 +539,6 @@ impl Postgres {
         Ok(items)
     }
 
-    pub async fn finish_outbox(
-        &self,
-        owner: &str,
-        item: &OutboxItem,
-        outcome: SendOutcome,
-        fallback: &[String],
-    ) -> Result<bool, StoreError> {
-        retrying!(self.finish_outbox_once(owner, item, &outcome, fallback))
-    }
-
     async fn finish_outbox_once(
         &self,
         owner: &str,
@@ -717,64 +550,6 @@ impl Postgres {
         let finished = finish_outbox(&mut tx, owner, item, outcome, fallback).await?;
         tx.commit().await?;
         Ok(finished)
-    }
-
-    pub async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let rows = q(
-            "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
-        }
-        Ok(out)
-    }
-
-    pub async fn disable_endpoint(
-        &self,
-        account: &str,
-        endpoint: &str,
-        reason: &str,
-    ) -> Result<(), StoreError> {
-        retrying!(q(
-            "INSERT INTO endpoint_state (account_id, endpoint, disabled_at, reason) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (account_id, endpoint) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
-        )
-        .bind(account)
-        .bind(endpoint)
-        .bind(Utc::now())
-        .bind(reason)
-        .execute(&self.delivery))?;
-        Ok(())
-    }
-
-    pub async fn disabled_endpoints(
-        &self,
-        account: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let rows = q("SELECT endpoint, COALESCE(reason, '') FROM endpoint_state WHERE account_id = $1 AND disabled_at IS NOT NULL ORDER BY endpoint")
-            .bind(account)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            out.push((r.try_get(0)?, r.try_get(1)?));
-        }
-        Ok(out)
-    }
-
-    pub async fn record_marketing(
-        &self,
-        account: &str,
-        wa_id: &str,
-        opted_out: bool,
-        at: DateTime<Utc>,
-        source: &str,
-        evidence: Option<&str>,
-    ) -> Result<(), StoreError> {
-        retrying!(self.record_marketing_once(account, wa_id, opted_out, at, source, evidence))
     }
 
     async fn record_marketing_once(
@@ -792,7 +567,248 @@ impl Postgres {
         Ok(())
     }
 
-    pub async fn queue_agent_reply(
+    async fn record_consent_once(
+        &self,
+        account: &str,
+        kind: &str,
+        value: &str,
+        consent: &ConsentRecord,
+    ) -> Sql<bool> {
+        let mut tx = self.worker.begin().await?;
+        let identity = [(kind.to_string(), value.to_string())];
+        let found = lock_leads(&mut tx, account, &identity).await?;
+        let Some((lead_id, _)) = found.into_iter().next() else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        insert_consent(&mut tx, account, &lead_id, consent).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+impl Backend for Postgres {
+    async fn ping(&self) -> bool {
+        q("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    async fn record(
+        &self,
+        account: &str,
+        event: LeadEvent,
+        decide: impl FnOnce(&LeadState) -> DecisionRecord + Send + 'static,
+    ) -> Result<Recorded, StoreError> {
+        let mut decide = Some(decide);
+        let mut tries = 0;
+        loop {
+            match self.record_once(account, &event, &mut decide).await {
+                // Only before the decision: it is made once.
+                Err(e) if retryable(&e) && decide.is_some() && tries < RETRIES => tries += 1,
+                other => return other.map_err(StoreError::from),
+            }
+        }
+    }
+
+    async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
+        let mut c = self.pool.acquire().await?;
+        Ok(lead_record(&mut c, account, id).await?)
+    }
+
+    async fn search(
+        &self,
+        account: &str,
+        query: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<Value>, StoreError> {
+        let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
+        // ILIKE with no escape character: SQLite's LIKE ignores ASCII case
+        // and treats a backslash as itself.
+        let rows = q("SELECT id, name, phone, email, channel, intent, playbook, updated_at FROM leads \
+             WHERE account_id = $1 AND merged_into IS NULL \
+             AND ($2::text IS NULL OR name ILIKE $2 ESCAPE '' OR phone ILIKE $2 ESCAPE '' OR email ILIKE $2 ESCAPE '') \
+             ORDER BY updated_at DESC, id DESC LIMIT $3")
+            .bind(account)
+            .bind(pattern)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push(serde_json::json!({
+                "id": r.try_get::<String, _>("id")?, "name": r.try_get::<Option<String>, _>("name")?,
+                "phone": r.try_get::<Option<String>, _>("phone")?, "email": r.try_get::<Option<String>, _>("email")?,
+                "channel": r.try_get::<Option<String>, _>("channel")?, "intent": r.try_get::<Option<String>, _>("intent")?,
+                "playbook": r.try_get::<Option<String>, _>("playbook")?,
+                "updated_at": time_text(r.try_get("updated_at")?),
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn set_thread_state(
+        &self,
+        account: &str,
+        lead_id: &str,
+        human: bool,
+        queue: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        retrying!(self.set_thread_state_once(account, lead_id, human, queue))
+    }
+
+    async fn enqueue_webhooks(
+        &self,
+        account: &str,
+        source: WebhookSource,
+        events: &[(String, Value)],
+    ) -> Result<usize, StoreError> {
+        let source = source.as_str();
+        let (ids, payloads): (Vec<String>, Vec<String>) = events
+            .iter()
+            .map(|(id, payload)| (id.clone(), payload.to_string()))
+            .unzip();
+        retrying!(self.enqueue_webhooks_once(account, source, &ids, &payloads))
+    }
+
+    async fn enqueue_webhook(
+        &self,
+        account: &str,
+        source: WebhookSource,
+        source_id: &str,
+        payload: &Value,
+    ) -> Result<Enqueued, StoreError> {
+        let source = source.as_str();
+        let payload = payload.to_string();
+        retrying!(self.enqueue_webhook_once(account, source, source_id, &payload))
+    }
+
+    /// Claims up to `limit` due events for `lease`: another instance's
+    /// worker does not get them until the lease has run out (this one died).
+    async fn due_webhooks(
+        &self,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<PendingWebhook>, StoreError> {
+        retrying!(self.due_webhooks_once(limit, lease))
+    }
+
+    async fn finish_webhook(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        give_up: bool,
+        retry_in: Duration,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let (state, next) = super::webhook_end(error, give_up, retry_in, now);
+        q("UPDATE webhook_events SET state = $1, attempts = attempts + 1, next_attempt = $2, error = $3, processed_at = $4, lease_until = NULL WHERE id = $5")
+            .bind(state)
+            .bind(next)
+            .bind(error)
+            .bind(now)
+            .bind(id)
+            .execute(&self.worker)
+            .await?;
+        Ok(())
+    }
+
+    async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = q("SELECT state, COUNT(*) FROM webhook_events GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        Ok(out)
+    }
+
+    async fn apply_status(
+        &self,
+        account: &str,
+        status: &StatusRecord,
+        fallback: &[String],
+    ) -> Result<StatusApplied, StoreError> {
+        retrying!(self.apply_status_once(account, status, fallback))
+    }
+
+    async fn claim_outbox(
+        &self,
+        owner: &str,
+        limit: i64,
+        lease: Duration,
+        grace: Duration,
+        max_age: Duration,
+        fallbacks: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        retrying!(self.claim_outbox_once(owner, limit, lease, grace, max_age, fallbacks))
+    }
+
+    async fn finish_outbox(
+        &self,
+        owner: &str,
+        item: &OutboxItem,
+        outcome: SendOutcome,
+        fallback: &[String],
+    ) -> Result<bool, StoreError> {
+        retrying!(self.finish_outbox_once(owner, item, &outcome, fallback))
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let rows = q(
+            "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        }
+        Ok(out)
+    }
+
+    async fn disable_endpoint(
+        &self,
+        account: &str,
+        endpoint: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        retrying!(q(
+            "INSERT INTO endpoint_state (account_id, endpoint, disabled_at, reason) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (account_id, endpoint) DO UPDATE SET disabled_at = excluded.disabled_at, reason = excluded.reason",
+        )
+        .bind(account)
+        .bind(endpoint)
+        .bind(Utc::now())
+        .bind(reason)
+        .execute(&self.delivery))?;
+        Ok(())
+    }
+
+    async fn disabled_endpoints(&self, account: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = q("SELECT endpoint, COALESCE(reason, '') FROM endpoint_state WHERE account_id = $1 AND disabled_at IS NOT NULL ORDER BY endpoint")
+            .bind(account)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            out.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        Ok(out)
+    }
+
+    async fn record_marketing(
+        &self,
+        account: &str,
+        wa_id: &str,
+        opted_out: bool,
+        at: DateTime<Utc>,
+        source: &str,
+        evidence: Option<&str>,
+    ) -> Result<(), StoreError> {
+        retrying!(self.record_marketing_once(account, wa_id, opted_out, at, source, evidence))
+    }
+
+    async fn queue_agent_reply(
         &self,
         account: &str,
         lead_id: &str,
@@ -839,7 +855,7 @@ impl Postgres {
         Ok(super::AgentReply::Queued { outbox_id })
     }
 
-    pub async fn record_consent(
+    async fn record_consent(
         &self,
         account: &str,
         kind: &str,
@@ -847,25 +863,6 @@ impl Postgres {
         consent: &ConsentRecord,
     ) -> Result<bool, StoreError> {
         retrying!(self.record_consent_once(account, kind, value, consent))
-    }
-
-    async fn record_consent_once(
-        &self,
-        account: &str,
-        kind: &str,
-        value: &str,
-        consent: &ConsentRecord,
-    ) -> Sql<bool> {
-        let mut tx = self.worker.begin().await?;
-        let identity = [(kind.to_string(), value.to_string())];
-        let found = lock_leads(&mut tx, account, &identity).await?;
-        let Some((lead_id, _)) = found.into_iter().next() else {
-            tx.rollback().await?;
-            return Ok(false);
-        };
-        insert_consent(&mut tx, account, &lead_id, consent).await?;
-        tx.commit().await?;
-        Ok(true)
     }
 }
 
@@ -1111,13 +1108,7 @@ async fn keep_conversation(
     now: DateTime<Utc>,
 ) -> Sql<()> {
     if state.thread.open {
-        if record.asked.iter().any(|f| !state.thread.asked.contains(f)) {
-            let mut asked = state.thread.asked.clone();
-            for field in &record.asked {
-                if !asked.contains(field) {
-                    asked.push(field.clone());
-                }
-            }
+        if let Some(asked) = super::asked_after(&state.thread, &record.asked) {
             q("UPDATE threads SET asked = $1 WHERE lead_id = $2")
                 .bind(serde_json::to_string(&asked).unwrap_or_default())
                 .bind(lead_id)
@@ -1323,32 +1314,25 @@ async fn record_new(
     record: DecisionRecord,
 ) -> Sql<(Value, String, String)> {
     let lead_id = uuid::Uuid::now_v7().to_string();
-    let mut fields = event.fields.clone();
-    fields.retain(|_, v| !v.is_null());
-    let tags = unique(&event.tags);
-    let mut answers = Vec::new();
-    super::merge_answers(&mut answers, &event.answers);
+    let columns = event.new_columns(&record.playbook);
+    let (fields, tags, answers) = columns.json_columns();
+    let [name, first_name, phone, email, language, channel, intent, playbook] = columns.text;
     q("INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers) \
        VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
         .bind(&lead_id)
         .bind(account)
         .bind(now)
-        .bind(event.name.as_ref().or(event.profile_name.as_ref()))
-        .bind(&event.first_name)
-        .bind(&event.phone)
-        .bind(&event.email)
-        .bind(&event.language)
-        .bind(&event.channel)
-        .bind(&event.intent)
-        .bind(
-            event
-                .playbook
-                .as_deref()
-                .or(Some(record.playbook.as_str()).filter(|p| !p.is_empty())),
-        )
-        .bind(Value::Object(fields).to_string())
-        .bind(serde_json::to_string(&tags).unwrap_or_default())
-        .bind(serde_json::to_string(&answers).unwrap_or_default())
+        .bind(name)
+        .bind(first_name)
+        .bind(phone)
+        .bind(email)
+        .bind(language)
+        .bind(channel)
+        .bind(intent)
+        .bind(playbook)
+        .bind(fields)
+        .bind(tags)
+        .bind(answers)
         .execute(&mut *c)
         .await?;
     insert_rows(c, account, &lead_id, event).await?;
@@ -1504,11 +1488,7 @@ async fn finish_response(
     lead_id: &str,
     decision_id: &str,
 ) -> Sql<Value> {
-    let mut response = record.response.clone();
-    if let Value::Object(map) = &mut response {
-        map.insert("lead_id".into(), Value::String(lead_id.to_string()));
-        map.insert("decision_id".into(), Value::String(decision_id.to_string()));
-    }
+    let response = record.response_for(lead_id, decision_id);
     if let Some((source, source_id)) = &event.dedup {
         q("UPDATE processed SET response = $4 WHERE account_id = $1 AND source = $2 AND source_id = $3")
             .bind(account)
@@ -1621,32 +1601,17 @@ async fn apply_event(
         .bind(lead_id)
         .fetch_one(&mut *c)
         .await?;
-    if !event.answers.is_empty() {
-        let mut answers: Vec<Answer> =
-            serde_json::from_str(&r.try_get::<String, _>(2)?).unwrap_or_default();
-        super::merge_answers(&mut answers, &event.answers);
+    let (fields, tags, answers) = event.merge_columns(
+        &r.try_get::<String, _>(0)?,
+        &r.try_get::<String, _>(1)?,
+        &r.try_get::<String, _>(2)?,
+    );
+    if let Some(answers) = answers {
         q("UPDATE leads SET answers = $1 WHERE id = $2")
-            .bind(serde_json::to_string(&answers).unwrap_or_default())
+            .bind(answers)
             .bind(lead_id)
             .execute(&mut *c)
             .await?;
-    }
-    let mut fields: Map<String, Value> =
-        serde_json::from_str(&r.try_get::<String, _>(0)?).unwrap_or_default();
-    // A later event's answers replace earlier ones; a null clears a field.
-    for (k, v) in &event.fields {
-        if v.is_null() {
-            fields.remove(k);
-        } else {
-            fields.insert(k.clone(), v.clone());
-        }
-    }
-    let mut tags: Vec<String> =
-        serde_json::from_str(&r.try_get::<String, _>(1)?).unwrap_or_default();
-    for t in &event.tags {
-        if !tags.contains(t) {
-            tags.push(t.clone());
-        }
     }
     q("UPDATE leads SET name = COALESCE($1, name, $13), first_name = COALESCE($2, first_name), phone = COALESCE($3, phone), \
        email = COALESCE($4, email), language = COALESCE($5, language), channel = COALESCE(channel, $6), \
@@ -1659,8 +1624,8 @@ async fn apply_event(
         .bind(&event.channel)
         .bind(&event.intent)
         .bind(&event.playbook)
-        .bind(Value::Object(fields).to_string())
-        .bind(serde_json::to_string(&tags).unwrap_or_default())
+        .bind(fields)
+        .bind(tags)
         .bind(now)
         .bind(lead_id)
         .bind(&event.profile_name)
@@ -1763,10 +1728,10 @@ pub(super) async fn load_state(
 async fn flag_thread(
     c: &mut PgConnection,
     outbox_id: &str,
-    code: Option<i64>,
-    reason: &str,
+    flag: &Flag,
     fallback: &[String],
 ) -> Sql<()> {
+    let (code, reason) = (flag.code, flag.reason.as_str());
     let now = Utc::now();
     q(
         "UPDATE threads SET flag = 'delivery_failed', flag_reason = $1, updated_at = $2 \
@@ -1806,30 +1771,17 @@ async fn marketing_opt_out(
     c: &mut PgConnection,
     account: &str,
     lead_id: &str,
-    wa_id: Option<&str>,
-    evidence: &str,
+    opt_out: &OptOut,
 ) -> Sql<()> {
     let now = Utc::now();
-    let mut keys: Vec<String> = wa_id.map(|w| w.to_string()).into_iter().collect();
-    if keys.is_empty() {
-        keys = lead_marketing_keys(c, lead_id).await?;
-    }
+    let keys = match &opt_out.wa_id {
+        Some(wa_id) => vec![wa_id.clone()],
+        None => lead_marketing_keys(c, lead_id).await?,
+    };
     for key in &keys {
-        upsert_marketing(c, account, key, true, now, "whatsapp 131050").await?;
+        upsert_marketing(c, account, key, true, now, outbox::OPT_OUT_SOURCE).await?;
     }
-    insert_consent(
-        c,
-        account,
-        lead_id,
-        &ConsentRecord {
-            channel: "whatsapp_marketing".into(),
-            granted: false,
-            source: "whatsapp 131050".into(),
-            at: now,
-            evidence: Some(evidence.to_string()),
-        },
-    )
-    .await
+    insert_consent(c, account, lead_id, &opt_out.consent(now)).await
 }
 
 /// Keeps a WhatsApp user's marketing preference unless a later one is on record.
@@ -1868,30 +1820,12 @@ async fn record_marketing(
     source: &str,
     evidence: Option<&str>,
 ) -> Sql<()> {
-    let phone = crate::intake::wa_id_to_e164(wa_id);
-    let identities: Vec<(String, String)> = [
-        Some(("whatsapp".to_string(), wa_id.to_string())),
-        phone.map(|p| ("phone".to_string(), p)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let identities = super::wa_identities(wa_id);
     let found = lock_leads(c, account, &identities).await?;
     upsert_marketing(c, account, wa_id, opted_out, at, source).await?;
     if let Some((lead_id, _)) = found.into_iter().next() {
-        insert_consent(
-            c,
-            account,
-            &lead_id,
-            &ConsentRecord {
-                channel: "whatsapp_marketing".into(),
-                granted: !opted_out,
-                source: source.to_string(),
-                at,
-                evidence: evidence.map(str::to_string),
-            },
-        )
-        .await?;
+        let consent = ConsentRecord::marketing(!opted_out, source, at, evidence);
+        insert_consent(c, account, &lead_id, &consent).await?;
     }
     Ok(())
 }
@@ -1904,12 +1838,9 @@ async fn queue_fallback(c: &mut PgConnection, id: &str, payload: &Value) -> Sql<
         .bind(id)
         .fetch_optional(&mut *c)
         .await?;
-    if exists.is_some() || payload.get("template").is_none_or(Value::is_null) {
+    let Some(payload) = outbox::template_in_place(payload).filter(|_| exists.is_none()) else {
         return Ok(false);
-    }
-    let mut payload = payload.clone();
-    payload["outcome"] = Value::String("template".into());
-    payload["text"] = Value::Null;
+    };
     q("INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, replaces, updated_at) \
        SELECT $1, account_id, lead_id, decision_id, kind, $2, $3, automated, id, $3 FROM outbox WHERE id = $4")
         .bind(uuid::Uuid::now_v7().to_string())
@@ -1994,13 +1925,6 @@ async fn apply_status(
         lead_id: Some(lead_id.clone()),
     };
     if status.status != DeliveryStatus::Failed {
-        let furthest = if super::status_rank(Some(status.status.as_str()))
-            > super::status_rank(delivery.as_deref())
-        {
-            Some(status.status.as_str().to_string())
-        } else {
-            delivery
-        };
         // Meta has it: a send we were unsure of, or were about to retry, is done.
         q(
             "UPDATE outbox SET message_id = COALESCE(message_id, $1), delivery = $2, \
@@ -2009,49 +1933,58 @@ async fn apply_status(
            next_attempt = NULL, updated_at = $3 WHERE id = $4",
         )
         .bind(&status.message_id)
-        .bind(furthest)
+        .bind(status.furthest(delivery))
         .bind(now)
         .bind(&id)
         .execute(&mut *c)
         .await?;
         return Ok(applied);
     }
-    let first = status.errors.get(0);
-    let code = first.and_then(|e| e.get("code")).and_then(Value::as_i64);
-    let detail = first
-        .map(|e| {
-            e.get("message")
-                .or_else(|| e.get("title"))
-                .and_then(Value::as_str)
-                .unwrap_or("failed")
-                .to_string()
-        })
-        .unwrap_or_else(|| "failed".into());
-    let error = match code {
-        Some(code) => format!("{code}: {detail}"),
-        None => detail,
-    };
     let _ = state;
+    let failure = status.failure(&payload);
     q("UPDATE outbox SET message_id = COALESCE(message_id, $1), delivery = 'failed', state = 'failed', \
        error_code = $2, error = $3, lease_owner = NULL, updated_at = $4 WHERE id = $5")
         .bind(&status.message_id)
-        .bind(code)
-        .bind(&error)
+        .bind(failure.code)
+        .bind(&failure.error)
         .bind(now)
         .bind(&id)
         .execute(&mut *c)
         .await?;
-    let session = payload.get("outcome").and_then(Value::as_str) == Some("session");
-    if code == Some(131047) && session {
-        applied.fell_back = queue_fallback(c, &id, &payload).await?;
-    }
-    if code == Some(131050) {
-        marketing_opt_out(c, account, &lead_id, Some(&status.recipient), &error).await?;
-    }
-    if !applied.fell_back {
-        flag_thread(c, &id, code, &error, fallback).await?;
-    }
+    applied.fell_back = carry_out(c, account, &lead_id, &id, &failure.effects, fallback).await?;
     Ok(applied)
+}
+
+/// Does what the end of outbox message `id` of `lead_id` sets off; true
+/// when a template was queued in its place. The caller holds the lead's
+/// lock (and the identity's, for an identity it adds) and the message's row.
+async fn carry_out(
+    c: &mut PgConnection,
+    account: &str,
+    lead_id: &str,
+    id: &str,
+    effects: &Effects,
+    fallback: &[String],
+) -> Sql<bool> {
+    if let Some(wa_id) = &effects.identity {
+        q("INSERT INTO identities (account_id, kind, value, lead_id) VALUES ($1, 'whatsapp', $2, $3) ON CONFLICT DO NOTHING")
+            .bind(account)
+            .bind(wa_id)
+            .bind(lead_id)
+            .execute(&mut *c)
+            .await?;
+    }
+    let fell_back = match &effects.template {
+        Some(payload) => queue_fallback(c, id, payload).await?,
+        None => false,
+    };
+    if let Some(opt_out) = &effects.opt_out {
+        marketing_opt_out(c, account, lead_id, opt_out).await?;
+    }
+    if let Some(flag) = effects.flag.as_ref().filter(|_| !fell_back) {
+        flag_thread(c, id, flag, fallback).await?;
+    }
+    Ok(fell_back)
 }
 
 async fn finish_outbox(
@@ -2089,117 +2022,36 @@ async fn finish_outbox(
         return Ok(false);
     }
     let now = Utc::now();
-    match outcome {
-        SendOutcome::Sent { message_id, wa_id } => {
-            let delivery = if item.kind == OutboxKind::Whatsapp {
-                "accepted"
-            } else {
-                "delivered"
-            };
-            q("UPDATE outbox SET state = 'sent', message_id = COALESCE($1, message_id), delivery = COALESCE(delivery, $2), \
-               error_code = NULL, error = NULL, lease_owner = NULL, lease_until = NULL, sending_since = NULL, updated_at = $3 WHERE id = $4")
-                .bind(message_id)
-                .bind(delivery)
-                .bind(now)
-                .bind(&item.id)
-                .execute(&mut *c)
-                .await?;
-            // Meta's ID for the user can differ from the number typed: later
-            // messages from it must find this lead.
-            if let Some(wa_id) = wa_id {
-                q("INSERT INTO identities (account_id, kind, value, lead_id) VALUES ($1, 'whatsapp', $2, $3) ON CONFLICT DO NOTHING")
-                    .bind(&item.account)
-                    .bind(wa_id)
-                    .bind(&lead_id)
-                    .execute(&mut *c)
-                    .await?;
-            }
-        }
-        SendOutcome::Retry { at, code, error } => {
-            q("UPDATE outbox SET state = 'pending', next_attempt = $1, error_code = $2, error = $3, lease_owner = NULL, \
-               lease_until = NULL, sending_since = NULL, updated_at = $4 WHERE id = $5")
-                .bind(at)
-                .bind(code)
-                .bind(error)
-                .bind(now)
-                .bind(&item.id)
-                .execute(&mut *c)
-                .await?;
-        }
-        SendOutcome::Uncertain { error } => {
-            // Still `sending`, its lease over: claimed again only after the grace period.
-            q("UPDATE outbox SET lease_owner = NULL, lease_until = $1, error = $2, updated_at = $1 WHERE id = $3")
-                .bind(now)
-                .bind(error)
-                .bind(&item.id)
-                .execute(&mut *c)
-                .await?;
-        }
-        SendOutcome::Failed {
-            code,
-            error,
-            marketing_opt_out: opted_out,
-        } => {
-            end_outbox(c, &item.id, "failed", *code, Some(error), now).await?;
-            if *opted_out {
-                let to = item
-                    .payload
-                    .get("to")
-                    .and_then(Value::as_str)
-                    .map(|t| t.trim_start_matches('+').to_string());
-                marketing_opt_out(c, &item.account, &lead_id, to.as_deref(), error).await?;
-            }
-            // An operator must reach a buyer WhatsApp could not; a CRM that
-            // refused is the account's to fix (metrics and logs say so).
-            if item.kind == OutboxKind::Whatsapp {
-                flag_thread(c, &item.id, *code, error, fallback).await?;
-            }
-        }
-        SendOutcome::Fallback {
-            code,
-            error,
-            payload,
-        } => {
-            end_outbox(c, &item.id, "failed", Some(*code), Some(error), now).await?;
-            if !queue_fallback(c, &item.id, payload).await? {
-                flag_thread(c, &item.id, Some(*code), error, fallback).await?;
-            }
-        }
-        SendOutcome::Cancelled { reason } => {
-            end_outbox(c, &item.id, "cancelled", None, Some(reason), now).await?;
-        }
-        SendOutcome::Deferred { at } => {
-            q("UPDATE outbox SET state = 'pending', next_attempt = $1, attempts = attempts - 1, lease_owner = NULL, \
-               lease_until = NULL, sending_since = NULL, updated_at = $2 WHERE id = $3")
-                .bind(at)
-                .bind(now)
-                .bind(&item.id)
-                .execute(&mut *c)
-                .await?;
-        }
-    }
-    Ok(true)
-}
-
-/// Ends a message's delivery in `state`, its lease released.
-async fn end_outbox(
-    c: &mut PgConnection,
-    id: &str,
-    state: &str,
-    code: Option<i64>,
-    error: Option<&str>,
-    now: DateTime<Utc>,
-) -> Sql<()> {
-    q("UPDATE outbox SET state = $1, error_code = $2, error = $3, lease_owner = NULL, lease_until = NULL, \
-       sending_since = NULL, updated_at = $4 WHERE id = $5")
-        .bind(state)
-        .bind(code)
-        .bind(error)
+    let plan = outcome.plan(item, now);
+    q("UPDATE outbox SET state = $1, message_id = COALESCE($2, message_id), delivery = COALESCE(delivery, $3), \
+       next_attempt = COALESCE($4, next_attempt), \
+       error_code = CASE WHEN $5 THEN $6 ELSE error_code END, error = CASE WHEN $7 THEN $8 ELSE error END, \
+       attempts = CASE WHEN $9 THEN attempts ELSE attempts - 1 END, lease_owner = NULL, lease_until = $10, \
+       sending_since = CASE WHEN $10 IS NULL THEN NULL ELSE sending_since END, updated_at = $11 WHERE id = $12")
+        .bind(plan.state)
+        .bind(&plan.message_id)
+        .bind(plan.delivery)
+        .bind(plan.next_attempt)
+        .bind(plan.code.is_some())
+        .bind(plan.code.flatten())
+        .bind(plan.error.is_some())
+        .bind(plan.error.as_ref().and_then(Option::as_deref))
+        .bind(plan.counts)
+        .bind(plan.grace_from)
         .bind(now)
-        .bind(id)
+        .bind(&item.id)
         .execute(&mut *c)
         .await?;
-    Ok(())
+    carry_out(
+        c,
+        &item.account,
+        &lead_id,
+        &item.id,
+        &plan.effects,
+        fallback,
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Rows of `sql` (bound to the lead's ID).

@@ -16,7 +16,7 @@ use super::{
 use crate::queues::{pick, Candidate, QueuePlan};
 use crate::store::queues::{
     activity, agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView,
-    OperatorRow, Presence, Waiting, SYSTEM_ACTOR,
+    OperatorRow, Presence, QueueBackend, Waiting, SYSTEM_ACTOR,
 };
 use crate::store::StoreError;
 use chrono::{DateTime, SubsecRound, Utc};
@@ -138,14 +138,6 @@ async fn ids_of(
 }
 
 impl Postgres {
-    pub async fn assign_waiting(
-        &self,
-        account: &str,
-        plan: &QueuePlan,
-    ) -> Result<Vec<Assigned>, StoreError> {
-        retrying!(self.assign_waiting_once(account, plan))
-    }
-
     async fn assign_waiting_once(&self, account: &str, plan: &QueuePlan) -> Sql<Vec<Assigned>> {
         let mut tx = self.pool.begin().await?;
         // First: every read below sees what the previous pass gave.
@@ -246,17 +238,6 @@ impl Postgres {
         Ok(done)
     }
 
-    pub async fn escalate(
-        &self,
-        account: &str,
-        queue: &str,
-        to: &str,
-        cutoff: DateTime<Utc>,
-        after: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        retrying!(self.escalate_once(account, queue, to, cutoff, after))
-    }
-
     async fn escalate_once(
         &self,
         account: &str,
@@ -309,14 +290,6 @@ impl Postgres {
         Ok(moved)
     }
 
-    pub async fn set_available(
-        &self,
-        operator_id: &str,
-        available: bool,
-    ) -> Result<bool, StoreError> {
-        retrying!(self.set_available_once(operator_id, available))
-    }
-
     async fn set_available_once(&self, operator_id: &str, available: bool) -> Sql<bool> {
         let mut tx = self.pool.begin().await?;
         let now = Utc::now();
@@ -338,14 +311,6 @@ impl Postgres {
             .await?;
         tx.commit().await?;
         Ok(before.unwrap_or(false) != available)
-    }
-
-    pub async fn touch_presence(
-        &self,
-        operator_id: &str,
-        idle: Duration,
-    ) -> Result<bool, StoreError> {
-        retrying!(self.touch_presence_once(operator_id, idle))
     }
 
     async fn touch_presence_once(&self, operator_id: &str, idle: Duration) -> Sql<bool> {
@@ -380,7 +345,60 @@ impl Postgres {
         Ok(woke)
     }
 
-    pub async fn presence(&self, operator_id: &str) -> Result<Presence, StoreError> {
+    async fn close_thread_once(&self, account: &str, lead_id: &str, actor: &str) -> Sql<bool> {
+        let mut tx = self.pool.begin().await?;
+        let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
+            return Ok(false);
+        };
+        // Closes the conversation, and the queue entry when there is one;
+        // one that idled out is closed already, as of then.
+        super::settle_idle(&mut tx, &id).await?;
+        let changed = q("UPDATE threads SET queue_state = CASE WHEN queue_state IN ('waiting', 'assigned') THEN 'done' ELSE queue_state END, \
+                         closed_at = CASE WHEN opened_at IS NOT NULL THEN $1 ELSE closed_at END, opened_at = NULL, asked = '[]', updated_at = $1 \
+                         WHERE lead_id = $2 AND account_id = $3 AND (queue_state IN ('waiting', 'assigned') OR opened_at IS NOT NULL)")
+            .bind(Utc::now())
+            .bind(&id)
+            .bind(account)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if changed == 1 {
+            trail(&mut tx, account, &id, actor, "done", None).await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+}
+
+impl QueueBackend for Postgres {
+    async fn assign_waiting(
+        &self,
+        account: &str,
+        plan: &QueuePlan,
+    ) -> Result<Vec<Assigned>, StoreError> {
+        retrying!(self.assign_waiting_once(account, plan))
+    }
+
+    async fn escalate(
+        &self,
+        account: &str,
+        queue: &str,
+        to: &str,
+        cutoff: DateTime<Utc>,
+        after: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        retrying!(self.escalate_once(account, queue, to, cutoff, after))
+    }
+
+    async fn set_available(&self, operator_id: &str, available: bool) -> Result<bool, StoreError> {
+        retrying!(self.set_available_once(operator_id, available))
+    }
+
+    async fn touch_presence(&self, operator_id: &str, idle: Duration) -> Result<bool, StoreError> {
+        retrying!(self.touch_presence_once(operator_id, idle))
+    }
+
+    async fn presence(&self, operator_id: &str) -> Result<Presence, StoreError> {
         let row = q("SELECT available, seen_at FROM presence WHERE operator_id = $1")
             .bind(operator_id)
             .fetch_optional(&self.pool)
@@ -394,7 +412,7 @@ impl Postgres {
         })
     }
 
-    pub async fn queue_members(
+    async fn queue_members(
         &self,
         account: &str,
         plan: &QueuePlan,
@@ -403,7 +421,7 @@ impl Postgres {
         Ok(members(&mut c, account, plan).await?)
     }
 
-    pub async fn waiting(
+    async fn waiting(
         &self,
         account: &str,
         queue: &str,
@@ -431,7 +449,7 @@ impl Postgres {
         Ok(out)
     }
 
-    pub async fn close_thread(
+    async fn close_thread(
         &self,
         account: &str,
         lead_id: &str,
@@ -440,31 +458,7 @@ impl Postgres {
         retrying!(self.close_thread_once(account, lead_id, actor))
     }
 
-    async fn close_thread_once(&self, account: &str, lead_id: &str, actor: &str) -> Sql<bool> {
-        let mut tx = self.pool.begin().await?;
-        let Some(id) = lock_survivor(&mut tx, account, lead_id).await? else {
-            return Ok(false);
-        };
-        // Closes the conversation, and the queue entry when there is one;
-        // one that idled out is closed already, as of then.
-        super::settle_idle(&mut tx, &id).await?;
-        let changed = q("UPDATE threads SET queue_state = CASE WHEN queue_state IN ('waiting', 'assigned') THEN 'done' ELSE queue_state END, \
-                         closed_at = CASE WHEN opened_at IS NOT NULL THEN $1 ELSE closed_at END, opened_at = NULL, asked = '[]', updated_at = $1 \
-                         WHERE lead_id = $2 AND account_id = $3 AND (queue_state IN ('waiting', 'assigned') OR opened_at IS NOT NULL)")
-            .bind(Utc::now())
-            .bind(&id)
-            .bind(account)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if changed == 1 {
-            trail(&mut tx, account, &id, actor, "done", None).await?;
-        }
-        tx.commit().await?;
-        Ok(changed == 1)
-    }
-
-    pub async fn queue_counts(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+    async fn queue_counts(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
         let rows = q("SELECT account_id, queue, queue_state, COUNT(*) FROM threads \
                       WHERE queue_state IN ('waiting', 'assigned') GROUP BY account_id, queue, queue_state")
             .fetch_all(&self.pool)

@@ -1,13 +1,14 @@
 //! The inbox's SQL for SQLite (see [`super::inbox`]).
 
 use super::{load_state, now_text, parse_time, rows, survivor, time_text, trail, Sqlite};
-use crate::store::inbox::{Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter};
+use crate::store::inbox::{
+    InboxBackend, Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter,
+};
 use crate::store::queues::FirstReply;
 use crate::store::{LeadState, StoreError};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 fn operator_row(r: &rusqlite::Row) -> rusqlite::Result<Operator> {
     Ok(Operator {
@@ -18,20 +19,15 @@ fn operator_row(r: &rusqlite::Row) -> rusqlite::Result<Operator> {
     })
 }
 
-impl Sqlite {
-    pub async fn create_operator(
+impl InboxBackend for Sqlite {
+    async fn create_operator(
         &self,
         account: &str,
         email: &str,
         name: &str,
         password_hash: &str,
     ) -> Result<Operator, StoreError> {
-        let operator = Operator {
-            id: uuid::Uuid::now_v7().to_string(),
-            account: account.to_string(),
-            email: email.trim().to_lowercase(),
-            name: name.trim().to_string(),
-        };
+        let operator = Operator::new(account, email, name);
         let hash = password_hash.to_string();
         self.write(move |c| {
             let taken: Option<String> = c
@@ -39,10 +35,7 @@ impl Sqlite {
                 .query_row(params![operator.email], |r| r.get(0))
                 .optional()?;
             if taken.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "an operator with the email `{}` exists already",
-                    operator.email
-                )));
+                return Err(operator.email_taken());
             }
             c.prepare_cached(
                 "INSERT INTO operators (id, account_id, email, name, password_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -60,8 +53,8 @@ impl Sqlite {
         .await
     }
 
-    pub async fn operators(
-        self: &Arc<Self>,
+    async fn operators(
+        &self,
         account: &str,
     ) -> Result<Vec<(Operator, crate::store::queues::Presence)>, StoreError> {
         let account = account.to_string();
@@ -84,10 +77,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn operator_login(
-        self: &Arc<Self>,
-        email: &str,
-    ) -> Result<Option<OperatorLogin>, StoreError> {
+    async fn operator_login(&self, email: &str) -> Result<Option<OperatorLogin>, StoreError> {
         let email = email.trim().to_lowercase();
         self.read(move |c| {
             Ok(c.prepare_cached(
@@ -104,7 +94,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn create_session(
+    async fn create_session(
         &self,
         operator_id: &str,
         token_hash: &str,
@@ -130,10 +120,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn session(
-        self: &Arc<Self>,
-        token_hash: &str,
-    ) -> Result<Option<Session>, StoreError> {
+    async fn session(&self, token_hash: &str) -> Result<Option<Session>, StoreError> {
         let token_hash = token_hash.to_string();
         self.read(move |c| {
             let found = c
@@ -157,7 +144,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
+    async fn end_session(&self, token_hash: &str) -> Result<(), StoreError> {
         let token_hash = token_hash.to_string();
         self.write(move |c| {
             c.prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
@@ -167,8 +154,8 @@ impl Sqlite {
         .await
     }
 
-    pub async fn threads(
-        self: &Arc<Self>,
+    async fn threads(
+        &self,
         account: &str,
         reader: Option<&str>,
         filter: &ThreadFilter,
@@ -241,7 +228,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn mark_read(&self, operator_id: &str, lead_id: &str) -> Result<(), StoreError> {
+    async fn mark_read(&self, operator_id: &str, lead_id: &str) -> Result<(), StoreError> {
         let (operator_id, lead_id) = (operator_id.to_string(), lead_id.to_string());
         self.write(move |c| {
             c.prepare_cached(
@@ -254,11 +241,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn lead_state(
-        self: &Arc<Self>,
-        account: &str,
-        id: &str,
-    ) -> Result<Option<LeadState>, StoreError> {
+    async fn lead_state(&self, account: &str, id: &str) -> Result<Option<LeadState>, StoreError> {
         let (account, id) = (account.to_string(), id.to_string());
         self.read(move |c| match survivor(c, &account, &id)? {
             Some(id) => Ok(Some(load_state(c, &account, &id, false)?)),
@@ -267,11 +250,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn thread_events(
-        self: &Arc<Self>,
-        account: &str,
-        lead_id: &str,
-    ) -> Result<Vec<Value>, StoreError> {
+    async fn thread_events(&self, account: &str, lead_id: &str) -> Result<Vec<Value>, StoreError> {
         let (account, lead_id) = (account.to_string(), lead_id.to_string());
         self.read(move |c| {
             let Some(id) = survivor(c, &account, &lead_id)? else {
@@ -292,7 +271,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn add_note(
+    async fn add_note(
         &self,
         account: &str,
         lead_id: &str,
@@ -315,7 +294,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn set_thread_owner(
+    async fn set_thread_owner(
         &self,
         account: &str,
         lead_id: &str,
@@ -361,7 +340,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn reassign(
+    async fn reassign(
         &self,
         account: &str,
         lead_id: &str,
@@ -398,7 +377,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn queue_reply(
+    async fn queue_reply(
         &self,
         account: &str,
         lead_id: &str,

@@ -16,21 +16,23 @@
 mod inbox;
 mod queues;
 
+use super::outbox::{self, Effects, Flag, OptOut};
 use super::{
-    new_state, unique, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
+    new_state, ConsentRecord, DecisionRecord, Enqueued, LeadColumns, LeadEvent, LeadState,
     OutboxItem, OutboxKind, PendingWebhook, Recorded, SendOutcome, StatusApplied, StatusRecord,
     StoreError, WebhookSource,
 };
-use crate::engine::lead::{Answer, Consent, TranscriptMessage};
+use crate::engine::lead::{Consent, TranscriptMessage};
 use crate::engine::Lead;
 use crate::intake::DeliveryStatus;
 use crate::store::view::{
     self, ConsentEntry, Identity, LeadRecord, OutboxEntry, StoredDecision, ThreadView,
     TranscriptEntry,
 };
+use crate::store::Backend;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -120,7 +122,7 @@ where
 pub struct Sqlite {
     path: PathBuf,
     jobs: tokio::sync::mpsc::Sender<Box<dyn Job>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
 }
 
 impl std::fmt::Debug for Sqlite {
@@ -236,7 +238,7 @@ impl Sqlite {
         Ok(Sqlite {
             path,
             jobs,
-            readers: Mutex::new(Vec::new()),
+            readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
@@ -260,18 +262,18 @@ impl Sqlite {
 
     /// Runs `f` with a reader connection on the blocking pool.
     pub(super) async fn read<T: Send + 'static>(
-        self: &Arc<Self>,
+        &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let this = self.clone();
+        let (path, readers) = (self.path.clone(), Arc::clone(&self.readers));
         tokio::task::spawn_blocking(move || {
-            let idle = this.readers.lock().ok().and_then(|mut r| r.pop());
+            let idle = readers.lock().ok().and_then(|mut r| r.pop());
             let conn = match idle {
                 Some(c) => c,
-                None => connect(&this.path)?,
+                None => connect(&path)?,
             };
             let result = f(&conn);
-            if let Ok(mut readers) = this.readers.lock() {
+            if let Ok(mut readers) = readers.lock() {
                 if readers.len() < MAX_IDLE_READERS {
                     readers.push(conn);
                 }
@@ -281,14 +283,16 @@ impl Sqlite {
         .await
         .map_err(|e| StoreError::Unavailable(format!("a database read failed: {e}")))?
     }
+}
 
-    pub async fn ping(self: &Arc<Self>) -> bool {
+impl Backend for Sqlite {
+    async fn ping(&self) -> bool {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await
             .is_ok()
     }
 
-    pub async fn record(
+    async fn record(
         &self,
         account: &str,
         event: LeadEvent,
@@ -299,17 +303,13 @@ impl Sqlite {
             .await
     }
 
-    pub async fn lead(
-        self: &Arc<Self>,
-        account: &str,
-        id: &str,
-    ) -> Result<Option<LeadRecord>, StoreError> {
+    async fn lead(&self, account: &str, id: &str) -> Result<Option<LeadRecord>, StoreError> {
         let (account, id) = (account.to_string(), id.to_string());
         self.read(move |c| lead_record(c, &account, &id)).await
     }
 
-    pub async fn search(
-        self: &Arc<Self>,
+    async fn search(
+        &self,
         account: &str,
         query: Option<&str>,
         limit: i64,
@@ -336,7 +336,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn set_thread_state(
+    async fn set_thread_state(
         &self,
         account: &str,
         lead_id: &str,
@@ -369,7 +369,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn enqueue_webhooks(
+    async fn enqueue_webhooks(
         &self,
         account: &str,
         source: WebhookSource,
@@ -394,7 +394,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn enqueue_webhook(
+    async fn enqueue_webhook(
         &self,
         account: &str,
         source: WebhookSource,
@@ -430,8 +430,8 @@ impl Sqlite {
 
     /// The due events. `_lease` is for databases several instances share:
     /// a SQLite file has one process, whose one worker is the only reader.
-    pub async fn due_webhooks(
-        self: &Arc<Self>,
+    async fn due_webhooks(
+        &self,
         limit: i64,
         _lease: Duration,
     ) -> Result<Vec<PendingWebhook>, StoreError> {
@@ -456,7 +456,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn finish_webhook(
+    async fn finish_webhook(
         &self,
         id: i64,
         error: Option<&str>,
@@ -464,16 +464,8 @@ impl Sqlite {
         retry_in: Duration,
     ) -> Result<(), StoreError> {
         let now = Utc::now();
-        let (state, next) = match (error, give_up) {
-            (None, _) => ("done", None),
-            (Some(_), true) => ("failed", None),
-            (Some(_), false) => (
-                "pending",
-                Some(time_text(
-                    now + chrono::Duration::from_std(retry_in).unwrap_or_default(),
-                )),
-            ),
-        };
+        let (state, next) = super::webhook_end(error, give_up, retry_in, now);
+        let next = next.map(time_text);
         let error = error.map(str::to_string);
         self.write(move |c| {
             c.prepare_cached("UPDATE webhook_events SET state = ?1, attempts = attempts + 1, next_attempt = ?2, error = ?3, processed_at = ?4 WHERE id = ?5")?
@@ -483,7 +475,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn webhook_counts(self: &Arc<Self>) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn webhook_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT state, COUNT(*) AS n FROM webhook_events GROUP BY state ORDER BY state",
@@ -494,7 +486,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn apply_status(
+    async fn apply_status(
         &self,
         account: &str,
         status: &StatusRecord,
@@ -505,7 +497,7 @@ impl Sqlite {
             .await
     }
 
-    pub async fn claim_outbox(
+    async fn claim_outbox(
         &self,
         owner: &str,
         limit: i64,
@@ -519,7 +511,7 @@ impl Sqlite {
             .await
     }
 
-    pub async fn finish_outbox(
+    async fn finish_outbox(
         &self,
         owner: &str,
         item: &OutboxItem,
@@ -531,7 +523,7 @@ impl Sqlite {
             .await
     }
 
-    pub async fn outbox_counts(self: &Arc<Self>) -> Result<Vec<(String, String, i64)>, StoreError> {
+    async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT kind, state, COUNT(*) FROM outbox GROUP BY kind, state ORDER BY kind, state",
@@ -542,7 +534,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn disable_endpoint(
+    async fn disable_endpoint(
         &self,
         account: &str,
         endpoint: &str,
@@ -564,10 +556,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn disabled_endpoints(
-        self: &Arc<Self>,
-        account: &str,
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    async fn disabled_endpoints(&self, account: &str) -> Result<Vec<(String, String)>, StoreError> {
         let account = account.to_string();
         self.read(move |c| {
             let mut stmt = c.prepare_cached(
@@ -579,7 +568,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn record_marketing(
+    async fn record_marketing(
         &self,
         account: &str,
         wa_id: &str,
@@ -604,7 +593,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn queue_agent_reply(
+    async fn queue_agent_reply(
         &self,
         account: &str,
         lead_id: &str,
@@ -649,7 +638,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn record_consent(
+    async fn record_consent(
         &self,
         account: &str,
         kind: &str,
@@ -916,13 +905,7 @@ fn keep_conversation(
     now: &str,
 ) -> Result<(), StoreError> {
     if state.thread.open {
-        if record.asked.iter().any(|f| !state.thread.asked.contains(f)) {
-            let mut asked = state.thread.asked.clone();
-            for field in &record.asked {
-                if !asked.contains(field) {
-                    asked.push(field.clone());
-                }
-            }
+        if let Some(asked) = super::asked_after(&state.thread, &record.asked) {
             c.prepare_cached("UPDATE threads SET asked = ?1 WHERE lead_id = ?2")?
                 .execute(params![
                     serde_json::to_string(&asked).unwrap_or_default(),
@@ -1072,33 +1055,16 @@ fn record_new(
     record: DecisionRecord,
 ) -> Result<(Value, String, String), StoreError> {
     let lead_id = uuid::Uuid::now_v7().to_string();
-    let mut fields = event.fields.clone();
-    fields.retain(|_, v| !v.is_null());
-    let tags = unique(&event.tags);
-    let mut answers = Vec::new();
-    super::merge_answers(&mut answers, &event.answers);
+    let columns = event.new_columns(&record.playbook);
+    let (fields, tags, answers) = columns.json_columns();
+    let [name, first_name, phone, email, language, channel, intent, playbook] = columns.text;
     c.prepare_cached(
         "INSERT INTO leads (id, account_id, created_at, updated_at, name, first_name, phone, email, language, channel, intent, playbook, fields, tags, answers) \
          VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
-        lead_id,
-        account,
-        now,
-        event.name.as_ref().or(event.profile_name.as_ref()),
-        event.first_name,
-        event.phone,
-        event.email,
-        event.language,
-        event.channel,
-        event.intent,
-        event
-            .playbook
-            .as_deref()
-            .or(Some(record.playbook.as_str()).filter(|p| !p.is_empty())),
-        Value::Object(fields).to_string(),
-        serde_json::to_string(&tags).unwrap_or_default(),
-        serde_json::to_string(&answers).unwrap_or_default(),
+        lead_id, account, now, name, first_name, phone, email, language, channel, intent, playbook,
+        fields, tags, answers,
     ])?;
     insert_rows(c, account, &lead_id, event)?;
     let decision_id = insert_decision(c, account, &lead_id, now, &record)?;
@@ -1275,11 +1241,7 @@ fn finish_response(
     lead_id: &str,
     decision_id: &str,
 ) -> Result<Value, StoreError> {
-    let mut response = record.response.clone();
-    if let Value::Object(map) = &mut response {
-        map.insert("lead_id".into(), Value::String(lead_id.to_string()));
-        map.insert("decision_id".into(), Value::String(decision_id.to_string()));
-    }
+    let response = record.response_for(lead_id, decision_id);
     if let Some((source, source_id)) = &event.dedup {
         c.prepare_cached("INSERT INTO processed (account_id, source, source_id, at, response, fingerprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
             .execute(params![account, source, source_id, now, response.to_string(), event.fingerprint])?;
@@ -1375,29 +1337,10 @@ fn apply_event(
     let (fields, tags, answers): (String, String, String) = c
         .prepare_cached("SELECT fields, tags, answers FROM leads WHERE id = ?1")?
         .query_row(params![lead_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    if !event.answers.is_empty() {
-        let mut answers: Vec<Answer> = serde_json::from_str(&answers).unwrap_or_default();
-        super::merge_answers(&mut answers, &event.answers);
+    let (fields, tags, answers) = event.merge_columns(&fields, &tags, &answers);
+    if let Some(answers) = answers {
         c.prepare_cached("UPDATE leads SET answers = ?1 WHERE id = ?2")?
-            .execute(params![
-                serde_json::to_string(&answers).unwrap_or_default(),
-                lead_id
-            ])?;
-    }
-    let mut fields: Map<String, Value> = serde_json::from_str(&fields).unwrap_or_default();
-    // A later event's answers replace earlier ones; a null clears a field.
-    for (k, v) in &event.fields {
-        if v.is_null() {
-            fields.remove(k);
-        } else {
-            fields.insert(k.clone(), v.clone());
-        }
-    }
-    let mut tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
-    for t in &event.tags {
-        if !tags.contains(t) {
-            tags.push(t.clone());
-        }
+            .execute(params![answers, lead_id])?;
     }
     c.prepare_cached(
         "UPDATE leads SET name = COALESCE(?1, name, ?13), first_name = COALESCE(?2, first_name), phone = COALESCE(?3, phone), \
@@ -1413,8 +1356,8 @@ fn apply_event(
         event.channel,
         event.intent,
         event.playbook,
-        Value::Object(fields).to_string(),
-        serde_json::to_string(&tags).unwrap_or_default(),
+        fields,
+        tags,
         now,
         lead_id,
         event.profile_name,
@@ -1543,31 +1486,26 @@ fn claim_outbox(
     // Automation stops talking the moment a person takes the thread over.
     // CROSS JOIN keeps SQLite starting from the few taken-over threads.
     c.prepare_cached(
-        "UPDATE outbox SET state = 'cancelled', error = 'a person took the thread over before it was sent', updated_at = ?1 \
+        "UPDATE outbox SET state = 'cancelled', error = ?2, updated_at = ?1 \
          WHERE id IN (SELECT o.id FROM threads t JOIN outbox o ON o.lead_id = t.lead_id \
            WHERE t.state = 'human' AND o.state = 'pending' AND o.kind = 'whatsapp' AND o.automated = 1)",
     )?
-    .execute(params![now])?;
+    .execute(params![now, outbox::TAKEN_OVER])?;
     let expired: Vec<(String, String, String)> = {
         let mut stmt = c.prepare_cached(
-            "UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || 'given up: not delivered in time', updated_at = ?1 \
+            "UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || ?3, updated_at = ?1 \
              WHERE state = 'pending' AND created_at < ?2 RETURNING id, account_id, kind",
         )?;
-        let rows = stmt.query_map(params![now, seconds_ago(max_age)], |r| {
+        let rows = stmt.query_map(params![now, seconds_ago(max_age), outbox::GIVEN_UP], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         rows.collect::<Result<_, _>>()?
     };
-    // A buyer who never got their message must still be reached.
-    for (id, account, _) in expired.iter().filter(|e| e.2 == "whatsapp") {
-        let fallback = fallbacks.get(account).map_or(&[][..], Vec::as_slice);
-        flag_thread(
-            c,
-            id,
-            None,
-            &super::queues::expired_reason(max_age),
-            fallback,
-        )?;
+    for (id, account, kind) in &expired {
+        if let Some(flag) = outbox::expired_flag(kind, max_age) {
+            let fallback = fallbacks.get(account).map_or(&[][..], Vec::as_slice);
+            flag_thread(c, id, &flag, fallback)?;
+        }
     }
     // Two reads rather than one with an OR, which would make SQLite visit
     // and sort every pending message: the oldest due pending ones in the
@@ -1620,10 +1558,10 @@ fn claim_outbox(
 fn flag_thread(
     c: &Connection,
     outbox_id: &str,
-    code: Option<i64>,
-    reason: &str,
+    flag: &Flag,
     fallback: &[String],
 ) -> Result<(), StoreError> {
+    let (code, reason) = (flag.code, flag.reason.as_str());
     let now = now_text();
     c.prepare_cached(
         "UPDATE threads SET flag = 'delivery_failed', flag_reason = ?1, updated_at = ?2 \
@@ -1662,29 +1600,17 @@ fn marketing_opt_out(
     c: &Connection,
     account: &str,
     lead_id: &str,
-    wa_id: Option<&str>,
-    evidence: &str,
+    opt_out: &OptOut,
 ) -> Result<(), StoreError> {
     let now = Utc::now();
-    let keys = match wa_id {
-        Some(wa_id) => vec![wa_id.to_string()],
+    let keys = match &opt_out.wa_id {
+        Some(wa_id) => vec![wa_id.clone()],
         None => lead_marketing_keys(c, lead_id)?,
     };
     for key in &keys {
-        upsert_marketing(c, account, key, true, now, "whatsapp 131050")?;
+        upsert_marketing(c, account, key, true, now, outbox::OPT_OUT_SOURCE)?;
     }
-    insert_consent(
-        c,
-        account,
-        lead_id,
-        &ConsentRecord {
-            channel: "whatsapp_marketing".into(),
-            granted: false,
-            source: "whatsapp 131050".into(),
-            at: now,
-            evidence: Some(evidence.to_string()),
-        },
-    )
+    insert_consent(c, account, lead_id, &opt_out.consent(now))
 }
 
 /// Keeps a WhatsApp user's marketing preference unless a later one is on record.
@@ -1717,27 +1643,10 @@ fn record_marketing(
     evidence: Option<&str>,
 ) -> Result<(), StoreError> {
     upsert_marketing(c, account, wa_id, opted_out, at, source)?;
-    let phone = crate::intake::wa_id_to_e164(wa_id);
-    let identities: Vec<(String, String)> = [
-        Some(("whatsapp".to_string(), wa_id.to_string())),
-        phone.map(|p| ("phone".to_string(), p)),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let identities = super::wa_identities(wa_id);
     if let Some((lead_id, _)) = find_leads(c, account, &identities)?.into_iter().next() {
-        insert_consent(
-            c,
-            account,
-            &lead_id,
-            &ConsentRecord {
-                channel: "whatsapp_marketing".into(),
-                granted: !opted_out,
-                source: source.to_string(),
-                at,
-                evidence: evidence.map(str::to_string),
-            },
-        )?;
+        let consent = ConsentRecord::marketing(!opted_out, source, at, evidence);
+        insert_consent(c, account, &lead_id, &consent)?;
     }
     Ok(())
 }
@@ -1749,12 +1658,9 @@ fn queue_fallback(c: &Connection, id: &str, payload: &Value) -> Result<bool, Sto
         .prepare_cached("SELECT id FROM outbox WHERE replaces = ?1")?
         .query_row(params![id], |r| r.get(0))
         .optional()?;
-    if exists.is_some() || payload.get("template").is_none_or(Value::is_null) {
+    let Some(payload) = outbox::template_in_place(payload).filter(|_| exists.is_none()) else {
         return Ok(false);
-    }
-    let mut payload = payload.clone();
-    payload["outcome"] = Value::String("template".into());
-    payload["text"] = Value::Null;
+    };
     let now = now_text();
     c.prepare_cached(
         "INSERT INTO outbox (id, account_id, lead_id, decision_id, kind, payload, created_at, automated, replaces, updated_at) \
@@ -1821,13 +1727,6 @@ fn apply_status(
         lead_id: Some(lead_id.clone()),
     };
     if status.status != DeliveryStatus::Failed {
-        let furthest = if super::status_rank(Some(status.status.as_str()))
-            > super::status_rank(delivery.as_deref())
-        {
-            Some(status.status.as_str().to_string())
-        } else {
-            delivery
-        };
         // Meta has it: a send we were unsure of, or were about to retry, is done.
         c.prepare_cached(
             "UPDATE outbox SET message_id = COALESCE(message_id, ?1), delivery = ?2, \
@@ -1835,42 +1734,48 @@ fn apply_status(
              lease_owner = CASE WHEN state IN ('sending', 'pending') THEN NULL ELSE lease_owner END, \
              next_attempt = NULL, updated_at = ?3 WHERE id = ?4",
         )?
-        .execute(params![status.message_id, furthest, now, id])?;
+        .execute(params![status.message_id, status.furthest(delivery), now, id])?;
         return Ok(applied);
     }
-    let first = status.errors.get(0);
-    let code = first.and_then(|e| e.get("code")).and_then(Value::as_i64);
-    let detail = first
-        .map(|e| {
-            e.get("message")
-                .or_else(|| e.get("title"))
-                .and_then(Value::as_str)
-                .unwrap_or("failed")
-                .to_string()
-        })
-        .unwrap_or_else(|| "failed".into());
-    let error = match code {
-        Some(code) => format!("{code}: {detail}"),
-        None => detail,
-    };
     let _ = state;
+    let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+    let failure = status.failure(&payload);
     c.prepare_cached(
         "UPDATE outbox SET message_id = COALESCE(message_id, ?1), delivery = 'failed', state = 'failed', \
          error_code = ?2, error = ?3, lease_owner = NULL, updated_at = ?4 WHERE id = ?5",
     )?
-    .execute(params![status.message_id, code, error, now, id])?;
-    let payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-    let session = payload.get("outcome").and_then(Value::as_str) == Some("session");
-    if code == Some(131047) && session {
-        applied.fell_back = queue_fallback(c, &id, &payload)?;
-    }
-    if code == Some(131050) {
-        marketing_opt_out(c, account, &lead_id, Some(&status.recipient), &error)?;
-    }
-    if !applied.fell_back {
-        flag_thread(c, &id, code, &error, fallback)?;
-    }
+    .execute(params![status.message_id, failure.code, failure.error, now, id])?;
+    applied.fell_back = carry_out(c, account, &lead_id, &id, &failure.effects, fallback)?;
     Ok(applied)
+}
+
+/// Does what the end of outbox message `id` of `lead_id` sets off; true
+/// when a template was queued in its place.
+fn carry_out(
+    c: &Connection,
+    account: &str,
+    lead_id: &str,
+    id: &str,
+    effects: &Effects,
+    fallback: &[String],
+) -> Result<bool, StoreError> {
+    if let Some(wa_id) = &effects.identity {
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO identities (account_id, kind, value, lead_id) VALUES (?1, 'whatsapp', ?2, ?3)",
+        )?
+        .execute(params![account, wa_id, lead_id])?;
+    }
+    let fell_back = match &effects.template {
+        Some(payload) => queue_fallback(c, id, payload)?,
+        None => false,
+    };
+    if let Some(opt_out) = &effects.opt_out {
+        marketing_opt_out(c, account, lead_id, opt_out)?;
+    }
+    if let Some(flag) = effects.flag.as_ref().filter(|_| !fell_back) {
+        flag_thread(c, id, flag, fallback)?;
+    }
+    Ok(fell_back)
 }
 
 fn finish_outbox(
@@ -1888,89 +1793,37 @@ fn finish_outbox(
     if held != Some(("sending".to_string(), Some(owner.to_string()))) {
         return Ok(false);
     }
-    let now = now_text();
-    let end = |state: &str, code: Option<i64>, error: Option<&str>| -> Result<(), StoreError> {
-        c.prepare_cached(
-            "UPDATE outbox SET state = ?1, error_code = ?2, error = ?3, lease_owner = NULL, lease_until = NULL, \
-             sending_since = NULL, updated_at = ?4 WHERE id = ?5",
-        )?
-        .execute(params![state, code, error, now, item.id])?;
-        Ok(())
-    };
-    match outcome {
-        SendOutcome::Sent { message_id, wa_id } => {
-            let delivery = if item.kind == OutboxKind::Whatsapp {
-                "accepted"
-            } else {
-                "delivered"
-            };
-            c.prepare_cached(
-                "UPDATE outbox SET state = 'sent', message_id = COALESCE(?1, message_id), delivery = COALESCE(delivery, ?2), \
-                 error_code = NULL, error = NULL, lease_owner = NULL, lease_until = NULL, sending_since = NULL, updated_at = ?3 WHERE id = ?4",
-            )?
-            .execute(params![message_id, delivery, now, item.id])?;
-            // Meta's ID for the user can differ from the number typed: later
-            // messages from it must find this lead.
-            if let Some(wa_id) = wa_id {
-                c.prepare_cached(
-                    "INSERT OR IGNORE INTO identities (account_id, kind, value, lead_id) VALUES (?1, 'whatsapp', ?2, ?3)",
-                )?
-                .execute(params![item.account, wa_id, item.lead_id])?;
-            }
-        }
-        SendOutcome::Retry { at, code, error } => {
-            c.prepare_cached(
-                "UPDATE outbox SET state = 'pending', next_attempt = ?1, error_code = ?2, error = ?3, lease_owner = NULL, \
-                 lease_until = NULL, sending_since = NULL, updated_at = ?4 WHERE id = ?5",
-            )?
-            .execute(params![time_text(at), code, error, now, item.id])?;
-        }
-        SendOutcome::Uncertain { error } => {
-            // Still `sending`, its lease over: claimed again only after the grace period.
-            c.prepare_cached(
-                "UPDATE outbox SET lease_owner = NULL, lease_until = ?1, error = ?2, updated_at = ?1 WHERE id = ?3",
-            )?
-            .execute(params![now, error, item.id])?;
-        }
-        SendOutcome::Failed {
-            code,
-            error,
-            marketing_opt_out: opted_out,
-        } => {
-            end("failed", code, Some(&error))?;
-            if opted_out {
-                let to = item
-                    .payload
-                    .get("to")
-                    .and_then(Value::as_str)
-                    .map(|t| t.trim_start_matches('+').to_string());
-                marketing_opt_out(c, &item.account, &item.lead_id, to.as_deref(), &error)?;
-            }
-            // An operator must reach a buyer WhatsApp could not; a CRM that
-            // refused is the account's to fix (metrics and logs say so).
-            if item.kind == OutboxKind::Whatsapp {
-                flag_thread(c, &item.id, code, &error, fallback)?;
-            }
-        }
-        SendOutcome::Fallback {
-            code,
-            error,
-            payload,
-        } => {
-            end("failed", Some(code), Some(&error))?;
-            if !queue_fallback(c, &item.id, &payload)? {
-                flag_thread(c, &item.id, Some(code), &error, fallback)?;
-            }
-        }
-        SendOutcome::Cancelled { reason } => end("cancelled", None, Some(&reason))?,
-        SendOutcome::Deferred { at } => {
-            c.prepare_cached(
-                "UPDATE outbox SET state = 'pending', next_attempt = ?1, attempts = attempts - 1, lease_owner = NULL, \
-                 lease_until = NULL, sending_since = NULL, updated_at = ?2 WHERE id = ?3",
-            )?
-            .execute(params![time_text(at), now, item.id])?;
-        }
-    }
+    let now = Utc::now();
+    let plan = outcome.plan(item, now);
+    c.prepare_cached(
+        "UPDATE outbox SET state = ?1, message_id = COALESCE(?2, message_id), delivery = COALESCE(delivery, ?3), \
+         next_attempt = COALESCE(?4, next_attempt), \
+         error_code = CASE WHEN ?5 THEN ?6 ELSE error_code END, error = CASE WHEN ?7 THEN ?8 ELSE error END, \
+         attempts = CASE WHEN ?9 THEN attempts ELSE attempts - 1 END, lease_owner = NULL, lease_until = ?10, \
+         sending_since = CASE WHEN ?10 IS NULL THEN NULL ELSE sending_since END, updated_at = ?11 WHERE id = ?12",
+    )?
+    .execute(params![
+        plan.state,
+        plan.message_id,
+        plan.delivery,
+        plan.next_attempt.map(time_text),
+        plan.code.is_some(),
+        plan.code.flatten(),
+        plan.error.is_some(),
+        plan.error.flatten(),
+        plan.counts,
+        plan.grace_from.map(time_text),
+        time_text(now),
+        item.id
+    ])?;
+    carry_out(
+        c,
+        &item.account,
+        &item.lead_id,
+        &item.id,
+        &plan.effects,
+        fallback,
+    )?;
     Ok(true)
 }
 

@@ -5,13 +5,12 @@ use super::{now_text, parse_time, survivor, time_text, trail, Sqlite};
 use crate::queues::{pick, Candidate, QueuePlan};
 use crate::store::queues::{
     activity, agent_payload, assigned_text, escalated_text, member_views, Assigned, MemberView,
-    OperatorRow, Presence, Waiting, SYSTEM_ACTOR,
+    OperatorRow, Presence, QueueBackend, Waiting, SYSTEM_ACTOR,
 };
 use crate::store::StoreError;
 use chrono::{DateTime, SubsecRound, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The queue's members with their availability and load, in configured order.
@@ -74,8 +73,8 @@ fn notify_agent(
     Ok(())
 }
 
-impl Sqlite {
-    pub async fn assign_waiting(
+impl QueueBackend for Sqlite {
+    async fn assign_waiting(
         &self,
         account: &str,
         plan: &QueuePlan,
@@ -143,7 +142,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn escalate(
+    async fn escalate(
         &self,
         account: &str,
         queue: &str,
@@ -188,11 +187,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn set_available(
-        &self,
-        operator_id: &str,
-        available: bool,
-    ) -> Result<bool, StoreError> {
+    async fn set_available(&self, operator_id: &str, available: bool) -> Result<bool, StoreError> {
         let operator_id = operator_id.to_string();
         self.write(move |c| {
             let now = now_text();
@@ -212,11 +207,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn touch_presence(
-        &self,
-        operator_id: &str,
-        idle: Duration,
-    ) -> Result<bool, StoreError> {
+    async fn touch_presence(&self, operator_id: &str, idle: Duration) -> Result<bool, StoreError> {
         let operator_id = operator_id.to_string();
         self.write(move |c| {
             let now = Utc::now();
@@ -241,7 +232,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn presence(self: &Arc<Self>, operator_id: &str) -> Result<Presence, StoreError> {
+    async fn presence(&self, operator_id: &str) -> Result<Presence, StoreError> {
         let operator_id = operator_id.to_string();
         self.read(move |c| {
             Ok(
@@ -259,8 +250,8 @@ impl Sqlite {
         .await
     }
 
-    pub async fn queue_members(
-        self: &Arc<Self>,
+    async fn queue_members(
+        &self,
         account: &str,
         plan: &QueuePlan,
     ) -> Result<Vec<MemberView>, StoreError> {
@@ -268,8 +259,8 @@ impl Sqlite {
         self.read(move |c| members(c, &account, &plan)).await
     }
 
-    pub async fn waiting(
-        self: &Arc<Self>,
+    async fn waiting(
+        &self,
         account: &str,
         queue: &str,
         limit: i64,
@@ -293,7 +284,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn close_thread(
+    async fn close_thread(
         &self,
         account: &str,
         lead_id: &str,
@@ -323,9 +314,7 @@ impl Sqlite {
         .await
     }
 
-    pub async fn queue_counts(
-        self: &Arc<Self>,
-    ) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+    async fn queue_counts(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT account_id, queue, queue_state, COUNT(*) FROM threads \
