@@ -475,14 +475,21 @@ impl Postgres {
     ) -> Sql<Vec<OutboxItem>> {
         let mut tx = self.delivery.begin().await?;
         let now = Utc::now();
-        // Automation stops talking the moment a person takes the thread over.
-        // SKIP LOCKED everywhere here: a claim never waits for another
+        // Automation stops talking once a person has taken the thread over:
+        // of the messages about to be claimed, the automated WhatsApp ones of
+        // taken-over threads are cancelled instead. Asked of those messages
+        // only, so a claim costs the same however many threads were taken
+        // over. SKIP LOCKED everywhere here: a claim never waits for another
         // instance, and rows busy elsewhere are seen at the next poll.
-        q("UPDATE outbox SET state = 'cancelled', error = $2, updated_at = $1 \
-           WHERE id IN (SELECT o.id FROM outbox o JOIN threads t ON t.lead_id = o.lead_id AND t.state = 'human' \
-             WHERE o.state = 'pending' AND o.kind = 'whatsapp' AND o.automated FOR UPDATE OF o SKIP LOCKED)")
+        q("WITH next AS (SELECT id, lead_id FROM outbox \
+               WHERE state = 'pending' AND (next_attempt IS NULL OR next_attempt <= $1) \
+                 AND kind = 'whatsapp' AND automated \
+               ORDER BY state, created_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+           UPDATE outbox SET state = 'cancelled', error = $2, updated_at = $1 \
+           WHERE id IN (SELECT n.id FROM next n JOIN threads t ON t.lead_id = n.lead_id AND t.state = 'human')")
             .bind(now)
             .bind(outbox::TAKEN_OVER)
+            .bind(limit)
             .execute(&mut *tx)
             .await?;
         let expired = q("UPDATE outbox SET state = 'failed', error = COALESCE(error || '; ', '') || $3, updated_at = $1 \
