@@ -66,7 +66,6 @@ fn decision(outbox: Vec<(OutboxKind, Value)>) -> DecisionRecord {
         decision: json!({"outcome": "session"}),
         trace: json!([]),
         outbox,
-        response: json!({"outcome": "session"}),
         ..DecisionRecord::default()
     }
 }

@@ -15,7 +15,7 @@ use crate::engine::{Event, Outcome, Situation};
 use crate::ruleset::{Decision, DecisionError, Ruleset};
 use crate::store::{DecisionRecord, LeadState, DEFAULT_IDLE_DAYS};
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Where a lead is routed from: what decides its playbook.
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,7 +155,7 @@ pub fn decide_for(
             return DecisionRecord {
                 ruleset_hash: ruleset.hash.clone(),
                 decision: no_decision(Some(decided.event), why.to_string()),
-                response: json!({"created": state.created, "decision": no_decision(Some(decided.event), why.to_string())}),
+                created: state.created,
                 ..DecisionRecord::default()
             }
         }
@@ -188,7 +188,7 @@ pub fn decide_for(
             playbook: playbook.to_string(),
             ruleset_hash: ruleset.hash.clone(),
             decision: no_decision(None, e.to_string()),
-            response: json!({"created": state.created, "decision": no_decision(None, e.to_string())}),
+            created: state.created,
             ..DecisionRecord::default()
         },
     }
@@ -259,7 +259,7 @@ fn record_for(
         opens_thread,
         idle_days: DEFAULT_IDLE_DAYS as u32,
         asked: decision.actions.ask.clone(),
-        response: json!({"created": state.created, "decision": decision_json}),
+        created: state.created,
         decision: decision_json,
     }
 }

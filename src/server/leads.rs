@@ -11,7 +11,7 @@ use crate::engine::{Event, Situation, ThreadInput};
 use crate::pipeline::policy;
 use crate::pipeline::{decide_for, pick_playbook, Decided, NoPlaybook, Route};
 use crate::ruleset::{Decision, Ruleset};
-use crate::store::view::LeadSummary;
+use crate::store::view::{LeadResult, LeadSummary};
 use crate::store::{ConsentRecord, LeadEvent, LeadRecord, Recorded};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -381,18 +381,6 @@ fn to_event(
     };
     policy::check_event(&event)?;
     Ok((event, playbook))
-}
-
-/// The answer to `POST /v1/leads`, also replayed for a repeated
-/// `Idempotency-Key`. Kept with the decision as it was first given.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct LeadResult {
-    /// Whether the event made a new lead (else it reached an existing one).
-    created: bool,
-    decision: crate::ruleset::DecisionOrError,
-    /// The lead (the survivor, when leads merged).
-    lead_id: String,
-    decision_id: String,
 }
 
 /// The `Idempotency-Key` of a request that creates something.

@@ -181,19 +181,22 @@ pub struct DecisionRecord {
     pub idle_days: u32,
     /// The fields `ask` reported: not reported again in this conversation.
     pub asked: Vec<String>,
-    /// The response to give (and to replay for a duplicate).
-    pub response: Value,
+    /// Whether the event made a new lead: the answer says so.
+    pub created: bool,
 }
 
 impl DecisionRecord {
-    /// The response to give, naming the lead and the decision.
+    /// The response to give (and to replay for a duplicate), naming the
+    /// lead and the decision.
     pub(crate) fn response_for(&self, lead_id: &str, decision_id: &str) -> Value {
-        let mut response = self.response.clone();
-        if let Value::Object(map) = &mut response {
-            map.insert("lead_id".into(), Value::String(lead_id.to_string()));
-            map.insert("decision_id".into(), Value::String(decision_id.to_string()));
-        }
-        response
+        let result = view::LeadResult {
+            created: self.created,
+            decision: &self.decision,
+            lead_id,
+            decision_id,
+        };
+        // Strings, a bool and a JSON value serialize without fail.
+        serde_json::to_value(result).unwrap_or(Value::Null)
     }
 }
 

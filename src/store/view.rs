@@ -51,6 +51,20 @@ pub struct LeadRecord {
     pub outbox: Vec<OutboxEntry>,
 }
 
+/// The answer to `POST /v1/leads`, kept with the event's source ID and
+/// replayed unchanged for a repeated `Idempotency-Key`.
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct LeadResult<'a> {
+    /// Whether the event made a new lead (else it reached an existing one).
+    pub created: bool,
+    /// The decision, or why there is none.
+    #[schema(value_type = crate::ruleset::DecisionOrError)]
+    pub decision: &'a Value,
+    /// The lead (the survivor, when leads merged).
+    pub lead_id: &'a str,
+    pub decision_id: &'a str,
+}
+
 /// A lead as a search lists it.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LeadSummary {
