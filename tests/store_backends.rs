@@ -152,7 +152,7 @@ async fn a_new_lead_then_a_known_one_reach_the_same_lead() {
         assert!(l["created_at"].as_str().unwrap().ends_with('Z'));
         let found = store.search("acme", Some("aisha"), 10).await.unwrap();
         assert_eq!(found.len(), 1, "{}: search ignores case", db.name());
-        assert_eq!(found[0]["id"], id.as_str());
+        assert_eq!(found[0].id, id);
         assert!(store.lead("other-account", &id).await.unwrap().is_none());
     }
 }

@@ -603,13 +603,6 @@ pub async fn search(
             limit,
         )
         .await?;
-    let leads = leads
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            ApiError::Internal(format!("a stored lead does not read as a summary: {e}"))
-        })?;
     Ok(Json(LeadList { leads }))
 }
 

@@ -52,7 +52,7 @@ pub trait Backend {
         account: &str,
         query: Option<&str>,
         limit: i64,
-    ) -> impl Future<Output = Result<Vec<Value>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<super::view::LeadSummary>, StoreError>> + Send;
 
     /// Sets a thread's state: a person takes it over, or gives it back.
     /// Returns false when the account has no such lead.

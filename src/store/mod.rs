@@ -475,7 +475,7 @@ impl Store {
         account: &str,
         query: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<view::LeadSummary>, StoreError> {
         on_backend!(self, db => db.search(account, query, limit).await)
     }
 

@@ -62,7 +62,7 @@ use crate::engine::lead::{Consent, TranscriptMessage};
 use crate::engine::Lead;
 use crate::intake::DeliveryStatus;
 use crate::store::view::{
-    self, ConsentEntry, Identity, LeadRecord, OutboxEntry, StoredDecision, ThreadView,
+    self, ConsentEntry, Identity, LeadRecord, LeadSummary, OutboxEntry, StoredDecision, ThreadView,
     TranscriptEntry,
 };
 use crate::store::Backend;
@@ -626,7 +626,7 @@ impl Backend for Postgres {
         account: &str,
         query: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<LeadSummary>, StoreError> {
         let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
         // ILIKE with no escape character: SQLite's LIKE ignores ASCII case
         // and treats a backslash as itself.
@@ -641,13 +641,16 @@ impl Backend for Postgres {
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            out.push(serde_json::json!({
-                "id": r.try_get::<String, _>("id")?, "name": r.try_get::<Option<String>, _>("name")?,
-                "phone": r.try_get::<Option<String>, _>("phone")?, "email": r.try_get::<Option<String>, _>("email")?,
-                "channel": r.try_get::<Option<String>, _>("channel")?, "intent": r.try_get::<Option<String>, _>("intent")?,
-                "playbook": r.try_get::<Option<String>, _>("playbook")?,
-                "updated_at": time_text(r.try_get("updated_at")?),
-            }));
+            out.push(LeadSummary {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                phone: r.try_get("phone")?,
+                email: r.try_get("email")?,
+                channel: r.try_get("channel")?,
+                intent: r.try_get("intent")?,
+                playbook: r.try_get("playbook")?,
+                updated_at: time_text(r.try_get("updated_at")?),
+            });
         }
         Ok(out)
     }

@@ -26,7 +26,7 @@ use crate::engine::lead::{Consent, TranscriptMessage};
 use crate::engine::Lead;
 use crate::intake::DeliveryStatus;
 use crate::store::view::{
-    self, ConsentEntry, Identity, LeadRecord, OutboxEntry, StoredDecision, ThreadView,
+    self, ConsentEntry, Identity, LeadRecord, LeadSummary, OutboxEntry, StoredDecision, ThreadView,
     TranscriptEntry,
 };
 use crate::store::Backend;
@@ -327,7 +327,7 @@ impl Backend for Sqlite {
         account: &str,
         query: Option<&str>,
         limit: i64,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<LeadSummary>, StoreError> {
         let account = account.to_string();
         let pattern = query.map(|q| format!("%{}%", q.replace(['%', '_'], "")));
         self.read(move |c| {
@@ -338,12 +338,16 @@ impl Backend for Sqlite {
                  ORDER BY updated_at DESC, id DESC LIMIT ?3",
             )?;
             let rows = stmt.query_map(params![account, pattern, limit], |r| {
-                Ok(serde_json::json!({
-                    "id": r.get::<_, String>("id")?, "name": r.get::<_, Option<String>>("name")?,
-                    "phone": r.get::<_, Option<String>>("phone")?, "email": r.get::<_, Option<String>>("email")?,
-                    "channel": r.get::<_, Option<String>>("channel")?, "intent": r.get::<_, Option<String>>("intent")?,
-                    "playbook": r.get::<_, Option<String>>("playbook")?, "updated_at": r.get::<_, String>("updated_at")?,
-                }))
+                Ok(LeadSummary {
+                    id: r.get("id")?,
+                    name: r.get("name")?,
+                    phone: r.get("phone")?,
+                    email: r.get("email")?,
+                    channel: r.get("channel")?,
+                    intent: r.get("intent")?,
+                    playbook: r.get("playbook")?,
+                    updated_at: r.get("updated_at")?,
+                })
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
