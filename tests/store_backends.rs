@@ -885,10 +885,10 @@ async fn the_inbox_keeps_operators_sessions_threads_and_the_trail_alike() {
         };
         let threads = store.threads("acme", Some(&op.id), &all).await.unwrap();
         assert_eq!(threads.len(), 1, "{name}");
-        assert_eq!(threads[0]["unread"], true, "{name}");
+        assert!(threads[0].unread, "{name}");
         store.mark_read(&op.id, &lead).await.unwrap();
         let threads = store.threads("acme", Some(&op.id), &all).await.unwrap();
-        assert_eq!(threads[0]["unread"], false, "{name}");
+        assert!(!threads[0].unread, "{name}");
         assert!(
             store
                 .threads("globex", None, &all)
@@ -931,8 +931,8 @@ async fn the_inbox_keeps_operators_sessions_threads_and_the_trail_alike() {
         };
         let threads = store.threads("acme", None, &human).await.unwrap();
         assert_eq!(threads.len(), 1, "{name}");
-        assert_eq!(threads[0]["taken_by"], "Priya", "{name}");
-        assert_eq!(threads[0]["last_text"], "Hi", "{name}");
+        assert_eq!(threads[0].taken_by.as_deref(), Some("Priya"), "{name}");
+        assert_eq!(threads[0].last_text.as_deref(), Some("Hi"), "{name}");
         let kinds: Vec<String> = store
             .thread_events("acme", &lead)
             .await
@@ -1401,7 +1401,7 @@ async fn escalation_moves_a_thread_nobody_picked_up_once_and_survives_a_restart(
         let listed = store.threads("acme", None, &waiting).await.unwrap();
         let listed: BTreeSet<(&str, &str)> = listed
             .iter()
-            .map(|t| (t["lead_id"].as_str().unwrap(), t["queue"].as_str().unwrap()))
+            .map(|t| (t.lead_id.as_str(), t.queue.as_deref().unwrap()))
             .collect();
         assert_eq!(
             listed,

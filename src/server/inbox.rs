@@ -452,6 +452,8 @@ async fn list(
         .threads(&account.id, Some(&session.operator.id), &filter)
         .await
         .unwrap_or_default();
+    // As the page's template reads them, with their badges added below.
+    let threads: Vec<Value> = threads.iter().map(|t| json!(t)).collect();
     // The rules' queues and those of the threads shown (a person may have
     // reassigned one to a queue no rule names).
     let queues = queues_of(&state, &account, &threads);

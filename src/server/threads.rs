@@ -330,13 +330,6 @@ pub async fn list(
 ) -> Result<Json<ThreadList>, ApiError> {
     let filter = q.filter()?;
     let threads = state.store.threads(&account.id, None, &filter).await?;
-    let threads = threads
-        .into_iter()
-        .map(serde_json::from_value)
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            ApiError::Internal(format!("a stored thread does not read as a summary: {e}"))
-        })?;
     Ok(Json(ThreadList { threads }))
 }
 

@@ -167,7 +167,7 @@ pub trait InboxBackend {
         account: &str,
         reader: Option<&str>,
         filter: &ThreadFilter,
-    ) -> impl Future<Output = Result<Vec<Value>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ThreadSummary>, StoreError>> + Send;
 
     /// Notes that `operator` has seen the thread as it is now.
     fn mark_read(
@@ -291,7 +291,7 @@ impl Store {
         account: &str,
         reader: Option<&str>,
         filter: &ThreadFilter,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<ThreadSummary>, StoreError> {
         on_backend!(self, db => db.threads(account, reader, filter).await)
     }
 

@@ -3,11 +3,10 @@
 //! first, as every other write does.
 
 use super::{
-    load_state, lock_survivor, q, survivor, text_or_null, time_or_null, time_text, trail, Postgres,
-    Sql,
+    load_state, lock_survivor, q, survivor, text_or_null, time_text, trail, Postgres, Sql,
 };
 use crate::store::inbox::{
-    InboxBackend, Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter,
+    InboxBackend, Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter, ThreadSummary,
 };
 use crate::store::queues::FirstReply;
 use crate::store::{LeadState, StoreError};
@@ -145,7 +144,7 @@ impl InboxBackend for Postgres {
         account: &str,
         reader: Option<&str>,
         filter: &ThreadFilter,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<ThreadSummary>, StoreError> {
         let pattern = filter
             .q
             .as_deref()
@@ -183,25 +182,26 @@ impl InboxBackend for Postgres {
         for r in rows {
             let activity: DateTime<Utc> = r.try_get("activity_at")?;
             let read: Option<DateTime<Utc>> = r.try_get("read_at")?;
-            out.push(json!({
-                "lead_id": r.try_get::<String, _>("id")?,
-                "name": text_or_null(r.try_get("name")?),
-                "phone": text_or_null(r.try_get("phone")?),
-                "channel": text_or_null(r.try_get("channel")?),
-                "playbook": text_or_null(r.try_get("playbook")?),
-                "state": r.try_get::<String, _>("state")?,
-                "queue": text_or_null(r.try_get("queue")?),
-                "flag": text_or_null(r.try_get("flag")?),
-                "taken_by": text_or_null(r.try_get("taken_by")?),
-                "queue_state": text_or_null(r.try_get("queue_state")?),
-                "queued_at": time_or_null(r.try_get("queued_at")?),
-                "assignee": text_or_null(r.try_get("assignee")?),
-                "outcome": text_or_null(r.try_get("outcome")?),
-                "last_inbound_at": time_or_null(r.try_get("last_inbound_at")?),
-                "last_text": text_or_null(r.try_get("last_text")?),
-                "activity_at": time_text(activity),
-                "unread": read.is_none_or(|read| read < activity),
-            }));
+            let time = |t: Option<DateTime<Utc>>| t.map(time_text);
+            out.push(ThreadSummary {
+                lead_id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                phone: r.try_get("phone")?,
+                channel: r.try_get("channel")?,
+                playbook: r.try_get("playbook")?,
+                state: r.try_get("state")?,
+                queue: r.try_get("queue")?,
+                flag: r.try_get("flag")?,
+                taken_by: r.try_get("taken_by")?,
+                queue_state: r.try_get("queue_state")?,
+                queued_at: time(r.try_get("queued_at")?),
+                assignee: r.try_get("assignee")?,
+                outcome: r.try_get("outcome")?,
+                last_inbound_at: time(r.try_get("last_inbound_at")?),
+                last_text: r.try_get("last_text")?,
+                activity_at: time_text(activity),
+                unread: read.is_none_or(|read| read < activity),
+            });
         }
         Ok(out)
     }

@@ -2073,11 +2073,6 @@ pub(super) fn text_or_null(v: Option<String>) -> Value {
     v.map(Value::String).unwrap_or(Value::Null)
 }
 
-pub(super) fn time_or_null(v: Option<DateTime<Utc>>) -> Value {
-    v.map(|t| Value::String(time_text(t)))
-        .unwrap_or(Value::Null)
-}
-
 /// Everything about a lead, as the API shows it (the same record as SQLite's).
 async fn lead_record(c: &mut PgConnection, account: &str, id: &str) -> Sql<Option<LeadRecord>> {
     let Some(id) = survivor(c, account, id).await? else {

@@ -2,7 +2,7 @@
 
 use super::{load_state, now_text, parse_time, rows, survivor, time_text, trail, Sqlite};
 use crate::store::inbox::{
-    InboxBackend, Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter,
+    InboxBackend, Operator, OperatorLogin, ReplyQueued, Session, ThreadFilter, ThreadSummary,
 };
 use crate::store::queues::FirstReply;
 use crate::store::{LeadState, StoreError};
@@ -159,7 +159,7 @@ impl InboxBackend for Sqlite {
         account: &str,
         reader: Option<&str>,
         filter: &ThreadFilter,
-    ) -> Result<Vec<Value>, StoreError> {
+    ) -> Result<Vec<ThreadSummary>, StoreError> {
         let (account, reader) = (account.to_string(), reader.map(str::to_string));
         let filter = filter.clone();
         self.read(move |c| {
@@ -202,25 +202,26 @@ impl InboxBackend for Sqlite {
                 |r| {
                     let activity: String = r.get("activity_at")?;
                     let read: Option<String> = r.get("read_at")?;
-                    Ok(json!({
-                        "lead_id": r.get::<_, String>("id")?,
-                        "name": r.get::<_, Option<String>>("name")?,
-                        "phone": r.get::<_, Option<String>>("phone")?,
-                        "channel": r.get::<_, Option<String>>("channel")?,
-                        "playbook": r.get::<_, Option<String>>("playbook")?,
-                        "state": r.get::<_, String>("state")?,
-                        "queue": r.get::<_, Option<String>>("queue")?,
-                        "flag": r.get::<_, Option<String>>("flag")?,
-                        "taken_by": r.get::<_, Option<String>>("taken_by")?,
-                        "queue_state": r.get::<_, Option<String>>("queue_state")?,
-                        "queued_at": r.get::<_, Option<String>>("queued_at")?,
-                        "assignee": r.get::<_, Option<String>>("assignee")?,
-                        "outcome": r.get::<_, Option<String>>("outcome")?,
-                        "last_inbound_at": r.get::<_, Option<String>>("last_inbound_at")?,
-                        "last_text": r.get::<_, Option<String>>("last_text")?,
-                        "activity_at": activity,
-                        "unread": read.is_none_or(|read| read < activity),
-                    }))
+                    let unread = read.is_none_or(|read| read < activity);
+                    Ok(ThreadSummary {
+                        lead_id: r.get("id")?,
+                        name: r.get("name")?,
+                        phone: r.get("phone")?,
+                        channel: r.get("channel")?,
+                        playbook: r.get("playbook")?,
+                        state: r.get("state")?,
+                        queue: r.get("queue")?,
+                        flag: r.get("flag")?,
+                        taken_by: r.get("taken_by")?,
+                        queue_state: r.get("queue_state")?,
+                        queued_at: r.get("queued_at")?,
+                        assignee: r.get("assignee")?,
+                        outcome: r.get("outcome")?,
+                        last_inbound_at: r.get("last_inbound_at")?,
+                        last_text: r.get("last_text")?,
+                        activity_at: activity,
+                        unread,
+                    })
                 },
             )?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
