@@ -620,6 +620,24 @@ mod tests {
     }
 
     #[test]
+    fn the_thread_states_documented_are_the_ones_the_filter_takes() {
+        let doc = document();
+        let state = doc["paths"]["/v1/threads"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "state")
+            .unwrap();
+        let documented: Vec<&str> = state["schema"]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{state}"))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(documented, crate::store::inbox::THREAD_STATES);
+    }
+
+    #[test]
     fn length_limits_are_the_input_policy() {
         use crate::pipeline::policy;
         let lead = &document()["components"]["schemas"]["LeadInput"]["properties"];
